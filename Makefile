@@ -1,0 +1,28 @@
+# Entry points. `make demo` and `make test` work on a fresh machine: they create
+# the virtual environment in .venv and install the pinned dependencies first.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(abspath $(VENV))/bin
+export PATH := $(BIN):$(PATH)
+
+.PHONY: setup demo test bench clean-venv
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+demo: setup
+	dvc repro
+
+test: setup
+	pytest -q
+
+bench: setup
+	python bench/train_throughput.py
+
+clean-venv:
+	rm -rf $(VENV)

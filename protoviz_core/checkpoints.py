@@ -1,0 +1,93 @@
+"""Backbone checkpoints: one file per epoch, written atomically, loaded without pickle code.
+
+A checkpoint ``epoch_0007.pt`` is a plain dict that ``torch.load(path,
+weights_only=True)`` accepts::
+
+    format        "protoviz.checkpoint/1"
+    arch          "resnet18"
+    epoch         7 (0 = the initialisation, before any training)
+    training_hash identity of the training configuration that produced it
+    image_size    side of the training views in pixels
+    normalize     {"mean": [3 floats], "std": [3 floats]} applied to [0, 1] images
+    aug, seed     the run's condition and seed
+    backbone      the backbone's state_dict
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from protoviz_core.outputs import atomic_write
+from protoviz_core.simclr import build_backbone
+
+CHECKPOINT_FORMAT = "protoviz.checkpoint/1"
+_NAME = re.compile(r"^epoch_(\d{4,})\.pt$")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, corrupt or from another architecture; names the file."""
+
+
+def save_atomic(obj: Any, path: str | Path) -> None:
+    """``torch.save`` through :func:`~protoviz_core.outputs.atomic_write`: all or nothing."""
+    with atomic_write(path, "wb") as f:
+        torch.save(obj, f)
+
+
+def checkpoint_path(directory: str | Path, epoch: int) -> Path:
+    return Path(directory) / f"epoch_{epoch:04d}.pt"
+
+
+def list_checkpoints(directory: str | Path) -> dict[int, Path]:
+    """``{epoch: path}`` of the checkpoint files in ``directory``, sorted by epoch."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return {}
+    found = {int(m.group(1)): p for p in directory.iterdir() if (m := _NAME.match(p.name))}
+    return dict(sorted(found.items()))
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint dict (weights only: no pickled code runs).
+
+    Raises:
+        CheckpointError: missing, unreadable, or not a protoviz checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found; run the train stage (dvc repro train)")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for truncated or foreign files
+        raise CheckpointError(
+            f"{path}: unreadable checkpoint ({type(exc).__name__}: {exc}); "
+            "delete it and rerun the train stage"
+        ) from None
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: not a protoviz checkpoint (expected format {CHECKPOINT_FORMAT})")
+    return checkpoint
+
+
+def load_backbone(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """The backbone of a checkpoint, in eval mode on the CPU, and its metadata.
+
+    Returns:
+        (backbone, metadata): metadata is the checkpoint without ``backbone``.
+
+    Raises:
+        CheckpointError: as :func:`read_checkpoint`, or the weights do not fit the
+            architecture the checkpoint names.
+    """
+    checkpoint = read_checkpoint(path)
+    state = checkpoint.pop("backbone")
+    try:
+        backbone = build_backbone(checkpoint["arch"])
+        backbone.load_state_dict(state)
+    except (ValueError, RuntimeError, KeyError) as exc:
+        raise CheckpointError(f"{path}: weights do not match {checkpoint.get('arch')!r}: {exc}") from None
+    return backbone.eval(), checkpoint

@@ -1,0 +1,152 @@
+"""The one typed schema for params.yaml.
+
+Every stage calls :func:`load_params` before doing any work. A bad value stops the
+stage with a single :class:`ParamsError` that names the key, what was given and
+what is allowed. The rest of ``protoviz_core`` never reads params.yaml: it takes the
+validated dataclasses (pydantic models) or plain typed arguments.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+Augmentation = Literal["clrjit", "keepclr"]
+
+
+class _Section(BaseModel):
+    # extra="forbid": a misspelt key is an error, never silently ignored.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SyntheticParams(_Section):
+    """Sizes of the offline STL10-format set (the real STL10 has 100k / 5k / 8k)."""
+
+    n_unlabeled: int = Field(2000, ge=1)  # images for self-supervised training
+    n_train: int = Field(500, ge=10)  # labelled images for fitting linear probes
+    n_test: int = Field(500, ge=10)  # labelled images for scoring linear probes
+    seed: int = Field(0, ge=0)  # the data set is a pure function of this seed
+
+
+class DataParams(_Section):
+    name: Literal["synthetic", "stl10"] = "synthetic"
+    # stl10: folder that holds (or will receive, by download) stl10_binary/.
+    root: Optional[str] = None
+    # Side of the square images in pixels. STL10 is 96; the demo uses less.
+    image_size: int = Field(96, ge=16, le=512)
+    synthetic: SyntheticParams = SyntheticParams()
+
+    @model_validator(mode="after")
+    def _stl10_needs_root_and_96px(self) -> "DataParams":
+        if self.name == "stl10" and not self.root:
+            raise ValueError(
+                "data.root: required with data.name: stl10; the folder that holds "
+                "stl10_binary/ (or receives it by download), e.g. ~/datasets/stl10"
+            )
+        if self.name == "stl10" and self.image_size != 96:
+            raise ValueError(
+                f"data.image_size: STL10 images are 96 px, got {self.image_size}; "
+                "set data.image_size: 96 or use data.name: synthetic"
+            )
+        return self
+
+
+class TrainParams(_Section):
+    """SimCLR training (paper Sec. 6.1); defaults are the paper's values."""
+
+    epochs: int = Field(100, ge=0)  # E epochs -> E+1 checkpoints (epoch 0 = init)
+    batch_size: int = Field(256, ge=2)  # images per step; each gives two views
+    lr: float = Field(0.06, gt=0)  # SGD learning rate, cosine-annealed to 0
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0)
+    temperature: float = Field(0.5, gt=0)  # NT-Xent temperature (lightly's default)
+    min_scale: float = Field(0.08, gt=0, le=1)  # RandomResizedCrop lower bound
+    cj_strength: float = Field(1.0, ge=0)  # colour-jitter strength (clrjit only)
+    gaussian_blur: float = Field(0.5, ge=0, le=1)  # blur probability
+    num_workers: int = Field(2, ge=0)  # DataLoader worker processes
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when available
+
+
+class Params(_Section):
+    """Everything in params.yaml. Top level: the run's condition and seed."""
+
+    aug: Augmentation = "clrjit"  # clrjit: SimCLR default; keepclr: no colour jitter/grayscale
+    seed: int = Field(1, ge=0)  # training seed (the paper used 1, 2, 3)
+    data: DataParams = DataParams()
+    train: TrainParams = TrainParams()
+
+    @model_validator(mode="after")
+    def _batch_fits_data(self) -> "Params":
+        if self.data.name == "synthetic" and self.train.batch_size > self.data.synthetic.n_unlabeled:
+            raise ValueError(
+                f"train.batch_size: {self.train.batch_size} exceeds data.synthetic.n_unlabeled "
+                f"({self.data.synthetic.n_unlabeled}); lower the batch or add images"
+            )
+        return self
+
+    def section_hash(self, *keys: str) -> str:
+        """Stable short hash of the named top-level keys (e.g. ``"data", "train"``)."""
+        dumped = self.model_dump()
+        payload = json.dumps({k: dumped[k] for k in keys}, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    def training_hash(self) -> str:
+        """Identity of the training run: everything that changes its checkpoints."""
+        return self.section_hash("aug", "seed", "data", "train")
+
+
+class ParamsError(ValueError):
+    """params.yaml is missing, unreadable or invalid; the message says how to fix it."""
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple) -> list[str]:
+    """Field names allowed at ``loc`` (the parent of an unknown key)."""
+    for part in loc:
+        annotation = model.model_fields[part].annotation
+        model = annotation  # nested sections are models themselves
+    return sorted(model.model_fields)
+
+
+def _describe(error: dict[str, Any]) -> str:
+    loc = tuple(str(p) for p in error["loc"])
+    key = ".".join(loc) or "(top level)"
+    if error["type"] == "extra_forbidden":
+        allowed = ", ".join(_allowed_keys(Params, loc[:-1]))
+        return f"{key}: unknown key; allowed keys here: {allowed}"
+    message = error["msg"].removeprefix("Value error, ")
+    if message.startswith(f"{key}:"):
+        return message
+    given = error.get("input")
+    return f"{key}: {message} (got {given!r})"
+
+
+def parse_params(raw: dict[str, Any], source: str = "params.yaml") -> Params:
+    """Validate a params mapping; raise :class:`ParamsError` naming every bad key."""
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{source}: expected a mapping of sections, got {type(raw).__name__}")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(_describe(e) for e in exc.errors())
+        raise ParamsError(f"{source}: {problems}") from None
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate params.yaml.
+
+    Raises:
+        ParamsError: the file is missing, is not YAML, or holds an invalid value.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"{path}: file not found; run from the repository root")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path}: not valid YAML ({exc})") from None
+    return parse_params(raw, source=str(path))

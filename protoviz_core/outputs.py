@@ -1,0 +1,52 @@
+"""Writing outputs atomically, and the small ones DVC shows (metrics, plot tables)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any, Iterable, Iterator, Mapping
+
+
+@contextmanager
+def atomic_write(path: str | Path, mode: str = "w") -> Iterator[IO]:
+    """Open a temporary file beside ``path``; rename it over ``path`` when the block ends.
+
+    A reader, or a run killed half-way, never sees a partly written file; on an
+    error the temporary file is removed and ``path`` keeps its old content.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: str | Path, values: Mapping[str, Any]) -> None:
+    """A DVC metrics file: ``dvc metrics show`` reads it."""
+    with atomic_write(path) as f:
+        f.write(json.dumps(values, indent=2, sort_keys=True) + "\n")
+
+
+def write_csv(path: str | Path, rows: Iterable[Mapping[str, Any]]) -> None:
+    """A DVC plots table with a header row taken from the first row's keys."""
+    rows = list(rows)
+    if not rows:
+        raise ValueError(f"{path}: no rows to write")
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    with atomic_write(path) as f:
+        f.write(buffer.getvalue())

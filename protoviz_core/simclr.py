@@ -1,0 +1,97 @@
+"""SimCLR (Chen et al. 2020) with lightly: backbone, projection head, augmentations.
+
+Paper Sec. 6.1: torchvision ResNet18 backbone (its 512-d pooled output is what the
+probes read), lightly's ``SimCLRProjectionHead(512, 512, 128)`` and ``NTXentLoss``.
+The two conditions differ only in the augmentation:
+
+- ``clrjit``: lightly's default ``SimCLRTransform`` (colour jitter p=0.8, grayscale p=0.2);
+- ``keepclr``: the same with ``cj_prob=0`` and ``random_gray_scale=0``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torchvision
+from lightly.models.modules import SimCLRProjectionHead
+from lightly.transforms import SimCLRTransform
+from lightly.transforms.utils import IMAGENET_NORMALIZE
+from PIL import Image
+from torch import nn
+
+BACKBONE_ARCH = "resnet18"
+FEATURE_DIM = 512  # ResNet18 pooled output
+PROJECTION_DIMS = (512, 512, 128)  # (input, hidden, output) of the projection head
+NORMALIZE = {"mean": tuple(IMAGENET_NORMALIZE["mean"]), "std": tuple(IMAGENET_NORMALIZE["std"])}
+
+
+def build_backbone(arch: str = BACKBONE_ARCH) -> nn.Module:
+    """ResNet18 without its classifier: images (B, 3, H, W) -> features (B, 512).
+
+    Module names are torchvision's (``conv1``, ``layer1`` .. ``layer4``, ``avgpool``),
+    so layers are addressed as in the paper (``layer3``, ``layer3.1.conv2``).
+    """
+    if arch != BACKBONE_ARCH:
+        raise ValueError(f"unsupported backbone {arch!r}; protoviz trains {BACKBONE_ARCH!r}")
+    backbone = torchvision.models.resnet18(weights=None)
+    backbone.fc = nn.Identity()
+    return backbone
+
+
+class SimCLR(nn.Module):
+    """Backbone + projection head: images (B, 3, H, W) -> projections (B, 128)."""
+
+    def __init__(self, backbone: nn.Module | None = None):
+        super().__init__()
+        self.backbone = backbone if backbone is not None else build_backbone()
+        self.projection_head = SimCLRProjectionHead(*PROJECTION_DIMS)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.projection_head(self.backbone(images).flatten(start_dim=1))
+
+
+def simclr_transform(
+    aug: str,
+    image_size: int,
+    *,
+    min_scale: float = 0.08,
+    cj_strength: float = 1.0,
+    gaussian_blur: float = 0.5,
+) -> SimCLRTransform:
+    """lightly's SimCLR augmentation for one condition; returns two normalised views.
+
+    Args:
+        aug: ``clrjit`` (SimCLR default) or ``keepclr`` (no colour jitter, no grayscale).
+        image_size: side of the output views in pixels.
+    """
+    if aug not in ("clrjit", "keepclr"):
+        raise ValueError(f"aug must be 'clrjit' or 'keepclr', got {aug!r}")
+    keep_colour = aug == "keepclr"
+    return SimCLRTransform(
+        input_size=image_size,
+        cj_prob=0.0 if keep_colour else 0.8,
+        cj_strength=cj_strength,
+        random_gray_scale=0.0 if keep_colour else 0.2,
+        min_scale=min_scale,
+        gaussian_blur=gaussian_blur,
+        normalize=IMAGENET_NORMALIZE,
+    )
+
+
+class ViewPairs(torch.utils.data.Dataset):
+    """Two augmented views of each image of a uint8 (N, 3, S, S) array (e.g. a memmap).
+
+    Items are ``(view_a, view_b)``, each float (3, S', S') normalised.
+    """
+
+    def __init__(self, images: np.ndarray, transform: SimCLRTransform):
+        self.images = images
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        pixels = np.ascontiguousarray(self.images[index].transpose(1, 2, 0))  # (S, S, 3)
+        view_a, view_b = self.transform(Image.fromarray(pixels))
+        return view_a, view_b

@@ -1,0 +1,163 @@
+"""MLflow tracking shared by every stage: one MLflow run per pipeline run.
+
+A pipeline run is one configuration (all of params.yaml) in one DVC experiment.
+Each stage opens it with :func:`pipeline_run`; the first stage to run creates it,
+later stages find it again by its tags:
+
+    protoviz.params_hash    hash of all params (the configuration)
+    protoviz.dvc_exp        DVC_EXP_NAME, or "workspace" for plain ``dvc repro``
+    protoviz.training_hash  hash of what changes the checkpoints (aug, seed, data, train)
+    protoviz.aug, protoviz.seed, protoviz.git_commit
+
+When a run is created by a later stage because DVC restored the training outputs
+from its cache (a new probe setting, say), the ``train/*`` curves are copied from the
+newest run with the same training hash, so every run shows its whole history.
+
+The database is SQLite at the repository root (``mlflow.db``), found through DVC_ROOT
+so that queued DVC experiments, which run in copies of the repository, share it.
+MLFLOW_TRACKING_URI overrides it. Browse with ``mlflow ui --backend-store-uri
+sqlite:///mlflow.db``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import mlflow
+from mlflow.entities import Metric, Param
+from mlflow.tracking import MlflowClient
+
+from protoviz_core.config import Params
+
+EXPERIMENT_NAME = "protoviz"
+TAG_PREFIX = "protoviz."
+
+
+def repository_root() -> Path:
+    """The main repository: DVC_ROOT inside DVC experiments, else the working directory."""
+    return Path(os.environ.get("DVC_ROOT") or os.getcwd()).resolve()
+
+
+def tracking_uri() -> str:
+    """MLFLOW_TRACKING_URI if set, else ``sqlite:///<repository root>/mlflow.db``."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{repository_root() / 'mlflow.db'}"
+
+
+def _git_commit(root: Path) -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
+        )
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def run_tags(params: Params) -> dict[str, str]:
+    """The tags that identify and describe the pipeline run of ``params``."""
+    return {
+        f"{TAG_PREFIX}params_hash": params.section_hash(*Params.model_fields),
+        f"{TAG_PREFIX}dvc_exp": os.environ.get("DVC_EXP_NAME") or "workspace",
+        f"{TAG_PREFIX}training_hash": params.training_hash(),
+        f"{TAG_PREFIX}aug": params.aug,
+        f"{TAG_PREFIX}seed": str(params.seed),
+        f"{TAG_PREFIX}git_commit": _git_commit(repository_root()),
+    }
+
+
+def flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"train": {"lr": 0.06}}`` -> ``{"train.lr": 0.06}``."""
+    flat: dict[str, Any] = {}
+    for key, value in mapping.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _retry(action, attempts: int = 8):
+    """Run ``action`` again when parallel writers hold SQLite's lock."""
+    for attempt in range(attempts):
+        try:
+            return action()
+        except Exception as exc:  # MlflowException wraps sqlalchemy's OperationalError
+            if "locked" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * 2**attempt)
+
+
+def ensure_experiment(client: MlflowClient) -> str:
+    """The id of the protoviz experiment, created (with artifacts at the root) if new."""
+    experiment = _retry(lambda: client.get_experiment_by_name(EXPERIMENT_NAME))
+    if experiment is not None:
+        return experiment.experiment_id
+    artifacts = (repository_root() / "mlartifacts").as_uri()
+    try:
+        return _retry(lambda: client.create_experiment(EXPERIMENT_NAME, artifact_location=artifacts))
+    except mlflow.exceptions.MlflowException:
+        # Another process created it between our two calls.
+        return client.get_experiment_by_name(EXPERIMENT_NAME).experiment_id
+
+
+def find_run(client: MlflowClient, experiment_id: str, tags: dict[str, str]):
+    """The newest run whose tags match all of ``tags``, or None."""
+    query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+    runs = _retry(
+        lambda: client.search_runs([experiment_id], query, order_by=["attributes.start_time DESC"], max_results=1)
+    )
+    return runs[0] if runs else None
+
+
+def _adopt_training_curves(client: MlflowClient, experiment_id: str, run_id: str, training_hash: str) -> None:
+    """Copy ``train/*`` metric histories from the newest other run with this training hash."""
+    query = f"tags.`{TAG_PREFIX}training_hash` = '{training_hash}'"
+    for source in client.search_runs([experiment_id], query, order_by=["attributes.start_time DESC"]):
+        if source.info.run_id == run_id:
+            continue
+        keys = [k for k in source.data.metrics if k.startswith("train/")]
+        history: list[Metric] = [m for k in keys for m in client.get_metric_history(source.info.run_id, k)]
+        if history:
+            _retry(lambda: client.log_batch(run_id, metrics=history))
+            client.set_tag(run_id, f"{TAG_PREFIX}train_curves_from", source.info.run_id)
+            return
+
+
+@contextmanager
+def pipeline_run(params: Params, stage: str) -> Iterator[mlflow.ActiveRun]:
+    """Open (or create) the MLflow run of this pipeline run, as the active run.
+
+    Inside the block, ``mlflow.log_metric(key, value, step=epoch)`` goes to it. The
+    tag ``protoviz.stage.<stage>`` records ``running``, then ``done`` or ``failed``.
+    """
+    mlflow.set_tracking_uri(tracking_uri())
+    client = MlflowClient()
+    experiment_id = ensure_experiment(client)
+    tags = run_tags(params)
+    identity = {k: tags[k] for k in (f"{TAG_PREFIX}params_hash", f"{TAG_PREFIX}dvc_exp")}
+    existing = find_run(client, experiment_id, identity)
+    if existing is None:
+        name = f"{params.aug}-seed{params.seed}-{tags[f'{TAG_PREFIX}dvc_exp']}"
+        run = _retry(lambda: client.create_run(experiment_id, run_name=name, tags=tags))
+        run_id = run.info.run_id
+        params_flat = flatten(params.model_dump())
+        logged = [Param(key, str(value)) for key, value in params_flat.items()]
+        _retry(lambda: client.log_batch(run_id, params=logged))
+        if stage != "train":
+            _adopt_training_curves(client, experiment_id, run_id, params.training_hash())
+    else:
+        run_id = existing.info.run_id
+    with mlflow.start_run(run_id=run_id) as active:
+        mlflow.set_tag(f"{TAG_PREFIX}stage.{stage}", "running")
+        try:
+            yield active
+        except BaseException:
+            mlflow.set_tag(f"{TAG_PREFIX}stage.{stage}", "failed")
+            raise
+        mlflow.set_tag(f"{TAG_PREFIX}stage.{stage}", "done")

@@ -1,0 +1,242 @@
+"""The SimCLR training loop: checkpoint every epoch, resume after a kill.
+
+Paper Sec. 6.1: SGD (lr 0.06, momentum 0.9, weight decay 5e-4) with cosine
+annealing over the epochs, NT-Xent loss on two views of each image.
+
+Resumption is exact: every random choice of epoch ``e`` (shuffling, augmentations,
+worker seeds) is seeded from ``(seed, e)``, and the model, optimiser and scheduler
+state after the last finished epoch is kept in one state file. A resumed run
+therefore ends with the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from lightly.loss import NTXentLoss
+from tqdm import tqdm
+
+from protoviz_core.checkpoints import (
+    CHECKPOINT_FORMAT,
+    checkpoint_path,
+    list_checkpoints,
+    save_atomic,
+)
+from protoviz_core.config import TrainParams
+from protoviz_core.simclr import BACKBONE_ARCH, NORMALIZE, SimCLR, ViewPairs, simclr_transform
+
+STATE_FORMAT = "protoviz.train_state/1"
+
+
+@dataclass
+class TrainResult:
+    losses: dict[int, float]  # mean training loss per epoch (1..E)
+    trained_epochs: list[int]  # epochs trained by this call (not resumed from disk)
+    images_per_s: float  # throughput over the epochs trained by this call
+    checkpoints: dict[int, Path] = field(default_factory=dict)
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device is 'cuda' but no CUDA device is available; use 'auto' or 'cpu'")
+    return torch.device(device)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    return seed * 100_003 + epoch  # distinct per (seed, epoch), stable across runs
+
+
+def _load_state(state_path: Path, training_hash: str) -> dict | None:
+    """The resume state, or None if absent, unreadable or from another configuration."""
+    if not state_path.is_file():
+        return None
+    try:
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+    except Exception:
+        return None  # a corrupt state only costs retraining
+    if state.get("format") != STATE_FORMAT or state.get("training_hash") != training_hash:
+        return None
+    return state
+
+
+def _remove_stale_checkpoints(directory: Path, keep_up_to: int, training_hash: str, log) -> None:
+    """Delete checkpoints that this run will not keep: other configurations or later epochs."""
+    for epoch, path in list_checkpoints(directory).items():
+        stale = epoch > keep_up_to
+        if not stale:
+            try:
+                meta = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+                stale = meta.get("training_hash") != training_hash
+            except Exception:
+                stale = True
+        if stale:
+            log(f"removing {path}: from another configuration or an unfinished run")
+            path.unlink()
+
+
+def train_simclr(
+    images: np.ndarray,
+    config: TrainParams,
+    *,
+    aug: str,
+    seed: int,
+    image_size: int,
+    checkpoint_dir: str | Path,
+    state_path: str | Path,
+    training_hash: str,
+    on_epoch_end: Callable[[int, float], None] | None = None,
+    log: Callable[[str], None] = print,
+) -> TrainResult:
+    """Train SimCLR on ``images`` and save the backbone after every epoch.
+
+    Args:
+        images: uint8 (N, 3, S, S), e.g. the memory-mapped STL10 unlabeled split.
+        config: the ``train`` section of params.yaml.
+        aug: ``clrjit`` or ``keepclr``; seed: the training seed.
+        image_size: side of the views fed to the network.
+        checkpoint_dir: receives ``epoch_0000.pt`` (initial weights) .. ``epoch_{E:04d}.pt``.
+        state_path: model + optimiser + scheduler after the last finished epoch.
+        training_hash: identity of this configuration; checkpoints and state of any
+            other configuration found on disk are discarded, never mixed in.
+        on_epoch_end: called with (epoch, mean loss) after each trained epoch.
+
+    Returns:
+        The per-epoch losses (resumed ones included) and this call's throughput.
+    """
+    if len(images) < config.batch_size:
+        raise ValueError(
+            f"train.batch_size ({config.batch_size}) exceeds the {len(images)} training images; lower it"
+        )
+    checkpoint_dir, state_path = Path(checkpoint_dir), Path(state_path)
+    device = resolve_device(config.device)
+    seed_everything(seed)
+    model = SimCLR()  # initial weights come from the training seed
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+    )
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(config.epochs, 1))
+    losses: dict[int, float] = {}
+
+    state = _load_state(state_path, training_hash)
+    if state is not None and not set(range(int(state["epoch"]) + 1)) <= set(list_checkpoints(checkpoint_dir)):
+        log(f"ignoring {state_path}: some of its checkpoints are missing; training from scratch")
+        state = None
+    first_epoch = 1
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        losses = {int(k): float(v) for k, v in state["losses"].items()}
+        first_epoch = int(state["epoch"]) + 1
+        log(f"resuming after epoch {first_epoch - 1} from {state_path}")
+    _remove_stale_checkpoints(checkpoint_dir, first_epoch - 1, training_hash, log)
+
+    meta = {
+        "format": CHECKPOINT_FORMAT,
+        "arch": BACKBONE_ARCH,
+        "training_hash": training_hash,
+        "image_size": image_size,
+        "normalize": {k: list(v) for k, v in NORMALIZE.items()},
+        "aug": aug,
+        "seed": seed,
+    }
+
+    def save_backbone(epoch: int) -> None:
+        state_dict = {k: v.detach().cpu() for k, v in model.backbone.state_dict().items()}
+        save_atomic({**meta, "epoch": epoch, "backbone": state_dict}, checkpoint_path(checkpoint_dir, epoch))
+
+    if first_epoch == 1:
+        save_backbone(0)
+
+    model.to(device)
+    if device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    criterion = NTXentLoss(temperature=config.temperature)
+    transform = simclr_transform(
+        aug, image_size, min_scale=config.min_scale,
+        cj_strength=config.cj_strength, gaussian_blur=config.gaussian_blur,
+    )
+    dataset = ViewPairs(images, transform)
+    trained: list[int] = []
+    seen_images, train_seconds = 0, 0.0
+
+    for epoch in range(first_epoch, config.epochs + 1):
+        started = time.perf_counter()
+        loss = _train_one_epoch(model, dataset, optimizer, criterion, config, device, seed, epoch)
+        scheduler.step()
+        train_seconds += time.perf_counter() - started
+        seen_images += (len(dataset) // config.batch_size) * config.batch_size
+        losses[epoch] = loss
+        save_backbone(epoch)
+        save_atomic(
+            {
+                "format": STATE_FORMAT,
+                "training_hash": training_hash,
+                "epoch": epoch,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "losses": {str(k): v for k, v in losses.items()},
+            },
+            state_path,
+        )
+        trained.append(epoch)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, loss)
+
+    return TrainResult(
+        losses=losses,
+        trained_epochs=trained,
+        images_per_s=seen_images / train_seconds if train_seconds else float("nan"),
+        checkpoints=list_checkpoints(checkpoint_dir),
+    )
+
+
+def _train_one_epoch(model, dataset, optimizer, criterion, config: TrainParams, device, seed: int, epoch: int) -> float:
+    """One pass over ``dataset``; returns the mean loss. Seeded from (seed, epoch)."""
+    epoch_seed = _epoch_seed(seed, epoch)
+    seed_everything(epoch_seed)  # augmentations in the main process (num_workers=0)
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=config.batch_size,
+        shuffle=True,
+        drop_last=True,  # BatchNorm and NT-Xent need full batches
+        num_workers=config.num_workers,
+        generator=torch.Generator().manual_seed(epoch_seed),  # shuffling and worker seeds
+        pin_memory=device.type == "cuda",
+        persistent_workers=False,
+    )
+    model.train()
+    use_amp = device.type == "cuda"
+    total, batches = 0.0, 0
+    progress = tqdm(loader, desc=f"epoch {epoch}/{config.epochs}", leave=False, dynamic_ncols=True)
+    for view_a, view_b in progress:
+        views = torch.cat([view_a, view_b]).to(device, non_blocking=True)  # (2B, 3, S, S)
+        if use_amp:
+            views = views.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+            projections = model(views)  # (2B, 128)
+        z_a, z_b = projections.float().chunk(2)
+        loss = criterion(z_a, z_b)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total += loss.item()
+        batches += 1
+        progress.set_postfix(loss=f"{loss.item():.3f}")
+    return total / max(batches, 1)
