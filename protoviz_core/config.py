@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal, Optional
 
@@ -119,7 +120,7 @@ def _describe(error: dict[str, Any]) -> str:
         allowed = ", ".join(_allowed_keys(Params, loc[:-1]))
         return f"{key}: unknown key; allowed keys here: {allowed}"
     message = error["msg"].removeprefix("Value error, ")
-    if message.startswith(f"{key}:"):
+    if re.match(r"^[\w.]+: ", message):  # our own validators already name their key
         return message
     given = error.get("input")
     return f"{key}: {message} (got {given!r})"

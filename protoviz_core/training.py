@@ -174,13 +174,19 @@ def train_simclr(
     dataset = ViewPairs(images, transform)
     trained: list[int] = []
     seen_images, train_seconds = 0, 0.0
+    steps_per_epoch = len(dataset) // config.batch_size
+    progress = tqdm(
+        total=steps_per_epoch * config.epochs, initial=steps_per_epoch * (first_epoch - 1),
+        desc="train", unit="step", dynamic_ncols=True, mininterval=1.0,
+    )
 
     for epoch in range(first_epoch, config.epochs + 1):
         started = time.perf_counter()
-        loss = _train_one_epoch(model, dataset, optimizer, criterion, config, device, seed, epoch)
+        progress.set_description(f"train epoch {epoch}/{config.epochs}")
+        loss = _train_one_epoch(model, dataset, optimizer, criterion, config, device, seed, epoch, progress)
         scheduler.step()
         train_seconds += time.perf_counter() - started
-        seen_images += (len(dataset) // config.batch_size) * config.batch_size
+        seen_images += steps_per_epoch * config.batch_size
         losses[epoch] = loss
         save_backbone(epoch)
         save_atomic(
@@ -199,6 +205,7 @@ def train_simclr(
         if on_epoch_end is not None:
             on_epoch_end(epoch, loss)
 
+    progress.close()
     return TrainResult(
         losses=losses,
         trained_epochs=trained,
@@ -207,7 +214,9 @@ def train_simclr(
     )
 
 
-def _train_one_epoch(model, dataset, optimizer, criterion, config: TrainParams, device, seed: int, epoch: int) -> float:
+def _train_one_epoch(
+    model, dataset, optimizer, criterion, config: TrainParams, device, seed: int, epoch: int, progress: tqdm
+) -> float:
     """One pass over ``dataset``; returns the mean loss. Seeded from (seed, epoch)."""
     epoch_seed = _epoch_seed(seed, epoch)
     seed_everything(epoch_seed)  # augmentations in the main process (num_workers=0)
@@ -224,8 +233,7 @@ def _train_one_epoch(model, dataset, optimizer, criterion, config: TrainParams, 
     model.train()
     use_amp = device.type == "cuda"
     total, batches = 0.0, 0
-    progress = tqdm(loader, desc=f"epoch {epoch}/{config.epochs}", leave=False, dynamic_ncols=True)
-    for view_a, view_b in progress:
+    for view_a, view_b in loader:
         views = torch.cat([view_a, view_b]).to(device, non_blocking=True)  # (2B, 3, S, S)
         if use_amp:
             views = views.contiguous(memory_format=torch.channels_last)
@@ -238,5 +246,6 @@ def _train_one_epoch(model, dataset, optimizer, criterion, config: TrainParams, 
         optimizer.step()
         total += loss.item()
         batches += 1
-        progress.set_postfix(loss=f"{loss.item():.3f}")
+        progress.update()
+        progress.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
     return total / max(batches, 1)

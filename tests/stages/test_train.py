@@ -1,0 +1,99 @@
+"""The data and train stages as DVC runs them: separate processes, files in, files out."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from protoviz_core.checkpoints import list_checkpoints
+from protoviz_core.tracking import EXPERIMENT_NAME
+from tests.helpers import tiny_params, write_params
+
+TRAIN_ARGS = [
+    "--data", "data", "--checkpoints", "out/checkpoints", "--state", "out/state.pt",
+    "--metrics", "metrics/train.json", "--plot", "plots/train_loss.csv",
+]
+
+
+def _stage(name, cwd, *args):
+    command = [sys.executable, "-m", f"stages.{name}", *args]
+    return subprocess.Popen(
+        command, cwd=cwd, env=os.environ.copy(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def _finish(process, timeout=300):
+    stdout, stderr = process.communicate(timeout=timeout)
+    assert process.returncode == 0, stderr
+    return stdout
+
+
+@pytest.fixture
+def workdir(tmp_path):
+    write_params(tmp_path / "params.yaml", tiny_params(epochs=4))
+    _finish(_stage("data", tmp_path, "--out", "data"))
+    return tmp_path
+
+
+def test_sigkill_mid_training_resumes_without_retraining(workdir):
+    process = _stage("train", workdir, *TRAIN_ARGS)
+    deadline = time.time() + 240
+    while 2 not in list_checkpoints(workdir / "out/checkpoints"):
+        assert process.poll() is None and time.time() < deadline, "training ended before the kill"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    done_before = {e: p.stat().st_mtime_ns for e, p in list_checkpoints(workdir / "out/checkpoints").items()}
+    assert not (workdir / "metrics/train.json").exists()
+
+    assert re.search(r"resuming after epoch [12] ", _finish(_stage("train", workdir, *TRAIN_ARGS)))
+    checkpoints = list_checkpoints(workdir / "out/checkpoints")
+    assert list(checkpoints) == [0, 1, 2, 3, 4]
+    for epoch in (0, 1):  # finished before the kill: never rewritten
+        assert checkpoints[epoch].stat().st_mtime_ns == done_before[epoch]
+    for path in checkpoints.values():
+        torch.load(path, weights_only=True)
+
+    metrics = json.loads((workdir / "metrics/train.json").read_text())
+    assert metrics["epochs"] == 4 and metrics["checkpoints"] == 5 and metrics["final_loss"] > 0
+    assert (workdir / "plots/train_loss.csv").read_text().splitlines()[0] == "epoch,loss"
+
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    (run,) = client.search_runs([client.get_experiment_by_name(EXPERIMENT_NAME).experiment_id])
+    steps = sorted({m.step for m in client.get_metric_history(run.info.run_id, "train/loss")})
+    assert steps == [1, 2, 3, 4]
+    assert run.data.params["train.epochs"] == "4" and run.data.params["data.image_size"] == "24"
+
+
+def test_bad_params_stop_before_any_work_with_one_message(workdir):
+    raw = tiny_params()
+    raw["aug"] = "foo"
+    write_params(workdir / "params.yaml", raw)
+    process = _stage("train", workdir, *TRAIN_ARGS)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 2
+    assert stderr.strip().splitlines() == [
+        "error: params.yaml: aug: Input should be 'clrjit' or 'keepclr' (got 'foo')"
+    ]
+    assert not (workdir / "out").exists() and not (workdir / "mlflow.db").exists()
+
+
+def test_data_stage_missing_stl10_names_the_path(tmp_path):
+    raw = tiny_params()
+    raw["data"] = {"name": "stl10", "root": str(tmp_path / "absent"), "image_size": 96}
+    write_params(tmp_path / "params.yaml", raw)
+    env_offline = {**os.environ, "http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9"}
+    process = subprocess.run(
+        [sys.executable, "-m", "stages.data", "--out", "data"], cwd=tmp_path,
+        env=env_offline, capture_output=True, text=True, timeout=300,
+    )
+    assert process.returncode == 2
+    assert f"STL10 not found in {tmp_path / 'absent' / 'stl10_binary'}" in process.stderr
+    assert not (tmp_path / "data").exists()

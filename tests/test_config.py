@@ -1,0 +1,87 @@
+from pathlib import Path
+
+import pytest
+
+from protoviz_core.config import ParamsError, load_params, parse_params
+from tests.helpers import tiny_params
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("path", ["params.yaml", "configs/paper.yaml"])
+def test_committed_params_are_valid(path):
+    params = load_params(REPO / path)
+    assert params.aug in ("clrjit", "keepclr")
+
+
+def test_paper_config_is_the_papers_setup():
+    params = load_params(REPO / "configs/paper.yaml")
+    assert (params.data.name, params.data.image_size, params.train.epochs) == ("stl10", 96, 100)
+    assert (params.train.lr, params.train.momentum, params.train.weight_decay) == (0.06, 0.9, 5e-4)
+
+
+def _error(raw) -> str:
+    with pytest.raises(ParamsError) as caught:
+        parse_params(raw)
+    return str(caught.value)
+
+
+def test_unknown_key_names_the_key_and_the_allowed_ones():
+    raw = tiny_params()
+    raw["train"]["epoch"] = 3
+    message = _error(raw)
+    assert "train.epoch: unknown key" in message
+    assert "epochs" in message and "batch_size" in message
+
+
+def test_bad_choice_names_the_allowed_values():
+    message = _error({**tiny_params(), "aug": "foo"})
+    assert message.startswith("params.yaml: aug:")
+    assert "'clrjit'" in message and "'keepclr'" in message and "'foo'" in message
+
+
+@pytest.mark.parametrize(
+    "section, key, value, expected",
+    [
+        ("train", "epochs", -1, "train.epochs"),
+        ("train", "lr", "fast", "train.lr"),
+        ("train", "device", "tpu", "train.device"),
+        ("data", "image_size", 4, "data.image_size"),
+        ("data", "name", "cifar", "data.name"),
+    ],
+)
+def test_wrong_type_or_range_names_the_key(section, key, value, expected):
+    raw = tiny_params()
+    raw[section][key] = value
+    message = _error(raw)
+    assert expected in message and repr(value) in message
+
+
+def test_stl10_needs_a_root_and_96_px():
+    raw = tiny_params()
+    raw["data"] = {"name": "stl10", "image_size": 96}
+    assert "data.root: required" in _error(raw)
+    raw["data"] = {"name": "stl10", "root": "/x", "image_size": 48}
+    assert "data.image_size: STL10 images are 96 px" in _error(raw)
+
+
+def test_batch_larger_than_data_is_refused():
+    assert "train.batch_size: 64 exceeds data.synthetic.n_unlabeled" in _error(tiny_params(batch_size=64, epochs=1) | {
+        "data": {"name": "synthetic", "image_size": 24, "synthetic": {"n_unlabeled": 32}}
+    })
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ParamsError, match="file not found"):
+        load_params(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("aug: [unclosed")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        load_params(bad)
+
+
+def test_training_hash_ignores_nothing_that_changes_training():
+    base = parse_params(tiny_params())
+    assert parse_params(tiny_params()).training_hash() == base.training_hash()
+    assert parse_params(tiny_params(lr=0.1)).training_hash() != base.training_hash()
+    assert parse_params({**tiny_params(), "aug": "keepclr"}).training_hash() != base.training_hash()

@@ -1,0 +1,100 @@
+import pytest
+import torch
+
+from protoviz_core.checkpoints import CheckpointError, list_checkpoints, load_backbone, read_checkpoint
+from protoviz_core.training import train_simclr
+from tests.helpers import TINY_IMAGE_SIZE
+
+
+def _train(images, config, directory, training_hash="h", **kwargs):
+    return train_simclr(
+        images, config, aug="clrjit", seed=1, image_size=TINY_IMAGE_SIZE,
+        checkpoint_dir=directory / "checkpoints", state_path=directory / "state.pt",
+        training_hash=training_hash, log=lambda message: None, **kwargs,
+    )
+
+
+def _weights(path):
+    return torch.load(path, weights_only=True)["backbone"]
+
+
+def _assert_same_weights(a, b):
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], msg=key)
+
+
+def test_e_epochs_give_e_plus_1_loadable_checkpoints(tmp_path, tiny_images, tiny_train):
+    result = _train(tiny_images, tiny_train, tmp_path)
+    assert list(result.checkpoints) == [0, 1, 2]
+    assert result.trained_epochs == [1, 2] and set(result.losses) == {1, 2}
+    for epoch, path in result.checkpoints.items():
+        raw = torch.load(path, weights_only=True)  # no pickled code needed
+        assert raw["epoch"] == epoch and raw["arch"] == "resnet18" and raw["training_hash"] == "h"
+        backbone, meta = load_backbone(path)
+        assert not backbone.training and meta["image_size"] == TINY_IMAGE_SIZE
+        assert backbone(torch.rand(1, 3, 24, 24)).shape == (1, 512)
+    # Training changed the weights.
+    before, after = _weights(result.checkpoints[0]), _weights(result.checkpoints[2])
+    assert not torch.equal(before["conv1.weight"], after["conv1.weight"])
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_resume_trains_only_missing_epochs_and_matches_an_uninterrupted_run(tmp_path, tiny_images, tiny_train):
+    config = tiny_train.model_copy(update={"epochs": 3})
+    uninterrupted = _train(tiny_images, config, tmp_path / "straight")
+
+    def crash_after_epoch_1(epoch, loss):
+        if epoch == 1:
+            raise _Killed
+
+    with pytest.raises(_Killed):
+        _train(tiny_images, config, tmp_path / "resumed", on_epoch_end=crash_after_epoch_1)
+    first = list_checkpoints(tmp_path / "resumed" / "checkpoints")
+    assert list(first) == [0, 1]
+    stamp = first[1].stat().st_mtime_ns
+
+    resumed = _train(tiny_images, config, tmp_path / "resumed")
+    assert resumed.trained_epochs == [2, 3]
+    assert resumed.checkpoints[1].stat().st_mtime_ns == stamp  # epoch 1 was not retrained
+    assert resumed.losses == pytest.approx(uninterrupted.losses, rel=1e-4)
+    _assert_same_weights(_weights(resumed.checkpoints[3]), _weights(uninterrupted.checkpoints[3]))
+
+
+def test_finished_run_trains_nothing_again(tmp_path, tiny_images, tiny_train):
+    _train(tiny_images, tiny_train, tmp_path)
+    again = _train(tiny_images, tiny_train, tmp_path)
+    assert again.trained_epochs == [] and list(again.checkpoints) == [0, 1, 2]
+
+
+def test_other_configuration_is_never_mixed_in(tmp_path, tiny_images, tiny_train):
+    _train(tiny_images, tiny_train.model_copy(update={"epochs": 3}), tmp_path, training_hash="old")
+    result = _train(tiny_images, tiny_train, tmp_path, training_hash="new")
+    assert result.trained_epochs == [1, 2]
+    assert list(result.checkpoints) == [0, 1, 2]  # old epoch 3 removed
+    assert {read_checkpoint(p)["training_hash"] for p in result.checkpoints.values()} == {"new"}
+
+
+def test_corrupt_and_foreign_checkpoints_are_named(tmp_path):
+    truncated = tmp_path / "epoch_0001.pt"
+    truncated.write_bytes(b"PK\x03\x04 not really")
+    with pytest.raises(CheckpointError, match="epoch_0001.pt: unreadable"):
+        load_backbone(truncated)
+    foreign = tmp_path / "epoch_0002.pt"
+    torch.save({"state_dict": {}}, foreign)
+    with pytest.raises(CheckpointError, match="epoch_0002.pt: not a protoviz checkpoint"):
+        load_backbone(foreign)
+    with pytest.raises(CheckpointError, match="epoch_0003.pt: checkpoint not found"):
+        load_backbone(tmp_path / "epoch_0003.pt")
+
+
+def test_checkpoint_of_another_architecture_is_named(tmp_path, tiny_images, tiny_train):
+    path = _train(tiny_images, tiny_train.model_copy(update={"epochs": 0}), tmp_path).checkpoints[0]
+    raw = torch.load(path, weights_only=True)
+    raw["backbone"].pop("layer4.1.conv2.weight")
+    torch.save(raw, path)
+    with pytest.raises(CheckpointError, match="epoch_0000.pt: weights do not match 'resnet18'"):
+        load_backbone(path)
