@@ -53,7 +53,7 @@ def _git_commit(root: Path) -> str:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
         )
-        return out.stdout.strip() or "unknown"
+        return out.stdout.strip() if out.returncode == 0 else "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 
