@@ -11,9 +11,20 @@ The library behind the DVC stages in ``stages/``. Modules, one concept each:
 - ``checkpoints``  per-epoch backbone files: atomic writes, safe loading
 - ``tracking``     one MLflow run per pipeline run
 - ``outputs``      atomic writes of metrics and plot tables
+- ``units``        a channel of a layer, read at the centre; run only up to the layer
+- ``rng``          counter-based random streams, one per channel
+- ``cmaes``        many independent (diagonal) CMA-ES instances as tensors
+- ``generators``   image priors: DeePSiM fc6, Fourier, pixel
+- ``synthesis``    batched prototypes: CMA-ES then Adam for every channel at once
 """
 
-from protoviz_core.checkpoints import load_backbone, list_checkpoints
+from protoviz_core.checkpoints import list_checkpoints, load_backbone
+from protoviz_core.cmaes import BatchedCMAES
 from protoviz_core.config import Params, ParamsError, load_params
+from protoviz_core.generators import Generator, make_generator
+from protoviz_core.synthesis import Prototypes, synthesize
 
-__all__ = ["Params", "ParamsError", "load_params", "load_backbone", "list_checkpoints"]
+__all__ = [
+    "BatchedCMAES", "Generator", "Params", "ParamsError", "Prototypes", "list_checkpoints",
+    "load_backbone", "load_params", "make_generator", "synthesize",
+]

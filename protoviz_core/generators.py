@@ -1,0 +1,218 @@
+"""Image priors for prototype synthesis: latents (N, d) -> images (N, 3, S, S) in [0, 1].
+
+Three generators behind one interface (:class:`Generator`):
+
+- ``deepsim_fc6``: the DeePSiM "fc6" generator of Dosovitskiy & Brox (2016), the
+  paper's natural-image prior (Sec. 2.1); weights from a file.
+- ``fourier``: a weight-free Lucid-style parameterisation (Olah et al. 2017): a
+  1/f-scaled Fourier spectrum per colour channel, decorrelated colours, sigmoid.
+- ``pixel``: raw pixels through a sigmoid, the baseline without a prior.
+
+Latents are sampled per stream key (:mod:`protoviz_core.rng`) so that a channel's
+start does not depend on which channels share its batch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from protoviz_core.rng import keyed_normal
+
+DEEPSIM_WEIGHTS_SOURCE = (
+    "upconvGAN_fc6.pt from the Hugging Face repository binxu/DeePSim_DosovitskiyBrox2016 "
+    "(https://huggingface.co/binxu/DeePSim_DosovitskiyBrox2016)"
+)
+GENERATOR_NAMES = ("deepsim_fc6", "fourier", "pixel")
+
+
+class Generator(nn.Module):
+    """The interface: ``latent_dim``, ``forward(latents) -> images``, ``sample(keys, step)``."""
+
+    latent_dim: int
+    image_size: int
+
+    def sample(self, keys: torch.Tensor, step: int = 0) -> torch.Tensor:
+        """Starting latents (K, d), one per stream key: standard normal."""
+        return keyed_normal(keys, step, (self.latent_dim,)).to(self._device())
+
+    def _device(self) -> torch.device:
+        buffer = next(iter(self.buffers()), None)
+        parameter = next(iter(self.parameters()), None)
+        tensor = buffer if buffer is not None else parameter
+        return tensor.device if tensor is not None else torch.device("cpu")
+
+
+class PixelGenerator(Generator):
+    """Each latent is the image's pixels before a sigmoid: d = 3 * S * S."""
+
+    def __init__(self, image_size: int):
+        super().__init__()
+        self.image_size = image_size
+        self.latent_dim = 3 * image_size * image_size
+
+    def forward(self, latents: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(latents.view(-1, 3, self.image_size, self.image_size))
+
+
+# Square root of the colour correlation of natural images (Lucid's
+# color_correlation_svd_sqrt), normalised so its largest column has norm 1.
+_COLOUR_SQRT = torch.tensor([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]])
+_COLOUR_SQRT = _COLOUR_SQRT / _COLOUR_SQRT.norm(dim=0).max()
+
+
+class FourierGenerator(Generator):
+    """Decorrelated-colour, 1/f-scaled Fourier image (Lucid's ``fft_image``), no weights.
+
+    The latent holds the real and imaginary parts of the spectrum of three
+    decorrelated colour channels, d = 3 * S * (S // 2 + 1) * 2. Each frequency f is
+    scaled by 1 / f**decay_power (natural images' spectrum), normalised so that a
+    standard-normal latent gives unit-variance pixels before the colour transform.
+    """
+
+    def __init__(self, image_size: int, decay_power: float = 1.0):
+        super().__init__()
+        self.image_size = image_size
+        fy = torch.fft.fftfreq(image_size)[:, None]
+        fx = torch.fft.rfftfreq(image_size)[None, :]
+        frequency = torch.sqrt(fx**2 + fy**2).clamp(min=1.0 / image_size)  # (S, S//2+1)
+        scale = frequency**-decay_power
+        self.register_buffer("scale", scale / scale.pow(2).mean().sqrt(), persistent=False)
+        self.register_buffer("colour", _COLOUR_SQRT.clone(), persistent=False)
+        self.spectrum_shape = (3, image_size, image_size // 2 + 1, 2)
+        self.latent_dim = math.prod(self.spectrum_shape)
+
+    def forward(self, latents: torch.Tensor) -> torch.Tensor:
+        s = self.image_size
+        spectrum = torch.view_as_complex(latents.float().reshape(-1, *self.spectrum_shape).contiguous())
+        decorrelated = torch.fft.irfft2(spectrum * self.scale, s=(s, s), norm="ortho")  # (N, 3, S, S)
+        rgb = torch.einsum("ij,njhw->nihw", self.colour, decorrelated)
+        return torch.sigmoid(rgb)
+
+
+def _deepsim_fc6_layers() -> nn.Sequential:
+    """DeePSiM fc6 (Dosovitskiy & Brox 2016): 4096 -> BGR (3, 256, 256), mean-subtracted 0-255.
+
+    Layer names and types follow the public PyTorch port so its state dict loads
+    as is; the 3x3 stride-1 layers are transposed convolutions there (same shapes
+    as convolutions, transposed weight layout).
+    """
+
+    def leaky():
+        return nn.LeakyReLU(negative_slope=0.3, inplace=True)
+
+    def up(cin, cout):  # doubles the resolution
+        return nn.ConvTranspose2d(cin, cout, kernel_size=4, stride=2, padding=1)
+
+    def same(cin, cout):
+        return nn.ConvTranspose2d(cin, cout, kernel_size=3, stride=1, padding=1)
+
+    return nn.Sequential(OrderedDict([
+        ("defc7", nn.Linear(4096, 4096)), ("relu_defc7", leaky()),
+        ("defc6", nn.Linear(4096, 4096)), ("relu_defc6", leaky()),
+        ("defc5", nn.Linear(4096, 4096)), ("relu_defc5", leaky()),
+        ("reshape", nn.Unflatten(1, (256, 4, 4))),
+        ("deconv5", up(256, 256)), ("relu_deconv5", leaky()),  # 8 x 8
+        ("conv5_1", same(256, 512)), ("relu_conv5_1", leaky()),
+        ("deconv4", up(512, 256)), ("relu_deconv4", leaky()),  # 16
+        ("conv4_1", same(256, 256)), ("relu_conv4_1", leaky()),
+        ("deconv3", up(256, 128)), ("relu_deconv3", leaky()),  # 32
+        ("conv3_1", same(128, 128)), ("relu_conv3_1", leaky()),
+        ("deconv2", up(128, 64)), ("relu_deconv2", leaky()),  # 64
+        ("deconv1", up(64, 32)), ("relu_deconv1", leaky()),  # 128
+        ("deconv0", up(32, 3)),  # 256, no activation
+    ]))
+
+
+class DeePSiMGenerator(Generator):
+    """The paper's prior: DeePSiM fc6, output resized to ``image_size``.
+
+    Raw output is BGR, mean-subtracted, 0-255; it is flipped to RGB, the ImageNet
+    mean (123, 117, 104) added back, clamped to 0..255 and divided by 255.
+    """
+
+    def __init__(self, image_size: int):
+        super().__init__()
+        self.image_size = image_size
+        self.latent_dim = 4096
+        self.G = _deepsim_fc6_layers()
+        self.register_buffer("rgb_mean", torch.tensor([123.0, 117.0, 104.0]).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, latents: torch.Tensor) -> torch.Tensor:
+        bgr = self.G(latents)  # (N, 3, 256, 256)
+        rgb = (bgr.flip(1) + self.rgb_mean).clamp(0, 255) / 255
+        if rgb.shape[-1] != self.image_size:
+            rgb = F.interpolate(rgb, size=(self.image_size, self.image_size), mode="bilinear",
+                                antialias=True, align_corners=False)
+        return rgb.clamp(0, 1)
+
+    @classmethod
+    def random(cls, image_size: int) -> "DeePSiMGenerator":
+        """Untrained weights scaled so images vary (tests and timing only; seed with torch)."""
+        generator = cls(image_size)
+        for module in generator.G:
+            if isinstance(module, (nn.Linear, nn.ConvTranspose2d)):
+                nn.init.kaiming_normal_(module.weight, a=0.3, nonlinearity="leaky_relu")
+                nn.init.zeros_(module.bias)
+        with torch.no_grad():  # calibrate: raw output std 60 on the 0-255 scale, like real images
+            std = generator.G(torch.randn(4, 4096)).std()
+            generator.G.deconv0.weight.mul_(60.0 / std)
+        return generator
+
+    @classmethod
+    def from_file(cls, path: str | Path, image_size: int) -> "DeePSiMGenerator":
+        """Load the public fc6 weights (no pickled code is run).
+
+        Raises:
+            FileNotFoundError: ``path`` is missing; says where the weights come from.
+            ValueError: the file holds other tensors than DeePSiM fc6's.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: DeePSiM weights not found; download {DEEPSIM_WEIGHTS_SOURCE}")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if isinstance(state, dict) and "state_dict" in state:
+            state = state["state_dict"]
+        # The public files name keys "defc7.weight" or "G.defc7.weight", some with a stray ".1.".
+        state = {k.removeprefix("G.").replace(".1.", "."): v for k, v in state.items()}
+        generator = cls(image_size)
+        expected = generator.G.state_dict()
+        missing = sorted(set(expected) - set(state))
+        unexpected = sorted(set(state) - set(expected))
+        wrong = [k for k in expected if k in state and state[k].shape != expected[k].shape]
+        if missing or unexpected or wrong:
+            raise ValueError(
+                f"{path}: not DeePSiM fc6 weights (missing {missing[:3]}, unexpected {unexpected[:3]}, "
+                f"wrong shape {wrong[:3]}); download {DEEPSIM_WEIGHTS_SOURCE}"
+            )
+        generator.G.load_state_dict(state)
+        return generator
+
+
+def make_generator(name: str | Generator, image_size: int, weights: str | Path | None = None) -> Generator:
+    """A generator by name, or ``name`` itself when it already is one.
+
+    Args:
+        name: ``deepsim_fc6``, ``fourier`` or ``pixel``.
+        image_size: side S of the images it makes.
+        weights: ``deepsim_fc6`` only: the weights file, or ``"random"`` for an
+            untrained network (tests and timing only).
+    """
+    if isinstance(name, Generator):
+        return name
+    if name == "pixel":
+        return PixelGenerator(image_size)
+    if name == "fourier":
+        return FourierGenerator(image_size)
+    if name == "deepsim_fc6":
+        if weights is None:
+            raise FileNotFoundError(f"deepsim_fc6 needs its weights file: download {DEEPSIM_WEIGHTS_SOURCE}")
+        if str(weights) == "random":
+            return DeePSiMGenerator.random(image_size)
+        return DeePSiMGenerator.from_file(weights, image_size)
+    raise ValueError(f"unknown generator {name!r}; choose one of {GENERATOR_NAMES}")

@@ -1,0 +1,225 @@
+"""Batched prototype synthesis: every channel of a layer optimised at once.
+
+Paper Sec. 2.1 and 6.2. For each channel c of ``layer``, find a latent code whose
+image maximises the channel's centre activation, in two stages run for all
+channels together:
+
+1. evolution: one CMA-ES instance per channel (:class:`BatchedCMAES`) searches
+   the generator's latent space for a start that makes the unit respond. Channels
+   still silent afterwards (activation <= 0) get freshly drawn codes and one more
+   evolution (the count is reported);
+2. gradient ascent: Adam on all codes at once, loss = minus the sum of every
+   channel's own centre activation (each image only drives its own channel, so the
+   sum's gradient is each channel's own gradient).
+
+Everything is a tensor over channels (and samples); forward passes are split into
+chunks of at most ``max_batch`` images, which changes memory use, not results.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+
+from protoviz_core.cmaes import BatchedCMAES
+from protoviz_core.generators import Generator, make_generator
+from protoviz_core.rng import stream_keys
+from protoviz_core.simclr import NORMALIZE
+from protoviz_core.units import centre_activation, channel_count, check_channels, layer_reader
+
+ImageTransform = Callable[[torch.Tensor], torch.Tensor]
+
+# Stream offset for the codes re-drawn for silent channels: independent of the first draw.
+_REDRAW_SEED_OFFSET = 7_777_777
+
+
+@dataclass
+class Prototypes:
+    """One prototype per channel. N = number of channels."""
+
+    images: torch.Tensor  # (N, 3, S, S) float in [0, 1], on the CPU
+    activations: torch.Tensor  # (N,) centre activation of each channel on its own image
+    latents: torch.Tensor  # (N, d) the generator codes
+    channels: torch.Tensor  # (N,) int64 channel indices
+    dead: torch.Tensor  # (N,) bool: activation still <= 0
+    redrawn: torch.Tensor  # (N,) bool: codes re-drawn after a silent evolution stage
+    evolution_activations: torch.Tensor  # (N,) best activation after the evolution stage
+
+
+class _Objective:
+    """Centre activations of each image's own channel, in chunks of ``max_batch`` images."""
+
+    def __init__(self, read, generator: Generator, normalize: dict, max_batch: int, device, use_amp: bool):
+        self.read, self.generator, self.max_batch = read, generator, max_batch
+        self.mean = torch.tensor(normalize["mean"], device=device).view(1, 3, 1, 1)
+        self.std = torch.tensor(normalize["std"], device=device).view(1, 3, 1, 1)
+        self.use_amp, self.device = use_amp, device
+
+    def images_to_activations(self, images: torch.Tensor, channels: torch.Tensor) -> torch.Tensor:
+        """images (B, 3, S, S) in [0, 1], channels (B,) -> (B,) float32 activations."""
+        normalised = (images - self.mean) / self.std
+        if self.use_amp:
+            normalised = normalised.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_amp):
+            return centre_activation(self.read(normalised), channels).float()
+
+    def __call__(self, latents: torch.Tensor, channels: torch.Tensor) -> torch.Tensor:
+        """latents (B, d), channels (B,) -> (B,) activations, without gradients."""
+        out = []
+        with torch.no_grad():
+            for start in range(0, len(latents), self.max_batch):
+                stop = start + self.max_batch
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_amp):
+                    images = self.generator(latents[start:stop]).float()
+                out.append(self.images_to_activations(images, channels[start:stop]))
+        return torch.cat(out)
+
+
+def _evolve(objective: _Objective, start: torch.Tensor, channels: torch.Tensor, *, sigma: float,
+            popsize: int, steps: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """CMA-ES from ``start`` (N, d) for each channel; the best code seen and its activation."""
+    n_channels = len(channels)
+    es = BatchedCMAES(start, sigma, popsize, seed=seed, keys=channels, device=start.device)
+    best_codes = start.clone()
+    best = objective(start, channels.to(start.device))  # (N,)
+    sample_channels = channels.to(start.device).repeat_interleave(popsize)  # (N*P,)
+    for _ in range(steps):
+        samples = es.ask()  # (N, P, d)
+        activations = objective(samples.reshape(n_channels * popsize, -1), sample_channels).view(n_channels, popsize)
+        es.tell(-activations)  # CMA-ES minimises
+        top, which = activations.max(dim=1)  # (N,)
+        improved = top > best
+        best = torch.where(improved, top, best)
+        best_codes[improved] = samples[improved, which[improved]]
+    return best_codes, best
+
+
+def _ascend(objective: _Objective, codes: torch.Tensor, channels: torch.Tensor, *, steps: int, lr: float,
+            transforms: Sequence[ImageTransform]) -> torch.Tensor:
+    """Adam on all codes at once; loss = -sum of each channel's centre activation."""
+    codes = codes.clone().requires_grad_(True)
+    optimizer = torch.optim.Adam([codes], lr=lr)
+    for _ in range(steps):
+        optimizer.zero_grad(set_to_none=True)
+        for start in range(0, len(codes), objective.max_batch):
+            stop = start + objective.max_batch
+            with torch.autocast(objective.device.type, dtype=torch.bfloat16, enabled=objective.use_amp):
+                images = objective.generator(codes[start:stop]).float()
+            for transform in transforms:
+                images = transform(images)
+            loss = -objective.images_to_activations(images, channels[start:stop]).sum()
+            loss.backward()  # chunks accumulate into codes.grad: same as one big batch
+        optimizer.step()
+    return codes.detach()
+
+
+def synthesize(
+    model: nn.Module,
+    layer: str,
+    channels: Sequence[int] | torch.Tensor | None = None,
+    *,
+    generator: str | Generator,
+    image_size: int,
+    cma_steps: int,
+    cma_popsize: int,
+    cma_sigma: float,
+    adam_steps: int,
+    adam_lr: float,
+    seed: int,
+    device: torch.device | str | None = None,
+    max_batch: int | None = None,
+    normalize: dict | None = None,
+    transforms: Sequence[ImageTransform] = (),
+    redraw_dead: bool = True,
+    generator_weights: str | None = None,
+) -> Prototypes:
+    """Synthesise one prototype per channel of ``layer``, all channels at once.
+
+    Args:
+        model: the network (put in eval mode; its parameters are not changed).
+        layer: dotted module name (``layer3``, ``layer3.1.conv2``, ``features.10``).
+        channels: channel indices; ``None`` = all channels of the layer.
+        generator: ``deepsim_fc6``, ``fourier``, ``pixel`` or a :class:`Generator`.
+        image_size: side S of the images fed to the model.
+        cma_steps, cma_popsize, cma_sigma: the evolution stage (generations,
+            samples per channel and generation, initial step size in latent units).
+        adam_steps, adam_lr: the gradient stage.
+        seed: channel c's random stream is a function of (seed, c) only, so a
+            channel gets the same prototype alone or in any batch.
+        device: default CUDA when available. On CUDA: bfloat16 autocast and
+            channels_last; on the CPU: float32.
+        max_batch: most images per forward pass (channels x samples); default all.
+        normalize: {"mean": 3 floats, "std": 3 floats} the network was trained with;
+            default ImageNet's (lightly's SimCLR default).
+        transforms: image -> image functions (e.g. jitter, blur) applied during the
+            gradient stage only, for robustness.
+        redraw_dead: give silent channels fresh codes and a second evolution.
+        generator_weights: weights file for ``deepsim_fc6`` when given by name.
+
+    Returns:
+        :class:`Prototypes`, tensors on the CPU, in the order of ``channels``.
+
+    Raises:
+        ValueError: unknown layer (lists valid names), channel out of range, bad sizes.
+    """
+    if min(cma_steps, adam_steps) < 0 or cma_popsize < 4 or cma_sigma <= 0 or adam_lr <= 0:
+        raise ValueError("need cma_steps, adam_steps >= 0, cma_popsize >= 4, cma_sigma > 0, adam_lr > 0")
+    device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    use_amp = device.type == "cuda"
+    was_training = model.training
+    model.eval().to(device)
+    if use_amp:
+        model.to(memory_format=torch.channels_last)
+    prior = make_generator(generator, image_size, generator_weights).to(device).eval()
+    for module in (model, prior):
+        module.requires_grad_(False)
+
+    channel_index = check_channels(channels, channel_count(model, layer, image_size, device), layer)
+    on_device = channel_index.to(device)
+    try:
+        with layer_reader(model, layer) as read:
+            objective = _Objective(read, prior, normalize or NORMALIZE, max_batch or 1 << 62, device, use_amp)
+            start = prior.sample(stream_keys(seed, channel_index), step=0).to(device)
+            codes, evolved = _evolve(objective, start, channel_index, sigma=cma_sigma,
+                                     popsize=cma_popsize, steps=cma_steps, seed=seed)
+            silent = (evolved <= 0).nonzero().flatten() if redraw_dead else torch.zeros(0, dtype=torch.int64)
+            if len(silent):
+                codes, evolved = _redraw(objective, prior, codes, evolved, silent, channel_index,
+                                         sigma=cma_sigma, popsize=cma_popsize, steps=cma_steps, seed=seed)
+            codes = _ascend(objective, codes, on_device, steps=adam_steps, lr=adam_lr, transforms=transforms)
+            final = objective(codes, on_device)
+            with torch.no_grad():
+                images = torch.cat([prior(codes[i:i + objective.max_batch]).float()
+                                    for i in range(0, len(codes), objective.max_batch)])
+    finally:
+        model.train(was_training)
+    return Prototypes(
+        images=images.clamp(0, 1).cpu(), activations=final.cpu(), latents=codes.cpu(),
+        channels=channel_index, dead=(final <= 0).cpu(), redrawn=_mask(silent.cpu(), len(channel_index)),
+        evolution_activations=evolved.cpu(),
+    )
+
+
+def _mask(index: torch.Tensor, length: int) -> torch.Tensor:
+    mask = torch.zeros(length, dtype=torch.bool)
+    mask[index] = True
+    return mask
+
+
+def _redraw(objective, prior, codes, evolved, silent, channels, *, sigma, popsize, steps, seed):
+    """Fresh codes and a second evolution for the channels at ``silent`` (indices into N).
+
+    Index assignment (``codes[silent] = ...``) writes into ``codes`` itself; masked
+    copies would silently discard the new codes.
+    """
+    redraw_seed = seed + _REDRAW_SEED_OFFSET
+    fresh = prior.sample(stream_keys(redraw_seed, channels[silent]), step=0).to(codes.device)
+    new_codes, new_best = _evolve(objective, fresh, channels[silent], sigma=sigma, popsize=popsize,
+                                  steps=steps, seed=redraw_seed)
+    codes, evolved = codes.clone(), evolved.clone()
+    codes[silent] = new_codes
+    evolved[silent] = new_best
+    return codes, evolved

@@ -1,0 +1,107 @@
+"""Units of a network: a channel of a layer, read at the centre of its feature map.
+
+Paper Sec. 2.1: the unit of a convolutional layer is channel c at the spatial
+centre ``act[c, (H-1)//2, (W-1)//2]``. The network only runs up to the target
+layer: a forward hook captures the layer's output and stops the forward pass, so
+no compute is spent on the layers above it.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Callable, Iterator, Sequence
+
+import torch
+from torch import nn
+
+
+class _StopForward(Exception):
+    """Raised by the capture hook once the target layer has run."""
+
+
+def find_layer(model: nn.Module, layer: str) -> nn.Module:
+    """The submodule named ``layer`` (dotted, as in ``model.named_modules()``).
+
+    Raises:
+        ValueError: no such module; the message lists the valid names.
+    """
+    modules = dict(model.named_modules())
+    if layer not in modules or layer == "":
+        names = [name for name in modules if name]
+        shown = ", ".join(names[:60]) + (f", ... ({len(names)} in all)" if len(names) > 60 else "")
+        raise ValueError(f"unknown layer {layer!r}; valid names: {shown}")
+    return modules[layer]
+
+
+@contextmanager
+def layer_reader(model: nn.Module, layer: str) -> Iterator[Callable[[torch.Tensor], torch.Tensor]]:
+    """Context manager giving ``read(images) -> features`` of ``layer``.
+
+    ``images`` (B, 3, H, W) go through ``model`` only up to ``layer``; ``features`` is
+    that layer's output, (B, C, h, w) for a convolution or (B, C) for a linear layer,
+    with gradients when ``images`` require them. The hook is removed on exit.
+    """
+    captured: list[torch.Tensor] = []
+
+    def hook(module, inputs, output):
+        captured.append(output)
+        raise _StopForward
+
+    handle = find_layer(model, layer).register_forward_hook(hook)
+
+    def read(images: torch.Tensor) -> torch.Tensor:
+        captured.clear()
+        try:
+            model(images)
+        except _StopForward:
+            pass
+        if not captured:
+            raise RuntimeError(f"layer {layer!r} did not run in the model's forward pass")
+        return captured[0]
+
+    try:
+        yield read
+    finally:
+        handle.remove()
+
+
+def centre_activation(features: torch.Tensor, channels: torch.Tensor) -> torch.Tensor:
+    """Each image's own unit: ``features[i, channels[i], (h-1)//2, (w-1)//2]``.
+
+    Args:
+        features: (B, C, h, w) or (B, C).
+        channels: int (B,) channel index per image.
+
+    Returns:
+        (B,) activations.
+    """
+    rows = torch.arange(features.shape[0], device=features.device)
+    if features.ndim == 2:
+        return features[rows, channels]
+    if features.ndim != 4:
+        raise ValueError(f"expected (B, C, h, w) or (B, C) features, got shape {tuple(features.shape)}")
+    h, w = features.shape[2:]
+    return features[rows, channels, (h - 1) // 2, (w - 1) // 2]
+
+
+def channel_count(model: nn.Module, layer: str, image_size: int, device: torch.device | str = "cpu") -> int:
+    """Number of channels of ``layer`` for ``image_size`` inputs (one probe image)."""
+    with torch.no_grad(), layer_reader(model, layer) as read:
+        return read(torch.zeros(1, 3, image_size, image_size, device=device)).shape[1]
+
+
+def check_channels(channels: Sequence[int] | torch.Tensor | None, count: int, layer: str) -> torch.Tensor:
+    """Validated channel indices as int64 (N,); ``None`` means all ``count`` channels.
+
+    Raises:
+        ValueError: an index outside ``0..count-1``, or a duplicate.
+    """
+    if channels is None:
+        return torch.arange(count)
+    index = torch.as_tensor(channels, dtype=torch.int64).flatten()
+    bad = index[(index < 0) | (index >= count)]
+    if len(bad):
+        raise ValueError(f"channel {bad[0].item()} out of range for layer {layer!r}: valid 0..{count - 1}")
+    if len(index.unique()) != len(index):
+        raise ValueError(f"duplicate channels for layer {layer!r}: {index.tolist()}")
+    return index

@@ -1,0 +1,73 @@
+import pytest
+import torch
+
+from protoviz_core.generators import (
+    DEEPSIM_WEIGHTS_SOURCE, DeePSiMGenerator, FourierGenerator, make_generator,
+)
+from protoviz_core.rng import stream_keys
+
+
+@pytest.mark.parametrize("name, dim", [("pixel", 3 * 20 * 20), ("fourier", 3 * 20 * 11 * 2)])
+def test_weight_free_generators_make_images_with_gradients(name, dim):
+    generator = make_generator(name, 20)
+    latents = generator.sample(stream_keys(0, torch.arange(4))).requires_grad_(True)
+    assert latents.shape == (4, dim) == (4, generator.latent_dim)
+    images = generator(latents)
+    assert images.shape == (4, 3, 20, 20) and 0 <= images.min() and images.max() <= 1
+    images.mean().backward()
+    assert latents.grad.abs().sum() > 0
+
+
+def test_fourier_images_are_neither_flat_nor_saturated_and_mostly_low_frequency():
+    generator = FourierGenerator(32)
+    images = generator(generator.sample(stream_keys(1, torch.arange(16))))
+    assert 0.05 < images.std() < 0.35
+    assert ((images < 0.01) | (images > 0.99)).float().mean() < 0.05
+    # 1/f spectrum: neighbouring pixels are correlated, unlike white noise.
+    grey = images.mean(1)
+    neighbours = torch.corrcoef(torch.stack([grey[:, :, :-1].flatten(), grey[:, :, 1:].flatten()]))[0, 1]
+    assert neighbours > 0.5
+
+
+def test_deepsim_architecture_with_random_weights():
+    torch.manual_seed(0)
+    generator = make_generator("deepsim_fc6", 40, weights="random")
+    latents = generator.sample(stream_keys(0, torch.arange(2)))
+    assert latents.shape == (2, 4096)
+    raw = generator.G(latents)
+    assert raw.shape == (2, 3, 256, 256)  # BGR at 256 px before resizing
+    images = generator(latents)
+    assert images.shape == (2, 3, 40, 40) and 0 <= images.min() and images.max() <= 1
+    # BGR -> RGB plus the mean, clamped, /255 (checked at full size):
+    full = DeePSiMGenerator(256)
+    full.load_state_dict(generator.state_dict())
+    expected = (raw.flip(1) + torch.tensor([123.0, 117.0, 104.0]).view(1, 3, 1, 1)).clamp(0, 255) / 255
+    torch.testing.assert_close(full(latents), expected)
+
+
+def test_deepsim_loads_the_public_key_layouts(tmp_path):
+    source = DeePSiMGenerator(32)
+    state = source.G.state_dict()
+    path = tmp_path / "upconvGAN_fc6.pt"
+    torch.save({f"G.{k}": v for k, v in state.items()}, path)
+    loaded = make_generator("deepsim_fc6", 32, weights=path)
+    latents = torch.randn(1, 4096)
+    torch.testing.assert_close(loaded(latents), source(latents))
+
+
+def test_deepsim_weight_errors_say_where_weights_come_from(tmp_path):
+    with pytest.raises(FileNotFoundError, match="huggingface.co/binxu/DeePSim_DosovitskiyBrox2016"):
+        make_generator("deepsim_fc6", 32, weights=tmp_path / "absent.pt")
+    with pytest.raises(FileNotFoundError, match="download"):
+        make_generator("deepsim_fc6", 32)
+    wrong = tmp_path / "other.pt"
+    torch.save({"defc7.weight": torch.zeros(10, 10)}, wrong)
+    with pytest.raises(ValueError) as caught:
+        make_generator("deepsim_fc6", 32, weights=wrong)
+    assert "other.pt: not DeePSiM fc6 weights" in str(caught.value)
+    assert DEEPSIM_WEIGHTS_SOURCE in str(caught.value)
+
+
+def test_unknown_generator_lists_the_choices():
+    with pytest.raises(ValueError, match="deepsim_fc6.*fourier.*pixel"):
+        make_generator("biggan", 32)

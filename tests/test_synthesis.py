@@ -1,0 +1,97 @@
+from collections import OrderedDict
+
+import pytest
+import torch
+from torch import nn
+
+from protoviz_core.generators import make_generator
+from protoviz_core.rng import stream_keys
+from protoviz_core.synthesis import _REDRAW_SEED_OFFSET, synthesize
+
+SIZE = 16
+SCHEDULE = dict(image_size=SIZE, cma_steps=4, cma_popsize=8, cma_sigma=1.0, adam_steps=10, adam_lr=0.05,
+                device="cpu")
+
+
+def _cnn(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(OrderedDict(
+        conv1=nn.Conv2d(3, 8, 3, padding=1), relu1=nn.ReLU(),
+        conv2=nn.Conv2d(8, 6, 3, stride=2, padding=1), relu2=nn.ReLU(),
+        head=nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 2)),
+    )).eval()
+
+
+@pytest.mark.parametrize("generator", ["pixel", "fourier", "deepsim_fc6"])
+def test_activation_rises_for_every_generator(generator):
+    weights = "random" if generator == "deepsim_fc6" else None
+    torch.manual_seed(1)
+    prior = make_generator(generator, SIZE, weights)
+    model = _cnn()
+    channels = torch.arange(6)
+    with torch.no_grad():
+        start_images = prior(prior.sample(stream_keys(0, channels)))
+        normalised = (start_images - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor(
+            [0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+        start = model.conv2(model.relu1(model.conv1(normalised)))[torch.arange(6), channels, 3, 3]
+    result = synthesize(model, "conv2", generator=prior, seed=0, **SCHEDULE)
+    assert result.images.shape == (6, 3, SIZE, SIZE) and result.latents.shape == (6, prior.latent_dim)
+    assert (result.activations >= result.evolution_activations - 1e-4).all()  # Adam only climbs
+    assert result.activations.mean() > start.mean() + 0.05
+    assert result.evolution_activations.mean() > start.mean()
+
+
+def test_one_channel_at_a_time_gives_the_batched_result():
+    model = _cnn()
+    batched = synthesize(model, "conv2", [0, 2, 5], generator="fourier", seed=3, **SCHEDULE)
+    for i, channel in enumerate([0, 2, 5]):
+        alone = synthesize(model, "conv2", [channel], generator="fourier", seed=3, **SCHEDULE)
+        torch.testing.assert_close(alone.activations[0], batched.activations[i], rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(alone.latents[0], batched.latents[i], rtol=1e-3, atol=1e-3)
+
+
+def test_chunking_changes_nothing_and_runs_are_reproducible():
+    model = _cnn()
+    whole = synthesize(model, "conv2", generator="pixel", seed=7, **SCHEDULE)
+    chunked = synthesize(model, "conv2", generator="pixel", seed=7, max_batch=5, **SCHEDULE)
+    again = synthesize(model, "conv2", generator="pixel", seed=7, **SCHEDULE)
+    torch.testing.assert_close(chunked.activations, whole.activations, rtol=1e-4, atol=1e-4)
+    assert torch.equal(again.images, whole.images) and torch.equal(again.latents, whole.latents)
+    other_seed = synthesize(model, "conv2", generator="pixel", seed=8, **SCHEDULE)
+    assert not torch.equal(other_seed.latents, whole.latents)
+
+
+def test_silent_channel_gets_really_redrawn_codes():
+    model = _cnn()
+    with torch.no_grad():  # channel 4 can never fire: no weights, negative bias
+        model.conv2.weight[4] = 0
+        model.conv2.bias[4] = -1
+    result = synthesize(model, "relu2", generator="pixel", seed=2, **SCHEDULE)
+    assert result.redrawn[4] and result.dead[4]
+    assert not result.dead[[0, 1, 2, 3, 5]].any()  # the others respond (re-drawn or not)
+    prior = make_generator("pixel", SIZE)
+    first_draw = prior.sample(stream_keys(2, torch.tensor([4])))[0]
+    second_draw = prior.sample(stream_keys(2 + _REDRAW_SEED_OFFSET, torch.tensor([4])))[0]
+    assert not torch.equal(result.latents[4], first_draw)
+    torch.testing.assert_close(result.latents[4], second_draw)  # the re-drawn code was kept
+
+
+def test_bad_layer_and_channel_are_named_and_hooks_are_removed():
+    model = _cnn()
+    with pytest.raises(ValueError, match="unknown layer 'conv3'; valid names: conv1"):
+        synthesize(model, "conv3", generator="pixel", seed=0, **SCHEDULE)
+    with pytest.raises(ValueError, match="channel 6 out of range for layer 'conv2': valid 0..5"):
+        synthesize(model, "conv2", [6], generator="pixel", seed=0, **SCHEDULE)
+    synthesize(model, "conv2", [0], generator="pixel", seed=0, **SCHEDULE)
+    assert all(not m._forward_hooks for m in model.modules())
+
+
+def test_gradient_stage_transforms_are_applied():
+    calls = []
+
+    def jitter(images):
+        calls.append(images.shape)
+        return torch.roll(images, shifts=1, dims=-1)
+
+    synthesize(_cnn(), "conv2", [0, 1], generator="pixel", seed=0, transforms=[jitter], **SCHEDULE)
+    assert len(calls) == SCHEDULE["adam_steps"] and calls[0] == (2, 3, SIZE, SIZE)

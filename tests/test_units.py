@@ -1,0 +1,61 @@
+from collections import OrderedDict
+
+import pytest
+import torch
+from torch import nn
+
+from protoviz_core.units import centre_activation, channel_count, check_channels, find_layer, layer_reader
+
+
+class _MustNotRun(nn.Module):
+    def forward(self, x):
+        raise AssertionError("ran a layer above the target")
+
+
+def _model():
+    return nn.Sequential(OrderedDict(
+        conv=nn.Conv2d(3, 4, 3, padding=1), relu=nn.ReLU(),
+        block=nn.Sequential(nn.Conv2d(4, 6, 3, stride=2, padding=1)), top=_MustNotRun(),
+    ))
+
+
+def test_reader_returns_the_layer_output_and_stops_there():
+    model = _model()
+    images = torch.rand(2, 3, 9, 9)
+    with layer_reader(model, "block.0") as read:
+        features = read(images)
+    expected = model.block(model.relu(model.conv(images)))
+    torch.testing.assert_close(features, expected)
+    assert not find_layer(model, "block.0")._forward_hooks  # removed on exit
+
+
+def test_hook_is_removed_after_an_error():
+    model = _model()
+    with pytest.raises(KeyError):
+        with layer_reader(model, "conv"):
+            raise KeyError
+    assert not model.conv._forward_hooks
+
+
+def test_unknown_layer_lists_the_valid_names():
+    with pytest.raises(ValueError, match=r"unknown layer 'layer9'; valid names: conv, relu, block, block\.0, top"):
+        find_layer(_model(), "layer9")
+
+
+@pytest.mark.parametrize("size", [5, 6])
+def test_centre_activation_picks_each_images_own_channel_at_the_centre(size):
+    features = torch.randn(3, 4, size, size)
+    channels = torch.tensor([2, 0, 3])
+    naive = torch.stack([features[i, c, (size - 1) // 2, (size - 1) // 2] for i, c in enumerate(channels)])
+    assert torch.equal(centre_activation(features, channels), naive)
+    flat = torch.randn(3, 4)
+    assert torch.equal(centre_activation(flat, channels), flat[[0, 1, 2], [2, 0, 3]])
+
+
+def test_channel_count_and_checks():
+    assert channel_count(_model(), "block.0", 9) == 6
+    assert check_channels(None, 6, "x").tolist() == list(range(6))
+    with pytest.raises(ValueError, match=r"channel 6 out of range for layer 'x': valid 0..5"):
+        check_channels([1, 6], 6, "x")
+    with pytest.raises(ValueError, match="duplicate"):
+        check_channels([1, 1], 6, "x")
