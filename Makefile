@@ -22,7 +22,10 @@ test: setup
 	pytest -q
 
 bench: setup
+	pip install --quiet --no-deps torch-lucent==0.1.8
+	pip install --quiet kornia==0.4.1 decorator ipython
 	python bench/train_throughput.py
+	python bench/synthesis.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -31,6 +31,9 @@ from protoviz_core.simclr import NORMALIZE
 from protoviz_core.units import centre_activation, channel_count, check_channels, layer_reader
 
 ImageTransform = Callable[[torch.Tensor], torch.Tensor]
+# monitor(stage, step, activations): stage "evolution" | "redraw" | "gradient", activations (N,)
+# (best so far in the evolution stages, current in the gradient stage). For progress and timing.
+Monitor = Callable[[str, int, torch.Tensor], None]
 
 # Stream offset for the codes re-drawn for silent channels: independent of the first draw.
 _REDRAW_SEED_OFFSET = 7_777_777
@@ -79,7 +82,8 @@ class _Objective:
 
 
 def _evolve(objective: _Objective, start: torch.Tensor, channels: torch.Tensor, *, sigma: float,
-            popsize: int, steps: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+            popsize: int, steps: int, seed: int, monitor: Monitor | None, stage: str = "evolution",
+            ) -> tuple[torch.Tensor, torch.Tensor]:
     """CMA-ES from ``start`` (N, d) for each channel; the best code seen and its activation."""
     n_channels = len(channels)
     es = BatchedCMAES(start, sigma, popsize, seed=seed, keys=channels, device=start.device)
@@ -94,25 +98,31 @@ def _evolve(objective: _Objective, start: torch.Tensor, channels: torch.Tensor, 
         improved = top > best
         best = torch.where(improved, top, best)
         best_codes[improved] = samples[improved, which[improved]]
+        if monitor is not None:
+            monitor(stage, es.generation, best)
     return best_codes, best
 
 
 def _ascend(objective: _Objective, codes: torch.Tensor, channels: torch.Tensor, *, steps: int, lr: float,
-            transforms: Sequence[ImageTransform]) -> torch.Tensor:
+            transforms: Sequence[ImageTransform], monitor: Monitor | None) -> torch.Tensor:
     """Adam on all codes at once; loss = -sum of each channel's centre activation."""
     codes = codes.clone().requires_grad_(True)
     optimizer = torch.optim.Adam([codes], lr=lr)
-    for _ in range(steps):
+    for step in range(1, steps + 1):
         optimizer.zero_grad(set_to_none=True)
+        current = []
         for start in range(0, len(codes), objective.max_batch):
             stop = start + objective.max_batch
             with torch.autocast(objective.device.type, dtype=torch.bfloat16, enabled=objective.use_amp):
                 images = objective.generator(codes[start:stop]).float()
             for transform in transforms:
                 images = transform(images)
-            loss = -objective.images_to_activations(images, channels[start:stop]).sum()
-            loss.backward()  # chunks accumulate into codes.grad: same as one big batch
+            activations = objective.images_to_activations(images, channels[start:stop])
+            (-activations.sum()).backward()  # chunks accumulate into codes.grad: same as one big batch
+            current.append(activations.detach())
         optimizer.step()
+        if monitor is not None:
+            monitor("gradient", step, torch.cat(current))  # activations before this step's update
     return codes.detach()
 
 
@@ -135,6 +145,7 @@ def synthesize(
     transforms: Sequence[ImageTransform] = (),
     redraw_dead: bool = True,
     generator_weights: str | None = None,
+    monitor: Monitor | None = None,
 ) -> Prototypes:
     """Synthesise one prototype per channel of ``layer``, all channels at once.
 
@@ -158,6 +169,7 @@ def synthesize(
             gradient stage only, for robustness.
         redraw_dead: give silent channels fresh codes and a second evolution.
         generator_weights: weights file for ``deepsim_fc6`` when given by name.
+        monitor: called after every step with the stage, step and activations (N,).
 
     Returns:
         :class:`Prototypes`, tensors on the CPU, in the order of ``channels``.
@@ -184,12 +196,14 @@ def synthesize(
             objective = _Objective(read, prior, normalize or NORMALIZE, max_batch or 1 << 62, device, use_amp)
             start = prior.sample(stream_keys(seed, channel_index), step=0).to(device)
             codes, evolved = _evolve(objective, start, channel_index, sigma=cma_sigma,
-                                     popsize=cma_popsize, steps=cma_steps, seed=seed)
+                                     popsize=cma_popsize, steps=cma_steps, seed=seed, monitor=monitor)
             silent = (evolved <= 0).nonzero().flatten() if redraw_dead else torch.zeros(0, dtype=torch.int64)
             if len(silent):
                 codes, evolved = _redraw(objective, prior, codes, evolved, silent, channel_index,
-                                         sigma=cma_sigma, popsize=cma_popsize, steps=cma_steps, seed=seed)
-            codes = _ascend(objective, codes, on_device, steps=adam_steps, lr=adam_lr, transforms=transforms)
+                                         sigma=cma_sigma, popsize=cma_popsize, steps=cma_steps, seed=seed,
+                                         monitor=monitor)
+            codes = _ascend(objective, codes, on_device, steps=adam_steps, lr=adam_lr, transforms=transforms,
+                            monitor=monitor)
             final = objective(codes, on_device)
             with torch.no_grad():
                 images = torch.cat([prior(codes[i:i + objective.max_batch]).float()
@@ -209,7 +223,7 @@ def _mask(index: torch.Tensor, length: int) -> torch.Tensor:
     return mask
 
 
-def _redraw(objective, prior, codes, evolved, silent, channels, *, sigma, popsize, steps, seed):
+def _redraw(objective, prior, codes, evolved, silent, channels, *, sigma, popsize, steps, seed, monitor):
     """Fresh codes and a second evolution for the channels at ``silent`` (indices into N).
 
     Index assignment (``codes[silent] = ...``) writes into ``codes`` itself; masked
@@ -218,7 +232,7 @@ def _redraw(objective, prior, codes, evolved, silent, channels, *, sigma, popsiz
     redraw_seed = seed + _REDRAW_SEED_OFFSET
     fresh = prior.sample(stream_keys(redraw_seed, channels[silent]), step=0).to(codes.device)
     new_codes, new_best = _evolve(objective, fresh, channels[silent], sigma=sigma, popsize=popsize,
-                                  steps=steps, seed=redraw_seed)
+                                  steps=steps, seed=redraw_seed, monitor=monitor, stage="redraw")
     codes, evolved = codes.clone(), evolved.clone()
     codes[silent] = new_codes
     evolved[silent] = new_best

@@ -95,3 +95,14 @@ def test_gradient_stage_transforms_are_applied():
 
     synthesize(_cnn(), "conv2", [0, 1], generator="pixel", seed=0, transforms=[jitter], **SCHEDULE)
     assert len(calls) == SCHEDULE["adam_steps"] and calls[0] == (2, 3, SIZE, SIZE)
+
+
+def test_monitor_sees_every_step_of_every_stage():
+    seen = []
+    synthesize(_cnn(), "conv2", [1, 3], generator="pixel", seed=0,
+               monitor=lambda stage, step, acts: seen.append((stage, step, tuple(acts.shape))), **SCHEDULE)
+    evolution = [s for s in seen if s[0] == "evolution"]
+    gradient = [s for s in seen if s[0] == "gradient"]
+    assert [s[1] for s in evolution] == list(range(1, SCHEDULE["cma_steps"] + 1))
+    assert [s[1] for s in gradient] == list(range(1, SCHEDULE["adam_steps"] + 1))
+    assert all(shape == (2,) for _, _, shape in evolution + gradient)
