@@ -27,7 +27,8 @@ from lightly.loss import NTXentLoss
 from protoviz_core.config import TrainParams
 from protoviz_core.simclr import SimCLR, ViewPairs, simclr_transform
 from protoviz_core.synthetic import generate_images
-from protoviz_core.training import resolve_device, train_simclr
+from protoviz_core.devices import resolve_device
+from protoviz_core.training import train_simclr
 
 
 def bare_loop(images: np.ndarray, config: TrainParams, image_size: int) -> float:

@@ -52,8 +52,11 @@ def list_checkpoints(directory: str | Path) -> dict[int, Path]:
     return dict(sorted(found.items()))
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
+def read_checkpoint(path: str | Path, *, mmap: bool = False) -> dict[str, Any]:
     """Load a checkpoint dict (weights only: no pickled code runs).
+
+    ``mmap=True`` maps the tensors instead of reading them: cheap when only the
+    metadata is needed.
 
     Raises:
         CheckpointError: missing, unreadable, or not a protoviz checkpoint.
@@ -62,7 +65,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found; run the train stage (dvc repro train)")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as exc:  # torch raises several types for truncated or foreign files
         raise CheckpointError(
             f"{path}: unreadable checkpoint ({type(exc).__name__}: {exc}); "

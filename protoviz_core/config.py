@@ -73,6 +73,22 @@ class TrainParams(_Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when available
 
 
+class ProbeParams(_Section):
+    """Linear probes on frozen features (paper Sec. 6.1, Fig. 4)."""
+
+    every: int = Field(1, ge=1)  # probe every k-th checkpoint (first and last always)
+    batch_size: int = Field(256, ge=1)  # images per forward pass when extracting features
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    logreg_c: float = Field(1.0, gt=0)  # inverse L2 strength of LogisticRegression
+    logreg_max_iter: int = Field(1000, ge=1)
+    svc_c: float = Field(0.1, gt=0)  # LinearSVC's C (squared hinge loss)
+    svc_max_iter: int = Field(5000, ge=1)
+    adam_epochs: int = Field(100, ge=1)  # passes of the Adam readout over the train features
+    adam_lr: float = Field(1e-3, gt=0)
+    adam_weight_decay: float = Field(1e-4, ge=0)
+    adam_batch_size: int = Field(256, ge=1)
+
+
 class Params(_Section):
     """Everything in params.yaml. Top level: the run's condition and seed."""
 
@@ -80,6 +96,7 @@ class Params(_Section):
     seed: int = Field(1, ge=0)  # training seed (the paper used 1, 2, 3)
     data: DataParams = DataParams()
     train: TrainParams = TrainParams()
+    probe: ProbeParams = ProbeParams()
 
     @model_validator(mode="after")
     def _batch_fits_data(self) -> "Params":

@@ -24,11 +24,14 @@ from tqdm import tqdm
 
 from protoviz_core.checkpoints import (
     CHECKPOINT_FORMAT,
+    CheckpointError,
     checkpoint_path,
     list_checkpoints,
+    read_checkpoint,
     save_atomic,
 )
 from protoviz_core.config import TrainParams
+from protoviz_core.devices import resolve_device
 from protoviz_core.simclr import BACKBONE_ARCH, NORMALIZE, SimCLR, ViewPairs, simclr_transform
 
 STATE_FORMAT = "protoviz.train_state/1"
@@ -40,15 +43,6 @@ class TrainResult:
     trained_epochs: list[int]  # epochs trained by this call (not resumed from disk)
     images_per_s: float  # throughput over the epochs trained by this call
     checkpoints: dict[int, Path] = field(default_factory=dict)
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device is 'cuda' but no CUDA device is available; use 'auto' or 'cpu'")
-    return torch.device(device)
 
 
 def seed_everything(seed: int) -> None:
@@ -80,9 +74,8 @@ def _remove_stale_checkpoints(directory: Path, keep_up_to: int, training_hash: s
         stale = epoch > keep_up_to
         if not stale:
             try:
-                meta = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-                stale = meta.get("training_hash") != training_hash
-            except Exception:
+                stale = read_checkpoint(path, mmap=True)["training_hash"] != training_hash
+            except CheckpointError:
                 stale = True
         if stale:
             log(f"removing {path}: from another configuration or an unfinished run")

@@ -8,10 +8,11 @@ from typing import Callable, Sequence
 
 from protoviz_core.checkpoints import CheckpointError
 from protoviz_core.config import ParamsError
+from protoviz_core.devices import DeviceError
 from protoviz_core.stl10 import DatasetError
 
 # Errors whose message already says what is wrong and how to fix it: no traceback.
-USER_ERRORS = (ParamsError, DatasetError, CheckpointError)
+USER_ERRORS = (ParamsError, DatasetError, CheckpointError, DeviceError)
 
 
 def parser(description: str) -> argparse.ArgumentParser:

@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 
 from protoviz_core.checkpoints import list_checkpoints
 from protoviz_core.tracking import EXPERIMENT_NAME
-from tests.helpers import tiny_params, write_params
+from tests.helpers import run_stage, start_stage, tiny_params, write_params
 
 TRAIN_ARGS = [
     "--data", "data", "--checkpoints", "out/checkpoints", "--state", "out/state.pt",
@@ -22,28 +22,15 @@ TRAIN_ARGS = [
 ]
 
 
-def _stage(name, cwd, *args):
-    command = [sys.executable, "-m", f"stages.{name}", *args]
-    return subprocess.Popen(
-        command, cwd=cwd, env=os.environ.copy(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-
-
-def _finish(process, timeout=300):
-    stdout, stderr = process.communicate(timeout=timeout)
-    assert process.returncode == 0, stderr
-    return stdout
-
-
 @pytest.fixture
 def workdir(tmp_path):
     write_params(tmp_path / "params.yaml", tiny_params(epochs=4))
-    _finish(_stage("data", tmp_path, "--out", "data"))
+    run_stage("data", tmp_path, "--out", "data")
     return tmp_path
 
 
 def test_sigkill_mid_training_resumes_without_retraining(workdir):
-    process = _stage("train", workdir, *TRAIN_ARGS)
+    process = start_stage("train", workdir, *TRAIN_ARGS)
     deadline = time.time() + 240
     while 2 not in list_checkpoints(workdir / "out/checkpoints"):
         assert process.poll() is None and time.time() < deadline, "training ended before the kill"
@@ -53,7 +40,7 @@ def test_sigkill_mid_training_resumes_without_retraining(workdir):
     done_before = {e: p.stat().st_mtime_ns for e, p in list_checkpoints(workdir / "out/checkpoints").items()}
     assert not (workdir / "metrics/train.json").exists()
 
-    assert re.search(r"resuming after epoch [12] ", _finish(_stage("train", workdir, *TRAIN_ARGS)))
+    assert re.search(r"resuming after epoch [12] ", run_stage("train", workdir, *TRAIN_ARGS))
     checkpoints = list_checkpoints(workdir / "out/checkpoints")
     assert list(checkpoints) == [0, 1, 2, 3, 4]
     for epoch in (0, 1):  # finished before the kill: never rewritten
@@ -76,7 +63,7 @@ def test_bad_params_stop_before_any_work_with_one_message(workdir):
     raw = tiny_params()
     raw["aug"] = "foo"
     write_params(workdir / "params.yaml", raw)
-    process = _stage("train", workdir, *TRAIN_ARGS)
+    process = start_stage("train", workdir, *TRAIN_ARGS)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 2
     assert stderr.strip().splitlines() == [

@@ -1,0 +1,158 @@
+"""Linear probes: how linearly separable are the classes in a frozen backbone's features?
+
+Paper Sec. 2.2 and 6.1 (Fig. 4): the backbone is frozen, the labelled train and
+test images are mapped to its 512-d features with no augmentation (normalisation
+only), and three linear readouts are fitted on the train features and scored on
+the test features: sklearn's LogisticRegression, sklearn's LinearSVC, and a linear
+layer trained with Adam on cross-entropy. Features are standardised with the
+train split's statistics only.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+import numpy as np
+import torch
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.svm import LinearSVC
+from torch import nn
+
+from protoviz_core.checkpoints import load_backbone, read_checkpoint, save_atomic
+from protoviz_core.config import ProbeParams
+
+READOUTS = ("logreg", "linearsvc", "adam")
+
+
+def extract_features(
+    backbone: nn.Module,
+    images: np.ndarray,
+    normalize: dict,
+    *,
+    batch_size: int = 256,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """Backbone features of uint8 images, in eval mode, without gradients.
+
+    Args:
+        images: uint8 (N, 3, S, S), e.g. a memory-mapped STL10 split.
+        normalize: {"mean": 3 floats, "std": 3 floats} applied to [0, 1] pixels.
+
+    Returns:
+        float32 (N, D) on the CPU (D = 512 for ResNet18).
+    """
+    device = torch.device(device)
+    backbone.eval().to(device)
+    use_amp = device.type == "cuda"
+    mean = torch.tensor(normalize["mean"], device=device).view(1, 3, 1, 1)
+    std = torch.tensor(normalize["std"], device=device).view(1, 3, 1, 1)
+    chunks = []
+    with torch.no_grad():
+        for start in range(0, len(images), batch_size):
+            batch = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size])).to(device)
+            batch = (batch.float() / 255 - mean) / std
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                chunks.append(backbone(batch).flatten(start_dim=1).float().cpu())
+    return torch.cat(chunks)
+
+
+def standardise(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Zero mean, unit variance per feature, with the train split's statistics only."""
+    mean = train.mean(axis=0)
+    std = train.std(axis=0) + 1e-6  # dead features (constant 0 after ReLU) stay finite
+    return (train - mean) / std, (test - mean) / std
+
+
+def _adam_linear(train_x, train_y, test_x, test_y, s: ProbeParams) -> float:
+    generator = torch.Generator().manual_seed(0)
+    x, y = torch.as_tensor(train_x, dtype=torch.float32), torch.as_tensor(train_y, dtype=torch.int64)
+    classes = int(max(train_y.max(), test_y.max())) + 1
+    torch.manual_seed(0)
+    layer = nn.Linear(x.shape[1], classes)
+    optimizer = torch.optim.Adam(layer.parameters(), lr=s.adam_lr, weight_decay=s.adam_weight_decay)
+    loss_fn = nn.CrossEntropyLoss()
+    for _ in range(s.adam_epochs):
+        for batch in torch.randperm(len(x), generator=generator).split(s.adam_batch_size):
+            optimizer.zero_grad(set_to_none=True)
+            loss_fn(layer(x[batch]), y[batch]).backward()
+            optimizer.step()
+    with torch.no_grad():
+        predicted = layer(torch.as_tensor(test_x, dtype=torch.float32)).argmax(dim=1).numpy()
+    return float((predicted == test_y).mean())
+
+
+def probe_accuracies(
+    train_features: np.ndarray,
+    train_labels: np.ndarray,
+    test_features: np.ndarray,
+    test_labels: np.ndarray,
+    settings: ProbeParams,
+) -> dict[str, float]:
+    """Test accuracy (0..1) of each readout in :data:`READOUTS` fitted on the train split.
+
+    Args:
+        train_features, test_features: float (N, D) and (M, D).
+        train_labels, test_labels: int (N,) and (M,), classes 0..K-1.
+        settings: the ``probe`` section of params.yaml (readout hyperparameters).
+    """
+    train_x, test_x = standardise(np.asarray(train_features, np.float64), np.asarray(test_features, np.float64))
+    with warnings.catch_warnings():
+        # A probe that has not fully converged still gives a usable accuracy; its
+        # iteration budget is a param.
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        logreg = LogisticRegression(C=settings.logreg_c, max_iter=settings.logreg_max_iter)
+        svc = LinearSVC(C=settings.svc_c, max_iter=settings.svc_max_iter, dual="auto", random_state=0)
+        return {
+            "logreg": float(logreg.fit(train_x, train_labels).score(test_x, test_labels)),
+            "linearsvc": float(svc.fit(train_x, train_labels).score(test_x, test_labels)),
+            "adam": _adam_linear(train_x, train_labels, test_x, test_labels, settings),
+        }
+
+
+def select_epochs(available: list[int], every: int) -> list[int]:
+    """Every ``every``-th epoch of ``available``, always with the first and the last."""
+    if every < 1:
+        raise ValueError(f"every must be >= 1, got {every}")
+    if not available:
+        return []
+    ordered = sorted(available)
+    chosen = {e for e in ordered if (e - ordered[0]) % every == 0} | {ordered[0], ordered[-1]}
+    return sorted(chosen)
+
+
+def checkpoint_features(
+    checkpoint: Path,
+    splits: dict[str, np.ndarray],
+    cache_dir: Path,
+    data_key: str,
+    *,
+    batch_size: int,
+    device: torch.device,
+) -> dict[str, torch.Tensor]:
+    """Features (N, D) of each split for one checkpoint, cached in ``cache_dir``.
+
+    The cache file is keyed by the checkpoint's training hash and epoch and by
+    ``data_key`` (which images), so changing only the readouts reuses it and a new
+    checkpoint or data set recomputes it.
+
+    Raises:
+        CheckpointError: the checkpoint is missing, corrupt or of another architecture.
+    """
+    meta = read_checkpoint(checkpoint, mmap=True)
+    key = f"{meta['training_hash']}:{meta['epoch']}:{data_key}"
+    cache = Path(cache_dir) / checkpoint.name
+    if cache.is_file():
+        try:
+            cached = torch.load(cache, map_location="cpu", weights_only=True)
+            if cached.get("key") == key and set(splits) <= set(cached["features"]):
+                return cached["features"]
+        except Exception:
+            pass  # unreadable cache: recompute it
+    backbone, meta = load_backbone(checkpoint)
+    features = {
+        name: extract_features(backbone, images, meta["normalize"], batch_size=batch_size, device=device)
+        for name, images in splits.items()
+    }
+    save_atomic({"key": key, "features": features}, cache)
+    return features
