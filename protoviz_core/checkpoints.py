@@ -22,7 +22,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from protoviz_core.outputs import atomic_write
 from protoviz_core.simclr import build_backbone
 
 CHECKPOINT_FORMAT = "protoviz.checkpoint/1"
@@ -31,12 +30,6 @@ _NAME = re.compile(r"^epoch_(\d{4,})\.pt$")
 
 class CheckpointError(RuntimeError):
     """A checkpoint is missing, corrupt or from another architecture; names the file."""
-
-
-def save_atomic(obj: Any, path: str | Path) -> None:
-    """``torch.save`` through :func:`~protoviz_core.outputs.atomic_write`: all or nothing."""
-    with atomic_write(path, "wb") as f:
-        torch.save(obj, f)
 
 
 def checkpoint_path(directory: str | Path, epoch: int) -> Path:
@@ -50,6 +43,17 @@ def list_checkpoints(directory: str | Path) -> dict[int, Path]:
         return {}
     found = {int(m.group(1)): p for p in directory.iterdir() if (m := _NAME.match(p.name))}
     return dict(sorted(found.items()))
+
+
+def select_epochs(available: list[int], every: int) -> list[int]:
+    """Every ``every``-th epoch of ``available``, always with the first and the last."""
+    if every < 1:
+        raise ValueError(f"every must be >= 1, got {every}")
+    if not available:
+        return []
+    ordered = sorted(available)
+    chosen = {e for e in ordered if (e - ordered[0]) % every == 0} | {ordered[0], ordered[-1]}
+    return sorted(chosen)
 
 
 def read_checkpoint(path: str | Path, *, mmap: bool = False) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 Augmentation = Literal["clrjit", "keepclr"]
 
@@ -89,6 +89,35 @@ class ProbeParams(_Section):
     adam_batch_size: int = Field(256, ge=1)
 
 
+DEFAULT_LAYERS = ("layer1", "layer2", "layer3", "layer4")
+
+
+def _check_layers(layers: list[str]) -> list[str]:
+    from protoviz_core.simclr import backbone_layer_names  # builds a ResNet18: only when validating
+
+    valid = backbone_layer_names()
+    unknown = [layer for layer in layers if layer not in valid]
+    if unknown:
+        raise ValueError(f"unknown layer {unknown[0]!r}; ResNet18 layers are e.g. {', '.join(valid[:12])}, ...")
+    if not layers:
+        raise ValueError("needs at least one layer")
+    return layers
+
+
+class RFMaskParams(_Section):
+    """Gradient receptive fields and Gaussian masks (paper Sec. 6.3)."""
+
+    every: int = Field(1, ge=1)  # every k-th checkpoint (first and last always)
+    layers: list[str] = list(DEFAULT_LAYERS)  # dotted module names of the backbone
+    samples: int = Field(200, ge=1)  # uniform-noise images averaged over
+    channels_per_layer: Optional[int] = Field(None, ge=1)  # evenly spaced subset; null = all
+    max_batch: int = Field(256, ge=1)  # (channel, sample) images per forward/backward
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    seed: int = Field(0, ge=0)  # noise images
+
+    _layers_exist = field_validator("layers")(_check_layers)
+
+
 class Params(_Section):
     """Everything in params.yaml. Top level: the run's condition and seed."""
 
@@ -97,6 +126,7 @@ class Params(_Section):
     data: DataParams = DataParams()
     train: TrainParams = TrainParams()
     probe: ProbeParams = ProbeParams()
+    rfmask: RFMaskParams = RFMaskParams()
 
     @model_validator(mode="after")
     def _batch_fits_data(self) -> "Params":

@@ -9,7 +9,9 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any, Iterable, Iterator, Mapping
+from typing import IO, Any, Callable, Iterable, Iterator, Mapping
+
+import torch
 
 
 @contextmanager
@@ -33,6 +35,12 @@ def atomic_write(path: str | Path, mode: str = "w") -> Iterator[IO]:
         raise
 
 
+def save_atomic(obj: Any, path: str | Path) -> None:
+    """``torch.save`` through :func:`atomic_write`: all or nothing."""
+    with atomic_write(path, "wb") as f:
+        torch.save(obj, f)
+
+
 def write_json(path: str | Path, values: Mapping[str, Any]) -> None:
     """A DVC metrics file: ``dvc metrics show`` reads it."""
     with atomic_write(path) as f:
@@ -50,3 +58,24 @@ def write_csv(path: str | Path, rows: Iterable[Mapping[str, Any]]) -> None:
     writer.writerows(rows)
     with atomic_write(path) as f:
         f.write(buffer.getvalue())
+
+
+def cached(path: str | Path, key: str, compute: Callable[[], Any]) -> Any:
+    """``compute()``'s result, stored at ``path`` under ``key`` and reused while the key matches.
+
+    The file is written atomically, so a run killed mid-way leaves either the old
+    result or the new one; an unreadable file is recomputed. The value must be
+    loadable with ``torch.load(weights_only=True)`` (tensors, numbers, strings,
+    lists, dicts).
+    """
+    path = Path(path)
+    if path.is_file():
+        try:
+            stored = torch.load(path, map_location="cpu", weights_only=True)
+            if isinstance(stored, dict) and stored.get("key") == key:
+                return stored["value"]
+        except Exception:
+            pass  # truncated or foreign: compute it again
+    value = compute()
+    save_atomic({"key": key, "value": value}, path)
+    return value

@@ -19,8 +19,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.svm import LinearSVC
 from torch import nn
 
-from protoviz_core.checkpoints import load_backbone, read_checkpoint, save_atomic
+from protoviz_core.checkpoints import load_backbone, read_checkpoint
 from protoviz_core.config import ProbeParams
+from protoviz_core.outputs import cached
 
 READOUTS = ("logreg", "linearsvc", "adam")
 
@@ -110,17 +111,6 @@ def probe_accuracies(
         }
 
 
-def select_epochs(available: list[int], every: int) -> list[int]:
-    """Every ``every``-th epoch of ``available``, always with the first and the last."""
-    if every < 1:
-        raise ValueError(f"every must be >= 1, got {every}")
-    if not available:
-        return []
-    ordered = sorted(available)
-    chosen = {e for e in ordered if (e - ordered[0]) % every == 0} | {ordered[0], ordered[-1]}
-    return sorted(chosen)
-
-
 def checkpoint_features(
     checkpoint: Path,
     splits: dict[str, np.ndarray],
@@ -140,19 +130,13 @@ def checkpoint_features(
         CheckpointError: the checkpoint is missing, corrupt or of another architecture.
     """
     meta = read_checkpoint(checkpoint, mmap=True)
-    key = f"{meta['training_hash']}:{meta['epoch']}:{data_key}"
-    cache = Path(cache_dir) / checkpoint.name
-    if cache.is_file():
-        try:
-            cached = torch.load(cache, map_location="cpu", weights_only=True)
-            if cached.get("key") == key and set(splits) <= set(cached["features"]):
-                return cached["features"]
-        except Exception:
-            pass  # unreadable cache: recompute it
-    backbone, meta = load_backbone(checkpoint)
-    features = {
-        name: extract_features(backbone, images, meta["normalize"], batch_size=batch_size, device=device)
-        for name, images in splits.items()
-    }
-    save_atomic({"key": key, "features": features}, cache)
-    return features
+
+    def compute() -> dict[str, torch.Tensor]:
+        backbone, loaded = load_backbone(checkpoint)
+        return {
+            name: extract_features(backbone, images, loaded["normalize"], batch_size=batch_size, device=device)
+            for name, images in splits.items()
+        }
+
+    key = f"{meta['training_hash']}:{meta['epoch']}:{data_key}:{','.join(sorted(splits))}"
+    return cached(Path(cache_dir) / checkpoint.name, key, compute)

@@ -10,6 +10,7 @@ The two conditions differ only in the augmentation:
 
 from __future__ import annotations
 
+import functools
 import numpy as np
 import torch
 import torchvision
@@ -36,6 +37,12 @@ def build_backbone(arch: str = BACKBONE_ARCH) -> nn.Module:
     backbone = torchvision.models.resnet18(weights=None)
     backbone.fc = nn.Identity()
     return backbone
+
+
+@functools.cache
+def backbone_layer_names(arch: str = BACKBONE_ARCH) -> tuple[str, ...]:
+    """Every dotted module name of the backbone (``layer1``, ``layer3.1.conv2``, ...)."""
+    return tuple(name for name, _ in build_backbone(arch).named_modules() if name)
 
 
 class SimCLR(nn.Module):

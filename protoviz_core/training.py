@@ -28,10 +28,10 @@ from protoviz_core.checkpoints import (
     checkpoint_path,
     list_checkpoints,
     read_checkpoint,
-    save_atomic,
 )
 from protoviz_core.config import TrainParams
 from protoviz_core.devices import resolve_device
+from protoviz_core.outputs import save_atomic
 from protoviz_core.simclr import BACKBONE_ARCH, NORMALIZE, SimCLR, ViewPairs, simclr_transform
 
 STATE_FORMAT = "protoviz.train_state/1"

@@ -7,11 +7,11 @@ import sys
 import mlflow
 from tqdm import tqdm
 
-from protoviz_core.checkpoints import CheckpointError, list_checkpoints
+from protoviz_core.checkpoints import CheckpointError, list_checkpoints, select_epochs
 from protoviz_core.config import load_params
 from protoviz_core.devices import resolve_device
 from protoviz_core.outputs import write_csv, write_json
-from protoviz_core.probe import checkpoint_features, probe_accuracies, select_epochs
+from protoviz_core.probe import checkpoint_features, probe_accuracies
 from protoviz_core.stl10 import read_split
 from protoviz_core.tracking import pipeline_run
 from stages import _cli

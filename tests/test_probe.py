@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from protoviz_core.config import ProbeParams
-from protoviz_core.probe import extract_features, probe_accuracies, select_epochs, standardise
+from protoviz_core.checkpoints import select_epochs
+from protoviz_core.probe import extract_features, probe_accuracies, standardise
 from protoviz_core.simclr import NORMALIZE, build_backbone
 
 FAST = ProbeParams(adam_epochs=60, adam_lr=0.01)

@@ -1,0 +1,40 @@
+"""The rfmask stage on a tiny trained run."""
+
+import json
+import os
+
+import torch
+from mlflow.tracking import MlflowClient
+
+from protoviz_core.tracking import EXPERIMENT_NAME
+from tests.helpers import run_stage, tiny_params, write_params
+
+RFMASK_ARGS = ["--checkpoints", "out/checkpoints", "--out", "out/rfmasks",
+               "--metrics", "metrics/rfmask.json", "--plot", "plots/rfmask.csv"]
+
+
+def test_rfmask_stage_writes_masks_metrics_and_mlflow_and_resumes(tmp_path):
+    params = tiny_params(epochs=1)
+    params["rfmask"] = {"layers": ["layer1", "layer2"], "samples": 4, "channels_per_layer": 2}
+    write_params(tmp_path / "params.yaml", params)
+    run_stage("data", tmp_path, "--out", "data")
+    run_stage("train", tmp_path, "--data", "data", "--checkpoints", "out/checkpoints", "--state", "out/state.pt",
+              "--metrics", "metrics/train.json", "--plot", "plots/train_loss.csv")
+    run_stage("rfmask", tmp_path, *RFMASK_ARGS)
+
+    stored = torch.load(tmp_path / "out/rfmasks/epoch_0001.pt", weights_only=True)["value"]
+    assert set(stored) == {"layer1", "layer2"}
+    assert stored["layer1"]["mask"].shape == (24, 24) and 0 <= stored["layer1"]["mask"].min()
+    assert stored["layer1"]["mask"].max() <= 1 and stored["layer1"]["channels"].tolist() == [0, 63]
+    metrics = json.loads((tmp_path / "metrics/rfmask.json").read_text())
+    assert set(metrics) == {"layer1", "layer2"} and metrics["layer1"]["sigma_y"] > 0
+    header, *rows = (tmp_path / "plots/rfmask.csv").read_text().splitlines()
+    assert header.startswith("epoch,layer,center_y,center_x,sigma_y,sigma_x,sigma,fit_ok") and len(rows) == 4
+
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    (run,) = client.search_runs([client.get_experiment_by_name(EXPERIMENT_NAME).experiment_id])
+    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "rfmask/sigma/layer2")) == [0, 1]
+
+    stamps = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "out/rfmasks").iterdir()}
+    run_stage("rfmask", tmp_path, *RFMASK_ARGS)  # finished checkpoints are not recomputed
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "out/rfmasks").iterdir()} == stamps
