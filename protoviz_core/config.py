@@ -12,7 +12,7 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -118,6 +118,40 @@ class RFMaskParams(_Section):
     _layers_exist = field_validator("layers")(_check_layers)
 
 
+class ExtractParams(_Section):
+    """Prototype synthesis for every checkpoint, layer, channel and repeat (Sec. 2.2, 6.2)."""
+
+    epochs: Union[Literal["all"], int, list[int]] = "all"  # all, a stride k, or a list
+    layers: list[str] = list(DEFAULT_LAYERS)
+    channels_per_layer: Optional[int] = Field(None, ge=1)  # evenly spaced subset; null = all
+    repeats: int = Field(2, ge=1)  # independent evolutions per channel (distinct seeds)
+    seed: int = Field(0, ge=0)
+    generator: Literal["deepsim_fc6", "fourier", "pixel"] = "fourier"  # the paper: deepsim_fc6
+    generator_weights: Optional[str] = None  # deepsim_fc6: path to upconvGAN_fc6.pt
+    cma_steps: int = Field(20, ge=0)  # evolution generations
+    cma_popsize: int = Field(30, ge=4)  # samples per channel and generation
+    cma_sigma: float = Field(2.0, gt=0)  # initial step size in latent units
+    adam_steps: int = Field(100, ge=0)
+    adam_lr: float = Field(0.01, gt=0)
+    max_batch: Optional[int] = Field(None, ge=1)  # images per forward pass; null = all at once
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    executor: Literal["local", "ray"] = "local"  # ray: one Ray task per shard
+    ray_address: Optional[str] = None  # existing cluster; null starts a local Ray instance
+
+    _layers_exist = field_validator("layers")(_check_layers)
+
+    @model_validator(mode="after")
+    def _epochs_and_weights(self) -> "ExtractParams":
+        if isinstance(self.epochs, int) and self.epochs < 1:
+            raise ValueError(f"extract.epochs: a stride must be >= 1, got {self.epochs}")
+        if self.generator == "deepsim_fc6" and not self.generator_weights:
+            raise ValueError(
+                "extract.generator_weights: deepsim_fc6 needs its weights file, upconvGAN_fc6.pt from "
+                "https://huggingface.co/binxu/DeePSim_DosovitskiyBrox2016 (or use generator: fourier)"
+            )
+        return self
+
+
 class Params(_Section):
     """Everything in params.yaml. Top level: the run's condition and seed."""
 
@@ -127,6 +161,7 @@ class Params(_Section):
     train: TrainParams = TrainParams()
     probe: ProbeParams = ProbeParams()
     rfmask: RFMaskParams = RFMaskParams()
+    extract: ExtractParams = ExtractParams()
 
     @model_validator(mode="after")
     def _batch_fits_data(self) -> "Params":

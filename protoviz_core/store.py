@@ -1,0 +1,157 @@
+"""The prototype store: a million images in packed shards plus one Parquet index.
+
+DVC slows to hours on output folders of ~1M loose files (treeverse/dvc 7681, 7607,
+10491), so prototypes are packed: one shard file per (epoch, layer, repeat) holds
+all channels of that layer::
+
+    <store>/shards/e0007-layer3-r1.pt   torch zip file, loadable with weights_only=True
+        key          identity of what produced it (configuration + checkpoint)
+        images       uint8 (C, 3, S, S)
+        activations  float32 (C,)  centre activation of each channel on its image
+        latents      float16 (C, d)
+        dead         bool (C,)
+        channels     int64 (C,)
+        redrawn      bool (C,)
+    <store>/index.parquet   one row per prototype:
+        aug, seed, repeat, epoch, layer, channel, activation, dead, shard, offset
+
+Shards are written to a temporary name and renamed when complete, so a killed run
+leaves only whole shards; :func:`open_prototypes` reads them lazily (memory-mapped,
+only the shards a selection needs).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import pandas as pd
+import torch
+
+from protoviz_core.outputs import atomic_write, save_atomic
+
+INDEX_NAME = "index.parquet"
+SHARDS_DIR = "shards"
+INDEX_COLUMNS = ["aug", "seed", "repeat", "epoch", "layer", "channel", "activation", "dead", "shard", "offset"]
+
+
+@dataclass(frozen=True)
+class ShardId:
+    """Which prototypes a shard holds: all chosen channels of one layer, epoch and repeat."""
+
+    epoch: int
+    layer: str
+    repeat: int
+
+    @property
+    def name(self) -> str:
+        return f"e{self.epoch:04d}-{self.layer}-r{self.repeat}.pt"
+
+
+def shard_path(store: str | Path, shard: ShardId) -> Path:
+    return Path(store) / SHARDS_DIR / shard.name
+
+
+def write_shard(store: str | Path, shard: ShardId, key: str, prototypes) -> Path:
+    """Pack a :class:`~protoviz_core.synthesis.Prototypes` into its shard, atomically."""
+    path = shard_path(store, shard)
+    save_atomic({
+        "key": key,
+        "images": (prototypes.images * 255).round().clamp(0, 255).to(torch.uint8),
+        "activations": prototypes.activations.float(),
+        "latents": prototypes.latents.half(),
+        "dead": prototypes.dead.bool(),
+        "channels": prototypes.channels.long(),
+        "redrawn": prototypes.redrawn.bool(),
+    }, path)
+    return path
+
+
+def read_shard(path: str | Path, *, mmap: bool = True) -> dict | None:
+    """A shard's contents, or None when it is missing, truncated or not a shard."""
+    try:
+        shard = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except Exception:
+        return None
+    needed = {"key", "images", "activations", "latents", "dead", "channels"}
+    return shard if isinstance(shard, dict) and needed <= shard.keys() else None
+
+
+def shard_is_complete(store: str | Path, shard: ShardId, key: str) -> bool:
+    """True when the shard exists, loads, and was made by the configuration ``key``."""
+    contents = read_shard(shard_path(store, shard))
+    return contents is not None and contents["key"] == key
+
+
+def build_index(store: str | Path, shards: Iterable[ShardId], *, aug: str, seed: int) -> pd.DataFrame:
+    """Index rows of ``shards`` (read lazily) and write ``index.parquet`` atomically."""
+    frames = []
+    for shard in shards:
+        contents = read_shard(shard_path(store, shard))
+        if contents is None:
+            raise FileNotFoundError(f"{shard_path(store, shard)}: missing or unreadable shard")
+        count = len(contents["channels"])
+        frames.append(pd.DataFrame({
+            "aug": aug, "seed": seed, "repeat": shard.repeat, "epoch": shard.epoch, "layer": shard.layer,
+            "channel": contents["channels"].numpy(), "activation": contents["activations"].numpy(),
+            "dead": contents["dead"].numpy(), "shard": shard.name, "offset": range(count),
+        }))
+    index = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=INDEX_COLUMNS)
+    with atomic_write(Path(store) / INDEX_NAME, "wb") as f:
+        index.to_parquet(f, index=False)
+    return index
+
+
+class PrototypeStore:
+    """A finished store, opened for reading. Select rows by key, then load their images.
+
+    ``store.select(epoch=5, layer="layer3")`` -> index rows (a DataFrame);
+    ``store.images(rows)`` -> uint8 (N, 3, S, S) in the rows' order, reading only the
+    shards those rows live in (memory-mapped).
+    """
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        path = self.root / INDEX_NAME
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no prototype index; run the extract stage (dvc repro extract)")
+        self.index = pd.read_parquet(path)
+
+    def select(self, **keys) -> pd.DataFrame:
+        """Rows whose columns equal the given values; a list or tuple value means any of them."""
+        unknown = set(keys) - set(INDEX_COLUMNS)
+        if unknown:
+            raise ValueError(f"unknown keys {sorted(unknown)}; select by any of {INDEX_COLUMNS}")
+        chosen = pd.Series(True, index=self.index.index)
+        for column, value in keys.items():
+            values = list(value) if isinstance(value, (list, tuple, set)) else [value]
+            chosen &= self.index[column].isin(values)
+        return self.index[chosen]
+
+    def _gather(self, rows: pd.DataFrame, field: str) -> torch.Tensor:
+        parts, order = [], []
+        for shard_name, group in rows.groupby("shard", sort=False):
+            contents = read_shard(self.root / SHARDS_DIR / shard_name)
+            if contents is None:
+                raise FileNotFoundError(f"{self.root / SHARDS_DIR / shard_name}: missing or corrupt shard")
+            parts.append(contents[field][torch.tensor(group["offset"].tolist())])
+            order.extend(group.index)
+        if not parts:
+            return torch.empty(0)
+        gathered = torch.cat(parts)
+        position = {row: i for i, row in enumerate(order)}
+        return gathered[torch.as_tensor([position[row] for row in rows.index])]
+
+    def images(self, rows: pd.DataFrame) -> torch.Tensor:
+        """uint8 (N, 3, S, S) images of ``rows``, in their order."""
+        return self._gather(rows, "images")
+
+    def latents(self, rows: pd.DataFrame) -> torch.Tensor:
+        """float16 (N, d) generator codes of ``rows``, in their order."""
+        return self._gather(rows, "latents")
+
+
+def open_prototypes(root: str | Path) -> PrototypeStore:
+    """Open the prototype store at ``root`` (the extract stage's output folder)."""
+    return PrototypeStore(root)
