@@ -172,7 +172,7 @@ class DeePSiMGenerator(Generator):
             FileNotFoundError: ``path`` is missing; says where the weights come from.
             ValueError: the file holds other tensors than DeePSiM fc6's.
         """
-        path = Path(path)
+        path = Path(path).expanduser()
         if not path.is_file():
             raise FileNotFoundError(f"{path}: DeePSiM weights not found; download {DEEPSIM_WEIGHTS_SOURCE}")
         state = torch.load(path, map_location="cpu", weights_only=True)
