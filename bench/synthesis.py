@@ -145,6 +145,7 @@ def main() -> None:
     p.add_argument("--cma-sigma", type=float, default=1.0)
     p.add_argument("--pycma-sigma", type=float, default=1.0)
     p.add_argument("--adam-steps", type=int, default=200)
+    p.add_argument("--adam-lr", type=float, default=0.05)
     p.add_argument("--lucent-steps", type=int, default=256)
     p.add_argument("--device", default="cpu")
     p.add_argument("--max-batch", type=int, default=None)
@@ -157,7 +158,7 @@ def main() -> None:
         model = build_backbone().eval()
     model.to(device)
     schedule = dict(image_size=args.image_size, cma_steps=args.cma_steps, cma_popsize=args.cma_popsize,
-                    cma_sigma=args.cma_sigma, adam_steps=args.adam_steps, adam_lr=0.05, device=device,
+                    cma_sigma=args.cma_sigma, adam_steps=args.adam_steps, adam_lr=args.adam_lr, device=device,
                     max_batch=args.max_batch)
     skip = set(args.skip.split(","))
     rows: dict[str, dict] = {}

@@ -11,6 +11,7 @@ therefore ends with the same weights as an uninterrupted one.
 
 from __future__ import annotations
 
+import hashlib
 import random
 import time
 from dataclasses import dataclass, field
@@ -35,6 +36,20 @@ from protoviz_core.outputs import save_atomic
 from protoviz_core.simclr import BACKBONE_ARCH, NORMALIZE, SimCLR, ViewPairs, simclr_transform
 
 STATE_FORMAT = "protoviz.train_state/1"
+
+
+def code_version() -> str:
+    """Hash of the code that decides the checkpoints (this loop and the SimCLR model).
+
+    Part of a checkpoint's identity, so that a change to the training code retrains
+    instead of resuming from checkpoints the old code made.
+    """
+    from protoviz_core import simclr
+
+    digest = hashlib.sha256()
+    for module_file in (__file__, simclr.__file__):
+        digest.update(Path(module_file).read_bytes())
+    return digest.hexdigest()[:12]
 
 
 @dataclass

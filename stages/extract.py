@@ -12,7 +12,7 @@ import time
 import mlflow
 from tqdm import tqdm
 
-from protoviz_core.checkpoints import CheckpointError, list_checkpoints
+from protoviz_core.checkpoints import CheckpointError, list_checkpoints, read_checkpoint
 from protoviz_core.config import ParamsError, load_params
 from protoviz_core.devices import resolve_device
 from protoviz_core.extraction import SynthesisSettings, choose_epochs, execute, pending, plan, remove_stale_shards
@@ -43,7 +43,8 @@ def extract(argv=None) -> None:
         cma_steps=x.cma_steps, cma_popsize=x.cma_popsize, cma_sigma=x.cma_sigma, adam_steps=x.adam_steps,
         adam_lr=x.adam_lr, max_batch=x.max_batch, device=str(resolve_device(x.device)),
     )
-    tasks = plan(checkpoints, epochs, x.layers, x.repeats, seed=x.seed, training_hash=params.training_hash(),
+    trained_by = read_checkpoint(checkpoints[max(checkpoints)], mmap=True)["training_hash"]
+    tasks = plan(checkpoints, epochs, x.layers, x.repeats, seed=x.seed, training_hash=trained_by,
                  channels_per_layer=x.channels_per_layer, settings=settings)
     remove_stale_shards(args.store, tasks, print)
     todo = pending(args.store, tasks)

@@ -8,7 +8,13 @@ from pathlib import Path
 import mlflow
 from tqdm import tqdm
 
-from protoviz_core.checkpoints import CheckpointError, list_checkpoints, load_backbone, select_epochs
+from protoviz_core.checkpoints import (
+    CheckpointError,
+    list_checkpoints,
+    load_backbone,
+    read_checkpoint,
+    select_epochs,
+)
 from protoviz_core.config import load_params
 from protoviz_core.devices import resolve_device
 from protoviz_core.outputs import cached, write_csv, write_json
@@ -30,7 +36,9 @@ def main(argv=None) -> None:
     if not checkpoints:
         raise CheckpointError(f"{args.checkpoints}: no epoch_XXXX.pt checkpoints; run the train stage")
     device = resolve_device(settings.device)
-    key = f"{params.training_hash()}:{params.section_hash('rfmask')}"
+    # The checkpoints' own identity (configuration and training code) keys the cache.
+    trained_by = read_checkpoint(checkpoints[max(checkpoints)], mmap=True)["training_hash"]
+    key = f"{trained_by}:{params.section_hash('rfmask')}"
 
     rows = []
     with pipeline_run(params, "rfmask"):

@@ -10,7 +10,7 @@ from protoviz_core.config import load_params
 from protoviz_core.outputs import write_csv, write_json
 from protoviz_core.stl10 import read_images
 from protoviz_core.tracking import pipeline_run
-from protoviz_core.training import train_simclr
+from protoviz_core.training import code_version, train_simclr
 from stages import _cli
 
 
@@ -29,7 +29,7 @@ def main(argv=None) -> None:
         result = train_simclr(
             images, params.train, aug=params.aug, seed=params.seed,
             image_size=params.data.image_size, checkpoint_dir=args.checkpoints,
-            state_path=args.state, training_hash=params.training_hash(),
+            state_path=args.state, training_hash=f"{params.training_hash()}-{code_version()}",
             on_epoch_end=lambda epoch, loss: mlflow.log_metric("train/loss", loss, step=epoch),
         )
         if result.trained_epochs:
