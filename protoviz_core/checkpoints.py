@@ -45,6 +45,14 @@ def list_checkpoints(directory: str | Path) -> dict[int, Path]:
     return dict(sorted(found.items()))
 
 
+def require_checkpoints(directory: str | Path) -> dict[int, Path]:
+    """:func:`list_checkpoints`, but an empty folder is a :class:`CheckpointError`."""
+    found = list_checkpoints(directory)
+    if not found:
+        raise CheckpointError(f"{directory}: no epoch_XXXX.pt checkpoints; run the train stage (dvc repro train)")
+    return found
+
+
 def select_epochs(available: list[int], every: int) -> list[int]:
     """Every ``every``-th epoch of ``available``, always with the first and the last."""
     if every < 1:

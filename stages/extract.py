@@ -12,7 +12,7 @@ import time
 import mlflow
 from tqdm import tqdm
 
-from protoviz_core.checkpoints import CheckpointError, list_checkpoints, read_checkpoint
+from protoviz_core.checkpoints import read_checkpoint, require_checkpoints
 from protoviz_core.config import ParamsError, load_params
 from protoviz_core.devices import resolve_device
 from protoviz_core.extraction import SynthesisSettings, choose_epochs, execute, pending, plan, remove_stale_shards
@@ -31,9 +31,7 @@ def extract(argv=None) -> None:
     args = p.parse_args(argv)
     params = load_params(args.params)
     x = params.extract
-    checkpoints = list_checkpoints(args.checkpoints)
-    if not checkpoints:
-        raise CheckpointError(f"{args.checkpoints}: no epoch_XXXX.pt checkpoints; run the train stage")
+    checkpoints = require_checkpoints(args.checkpoints)
     try:
         epochs = choose_epochs(list(checkpoints), x.epochs)
     except ValueError as exc:

@@ -7,7 +7,7 @@ import sys
 import mlflow
 from tqdm import tqdm
 
-from protoviz_core.checkpoints import CheckpointError, list_checkpoints, select_epochs
+from protoviz_core.checkpoints import require_checkpoints, select_epochs
 from protoviz_core.config import load_params
 from protoviz_core.devices import resolve_device
 from protoviz_core.outputs import write_csv, write_json
@@ -26,9 +26,7 @@ def main(argv=None) -> None:
     p.add_argument("--plot", required=True, help="CSV of accuracy per epoch and readout")
     args = p.parse_args(argv)
     params = load_params(args.params)
-    checkpoints = list_checkpoints(args.checkpoints)
-    if not checkpoints:
-        raise CheckpointError(f"{args.checkpoints}: no epoch_XXXX.pt checkpoints; run the train stage")
+    checkpoints = require_checkpoints(args.checkpoints)
     train_images, train_labels = read_split(args.data, "train", params.data.image_size)
     test_images, test_labels = read_split(args.data, "test", params.data.image_size)
     splits = {"train": train_images, "test": test_images}

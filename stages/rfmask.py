@@ -8,13 +8,7 @@ from pathlib import Path
 import mlflow
 from tqdm import tqdm
 
-from protoviz_core.checkpoints import (
-    CheckpointError,
-    list_checkpoints,
-    load_backbone,
-    read_checkpoint,
-    select_epochs,
-)
+from protoviz_core.checkpoints import load_backbone, read_checkpoint, require_checkpoints, select_epochs
 from protoviz_core.config import load_params
 from protoviz_core.devices import resolve_device
 from protoviz_core.outputs import cached, write_csv, write_json
@@ -32,9 +26,7 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     params = load_params(args.params)
     settings = params.rfmask
-    checkpoints = list_checkpoints(args.checkpoints)
-    if not checkpoints:
-        raise CheckpointError(f"{args.checkpoints}: no epoch_XXXX.pt checkpoints; run the train stage")
+    checkpoints = require_checkpoints(args.checkpoints)
     device = resolve_device(settings.device)
     # The checkpoints' own identity (configuration and training code) keys the cache.
     trained_by = read_checkpoint(checkpoints[max(checkpoints)], mmap=True)["training_hash"]
