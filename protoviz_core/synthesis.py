@@ -150,7 +150,8 @@ def synthesize(
     """Synthesise one prototype per channel of ``layer``, all channels at once.
 
     Args:
-        model: the network (put in eval mode; its parameters are not changed).
+        model: the network, moved to ``device``; run in eval mode, its parameters and
+            their ``requires_grad`` flags are left as they were.
         layer: dotted module name (``layer3``, ``layer3.1.conv2``, ``features.10``).
         channels: channel indices; ``None`` = all channels of the layer.
         generator: ``deepsim_fc6``, ``fourier``, ``pixel`` or a :class:`Generator`.
@@ -186,8 +187,9 @@ def synthesize(
     if use_amp:
         model.to(memory_format=torch.channels_last)
     prior = make_generator(generator, image_size, generator_weights).to(device).eval()
+    trainable = [p.requires_grad for p in model.parameters()]  # restored at the end
     for module in (model, prior):
-        module.requires_grad_(False)
+        module.requires_grad_(False)  # gradients flow to the codes only
 
     channel_index = check_channels(channels, channel_count(model, layer, image_size, device), layer)
     on_device = channel_index.to(device)
@@ -210,6 +212,8 @@ def synthesize(
                                     for i in range(0, len(codes), objective.max_batch)])
     finally:
         model.train(was_training)
+        for parameter, flag in zip(model.parameters(), trainable):
+            parameter.requires_grad_(flag)
     return Prototypes(
         images=images.clamp(0, 1).cpu(), activations=final.cpu(), latents=codes.cpu(),
         channels=channel_index, dead=(final <= 0).cpu(), redrawn=_mask(silent.cpu(), len(channel_index)),

@@ -106,3 +106,11 @@ def test_monitor_sees_every_step_of_every_stage():
     assert [s[1] for s in evolution] == list(range(1, SCHEDULE["cma_steps"] + 1))
     assert [s[1] for s in gradient] == list(range(1, SCHEDULE["adam_steps"] + 1))
     assert all(shape == (2,) for _, _, shape in evolution + gradient)
+
+
+def test_model_is_left_as_it_was():
+    model = _cnn().train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    synthesize(model, "conv2", [0], generator="pixel", seed=0, **SCHEDULE)
+    assert model.training and all(p.requires_grad for p in model.parameters())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
