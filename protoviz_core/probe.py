@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+
 import numpy as np
 import torch
 from sklearn.exceptions import ConvergenceWarning
