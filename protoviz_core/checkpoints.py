@@ -6,6 +6,7 @@ weights_only=True)`` accepts::
     format        "protoviz.checkpoint/1"
     arch          "resnet18"
     epoch         7 (0 = the initialisation, before any training)
+    loss          mean training loss of that epoch (None for epoch 0)
     training_hash identity of the training configuration that produced it
     image_size    side of the training views in pixels
     normalize     {"mean": [3 floats], "std": [3 floats]} applied to [0, 1] images

@@ -83,6 +83,24 @@ def _load_state(state_path: Path, training_hash: str) -> dict | None:
     return state
 
 
+def _finished_run(directory: Path, epochs: int, training_hash: str) -> dict[int, float] | None:
+    """Per-epoch losses when checkpoints 0..epochs of this configuration all exist, else None."""
+    found = list_checkpoints(directory)
+    if set(range(epochs + 1)) - set(found):
+        return None
+    losses = {}
+    for epoch in range(epochs + 1):
+        try:
+            meta = read_checkpoint(found[epoch], mmap=True)
+        except CheckpointError:
+            return None
+        if meta["training_hash"] != training_hash:
+            return None
+        if epoch > 0:
+            losses[epoch] = float(meta.get("loss") or float("nan"))
+    return losses
+
+
 def _remove_stale_checkpoints(directory: Path, keep_up_to: int, training_hash: str, log) -> None:
     """Delete checkpoints that this run will not keep: other configurations or later epochs."""
     for epoch, path in list_checkpoints(directory).items():
@@ -140,6 +158,11 @@ def train_simclr(
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(config.epochs, 1))
     losses: dict[int, float] = {}
 
+    finished = _finished_run(checkpoint_dir, config.epochs, training_hash)
+    if finished is not None:  # e.g. checkpoints restored by `dvc checkout`, without their resume state
+        log(f"all {config.epochs} epochs of this configuration are in {checkpoint_dir}; nothing to train")
+        return TrainResult(losses=finished, trained_epochs=[], images_per_s=float("nan"),
+                           checkpoints=list_checkpoints(checkpoint_dir))
     state = _load_state(state_path, training_hash)
     if state is not None and not set(range(int(state["epoch"]) + 1)) <= set(list_checkpoints(checkpoint_dir)):
         log(f"ignoring {state_path}: some of its checkpoints are missing; training from scratch")
@@ -164,12 +187,13 @@ def train_simclr(
         "seed": seed,
     }
 
-    def save_backbone(epoch: int) -> None:
+    def save_backbone(epoch: int, loss: float | None) -> None:
         state_dict = {k: v.detach().cpu() for k, v in model.backbone.state_dict().items()}
-        save_atomic({**meta, "epoch": epoch, "backbone": state_dict}, checkpoint_path(checkpoint_dir, epoch))
+        checkpoint = {**meta, "epoch": epoch, "loss": loss, "backbone": state_dict}
+        save_atomic(checkpoint, checkpoint_path(checkpoint_dir, epoch))
 
     if first_epoch == 1:
-        save_backbone(0)
+        save_backbone(0, None)
 
     model.to(device)
     if device.type == "cuda":
@@ -196,7 +220,7 @@ def train_simclr(
         train_seconds += time.perf_counter() - started
         seen_images += steps_per_epoch * config.batch_size
         losses[epoch] = loss
-        save_backbone(epoch)
+        save_backbone(epoch, loss)
         save_atomic(
             {
                 "format": STATE_FORMAT,

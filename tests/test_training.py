@@ -70,6 +70,15 @@ def test_finished_run_trains_nothing_again(tmp_path, tiny_images, tiny_train):
     assert again.trained_epochs == [] and list(again.checkpoints) == [0, 1, 2]
 
 
+def test_complete_checkpoints_without_resume_state_are_kept(tmp_path, tiny_images, tiny_train):
+    first = _train(tiny_images, tiny_train, tmp_path)
+    (tmp_path / "state.pt").unlink()  # as after `dvc checkout` of another experiment and back
+    stamps = {e: p.stat().st_mtime_ns for e, p in first.checkpoints.items()}
+    again = _train(tiny_images, tiny_train, tmp_path)
+    assert again.trained_epochs == [] and again.losses == pytest.approx(first.losses)
+    assert {e: p.stat().st_mtime_ns for e, p in again.checkpoints.items()} == stamps
+
+
 def test_other_configuration_is_never_mixed_in(tmp_path, tiny_images, tiny_train):
     _train(tiny_images, tiny_train.model_copy(update={"epochs": 3}), tmp_path, training_hash="old")
     result = _train(tiny_images, tiny_train, tmp_path, training_hash="new")
