@@ -152,6 +152,29 @@ class ExtractParams(_Section):
         return self
 
 
+EMBEDDING_NETS = (
+    "resnet50", "resnet101", "resnet152", "inception_v3", "vgg16", "vgg19",
+    "densenet121", "densenet169", "densenet201", "mobilenet_v2",
+)
+
+
+class EmbedParams(_Section):
+    """Prototypes in pixel space and pretrained networks (paper Sec. 6.4)."""
+
+    nets: list[Literal[EMBEDDING_NETS]] = list(EMBEDDING_NETS)  # pixel space is always included
+    weights: Literal["imagenet", "random"] = "imagenet"  # random: tests and offline demos only
+    batch_size: int = Field(64, ge=1)  # images per forward pass (the memory budget)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class DistanceParams(_Section):
+    """Which space, metric and masking metrics/distance.json, the plots and the report show."""
+
+    space: str = "pixel"  # pixel or one of embed.nets
+    metric: Literal["mse", "cosine"] = "mse"
+    masked: bool = True  # RF-masked prototypes (the paper's default)
+
+
 class Params(_Section):
     """Everything in params.yaml. Top level: the run's condition and seed."""
 
@@ -162,6 +185,8 @@ class Params(_Section):
     probe: ProbeParams = ProbeParams()
     rfmask: RFMaskParams = RFMaskParams()
     extract: ExtractParams = ExtractParams()
+    embed: EmbedParams = EmbedParams()
+    distance: DistanceParams = DistanceParams()
 
     @model_validator(mode="after")
     def _batch_fits_data(self) -> "Params":
@@ -169,6 +194,15 @@ class Params(_Section):
             raise ValueError(
                 f"train.batch_size: {self.train.batch_size} exceeds data.synthetic.n_unlabeled "
                 f"({self.data.synthetic.n_unlabeled}); lower the batch or add images"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _distance_space_is_embedded(self) -> "Params":
+        if self.distance.space != "pixel" and self.distance.space not in self.embed.nets:
+            raise ValueError(
+                f"distance.space: {self.distance.space!r} is not embedded; use pixel or one of "
+                f"embed.nets ({', '.join(self.embed.nets)})"
             )
         return self
 

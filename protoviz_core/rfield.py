@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -213,3 +214,28 @@ def layer_fields(
             "sigma": list(field.sigma), "fit_ok": field.fit_ok, "channels": chosen,
         }
     return fields
+
+
+def load_masks(folder) -> dict[int, dict[str, torch.Tensor]]:
+    """{epoch: {layer: (S, S) mask}} from the rfmask stage's per-checkpoint files."""
+    masks = {}
+    for path in sorted(Path(folder).glob("epoch_*.pt")):
+        stored = torch.load(path, map_location="cpu", weights_only=True)["value"]
+        masks[int(path.stem.split("_")[1])] = {layer: field["mask"] for layer, field in stored.items()}
+    return masks
+
+
+def masks_for_epoch(masks: dict[int, dict[str, torch.Tensor]], epoch: int, layers) -> dict[str, torch.Tensor]:
+    """The masks of ``epoch``, or of the nearest earlier epoch that has them (else the nearest).
+
+    Raises:
+        ValueError: no masks at all, or a layer the rfmask stage did not measure.
+    """
+    if not masks:
+        raise ValueError("no receptive-field masks; run the rfmask stage (dvc repro rfmask)")
+    earlier = [e for e in masks if e <= epoch]
+    chosen = max(earlier) if earlier else min(masks)
+    missing = sorted(set(layers) - set(masks[chosen]))
+    if missing:
+        raise ValueError(f"rfmask has no mask for layers {missing}; add them to rfmask.layers")
+    return {layer: masks[chosen][layer] for layer in layers}

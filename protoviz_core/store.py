@@ -143,6 +143,11 @@ class PrototypeStore:
         position = {row: i for i, row in enumerate(order)}
         return gathered[torch.as_tensor([position[row] for row in rows.index])]
 
+    def shard_keys(self, **keys) -> list[str]:
+        """The configuration keys of the shards holding the selected rows (a content fingerprint)."""
+        names = sorted(self.select(**keys)["shard"].unique())
+        return [read_shard(self.root / SHARDS_DIR / name)["key"] for name in names]
+
     def images(self, rows: pd.DataFrame) -> torch.Tensor:
         """uint8 (N, 3, S, S) images of ``rows``, in their order."""
         return self._gather(rows, "images")

@@ -1,0 +1,63 @@
+"""embed and distance stages on a micro run: outputs, MLflow, resume."""
+
+import json
+import os
+
+import pandas as pd
+from mlflow.tracking import MlflowClient
+
+from protoviz_core.tracking import EXPERIMENT_NAME
+from tests.helpers import run_stage, tiny_params, write_params
+
+EMBED_ARGS = ["--prototypes", "out/prototypes", "--rfmasks", "out/rfmasks", "--out", "out/embeddings"]
+DISTANCE_ARGS = ["--embeddings", "out/embeddings", "--parts", "out/parts", "--table", "out/distances.parquet",
+                 "--metrics", "metrics/distance.json", "--plot", "plots/diversity.csv"]
+
+
+def _stamps(folder):
+    return {str(p): p.stat().st_mtime_ns for p in folder.rglob("*.pt")}
+
+
+def test_embed_and_distance_stages(tmp_path):
+    params = tiny_params(epochs=1)
+    params["extract"] = {"layers": ["layer1", "layer2"], "channels_per_layer": 3, "repeats": 2,
+                         "cma_steps": 1, "cma_popsize": 4, "adam_steps": 2, "device": "cpu"}
+    params["rfmask"] = {"layers": ["layer1", "layer2"], "samples": 2, "channels_per_layer": 2}
+    params["embed"] = {"nets": ["mobilenet_v2"], "weights": "random", "batch_size": 4}
+    params["distance"] = {"space": "pixel", "metric": "mse", "masked": True}
+    write_params(tmp_path / "params.yaml", params)
+    run_stage("data", tmp_path, "--out", "data")
+    run_stage("train", tmp_path, "--data", "data", "--checkpoints", "out/checkpoints", "--state", "out/state.pt",
+              "--metrics", "metrics/train.json", "--plot", "plots/train_loss.csv")
+    run_stage("rfmask", tmp_path, "--checkpoints", "out/checkpoints", "--out", "out/rfmasks",
+              "--metrics", "metrics/rfmask.json", "--plot", "plots/rfmask.csv")
+    run_stage("extract", tmp_path, "--checkpoints", "out/checkpoints", "--store", "out/prototypes",
+              "--metrics", "metrics/extract.json")
+    run_stage("embed", tmp_path, *EMBED_ARGS)
+    run_stage("distance", tmp_path, *DISTANCE_ARGS)
+
+    info = json.loads((tmp_path / "out/embeddings/info.json").read_text())
+    assert info == {"spaces": ["pixel", "mobilenet_v2"], "weights": "random", "epochs": [0, 1]}
+    table = pd.read_parquet(tmp_path / "out/distances.parquet")
+    assert list(table.columns) == ["space", "metric", "masked", "layer", "epoch", "quantity", "value"]
+    assert set(table.space) == {"pixel", "mobilenet_v2"} and set(table.metric) == {"mse", "cosine"}
+    assert set(table.masked) == {True, False} and set(table.layer) == {"layer1", "layer2"}
+    quantities = table.groupby("epoch").quantity.unique()
+    assert set(quantities[0]) == {"diversity", "diversity_r1", "diversity_r2", "consistency", "rate_of_change"}
+    assert "rate_of_change" not in set(quantities[1])  # no epoch after the last
+    assert (table.value >= -1e-9).all()
+
+    metrics = json.loads((tmp_path / "metrics/distance.json").read_text())
+    assert metrics["space"] == "pixel" and metrics["epoch"] == 1 and metrics["layer1"]["diversity"] > 0
+    assert (tmp_path / "plots/diversity.csv").read_text().splitlines()[0] == "epoch,layer1,layer2"
+
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    (run,) = client.search_runs([client.get_experiment_by_name(EXPERIMENT_NAME).experiment_id])
+    assert run.data.tags["protoviz.embed_weights"] == "random"
+    history = client.get_metric_history(run.info.run_id, "diversity/pixel/mse-masked/layer1")
+    assert sorted(m.step for m in history) == [0, 1]
+
+    embedded, parts = _stamps(tmp_path / "out/embeddings"), _stamps(tmp_path / "out/parts")
+    run_stage("embed", tmp_path, *EMBED_ARGS)
+    run_stage("distance", tmp_path, *DISTANCE_ARGS)
+    assert _stamps(tmp_path / "out/embeddings") == embedded and _stamps(tmp_path / "out/parts") == parts
