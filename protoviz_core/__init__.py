@@ -16,15 +16,24 @@ The library behind the DVC stages in ``stages/``. Modules, one concept each:
 - ``cmaes``        many independent (diagonal) CMA-ES instances as tensors
 - ``generators``   image priors: DeePSiM fc6, Fourier, pixel
 - ``synthesis``    batched prototypes: CMA-ES then Adam for every channel at once
+- ``store``        packed prototype shards + Parquet index; ``open_prototypes``
+- ``extraction``   every checkpoint x layer x repeat, shard by shard, local or on Ray
+- ``montage``      image grids
+- ``probe``        linear probes on frozen features
+- ``rfield``       gradient receptive fields and fitted Gaussian masks
+- ``embedding``    prototypes in pixel space and ImageNet networks
+- ``distance``     diversity, rate of change, re-evolution consistency
 """
 
 from protoviz_core.checkpoints import list_checkpoints, load_backbone
 from protoviz_core.cmaes import BatchedCMAES
 from protoviz_core.config import Params, ParamsError, load_params
 from protoviz_core.generators import Generator, make_generator
+from protoviz_core.rfield import receptive_field
+from protoviz_core.store import open_prototypes
 from protoviz_core.synthesis import Prototypes, synthesize
 
 __all__ = [
     "BatchedCMAES", "Generator", "Params", "ParamsError", "Prototypes", "list_checkpoints",
-    "load_backbone", "load_params", "make_generator", "synthesize",
+    "load_backbone", "load_params", "make_generator", "open_prototypes", "receptive_field", "synthesize",
 ]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from protoviz_core.cmaes import BatchedCMAES
+from protoviz_core import BatchedCMAES
 
 
 def sphere(x):

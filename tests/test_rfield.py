@@ -5,7 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from protoviz_core.rfield import fit_gaussian, gaussian_mask, receptive_field
+from protoviz_core import receptive_field
+from protoviz_core.rfield import fit_gaussian, gaussian_mask
 
 SIZE = 17  # odd: the centre unit's window is centred on the image centre (8, 8)
 

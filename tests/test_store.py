@@ -2,7 +2,8 @@ import pandas as pd
 import pytest
 import torch
 
-from protoviz_core.store import ShardId, build_index, open_prototypes, read_shard, shard_path, write_shard
+from protoviz_core import open_prototypes
+from protoviz_core.store import ShardId, build_index, read_shard, shard_path, write_shard
 from protoviz_core.synthesis import Prototypes
 
 

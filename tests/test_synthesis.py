@@ -6,7 +6,8 @@ from torch import nn
 
 from protoviz_core.generators import make_generator
 from protoviz_core.rng import stream_keys
-from protoviz_core.synthesis import _REDRAW_SEED_OFFSET, synthesize
+from protoviz_core import synthesize
+from protoviz_core.synthesis import _REDRAW_SEED_OFFSET
 
 SIZE = 16
 SCHEDULE = dict(image_size=SIZE, cma_steps=4, cma_popsize=8, cma_sigma=1.0, adam_steps=10, adam_lr=0.05,
