@@ -21,6 +21,7 @@ sqlite:///mlflow.db``.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import time
@@ -93,6 +94,26 @@ def _retry(action, attempts: int = 8):
             time.sleep(0.2 * 2**attempt)
 
 
+@contextmanager
+def _creation_lock(uri: str) -> Iterator[None]:
+    """Serialise the first use of a SQLite database across processes.
+
+    MLflow creates and migrates the schema on first connection; two processes doing it
+    at once (``dvc queue start -j 2``) corrupt the migration. Other back ends need no lock.
+    """
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    lock_path = Path(uri.removeprefix("sqlite:///") + ".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def ensure_experiment(client: MlflowClient) -> str:
     """The id of the protoviz experiment, created (with artifacts at the root) if new."""
     experiment = _retry(lambda: client.get_experiment_by_name(EXPERIMENT_NAME))
@@ -136,9 +157,11 @@ def pipeline_run(params: Params, stage: str) -> Iterator[mlflow.ActiveRun]:
     Inside the block, ``mlflow.log_metric(key, value, step=epoch)`` goes to it. The
     tag ``protoviz.stage.<stage>`` records ``running``, then ``done`` or ``failed``.
     """
-    mlflow.set_tracking_uri(tracking_uri())
-    client = MlflowClient()
-    experiment_id = ensure_experiment(client)
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    with _creation_lock(uri):
+        client = MlflowClient()
+        experiment_id = ensure_experiment(client)
     tags = run_tags(params)
     identity = {k: tags[k] for k in (f"{TAG_PREFIX}params_hash", f"{TAG_PREFIX}dvc_exp")}
     existing = find_run(client, experiment_id, identity)

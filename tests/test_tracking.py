@@ -67,3 +67,29 @@ def test_failed_stage_is_tagged(monkeypatch):
         pass
     (run,) = _runs()
     assert run.data.tags["protoviz.stage.train"] == "failed"
+
+
+def test_parallel_processes_share_a_new_database(tmp_path, monkeypatch):
+    """Like `dvc queue start -j 4`: four stages create and write one new SQLite database at once."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, mlflow\n"
+        "from protoviz_core.config import parse_params\n"
+        "from protoviz_core.tracking import pipeline_run\n"
+        "with pipeline_run(parse_params({'seed': int(sys.argv[1])}), 'train'):\n"
+        "    for step in range(50):\n"
+        "        mlflow.log_metric('train/loss', float(step), step=step)\n"
+    )
+    uri = f"sqlite:///{tmp_path / 'shared.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    workers = [subprocess.Popen([sys.executable, "-c", script, str(seed)], stderr=subprocess.PIPE, text=True)
+               for seed in range(4)]
+    for worker in workers:
+        _, stderr = worker.communicate(timeout=300)
+        assert worker.returncode == 0, stderr
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name(EXPERIMENT_NAME).experiment_id])
+    assert len(runs) == 4
+    assert all(len(client.get_metric_history(r.info.run_id, "train/loss")) == 50 for r in runs)
