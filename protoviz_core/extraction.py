@@ -23,6 +23,7 @@ from typing import Callable, Sequence
 import torch
 
 from protoviz_core.checkpoints import load_backbone, select_epochs
+from protoviz_core.outputs import remove_unplanned
 from protoviz_core.rfield import spaced_channels
 from protoviz_core.store import SHARDS_DIR, ShardId, shard_is_complete, write_shard
 from protoviz_core.synthesis import synthesize
@@ -128,12 +129,7 @@ def run_shard(task: ShardTask, store: str) -> dict:
 
 def remove_stale_shards(store: str | Path, tasks: Sequence[ShardTask], log: Callable[[str], None]) -> None:
     """Delete shard files no task of this plan will produce (other epochs, layers or repeats)."""
-    planned = {task.shard.name for task in tasks}
-    folder = Path(store) / SHARDS_DIR
-    for path in sorted(folder.glob("*.pt")) if folder.is_dir() else []:
-        if path.name not in planned:
-            log(f"removing {path}: not part of this configuration")
-            path.unlink()
+    remove_unplanned(Path(store) / SHARDS_DIR, (task.shard.name for task in tasks), log)
 
 
 def pending(store: str | Path, tasks: Sequence[ShardTask]) -> list[ShardTask]:

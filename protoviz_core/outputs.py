@@ -35,6 +35,21 @@ def atomic_write(path: str | Path, mode: str = "w") -> Iterator[IO]:
         raise
 
 
+def remove_unplanned(folder: str | Path, planned: Iterable[str], log: Callable[[str], None],
+                     pattern: str = "*.pt") -> None:
+    """Delete files in ``folder`` matching ``pattern`` whose names are not in ``planned``.
+
+    Outputs declared ``persist: true`` outlive a change of configuration (fewer epochs,
+    other layers, a DVC experiment started from another run's outputs); a stage calls
+    this so that what it leaves behind is exactly what this configuration made.
+    """
+    keep = set(planned)
+    for path in sorted(Path(folder).glob(pattern)) if Path(folder).is_dir() else []:
+        if path.name not in keep:
+            log(f"removing {path}: not part of this configuration")
+            path.unlink()
+
+
 def save_atomic(obj: Any, path: str | Path) -> None:
     """``torch.save`` through :func:`atomic_write`: all or nothing."""
     with atomic_write(path, "wb") as f:

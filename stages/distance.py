@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from tqdm import tqdm
 
 from protoviz_core.config import load_params
 from protoviz_core.distance import epoch_rows
-from protoviz_core.outputs import atomic_write, cached, write_csv, write_json
+from protoviz_core.outputs import atomic_write, cached, remove_unplanned, write_csv, write_json
 from protoviz_core.tracking import pipeline_run
 from stages import _cli
 
@@ -33,11 +34,13 @@ def main(argv=None) -> None:
     params = load_params(args.params)
     view = params.distance
     embeddings = Path(args.embeddings)
-    spaces = sorted(d.name for d in embeddings.iterdir() if d.is_dir())
+    info = json.loads((embeddings / "info.json").read_text())  # what this run's embed stage made
+    spaces, epochs = info["spaces"], info["epochs"]
 
     rows = []
     for space in spaces:
-        files = sorted((embeddings / space).glob("e*.pt"))
+        files = [embeddings / space / f"e{epoch:04d}.pt" for epoch in epochs]
+        remove_unplanned(Path(args.parts) / space, [path.name for path in files], print)
         for path, following in tqdm(list(zip(files, files[1:] + [None])), desc=f"distance {space}", unit="epoch"):
             key, vectors = _load(path)
             next_key, next_vectors = _load(following) if following else (None, None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
 import sys
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from tqdm import tqdm
 from protoviz_core.config import ParamsError, load_params
 from protoviz_core.devices import resolve_device
 from protoviz_core.embedding import embed_epoch, load_network
-from protoviz_core.outputs import cached, write_json
+from protoviz_core.outputs import cached, remove_unplanned, write_json
 from protoviz_core.rfield import load_masks, masks_for_epoch
 from protoviz_core.store import open_prototypes
 from protoviz_core.tracking import pipeline_run
@@ -37,6 +38,13 @@ def main(argv=None) -> None:
         raise ParamsError(f"{args.params}: {exc}") from None
     device = resolve_device(settings.device)
     spaces = ["pixel", *settings.nets]
+    out = Path(args.out)
+    for folder in sorted(out.iterdir()) if out.is_dir() else []:
+        if folder.is_dir() and folder.name not in spaces:
+            print(f"removing {folder}: not part of this configuration")
+            shutil.rmtree(folder)
+    for space in spaces:
+        remove_unplanned(out / space, [f"e{epoch:04d}.pt" for epoch in epochs], print)
 
     with pipeline_run(params, "embed"):
         mlflow.set_tag("protoviz.embed_weights", settings.weights)  # random weights must not pass as real
@@ -48,11 +56,11 @@ def main(argv=None) -> None:
                     fingerprint.update(masks[epoch][layer].numpy().tobytes())
                 fingerprint.update(settings.weights.encode())
                 key = fingerprint.hexdigest()[:24]
-                cached(Path(args.out) / space / f"e{epoch:04d}.pt", key, lambda: embed_epoch(
+                cached(out / space / f"e{epoch:04d}.pt", key, lambda: embed_epoch(
                     store, epoch, space, masks[epoch], network=network,
                     batch_size=settings.batch_size, device=device,
                 ))
-    write_json(Path(args.out) / "info.json", {"spaces": spaces, "weights": settings.weights, "epochs": epochs})
+    write_json(out / "info.json", {"spaces": spaces, "weights": settings.weights, "epochs": epochs})
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from tqdm import tqdm
 from protoviz_core.checkpoints import require_checkpoints, select_epochs
 from protoviz_core.config import load_params
 from protoviz_core.devices import resolve_device
-from protoviz_core.outputs import write_csv, write_json
+from protoviz_core.outputs import remove_unplanned, write_csv, write_json
 from protoviz_core.probe import checkpoint_features, probe_accuracies
 from protoviz_core.stl10 import read_split
 from protoviz_core.tracking import pipeline_run
@@ -32,9 +32,12 @@ def main(argv=None) -> None:
     splits = {"train": train_images, "test": test_images}
     device = resolve_device(params.probe.device)
 
+    epochs = select_epochs(list(checkpoints), params.probe.every)
+    remove_unplanned(args.cache, [checkpoints[epoch].name for epoch in epochs], print)
+
     rows = []
     with pipeline_run(params, "probe"):
-        for epoch in tqdm(select_epochs(list(checkpoints), params.probe.every), desc="probe", unit="ckpt"):
+        for epoch in tqdm(epochs, desc="probe", unit="ckpt"):
             features = checkpoint_features(
                 checkpoints[epoch], splits, args.cache, params.section_hash("data"),
                 batch_size=params.probe.batch_size, device=device,

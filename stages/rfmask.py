@@ -11,7 +11,7 @@ from tqdm import tqdm
 from protoviz_core.checkpoints import load_backbone, read_checkpoint, require_checkpoints, select_epochs
 from protoviz_core.config import load_params
 from protoviz_core.devices import resolve_device
-from protoviz_core.outputs import cached, write_csv, write_json
+from protoviz_core.outputs import cached, remove_unplanned, write_csv, write_json
 from protoviz_core.rfield import layer_fields
 from protoviz_core.tracking import pipeline_run
 from stages import _cli
@@ -32,9 +32,12 @@ def main(argv=None) -> None:
     trained_by = read_checkpoint(checkpoints[max(checkpoints)], mmap=True)["training_hash"]
     key = f"{trained_by}:{params.section_hash('rfmask')}"
 
+    epochs = select_epochs(list(checkpoints), settings.every)
+    remove_unplanned(args.out, [checkpoints[epoch].name for epoch in epochs], print)
+
     rows = []
     with pipeline_run(params, "rfmask"):
-        for epoch in tqdm(select_epochs(list(checkpoints), settings.every), desc="rfmask", unit="ckpt"):
+        for epoch in tqdm(epochs, desc="rfmask", unit="ckpt"):
             def compute(path=checkpoints[epoch]):
                 backbone, meta = load_backbone(path)
                 return layer_fields(

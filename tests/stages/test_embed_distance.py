@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 
 import pandas as pd
 from mlflow.tracking import MlflowClient
@@ -61,3 +62,12 @@ def test_embed_and_distance_stages(tmp_path):
     run_stage("embed", tmp_path, *EMBED_ARGS)
     run_stage("distance", tmp_path, *DISTANCE_ARGS)
     assert _stamps(tmp_path / "out/embeddings") == embedded and _stamps(tmp_path / "out/parts") == parts
+
+    # Leftovers of another configuration (persisted outputs) are removed, never read.
+    stale = tmp_path / "out/embeddings/pixel/e0009.pt"
+    shutil.copy(tmp_path / "out/embeddings/pixel/e0001.pt", stale)
+    (tmp_path / "out/embeddings/vgg16").mkdir()
+    run_stage("embed", tmp_path, *EMBED_ARGS)
+    assert not stale.exists() and not (tmp_path / "out/embeddings/vgg16").exists()
+    run_stage("distance", tmp_path, *DISTANCE_ARGS)
+    assert set(pd.read_parquet(tmp_path / "out/distances.parquet").epoch) == {0, 1}

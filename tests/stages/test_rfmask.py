@@ -38,3 +38,8 @@ def test_rfmask_stage_writes_masks_metrics_and_mlflow_and_resumes(tmp_path):
     stamps = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "out/rfmasks").iterdir()}
     run_stage("rfmask", tmp_path, *RFMASK_ARGS)  # finished checkpoints are not recomputed
     assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "out/rfmasks").iterdir()} == stamps
+
+    stale = tmp_path / "out/rfmasks/epoch_0007.pt"  # e.g. from a longer run of another configuration
+    stale.write_bytes((tmp_path / "out/rfmasks/epoch_0001.pt").read_bytes())
+    run_stage("rfmask", tmp_path, *RFMASK_ARGS)
+    assert not stale.exists()
