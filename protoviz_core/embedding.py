@@ -72,7 +72,7 @@ def load_network(name: str, weights: str = "imagenet") -> nn.Module:
     Args:
         name: one of :data:`NETWORKS`.
         weights: ``imagenet`` (hub cache, downloaded when missing and online) or
-            ``random`` (untrained; tests and offline demos only).
+            ``random`` (untrained, seeded so runs agree; tests and offline demos only).
 
     Raises:
         ValueError: unknown name or weights.
@@ -82,7 +82,9 @@ def load_network(name: str, weights: str = "imagenet") -> nn.Module:
         raise ValueError(f"unknown embedding network {name!r}; choose from {', '.join(NETWORKS)}")
     network = NETWORKS[name]
     extra = {"aux_logits": False, "init_weights": False} if name == "inception_v3" else {}
-    model = network.build(weights=None, **extra)
+    with torch.random.fork_rng():  # "random" weights are the same in every run: seeded here
+        torch.manual_seed(0)
+        model = network.build(weights=None, **extra)
     if weights == "imagenet":
         url = _weights_enum(network).url
         try:

@@ -49,3 +49,8 @@ def test_params_schema_lists_exactly_the_networks_we_have():
     from protoviz_core.config import EMBEDDING_NETS
 
     assert tuple(NETWORKS) == EMBEDDING_NETS
+
+
+def test_random_weights_are_the_same_in_every_run():
+    first, second = load_network("mobilenet_v2", "random"), load_network("mobilenet_v2", "random")
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values()))
