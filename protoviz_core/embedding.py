@@ -23,6 +23,8 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
+# Bump when a change alters embeddings (e.g. how random weights are drawn): it keys the cache.
+EMBEDDING_VERSION = 2
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 

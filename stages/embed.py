@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from protoviz_core.config import ParamsError, load_params
 from protoviz_core.devices import resolve_device
-from protoviz_core.embedding import embed_epoch, load_network
+from protoviz_core.embedding import EMBEDDING_VERSION, embed_epoch, load_network
 from protoviz_core.outputs import cached, remove_unplanned, write_json
 from protoviz_core.rfield import load_masks, masks_for_epoch
 from protoviz_core.store import open_prototypes
@@ -54,7 +54,7 @@ def main(argv=None) -> None:
                 fingerprint = hashlib.sha256(repr(store.shard_keys(epoch=epoch)).encode())
                 for layer in layers:
                     fingerprint.update(masks[epoch][layer].numpy().tobytes())
-                fingerprint.update(settings.weights.encode())
+                fingerprint.update(f"{settings.weights}:{EMBEDDING_VERSION}".encode())
                 key = fingerprint.hexdigest()[:24]
                 cached(out / space / f"e{epoch:04d}.pt", key, lambda: embed_epoch(
                     store, epoch, space, masks[epoch], network=network,
