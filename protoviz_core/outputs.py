@@ -75,6 +75,16 @@ def write_csv(path: str | Path, rows: Iterable[Mapping[str, Any]]) -> None:
         f.write(buffer.getvalue())
 
 
+def read_cached(path: str | Path) -> tuple[str, Any]:
+    """(key, value) of a file written by :func:`cached`.
+
+    Raises:
+        FileNotFoundError / RuntimeError: missing or unreadable file.
+    """
+    stored = torch.load(path, map_location="cpu", weights_only=True)
+    return stored["key"], stored["value"]
+
+
 def cached(path: str | Path, key: str, compute: Callable[[], Any]) -> Any:
     """``compute()``'s result, stored at ``path`` under ``key`` and reused while the key matches.
 
@@ -86,9 +96,9 @@ def cached(path: str | Path, key: str, compute: Callable[[], Any]) -> Any:
     path = Path(path)
     if path.is_file():
         try:
-            stored = torch.load(path, map_location="cpu", weights_only=True)
-            if isinstance(stored, dict) and stored.get("key") == key:
-                return stored["value"]
+            stored_key, value = read_cached(path)
+            if stored_key == key:
+                return value
         except Exception:
             pass  # truncated or foreign: compute it again
     value = compute()

@@ -22,6 +22,7 @@ import torch
 from scipy.optimize import OptimizeWarning, curve_fit
 from torch import nn
 
+from protoviz_core.outputs import read_cached
 from protoviz_core.simclr import NORMALIZE
 from protoviz_core.units import centre_activation, channel_count, check_channels, layer_reader
 
@@ -220,7 +221,7 @@ def load_masks(folder) -> dict[int, dict[str, torch.Tensor]]:
     """{epoch: {layer: (S, S) mask}} from the rfmask stage's per-checkpoint files."""
     masks = {}
     for path in sorted(Path(folder).glob("epoch_*.pt")):
-        stored = torch.load(path, map_location="cpu", weights_only=True)["value"]
+        _, stored = read_cached(path)
         masks[int(path.stem.split("_")[1])] = {layer: field["mask"] for layer, field in stored.items()}
     return masks
 

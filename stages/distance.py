@@ -8,19 +8,13 @@ from pathlib import Path
 
 import mlflow
 import pandas as pd
-import torch
 from tqdm import tqdm
 
 from protoviz_core.config import load_params
 from protoviz_core.distance import epoch_rows
-from protoviz_core.outputs import atomic_write, cached, remove_unplanned, write_csv, write_json
+from protoviz_core.outputs import atomic_write, cached, read_cached, remove_unplanned, write_csv, write_json
 from protoviz_core.tracking import pipeline_run
 from stages import _cli
-
-
-def _load(path: Path) -> tuple[str, dict]:
-    stored = torch.load(path, map_location="cpu", weights_only=True)
-    return stored["key"], stored["value"]
 
 
 def main(argv=None) -> None:
@@ -42,8 +36,8 @@ def main(argv=None) -> None:
         files = [embeddings / space / f"e{epoch:04d}.pt" for epoch in epochs]
         remove_unplanned(Path(args.parts) / space, [path.name for path in files], print)
         for path, following in tqdm(list(zip(files, files[1:] + [None])), desc=f"distance {space}", unit="epoch"):
-            key, vectors = _load(path)
-            next_key, next_vectors = _load(following) if following else (None, None)
+            key, vectors = read_cached(path)
+            next_key, next_vectors = read_cached(following) if following else (None, None)
             epoch = int(path.stem[1:])
             rows += cached(Path(args.parts) / space / path.name, f"{key}:{next_key}",
                            lambda: epoch_rows(space, epoch, vectors, next_vectors))
