@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup demo test bench clean-venv
+.PHONY: setup browser demo test bench clean-venv
 
 setup: $(VENV)/.installed
 
@@ -18,7 +18,14 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	dvc repro
 
-test: setup
+# The atlas is tested in headless Chromium: Debian's chromium and chromium-driver packages.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver; }
+
+test: setup browser
 	pytest -q
 
 bench: setup

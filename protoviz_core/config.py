@@ -175,6 +175,29 @@ class DistanceParams(_Section):
     masked: bool = True  # RF-masked prototypes (the paper's default)
 
 
+class ReportParams(_Section):
+    """The run's report (paper Fig. 1-8) and its prototype atlas."""
+
+    # Development montage (Fig. 3, 8): units as "layer:channel"; null = units_per_layer
+    # evenly spaced extracted channels of every extracted layer.
+    units: Optional[list[str]] = None
+    units_per_layer: int = Field(2, ge=1)
+    montage_every: int = Field(10, ge=1)  # montage columns: every k-th epoch from the first, and the last
+    thumb_size: int = Field(64, ge=8, le=512)  # atlas thumbnail side in pixels (never above the prototypes')
+
+    @field_validator("units")
+    @classmethod
+    def _units_name_layers(cls, units: Optional[list[str]]) -> Optional[list[str]]:
+        if units is None:
+            return None
+        for unit in units:
+            layer, _, channel = unit.partition(":")
+            if not channel.isdigit():
+                raise ValueError(f"report.units: {unit!r} is not 'layer:channel', e.g. 'layer3:17'")
+            _check_layers([layer])
+        return units
+
+
 class Params(_Section):
     """Everything in params.yaml. Top level: the run's condition and seed."""
 
@@ -187,6 +210,7 @@ class Params(_Section):
     extract: ExtractParams = ExtractParams()
     embed: EmbedParams = EmbedParams()
     distance: DistanceParams = DistanceParams()
+    report: ReportParams = ReportParams()
 
     @model_validator(mode="after")
     def _batch_fits_data(self) -> "Params":
@@ -215,6 +239,17 @@ class Params(_Section):
     def training_hash(self) -> str:
         """Identity of the training run: everything that changes its checkpoints."""
         return self.section_hash("aug", "seed", "data", "train")
+
+    def measurement_hash(self) -> str:
+        """Identity of a pipeline run: every section but the views, which change no measurement.
+
+        ``distance`` picks which of the measured spaces and metrics the summaries show
+        and ``report`` how the figures look; changing them keeps the run (and its MLflow run).
+        """
+        return self.section_hash(*(key for key in type(self).model_fields if key not in VIEW_SECTIONS))
+
+
+VIEW_SECTIONS = ("distance", "report")
 
 
 class ParamsError(ValueError):

@@ -4,7 +4,7 @@ A pipeline run is one configuration (all of params.yaml) in one DVC experiment.
 Each stage opens it with :func:`pipeline_run`; the first stage to run creates it,
 later stages find it again by its tags:
 
-    protoviz.params_hash    hash of all params (the configuration)
+    protoviz.params_hash    hash of all params but the views (``Params.measurement_hash``)
     protoviz.dvc_exp        DVC_EXP_NAME, or "workspace" for plain ``dvc repro``
     protoviz.training_hash  hash of what changes the checkpoints (aug, seed, data, train)
     protoviz.aug, protoviz.seed, protoviz.git_commit
@@ -62,7 +62,7 @@ def _git_commit(root: Path) -> str:
 def run_tags(params: Params) -> dict[str, str]:
     """The tags that identify and describe the pipeline run of ``params``."""
     return {
-        f"{TAG_PREFIX}params_hash": params.section_hash(*Params.model_fields),
+        f"{TAG_PREFIX}params_hash": params.measurement_hash(),
         f"{TAG_PREFIX}dvc_exp": os.environ.get("DVC_EXP_NAME") or "workspace",
         f"{TAG_PREFIX}training_hash": params.training_hash(),
         f"{TAG_PREFIX}aug": params.aug,

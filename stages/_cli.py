@@ -7,12 +7,14 @@ import sys
 from typing import Callable, Sequence
 
 from protoviz_core.checkpoints import CheckpointError
+from protoviz_core.comparison import ComparisonError
 from protoviz_core.config import ParamsError
 from protoviz_core.devices import DeviceError
+from protoviz_core.report import ReportError
 from protoviz_core.stl10 import DatasetError
 
 # Errors whose message already says what is wrong and how to fix it: no traceback.
-USER_ERRORS = (ParamsError, DatasetError, CheckpointError, DeviceError)
+USER_ERRORS = (ParamsError, DatasetError, CheckpointError, DeviceError, ReportError, ComparisonError)
 
 
 def parser(description: str) -> argparse.ArgumentParser:

@@ -85,3 +85,16 @@ def test_training_hash_ignores_nothing_that_changes_training():
     assert parse_params(tiny_params()).training_hash() == base.training_hash()
     assert parse_params(tiny_params(lr=0.1)).training_hash() != base.training_hash()
     assert parse_params({**tiny_params(), "aug": "keepclr"}).training_hash() != base.training_hash()
+
+
+def test_views_do_not_change_the_measurement_identity():
+    base = parse_params({})
+    view = parse_params({"distance": {"metric": "cosine"}, "report": {"montage_every": 3}})
+    other = parse_params({"extract": {"repeats": 3}})
+    assert base.measurement_hash() == view.measurement_hash() != other.measurement_hash()
+
+
+@pytest.mark.parametrize("unit, message", [("layer3-17", "is not 'layer:channel'"), ("layer9:1", "unknown layer")])
+def test_report_units_are_checked(unit, message):
+    with pytest.raises(ParamsError, match=f"report.units: .*{message}"):
+        parse_params({"report": {"units": [unit]}})

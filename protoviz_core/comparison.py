@@ -1,0 +1,119 @@
+"""Across runs: which MLflow runs to compare, and their metrics as mean +- SEM over seeds.
+
+Each pipeline run is one MLflow run tagged with its condition (``protoviz.aug``) and
+seed (``protoviz.seed``). Averaging over seeds needs one run per (condition, seed):
+when a configuration was run more than once (the workspace and a DVC experiment,
+say) the run with the most finished stages, then the newest, is used and the others
+are reported as skipped, never averaged in twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from mlflow.tracking import MlflowClient
+
+from protoviz_core.tracking import EXPERIMENT_NAME, TAG_PREFIX
+
+# Params that are allowed to differ between compared runs; any other difference is reported.
+VARYING_PARAMS = {"aug", "seed"}
+
+
+class ComparisonError(ValueError):
+    """Nothing (or nothing valid) to compare; the message says which runs were looked at."""
+
+
+@dataclass
+class RunSelection:
+    used: pd.DataFrame  # run_id, name, aug, seed, dvc_exp, start_time, stages_done (one per condition and seed)
+    skipped: pd.DataFrame  # the same columns plus ``reason``
+    differing_params: dict[str, list[str]]  # param -> values seen among the used runs
+
+
+def find_runs(
+    client: MlflowClient,
+    *,
+    run_ids: list[str] | None = None,
+    dvc_exps: list[str] | None = None,
+) -> pd.DataFrame:
+    """Runs of the protoviz experiment, optionally only the given run ids or DVC experiment names.
+
+    Returns:
+        One row per run: run_id, name, aug, seed, dvc_exp, start_time, stages_done.
+
+    Raises:
+        ComparisonError: no experiment, no runs, or a requested id or name not found.
+    """
+    experiment = client.get_experiment_by_name(EXPERIMENT_NAME)
+    if experiment is None:
+        raise ComparisonError(f"no MLflow experiment {EXPERIMENT_NAME!r} at {client.tracking_uri}; run the pipeline first")
+    found = client.search_runs([experiment.experiment_id], max_results=50_000)
+    rows = [{
+        "run_id": run.info.run_id, "name": run.info.run_name,
+        "aug": run.data.tags.get(f"{TAG_PREFIX}aug"), "seed": int(run.data.tags.get(f"{TAG_PREFIX}seed", -1)),
+        "dvc_exp": run.data.tags.get(f"{TAG_PREFIX}dvc_exp"), "start_time": run.info.start_time,
+        "stages_done": sum(key.startswith(f"{TAG_PREFIX}stage.") and value == "done"
+                           for key, value in run.data.tags.items()),
+    } for run in found]
+    runs = pd.DataFrame(rows, columns=["run_id", "name", "aug", "seed", "dvc_exp", "start_time", "stages_done"])
+    for column, wanted in (("run_id", run_ids), ("dvc_exp", dvc_exps)):
+        if wanted:
+            unknown = sorted(set(wanted) - set(runs[column]))
+            if unknown:
+                raise ComparisonError(f"{column} not found in experiment {EXPERIMENT_NAME!r}: {unknown}")
+            runs = runs[runs[column].isin(wanted)]
+    if runs.empty:
+        raise ComparisonError(f"experiment {EXPERIMENT_NAME!r} at {client.tracking_uri} has no runs")
+    return runs.reset_index(drop=True)
+
+
+def choose_runs(client: MlflowClient, runs: pd.DataFrame) -> RunSelection:
+    """One run per (condition, seed), the most complete then newest; and the params they disagree on."""
+    ordered = runs.sort_values(["stages_done", "start_time"], ascending=False)
+    second = ordered.duplicated(["aug", "seed"], keep="first")
+    used = ordered[~second].sort_values(["aug", "seed"]).reset_index(drop=True)
+    skipped = ordered[second].assign(
+        reason="another run of this condition and seed has more finished stages or is newer").reset_index(drop=True)
+    params = {row.run_id: client.get_run(row.run_id).data.params for row in used.itertuples()}
+    keys = sorted(set().union(*params.values()) - VARYING_PARAMS)
+    differing = {}
+    for key in keys:
+        values = sorted({str(p.get(key)) for p in params.values()})
+        if len(values) > 1:
+            differing[key] = values
+    return RunSelection(used=used, skipped=skipped, differing_params=differing)
+
+
+def metric_histories(client: MlflowClient, runs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Per-epoch values of ``keys`` for every run.
+
+    Returns:
+        Long table: run_id, aug, seed, key, epoch, value (runs lacking a key add no rows).
+    """
+    rows = []
+    for run in runs.itertuples():
+        for key in keys:
+            for metric in client.get_metric_history(run.run_id, key):
+                rows.append({"run_id": run.run_id, "aug": run.aug, "seed": run.seed, "key": key,
+                             "epoch": metric.step, "value": metric.value})
+    return pd.DataFrame(rows, columns=["run_id", "aug", "seed", "key", "epoch", "value"])
+
+
+def mean_sem(values: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """Mean, standard error of the mean (sample std / sqrt(n); NaN for n = 1) and n per group.
+
+    Returns:
+        ``by`` columns plus mean, sem, n.
+    """
+    grouped = values.groupby(by, sort=True)["value"]
+    table = grouped.agg(mean="mean", std=lambda v: v.std(ddof=1), n="count").reset_index()
+    table["sem"] = table["std"] / np.sqrt(table["n"])
+    return table.drop(columns="std")[[*by, "mean", "sem", "n"]]
+
+
+def final_values(histories: pd.DataFrame) -> pd.DataFrame:
+    """Each run's value at its own last epoch, per key: run_id, aug, seed, key, epoch, value."""
+    last = histories.groupby(["run_id", "key"])["epoch"].transform("max")
+    return histories[histories["epoch"] == last].reset_index(drop=True)

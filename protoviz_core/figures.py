@@ -1,0 +1,152 @@
+"""The paper's figures, drawn with matplotlib (no display needed).
+
+Every curve figure is drawn by one function, :func:`line_panels`: one panel per
+layer (or readout) in order, one line per condition, an optional mean +- SEM band.
+A single run is one "condition" without a band; the cross-run comparison passes
+both conditions with their SEM over seeds. Conditions keep their colour in every
+figure (:data:`CONDITION_COLORS`).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never a window
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from protoviz_core.outputs import atomic_write  # noqa: E402
+
+CONDITION_COLORS = {"clrjit": "tab:blue", "keepclr": "tab:orange"}
+READOUT_COLORS = {"logreg": "tab:green", "linearsvc": "tab:purple", "adam": "tab:brown"}
+QUANTITY_LABELS = {
+    "diversity": "diversity (mean pairwise distance)",
+    "rate_of_change": "rate of change (distance to next epoch)",
+    "consistency": "re-evolution consistency (distance between repeats)",
+}
+
+
+def layer_sort_key(name: str) -> tuple:
+    """Order layer names as the network does: layer2 before layer10, layer3.1 after layer3."""
+    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name))
+
+
+def line_panels(
+    frame: pd.DataFrame,
+    *,
+    panel: str,
+    line: str,
+    y_label: str,
+    title: str,
+    colors: dict[str, str] | None = None,
+    panel_order: list[str] | None = None,
+) -> Figure:
+    """Curves vs epoch, one panel per value of ``panel``, one line per value of ``line``.
+
+    Args:
+        frame: columns ``epoch``, ``mean``, ``panel``, ``line`` and optionally ``sem``
+            (drawn as a mean +- SEM band where it is a number) and ``n`` (runs averaged,
+            shown in the legend).
+        panel_order: panel values in drawing order; default: network order of the names.
+    """
+    if frame.empty:
+        raise ValueError(f"{title}: nothing to draw")
+    panels = panel_order or sorted(frame[panel].unique(), key=layer_sort_key)
+    colors = colors or {}
+    figure, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 3.2), squeeze=False,
+                                sharex=True, constrained_layout=True)
+    for ax, name in zip(axes[0], panels):
+        for label, curve in frame[frame[panel] == name].groupby(line, sort=True):
+            curve = curve.sort_values("epoch")
+            runs = f" (n={int(curve['n'].max())})" if "n" in curve and curve["n"].max() > 1 else ""
+            ax.plot(curve["epoch"], curve["mean"], marker="o", markersize=3, color=colors.get(label),
+                    label=f"{label}{runs}")
+            if "sem" in curve and curve["sem"].notna().any():
+                low, high = curve["mean"] - curve["sem"], curve["mean"] + curve["sem"]
+                ax.fill_between(curve["epoch"], low, high, alpha=0.25, color=colors.get(label), linewidth=0)
+        ax.set_title(str(name))
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel(y_label)
+    axes[0][-1].legend(fontsize="small")
+    figure.suptitle(title)
+    return figure
+
+
+def masked_images(images: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """uint8 (N, 3, S, S) prototypes multiplied by their layer's (S, S) RF mask (black outside)."""
+    if mask is None:
+        return images
+    return (images.float() * mask).round().clamp(0, 255).to(torch.uint8)
+
+
+def image_panels(
+    images: dict[str, np.ndarray],
+    *,
+    title: str,
+    columns: int | None = None,
+) -> Figure:
+    """Pictures side by side, each titled with its key: {panel title: (H, W, 3) uint8}."""
+    if not images:
+        raise ValueError(f"{title}: nothing to draw")
+    columns = columns or len(images)
+    rows = -(-len(images) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 3.4 * rows), squeeze=False,
+                                constrained_layout=True)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (name, picture) in zip(axes.flat, images.items()):
+        ax.imshow(picture, interpolation="nearest")
+        ax.set_title(name, fontsize="medium")
+    figure.suptitle(title)
+    return figure
+
+
+def development_montage(
+    images: torch.Tensor,
+    *,
+    units: list[str],
+    epochs: list[int],
+    title: str,
+) -> Figure:
+    """Units (rows) developing over epochs (columns), as the paper's Fig. 3 and 8.
+
+    Args:
+        images: uint8 (U, E, 3, S, S): unit u at epoch e.
+        units: U row labels, e.g. ``layer3:17``.
+        epochs: E column labels.
+    """
+    count, steps = images.shape[:2]
+    if (count, steps) != (len(units), len(epochs)):
+        raise ValueError(f"images {tuple(images.shape[:2])} do not match {len(units)} units x {len(epochs)} epochs")
+    size = 1.1
+    figure, axes = plt.subplots(count, steps, figsize=(size * steps + 1.2, size * count + 0.8),
+                                squeeze=False, constrained_layout=True)
+    for row in range(count):
+        for column in range(steps):
+            ax = axes[row][column]
+            ax.imshow(images[row, column].permute(1, 2, 0).numpy(), interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title(f"epoch {epochs[column]}", fontsize="small")
+            if column == 0:
+                ax.set_ylabel(units[row], fontsize="small")
+    figure.suptitle(title)
+    return figure
+
+
+def save_figure(figure: Figure, path: str | Path) -> Path:
+    """Write ``figure`` as a PNG atomically and close it."""
+    path = Path(path)
+    with atomic_write(path, "wb") as f:
+        figure.savefig(f, format="png", dpi=110)
+    plt.close(figure)
+    return path

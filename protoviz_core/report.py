@@ -1,0 +1,222 @@
+"""The report of one run and the comparison of many: figure files plus one HTML page each.
+
+Run report (paper Fig. 1-8 for one run), in ``<out>/``:
+
+    prototypes_<layer>.png   every extracted channel at the last epoch, RF-masked (Fig. 1)
+    development.png          chosen units x epochs 0, k, 2k, ... and the last (Fig. 3, 8)
+    probe.png                linear-probe accuracy vs epoch, three readouts (Fig. 4A)
+    diversity.png, rate_of_change.png, consistency.png
+                             per layer vs epoch in the configured space and metric (Fig. 2, 5-7)
+    index.html               all of the above in one self-contained page
+    atlas/                   the prototype atlas of this run (protoviz_core.atlas)
+
+Comparison (:func:`write_comparison`): the same curves with both conditions in
+every panel as mean +- SEM over seeds (Fig. 2, 4B, 5-7), a table of final probe
+accuracies, and the list of runs used and skipped.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+import torch
+
+from protoviz_core.atlas import write_run_part, write_viewer
+from protoviz_core.checkpoints import select_epochs
+from protoviz_core.comparison import RunSelection, final_values, mean_sem
+from protoviz_core.config import DistanceParams, ReportParams
+from protoviz_core.figures import (
+    CONDITION_COLORS, QUANTITY_LABELS, READOUT_COLORS, development_montage, line_panels, masked_images,
+    save_figure,
+)
+from protoviz_core.htmlpage import HtmlPage
+from protoviz_core.montage import grid
+from protoviz_core.outputs import save_image
+from protoviz_core.rfield import masks_for_epoch, spaced_channels
+from protoviz_core.store import PrototypeStore
+
+QUANTITIES = ("diversity", "rate_of_change", "consistency")
+READOUTS = ("logreg", "linearsvc", "adam")
+
+
+class ReportError(ValueError):
+    """The inputs cannot make the report asked for; the message names the param or file."""
+
+
+def view_label(view: DistanceParams) -> str:
+    """``pixel, mse, RF-masked``: what the distance figures measure."""
+    return f"{view.space}, {view.metric}, {'RF-masked' if view.masked else 'unmasked'}"
+
+
+def montage_units(store: PrototypeStore, settings: ReportParams) -> list[tuple[str, int]]:
+    """The (layer, channel) rows of the development montage: ``report.units`` or evenly spaced ones.
+
+    Raises:
+        ReportError: a unit in ``report.units`` was not extracted.
+    """
+    extracted = {layer: sorted(int(c) for c in group.channel.unique())
+                 for layer, group in store.index.groupby("layer", sort=False)}
+    if settings.units is None:
+        return [(layer, channels[int(i)]) for layer, channels in extracted.items()
+                for i in spaced_channels(len(channels), settings.units_per_layer)]
+    units = []
+    for unit in settings.units:
+        layer, _, channel = unit.partition(":")
+        if int(channel) not in extracted.get(layer, []):
+            raise ReportError(f"report.units: {unit} was not extracted; extracted layers and channels: "
+                              + "; ".join(f"{name} {chans[:6]}{'...' if len(chans) > 6 else ''}"
+                                          for name, chans in extracted.items()))
+        units.append((layer, int(channel)))
+    return units
+
+
+def _curves(table: pd.DataFrame, quantity: str, view: DistanceParams, condition: str) -> pd.DataFrame:
+    chosen = table[(table.quantity == quantity) & (table.space == view.space) & (table.metric == view.metric)
+                   & (table.masked == view.masked)]
+    return chosen.assign(mean=chosen.value, line=condition)[["layer", "line", "epoch", "mean"]]
+
+
+def write_run_report(
+    out: str | Path,
+    *,
+    store: PrototypeStore,
+    masks: dict[int, dict[str, torch.Tensor]],
+    distances: pd.DataFrame,
+    probe: pd.DataFrame,
+    settings: ReportParams,
+    view: DistanceParams,
+    run_name: str,
+    log: Callable[[str], None] = print,
+) -> Path:
+    """Every figure of one run, its atlas and ``index.html`` in ``out``; returns the page's path.
+
+    Args:
+        store: the run's prototypes.
+        masks: {epoch: {layer: (S, S) mask}} from the rfmask stage.
+        distances: the distance stage's tidy table (space, metric, masked, layer, epoch, quantity, value).
+        probe: the probe stage's table (epoch, logreg, linearsvc, adam).
+        run_name: the atlas folder and label of this run.
+    """
+    out = Path(out)
+    index = store.index
+    aug, seed = str(index.aug.iloc[0]), int(index.seed.iloc[0])
+    layers = list(dict.fromkeys(index.layer))
+    epochs = sorted(int(e) for e in index.epoch.unique())
+    last, first_repeat = epochs[-1], int(index["repeat"].min())
+    page = HtmlPage(f"protoviz report: {aug}, seed {seed}")
+    page.text(f"Run {run_name}. Epochs with prototypes: {epochs[0]}..{last} ({len(epochs)}); "
+              f"layers {', '.join(layers)}; distances in {view_label(view)} space.", note=True)
+
+    page.heading(f"Prototypes at epoch {last} (RF-masked, repeat {first_repeat})")
+    last_masks = masks_for_epoch(masks, last, layers)
+    for layer in layers:
+        rows = store.select(epoch=last, layer=layer, repeat=first_repeat).sort_values("channel")
+        path = save_image(grid(masked_images(store.images(rows), last_masks[layer])), out / f"prototypes_{layer}.png")
+        page.text(f"{layer}: {len(rows)} channels ({int(rows.channel.min())}..{int(rows.channel.max())}), "
+                  "row by row in channel order")
+        page.image(path, f"prototypes of {layer} at epoch {last}")
+
+    page.heading("Development of single units (RF-masked)")
+    units = montage_units(store, settings)
+    shown_epochs = select_epochs(epochs, settings.montage_every)
+    shown_epochs = [e for e in shown_epochs if (e - epochs[0]) % settings.montage_every == 0 or e == last]
+    pictures = []
+    for layer, channel in units:
+        rows = store.select(layer=layer, channel=channel, repeat=first_repeat, epoch=shown_epochs).sort_values("epoch")
+        pictures.append(torch.stack([
+            masked_images(store.images(rows.iloc[[i]]), masks_for_epoch(masks, int(epoch), [layer])[layer])[0]
+            for i, epoch in enumerate(rows.epoch)
+        ]))
+    figure = development_montage(torch.stack(pictures), units=[f"{layer}:{c}" for layer, c in units],
+                                 epochs=shown_epochs, title=f"{aug}, seed {seed}: units over training")
+    page.image(save_figure(figure, out / "development.png"), "development montage")
+
+    page.heading("Linear-probe accuracy")
+    readouts = pd.concat([probe[["epoch"]].assign(line=name, mean=probe[name], panel="test accuracy")
+                          for name in READOUTS if name in probe])
+    figure = line_panels(readouts, panel="panel", line="line", y_label="test accuracy", colors=READOUT_COLORS,
+                         title=f"{aug}, seed {seed}: linear probe on frozen features")
+    page.image(save_figure(figure, out / "probe.png"), "probe accuracy vs epoch")
+    page.table(probe)
+
+    for quantity in QUANTITIES:
+        curves = _curves(distances, quantity, view, aug)
+        if curves.empty:
+            log(f"report: no {quantity} in {view_label(view)} space; figure skipped")
+            continue
+        page.heading(QUANTITY_LABELS[quantity])
+        figure = line_panels(curves, panel="layer", line="line", y_label=quantity.replace("_", " "),
+                             colors=CONDITION_COLORS, title=f"{QUANTITY_LABELS[quantity]}; {view_label(view)}")
+        page.image(save_figure(figure, out / f"{quantity}.png"), f"{quantity} vs epoch per layer")
+
+    page.heading("Prototype atlas")
+    manifest = write_run_part(store, masks, out / "atlas" / "runs" / run_name, name=run_name,
+                              thumb_size=settings.thumb_size, log=log)
+    write_viewer(out / "atlas", [manifest])
+    page.link("atlas/index.html", "Open the atlas: any unit, any epoch, both repeats (opens from disk)")
+    return page.write(out / "index.html")
+
+
+def write_comparison(
+    out: str | Path,
+    *,
+    selection: RunSelection,
+    histories: pd.DataFrame,
+    view: DistanceParams,
+    atlas_runs: list[dict],
+) -> Path:
+    """Cross-condition figures (mean +- SEM over seeds), the final probe table and ``index.html``.
+
+    Args:
+        histories: :func:`protoviz_core.comparison.metric_histories` of the used runs, keys
+            ``probe/<readout>`` and ``<quantity>/<space>/<metric>[-masked]/<layer>``.
+        atlas_runs: manifests of run parts already in ``out/atlas/runs`` (may be empty).
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    used = selection.used
+    page = HtmlPage("protoviz comparison: " + ", ".join(sorted(used.aug.unique())))
+    page.heading("Runs used")
+    page.table(used[["aug", "seed", "name", "dvc_exp", "run_id"]])
+    if not selection.skipped.empty:
+        page.text("Skipped: " + "; ".join(f"{r.name} ({r.run_id}): {r.reason}" for r in selection.skipped.itertuples()))
+    if selection.differing_params:
+        page.text("Warning: the runs differ in more than condition and seed: " + "; ".join(
+            f"{key} = {', '.join(values)}" for key, values in selection.differing_params.items()))
+
+    probe = histories[histories.key.str.startswith("probe/")]
+    if not probe.empty:
+        page.heading("Linear-probe accuracy")
+        stats = mean_sem(probe.assign(readout=probe.key.str.removeprefix("probe/")), ["readout", "aug", "epoch"])
+        figure = line_panels(stats.rename(columns={"aug": "line"}), panel="readout", line="line",
+                             y_label="test accuracy", colors=CONDITION_COLORS,
+                             panel_order=[r for r in READOUTS if r in set(stats.readout)],
+                             title="Linear-probe accuracy, mean +- SEM over seeds")
+        page.image(save_figure(figure, out / "probe.png"), "probe accuracy per condition")
+        final = mean_sem(final_values(probe).assign(readout=lambda f: f.key.str.removeprefix("probe/")),
+                         ["aug", "readout"])
+        final_table = final.rename(columns={"aug": "condition", "n": "seeds"})
+        final_table.to_csv(out / "final_probe.csv", index=False)
+        page.text("Final linear-probe accuracy (each run's last epoch), mean and SEM over seeds:")
+        page.table(final_table)
+
+    suffix = f"/{view.space}/{view.metric}{'-masked' if view.masked else ''}/"
+    for quantity in QUANTITIES:
+        chosen = histories[histories.key.str.startswith(quantity + suffix)]
+        if chosen.empty:
+            continue
+        stats = mean_sem(chosen.assign(layer=chosen.key.str.rsplit("/", n=1).str[-1]), ["layer", "aug", "epoch"])
+        page.heading(QUANTITY_LABELS[quantity])
+        figure = line_panels(stats.rename(columns={"aug": "line"}), panel="layer", line="line",
+                             y_label=quantity.replace("_", " "), colors=CONDITION_COLORS,
+                             title=f"{QUANTITY_LABELS[quantity]}; {view_label(view)}; mean +- SEM over seeds")
+        page.image(save_figure(figure, out / f"{quantity}.png"), f"{quantity} per condition")
+        stats.to_csv(out / f"{quantity}.csv", index=False)
+
+    if atlas_runs:
+        page.heading("Prototype atlas")
+        write_viewer(out / "atlas", atlas_runs)
+        page.link("atlas/index.html", "Open the atlas: both conditions side by side")
+    return page.write(out / "index.html")

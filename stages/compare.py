@@ -1,0 +1,84 @@
+"""compare: runs of the MLflow experiment side by side, mean +- SEM over seeds per condition.
+
+Not a DVC stage: it reads every finished run (or the ones named) from the tracking
+database and writes PNGs, CSVs, one HTML page and an atlas holding every run's
+prototypes (from the runs' report artifacts), e.g.
+
+    python -m stages.compare --out comparison
+    python -m stages.compare --out comparison --dvc-exp exp-1a2b3 exp-4c5d6
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+
+from protoviz_core.atlas import read_manifest
+from protoviz_core.comparison import choose_runs, find_runs, metric_histories
+from protoviz_core.config import DistanceParams, load_params
+from protoviz_core.report import QUANTITIES, READOUTS, write_comparison
+from protoviz_core.tracking import tracking_uri
+from stages import _cli
+
+ATLAS_ARTIFACTS = "report/atlas/runs"
+
+
+def _collect_atlas(client: MlflowClient, used, atlas: Path) -> list[dict]:
+    """Copy each run's atlas part from its report artifacts into ``atlas/runs``; their manifests."""
+    manifests = []
+    (atlas / "runs").mkdir(parents=True, exist_ok=True)
+    for run in used.itertuples():
+        if not any(a.path == ATLAS_ARTIFACTS for a in client.list_artifacts(run.run_id, "report/atlas")):
+            print(f"compare: run {run.name} ({run.run_id}) has no report artifacts; not in the atlas")
+            continue
+        with tempfile.TemporaryDirectory(dir=atlas) as scratch:
+            local = Path(client.download_artifacts(run.run_id, ATLAS_ARTIFACTS, scratch))
+            for part in local.iterdir():
+                target = atlas / "runs" / part.name
+                shutil.rmtree(target, ignore_errors=True)
+                shutil.move(str(part), target)
+                manifests.append(read_manifest(target))
+    return manifests
+
+
+def main(argv=None) -> None:
+    p = _cli.parser(__doc__)
+    p.add_argument("--out", required=True, help="folder for the figures, CSVs, index.html and atlas/")
+    p.add_argument("--run-id", nargs="+", help="only these MLflow run ids")
+    p.add_argument("--dvc-exp", nargs="+", help="only the runs of these DVC experiments ('workspace' for dvc repro)")
+    p.add_argument("--space", help="distance space (default: distance.space in --params)")
+    p.add_argument("--metric", choices=["mse", "cosine"], help="default: distance.metric in --params")
+    p.add_argument("--masked", choices=["yes", "no"], help="RF-masked distances (default: distance.masked)")
+    args = p.parse_args(argv)
+    default = load_params(args.params).distance if Path(args.params).is_file() else DistanceParams()
+    view = DistanceParams(
+        space=args.space or default.space, metric=args.metric or default.metric,
+        masked=default.masked if args.masked is None else args.masked == "yes",
+    )
+    client = MlflowClient(tracking_uri())
+    selection = choose_runs(client, find_runs(client, run_ids=args.run_id, dvc_exps=args.dvc_exp))
+    for run in selection.used.itertuples():
+        print(f"compare: using {run.aug} seed {run.seed}: {run.name} ({run.run_id})")
+    for run in selection.skipped.itertuples():
+        print(f"compare: skipping {run.name} ({run.run_id}): {run.reason}")
+    for key, values in selection.differing_params.items():
+        print(f"compare: warning: runs differ in {key}: {', '.join(values)}")
+
+    layers = sorted({key.rsplit("/", 1)[-1] for run_id in selection.used.run_id
+                     for key in client.get_run(run_id).data.metrics if key.startswith("diversity/")})
+    suffix = f"{view.space}/{view.metric}{'-masked' if view.masked else ''}"
+    keys = [f"probe/{r}" for r in READOUTS] + [f"{q}/{suffix}/{layer}" for q in QUANTITIES for layer in layers]
+    histories = metric_histories(client, selection.used, keys)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    page = write_comparison(out, selection=selection, histories=histories, view=view,
+                            atlas_runs=_collect_atlas(client, selection.used, out / "atlas"))
+    print(f"compare: {page}")
+
+
+if __name__ == "__main__":
+    sys.exit(_cli.run(main))

@@ -1,0 +1,40 @@
+"""report stage: the run's figures (paper Fig. 1-8), one HTML page and the prototype atlas."""
+
+from __future__ import annotations
+
+import sys
+
+import mlflow
+import pandas as pd
+
+from protoviz_core.config import load_params
+from protoviz_core.report import write_run_report
+from protoviz_core.rfield import load_masks
+from protoviz_core.store import open_prototypes
+from protoviz_core.tracking import pipeline_run
+from stages import _cli
+
+
+def main(argv=None) -> None:
+    p = _cli.parser(__doc__)
+    p.add_argument("--prototypes", required=True, help="prototype store (extract stage output)")
+    p.add_argument("--rfmasks", required=True, help="receptive-field masks (rfmask stage output)")
+    p.add_argument("--distances", required=True, help="tidy distance table (distance stage output)")
+    p.add_argument("--probe", required=True, help="probe accuracy per epoch (probe stage plot table)")
+    p.add_argument("--out", required=True, help="folder for the figures, index.html and atlas/")
+    args = p.parse_args(argv)
+    params = load_params(args.params)
+    store = open_prototypes(args.prototypes)
+    # Unique per configuration and the same on every machine: the report's content stays reproducible.
+    run_name = f"{params.aug}-seed{params.seed}-{params.measurement_hash()[:8]}"
+    page = write_run_report(
+        args.out, store=store, masks=load_masks(args.rfmasks), distances=pd.read_parquet(args.distances),
+        probe=pd.read_csv(args.probe), settings=params.report, view=params.distance, run_name=run_name,
+    )
+    with pipeline_run(params, "report"):
+        mlflow.log_artifacts(args.out, artifact_path="report")
+    print(f"report: {page}")
+
+
+if __name__ == "__main__":
+    sys.exit(_cli.run(main))

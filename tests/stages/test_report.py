@@ -1,0 +1,97 @@
+"""report and compare on micro runs of both conditions: files, panels, links, MLflow artifacts."""
+
+import os
+import re
+
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+from PIL import Image
+
+from protoviz_core.tracking import EXPERIMENT_NAME
+from tests.helpers import run_stage, start_stage, tiny_params, write_params
+
+REPORT_ARGS = ["--prototypes", "out/prototypes", "--rfmasks", "out/rfmasks", "--distances", "out/distances.parquet",
+               "--probe", "plots/probe.csv", "--out", "report"]
+
+
+def _micro_run(folder, aug):
+    """Every stage of the pipeline, as dvc.yaml runs them, at the smallest useful size."""
+    params = tiny_params(epochs=2)
+    params["aug"] = aug
+    params["probe"] = {"adam_epochs": 2, "device": "cpu"}
+    params["extract"] = {"layers": ["layer1", "layer2"], "channels_per_layer": 3, "repeats": 2,
+                         "cma_steps": 1, "cma_popsize": 4, "adam_steps": 2, "device": "cpu"}
+    params["rfmask"] = {"layers": ["layer1", "layer2"], "samples": 2, "channels_per_layer": 2}
+    params["embed"] = {"nets": [], "weights": "random"}
+    params["report"] = {"units": ["layer2:0", "layer1:63"], "montage_every": 2, "thumb_size": 16}
+    write_params(folder / "params.yaml", params)
+    run_stage("data", folder, "--out", "data")
+    run_stage("train", folder, "--data", "data", "--checkpoints", "out/checkpoints", "--state", "out/state.pt",
+              "--metrics", "metrics/train.json", "--plot", "plots/train_loss.csv")
+    run_stage("probe", folder, "--data", "data", "--checkpoints", "out/checkpoints", "--cache", "out/features",
+              "--metrics", "metrics/probe.json", "--plot", "plots/probe.csv")
+    run_stage("rfmask", folder, "--checkpoints", "out/checkpoints", "--out", "out/rfmasks",
+              "--metrics", "metrics/rfmask.json", "--plot", "plots/rfmask.csv")
+    run_stage("extract", folder, "--checkpoints", "out/checkpoints", "--store", "out/prototypes",
+              "--metrics", "metrics/extract.json")
+    run_stage("embed", folder, "--prototypes", "out/prototypes", "--rfmasks", "out/rfmasks", "--out", "out/embeddings")
+    run_stage("distance", folder, "--embeddings", "out/embeddings", "--parts", "out/parts", "--table",
+              "out/distances.parquet", "--metrics", "metrics/distance.json", "--plot", "plots/diversity.csv")
+    run_stage("report", folder, *REPORT_ARGS)
+
+
+def _references_exist(page):
+    html = page.read_text()
+    references = re.findall(r'(?:src|href)="([^"]+)"', html)
+    for reference in references:
+        assert reference.startswith("data:image/png;base64,") or (page.parent / reference).is_file(), reference
+    return references
+
+
+@pytest.mark.slow
+def test_report_and_comparison_of_both_conditions(tmp_path):
+    _micro_run(tmp_path, "clrjit")
+    report = tmp_path / "report"
+    for name in ("prototypes_layer1.png", "prototypes_layer2.png", "development.png", "probe.png",
+                 "diversity.png", "rate_of_change.png", "consistency.png", "index.html", "atlas/index.html"):
+        assert (report / name).is_file(), name
+    # Fig. 1: three extracted channels of 24 px images in a 2 x 2 grid with 2 px gaps.
+    assert Image.open(report / "prototypes_layer2.png").size == (2 * 24 + 2, 2 * 24 + 2)
+    references = _references_exist(report / "index.html")
+    assert "atlas/index.html" in references and sum(r.startswith("data:") for r in references) == 7  # 2 grids + 5 figures
+
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    (run,) = client.search_runs([client.get_experiment_by_name(EXPERIMENT_NAME).experiment_id])
+    logged = {a.path for a in client.list_artifacts(run.info.run_id, "report")}
+    assert {"report/index.html", "report/diversity.png", "report/atlas"} <= logged
+    assert run.data.tags["protoviz.stage.report"] == "done"
+
+    # A unit that was not extracted is named in one clear error, and the old report stays.
+    params = (tmp_path / "params.yaml").read_text().replace("layer1:63", "layer1:62")
+    (tmp_path / "params.yaml").write_text(params)
+    before = (report / "index.html").read_bytes()
+    process = start_stage("report", tmp_path, *REPORT_ARGS)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 2 and "report.units: layer1:62 was not extracted" in stderr
+    assert (report / "index.html").read_bytes() == before
+    (tmp_path / "params.yaml").write_text(params.replace("layer1:62", "layer1:63"))
+
+    _micro_run(tmp_path, "keepclr")
+    run_stage("compare", tmp_path, "--out", "comparison")
+    comparison = tmp_path / "comparison"
+    for name in ("probe.png", "diversity.png", "rate_of_change.png", "consistency.png", "final_probe.csv"):
+        assert (comparison / name).is_file(), name
+    final = pd.read_csv(comparison / "final_probe.csv")
+    assert set(final.condition) == {"clrjit", "keepclr"} and set(final.readout) == {"logreg", "linearsvc", "adam"}
+    assert (final.seeds == 1).all() and final["sem"].isna().all()
+    keepclr_probe = pd.read_csv(tmp_path / "plots/probe.csv")  # the workspace now holds the keepclr run
+    assert final.set_index(["condition", "readout"]).loc[("keepclr", "logreg"), "mean"] == \
+        pytest.approx(keepclr_probe.logreg.iloc[-1])
+    diversity = pd.read_csv(comparison / "diversity.csv")
+    assert set(diversity.aug) == {"clrjit", "keepclr"} and set(diversity.layer) == {"layer1", "layer2"}
+    page = comparison / "index.html"
+    assert "atlas/index.html" in _references_exist(page)
+    runs_js = (comparison / "atlas/runs.js").read_text()
+    assert '"aug": "clrjit"' in runs_js and '"aug": "keepclr"' in runs_js
+    assert len(list((comparison / "atlas/runs").glob("*/manifest.json"))) == 2

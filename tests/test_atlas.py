@@ -1,0 +1,172 @@
+"""The prototype atlas: sprite sheets, manifests, links, and the viewer in headless Chromium."""
+
+import json
+import re
+import shutil
+import subprocess
+import tempfile
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from protoviz_core.atlas import read_manifest, thumbnails, write_run_part, write_viewer
+from protoviz_core.store import ShardId, build_index, open_prototypes, write_shard
+from protoviz_core.synthesis import Prototypes
+
+CHANNELS = [0, 3, 5, 7, 9]
+EPOCHS = [0, 1, 2]
+
+
+def _colour(aug, epoch, channel, repeat):
+    """A flat colour that differs for every prototype (JPEG keeps flat cells recognisable)."""
+    return torch.tensor([40 * (channel % 6) + 20, 80 * epoch + 30 * repeat, 200 if aug == "clrjit" else 60]) / 255
+
+
+def _store(root, aug="clrjit", seed=1, size=16):
+    shards = []
+    for epoch in EPOCHS:
+        for layer in ("layer1", "layer3"):
+            for repeat in (1, 2):
+                images = torch.stack([_colour(aug, epoch, c, repeat)[:, None, None].expand(3, size, size)
+                                      for c in CHANNELS])
+                n = len(CHANNELS)
+                write_shard(root, ShardId(epoch, layer, repeat), f"{aug}{seed}", Prototypes(
+                    images=images, activations=torch.arange(n) + epoch + repeat / 10, latents=torch.zeros(n, 2),
+                    channels=torch.tensor(CHANNELS), dead=torch.zeros(n, dtype=torch.bool),
+                    redrawn=torch.zeros(n, dtype=torch.bool), evolution_activations=torch.zeros(n)))
+                shards.append(ShardId(epoch, layer, repeat))
+    build_index(root, shards, aug=aug, seed=seed)
+    return open_prototypes(root)
+
+
+def _masks(size=16):
+    top = torch.zeros(size, size)
+    top[: size // 2] = 1
+    return {0: {"layer1": top, "layer3": top}, 2: {"layer1": top.flip(0), "layer3": top}}
+
+
+def test_thumbnails_downscale_only():
+    images = torch.randint(0, 255, (3, 3, 32, 32), dtype=torch.uint8)
+    assert thumbnails(images, 8).shape == (3, 3, 8, 8) and thumbnails(images, 8).dtype == torch.uint8
+    assert thumbnails(images, 64) is images
+
+
+def test_sprite_cells_hold_each_unit_and_manifest_describes_them(tmp_path):
+    manifest = write_run_part(_store(tmp_path / "store"), _masks(), tmp_path / "part", name="clrjit-seed1-x",
+                              thumb_size=8)
+    assert manifest["epochs"] == EPOCHS and manifest["repeats"] == [1, 2] and manifest["layers"] == ["layer1", "layer3"]
+    assert manifest["channels"]["layer3"] == CHANNELS and manifest["thumb"] == 8 and manifest["columns"]["layer1"] == 3
+    assert read_manifest(tmp_path / "part") == manifest
+    sheet = np.asarray(Image.open(tmp_path / "part" / manifest["sprites"]["e0002-layer3-r2"]))
+    assert sheet.shape == (2 * 8, 3 * 8, 3)
+    for position, channel in enumerate(CHANNELS):
+        row, column = divmod(position, 3)
+        cell = sheet[row * 8 + 2 : row * 8 + 6, column * 8 + 2 : column * 8 + 6].reshape(-1, 3).mean(0)
+        expected = _colour("clrjit", 2, channel, 2).numpy() * 255
+        assert np.abs(cell - expected).max() < 12, (channel, cell, expected)
+    assert manifest["activations"]["layer3"][2][1] == pytest.approx([c + 2.2 for c in range(5)], abs=1e-4)
+    # Epoch 1 has no mask of its own: the nearest earlier one (epoch 0) is shown.
+    mask1 = np.asarray(Image.open(tmp_path / "part" / manifest["masks"]["e0001-layer1"]))
+    assert mask1[1, 3, 0] == 255 and mask1[6, 3, 0] == 0
+    mask2 = np.asarray(Image.open(tmp_path / "part" / manifest["masks"]["e0002-layer1"]))
+    assert mask2[1, 3, 0] == 0 and mask2[6, 3, 0] == 255
+
+
+def test_rerun_writes_only_missing_sheets_and_removes_stale_ones(tmp_path):
+    store = _store(tmp_path / "store")
+    manifest = write_run_part(store, _masks(), tmp_path / "part", name="r", thumb_size=8)
+    first = tmp_path / "part" / manifest["sprites"]["e0000-layer1-r1"]
+    stamp = first.stat().st_mtime_ns
+    first.with_name("e0000-layer1-r1-000000000000.jpg").write_bytes(b"stale")
+    manifest = write_run_part(store, _masks(), tmp_path / "part", name="r", thumb_size=8)
+    assert first.stat().st_mtime_ns == stamp
+    assert not first.with_name("e0000-layer1-r1-000000000000.jpg").exists()
+    changed = write_run_part(store, _masks(), tmp_path / "part", name="r", thumb_size=4)  # new content, new names
+    assert not first.exists() and len(list((tmp_path / "part/sprites").glob("*.jpg"))) == 12
+    assert changed["sprites"] != manifest["sprites"]
+
+
+def _two_condition_atlas(root):
+    manifests = []
+    for aug in ("clrjit", "keepclr"):
+        name = f"{aug}-seed1-test"
+        manifests.append(write_run_part(_store(root / f"store-{aug}", aug=aug), _masks(), root / "atlas/runs" / name,
+                                        name=name, thumb_size=16))
+    return write_viewer(root / "atlas", manifests), manifests
+
+
+def test_viewer_references_only_files_that_exist(tmp_path):
+    page, manifests = _two_condition_atlas(tmp_path)
+    atlas = page.parent
+    html = page.read_text()
+    for reference in re.findall(r'(?:src|href)="([^"]+)"', html):
+        assert (atlas / reference).is_file(), reference
+    data = json.loads((atlas / "runs.js").read_text().removeprefix("window.PROTOVIZ_ATLAS = ").rstrip(";\n"))
+    assert [run["aug"] for run in data["runs"]] == ["clrjit", "keepclr"]
+    for run in data["runs"]:
+        for relative in [*run["sprites"].values(), *run["masks"].values()]:
+            assert (atlas / "runs" / run["name"] / relative).is_file(), relative
+    with pytest.raises(FileNotFoundError, match="no run part"):
+        write_viewer(tmp_path / "elsewhere", manifests)
+
+
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+
+
+@pytest.fixture
+def browser():
+    """Headless Debian Chromium through ChromeDriver (installed by `make test`'s setup)."""
+    assert CHROMIUM and CHROMEDRIVER, "chromium/chromedriver not found: `make test` installs Debian's chromium " \
+                                      "and chromium-driver packages (apt-get)"
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    profile = tempfile.mkdtemp(prefix="protoviz-chromium-")
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-quic", "--window-size=1400,1000", f"--user-data-dir={profile}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    yield driver
+    driver.quit()
+    shutil.rmtree(profile, ignore_errors=True)
+
+
+def _wait_loaded(driver):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(driver, 20).until(lambda d: d.execute_script(
+        "const t = [...document.querySelectorAll('.tile')];"
+        "return t.length > 0 && t.every((e) => e.dataset.state === 'loaded');"))
+
+
+def test_atlas_slider_changes_the_shown_prototypes_in_chromium(tmp_path, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    page, manifests = _two_condition_atlas(tmp_path)
+    browser.get(page.as_uri() + "#layer=layer3&unit=7")
+    _wait_loaded(browser)
+    sections = browser.find_elements(By.CSS_SELECTOR, "section.run")
+    assert [s.get_attribute("data-run") for s in sections] == ["clrjit-seed1-test", "keepclr-seed1-test"]
+    assert len(browser.find_elements(By.CSS_SELECTOR, ".tile")) == 4  # two conditions x two repeats
+    slider = browser.find_element(By.ID, "epoch")
+    assert browser.find_element(By.ID, "epoch-label").text == "2"  # opens at the last epoch
+    tile = browser.find_elements(By.CSS_SELECTOR, ".tile")[0]
+    before_url, before_pixels = tile.get_attribute("data-src"), tile.screenshot_as_png
+    activation = browser.find_elements(By.CSS_SELECTOR, ".activation")[0].text
+    assert float(activation) == pytest.approx(manifests[0]["activations"]["layer3"][2][0][3], abs=1e-3)
+
+    slider.send_keys(Keys.ARROW_LEFT)  # the user moves the slider one epoch back
+    _wait_loaded(browser)
+    assert browser.find_element(By.ID, "epoch-label").text == "1"
+    tile = browser.find_elements(By.CSS_SELECTOR, ".tile")[0]
+    assert tile.get_attribute("data-src") != before_url and "e0001-layer3-r1" in tile.get_attribute("data-src")
+    assert tile.screenshot_as_png != before_pixels  # what is on screen changed, not only a URL
+    assert "epoch=1" in browser.current_url  # the view can be shared by its URL
+    errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert errors == []

@@ -1,0 +1,84 @@
+import os
+import time
+
+import pytest
+from mlflow.entities import Metric, Param
+from mlflow.tracking import MlflowClient
+
+from protoviz_core.comparison import ComparisonError, choose_runs, final_values, find_runs, mean_sem, metric_histories
+from protoviz_core.tracking import EXPERIMENT_NAME
+
+# Final (epoch 2) logreg accuracy per (condition, seed); by hand:
+#   clrjit: 0.5, 0.6, 0.7 -> mean 0.6, sample std 0.1, SEM 0.1 / sqrt(3) = 0.0577350
+#   keepclr: 0.4, 0.2      -> mean 0.3, sample std 0.1414214, SEM 0.1
+FINAL = {("clrjit", 1): 0.5, ("clrjit", 2): 0.6, ("clrjit", 3): 0.7, ("keepclr", 1): 0.4, ("keepclr", 2): 0.2}
+
+
+def _log_run(client, experiment_id, aug, seed, final, *, dvc_exp="workspace", lr="0.06", stages=("probe",)):
+    tags = {"protoviz.aug": aug, "protoviz.seed": str(seed), "protoviz.dvc_exp": dvc_exp,
+            **{f"protoviz.stage.{stage}": "done" for stage in stages}}
+    run = client.create_run(experiment_id, run_name=f"{aug}-seed{seed}-{dvc_exp}", tags=tags)
+    now = int(time.time() * 1000)
+    metrics = [Metric("probe/logreg", final - 0.1 * (2 - epoch), now, epoch) for epoch in range(3)]
+    metrics += [Metric("diversity/pixel/mse-masked/layer1", 10.0 * seed + epoch, now, epoch) for epoch in range(3)]
+    client.log_batch(run.info.run_id, metrics=metrics,
+                     params=[Param("aug", aug), Param("seed", str(seed)), Param("train.lr", lr)])
+    client.set_terminated(run.info.run_id)
+    time.sleep(0.01)  # distinct start times
+    return run.info.run_id
+
+
+@pytest.fixture
+def client():
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    experiment_id = client.create_experiment(EXPERIMENT_NAME)
+    _log_run(client, experiment_id, "clrjit", 1, 0.99, dvc_exp="old")  # older duplicate: must be skipped
+    for (aug, seed), final in FINAL.items():
+        _log_run(client, experiment_id, aug, seed, final, dvc_exp=f"exp-{aug}-{seed}")
+    _log_run(client, experiment_id, "keepclr", 2, 0.95, dvc_exp="partial", stages=())  # newer, nothing finished
+    return client
+
+
+def test_mean_and_sem_over_seeds_match_hand_computed_values(client):
+    selection = choose_runs(client, find_runs(client))
+    assert len(selection.used) == 5 and sorted(selection.skipped.dvc_exp) == ["old", "partial"]
+    histories = metric_histories(client, selection.used, ["probe/logreg", "diversity/pixel/mse-masked/layer1"])
+    final = mean_sem(final_values(histories[histories.key == "probe/logreg"]), ["aug"]).set_index("aug")
+    assert final.loc["clrjit", "mean"] == pytest.approx(0.6)
+    assert final.loc["clrjit", "sem"] == pytest.approx(0.1 / 3**0.5)
+    assert final.loc["keepclr", "mean"] == pytest.approx(0.3) and final.loc["keepclr", "sem"] == pytest.approx(0.1)
+    assert list(final.n) == [3, 2]
+
+    # Per epoch: diversity = 10 * seed + epoch -> clrjit mean 20 + epoch, SEM 10 / sqrt(3).
+    curve = mean_sem(histories[histories.key.str.startswith("diversity/")], ["aug", "epoch"]).set_index(["aug", "epoch"])
+    assert curve.loc[("clrjit", 2), "mean"] == pytest.approx(22.0)
+    assert curve.loc[("clrjit", 2), "sem"] == pytest.approx(10 / 3**0.5)
+    assert curve.loc[("keepclr", 0), "mean"] == pytest.approx(15.0)
+
+
+def test_a_single_seed_has_no_sem(client):
+    runs = find_runs(client, dvc_exps=["exp-clrjit-1"])
+    histories = metric_histories(client, choose_runs(client, runs).used, ["probe/logreg"])
+    table = mean_sem(histories, ["aug", "epoch"])
+    assert table["sem"].isna().all() and (table["n"] == 1).all()
+
+
+def test_subsets_and_unknown_runs(client):
+    assert set(find_runs(client, dvc_exps=["exp-keepclr-1", "exp-keepclr-2"]).aug) == {"keepclr"}
+    one = find_runs(client).run_id.iloc[0]
+    assert list(find_runs(client, run_ids=[one]).run_id) == [one]
+    with pytest.raises(ComparisonError, match="no-such-exp"):
+        find_runs(client, dvc_exps=["no-such-exp"])
+
+
+def test_runs_that_differ_beyond_condition_and_seed_are_reported(client):
+    experiment_id = client.get_experiment_by_name(EXPERIMENT_NAME).experiment_id
+    _log_run(client, experiment_id, "keepclr", 3, 0.3, dvc_exp="other-lr", lr="0.1")
+    selection = choose_runs(client, find_runs(client))
+    assert selection.differing_params == {"train.lr": ["0.06", "0.1"]}
+
+
+def test_no_experiment_is_a_clear_error(tmp_path):
+    empty = MlflowClient(f"sqlite:///{tmp_path / 'empty.db'}")
+    with pytest.raises(ComparisonError, match="run the pipeline first"):
+        find_runs(empty)
