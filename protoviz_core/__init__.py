@@ -23,6 +23,12 @@ The library behind the DVC stages in ``stages/``. Modules, one concept each:
 - ``rfield``       gradient receptive fields and fitted Gaussian masks
 - ``embedding``    prototypes in pixel space and ImageNet networks
 - ``distance``     diversity, rate of change, re-evolution consistency
+- ``figures``      the paper's figures (matplotlib): curves per layer, montages
+- ``htmlpage``     self-contained HTML pages (figures inlined)
+- ``atlas``        the static prototype atlas: sprite sheets and a viewer
+- ``report``       one run's report; the comparison of many
+- ``comparison``   which MLflow runs to compare; mean +- SEM over seeds
+- ``devices``      the compute device; one GPU per process
 """
 
 from protoviz_core.checkpoints import list_checkpoints, load_backbone

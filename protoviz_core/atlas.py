@@ -25,10 +25,9 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
-from protoviz_core.montage import grid
+from protoviz_core.montage import grid, thumbnails
 from protoviz_core.outputs import atomic_write, remove_unplanned, save_image
 from protoviz_core.rfield import masks_for_epoch
 from protoviz_core.store import PrototypeStore
@@ -36,14 +35,6 @@ from protoviz_core.store import PrototypeStore
 VIEWER = Path(__file__).with_name("atlas_viewer.html")
 MANIFEST = "manifest.json"
 RUNS_SCRIPT = "runs.js"
-
-
-def thumbnails(images: torch.Tensor, size: int) -> torch.Tensor:
-    """uint8 (N, 3, S, S) -> uint8 (N, 3, size, size), antialiased; unchanged when S <= size."""
-    if images.shape[-1] <= size:
-        return images
-    scaled = F.interpolate(images.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    return scaled.round().clamp(0, 255).to(torch.uint8)
 
 
 def write_run_part(

@@ -40,9 +40,10 @@ class HtmlPage:
         css = ' class="note"' if note else ""
         self._parts.append(f"<p{css}>{html.escape(text)}</p>")
 
-    def image(self, path: str | Path, alt: str) -> None:
-        """Inline the PNG at ``path``."""
-        data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+    def image(self, png: str | Path | bytes, alt: str) -> None:
+        """Inline a PNG: the file at ``png``, or its bytes."""
+        raw = png if isinstance(png, bytes) else Path(png).read_bytes()
+        data = base64.b64encode(raw).decode("ascii")
         self._parts.append(f'<p><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"></p>')
 
     def table(self, frame: pd.DataFrame) -> None:

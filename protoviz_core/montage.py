@@ -1,4 +1,4 @@
-"""Image grids: many prototypes in one picture."""
+"""Image grids and thumbnails: many prototypes in one picture."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 
@@ -29,3 +30,11 @@ def grid(images: torch.Tensor, columns: int | None = None, gap: int = 2) -> Imag
         top, left = (i // columns) * (height + gap), (i % columns) * (width + gap)
         canvas[top : top + height, left : left + width] = image
     return Image.fromarray(canvas)
+
+
+def thumbnails(images: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 (N, 3, S, S) -> uint8 (N, 3, size, size), antialiased; unchanged when S <= size."""
+    if images.shape[-1] <= size:
+        return images
+    scaled = F.interpolate(images.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return scaled.round().clamp(0, 255).to(torch.uint8)

@@ -17,6 +17,7 @@ accuracies, and the list of runs used and skipped.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Callable
 
@@ -32,12 +33,13 @@ from protoviz_core.figures import (
     save_figure,
 )
 from protoviz_core.htmlpage import HtmlPage
-from protoviz_core.montage import grid
+from protoviz_core.montage import grid, thumbnails
 from protoviz_core.outputs import save_image
 from protoviz_core.rfield import masks_for_epoch, spaced_channels
 from protoviz_core.store import PrototypeStore
 
 QUANTITIES = ("diversity", "rate_of_change", "consistency")
+PAGE_THUMB = 48  # pixels per prototype in the page's inlined grids
 READOUTS = ("logreg", "linearsvc", "adam")
 
 
@@ -113,10 +115,15 @@ def write_run_report(
     last_masks = masks_for_epoch(masks, last, layers)
     for layer in layers:
         rows = store.select(epoch=last, layer=layer, repeat=first_repeat).sort_values("channel")
-        path = save_image(grid(masked_images(store.images(rows), last_masks[layer])), out / f"prototypes_{layer}.png")
+        images = masked_images(store.images(rows), last_masks[layer])
+        path = save_image(grid(images), out / f"prototypes_{layer}.png")
         page.text(f"{layer}: {len(rows)} channels ({int(rows.channel.min())}..{int(rows.channel.max())}), "
                   "row by row in channel order")
-        page.image(path, f"prototypes of {layer} at epoch {last}")
+        # The page stays small at full scale (960 channels): it inlines thumbnails, the file has every pixel.
+        small = io.BytesIO()
+        grid(thumbnails(images, PAGE_THUMB)).save(small, format="PNG")
+        page.image(small.getvalue(), f"prototypes of {layer} at epoch {last}")
+        page.link(path.name, f"{path.name} (full resolution)")
 
     page.heading("Development of single units (RF-masked)")
     units = montage_units(store, settings)

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from protoviz_core.atlas import read_manifest, thumbnails, write_run_part, write_viewer
+from protoviz_core.atlas import read_manifest, write_run_part, write_viewer
 from protoviz_core.store import ShardId, build_index, open_prototypes, write_shard
 from protoviz_core.synthesis import Prototypes
 
@@ -45,12 +45,6 @@ def _masks(size=16):
     top = torch.zeros(size, size)
     top[: size // 2] = 1
     return {0: {"layer1": top, "layer3": top}, 2: {"layer1": top.flip(0), "layer3": top}}
-
-
-def test_thumbnails_downscale_only():
-    images = torch.randint(0, 255, (3, 3, 32, 32), dtype=torch.uint8)
-    assert thumbnails(images, 8).shape == (3, 3, 8, 8) and thumbnails(images, 8).dtype == torch.uint8
-    assert thumbnails(images, 64) is images
 
 
 def test_sprite_cells_hold_each_unit_and_manifest_describes_them(tmp_path):
