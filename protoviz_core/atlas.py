@@ -26,6 +26,7 @@ from typing import Callable
 
 import torch
 from PIL import Image
+from tqdm import tqdm
 
 from protoviz_core.montage import grid, thumbnails
 from protoviz_core.outputs import atomic_write, remove_unplanned, save_image
@@ -73,7 +74,7 @@ def write_run_part(
     columns = {layer: max(1, math.ceil(math.sqrt(len(chosen)))) for layer, chosen in channels.items()}
     sprites: dict[str, str] = {}
     activations = {layer: [] for layer in layers}  # [epoch index][repeat index][channel index]
-    for epoch in epochs:
+    for epoch in tqdm(epochs, desc=f"atlas {name}", unit="epoch"):
         for layer in layers:
             per_repeat = []
             for repeat in repeats:

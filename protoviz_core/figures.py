@@ -21,9 +21,12 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from protoviz_core.outputs import atomic_write  # noqa: E402
 
+PANEL_WIDTH = 3.4  # inches per panel of a curve figure
+DPI = 110  # saved PNGs: a curve figure is PANEL_WIDTH * DPI pixels wide per panel
 CONDITION_COLORS = {"clrjit": "tab:blue", "keepclr": "tab:orange"}
 READOUT_COLORS = {"logreg": "tab:green", "linearsvc": "tab:purple", "adam": "tab:brown"}
 QUANTITY_LABELS = {
@@ -60,7 +63,7 @@ def line_panels(
         raise ValueError(f"{title}: nothing to draw")
     panels = panel_order or sorted(frame[panel].unique(), key=layer_sort_key)
     colors = colors or {}
-    figure, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 3.2), squeeze=False,
+    figure, axes = plt.subplots(1, len(panels), figsize=(PANEL_WIDTH * len(panels), 3.2), squeeze=False,
                                 sharex=True, constrained_layout=True)
     for ax, name in zip(axes[0], panels):
         for label, curve in frame[frame[panel] == name].groupby(line, sort=True):
@@ -73,6 +76,7 @@ def line_panels(
                 ax.fill_between(curve["epoch"], low, high, alpha=0.25, color=colors.get(label), linewidth=0)
         ax.set_title(str(name))
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel(y_label)
     axes[0][-1].legend(fontsize="small")
@@ -147,6 +151,6 @@ def save_figure(figure: Figure, path: str | Path) -> Path:
     """Write ``figure`` as a PNG atomically and close it."""
     path = Path(path)
     with atomic_write(path, "wb") as f:
-        figure.savefig(f, format="png", dpi=110)
+        figure.savefig(f, format="png", dpi=DPI)
     plt.close(figure)
     return path

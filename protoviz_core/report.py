@@ -11,7 +11,7 @@ Run report (paper Fig. 1-8 for one run), in ``<out>/``:
     atlas/                   the prototype atlas of this run (protoviz_core.atlas)
 
 Comparison (:func:`write_comparison`): the same curves with both conditions in
-every panel as mean +- SEM over seeds (Fig. 2, 4B, 5-7), a table of final probe
+every panel as mean ± SEM over seeds (Fig. 2, 4B, 5-7), a table of final probe
 accuracies, and the list of runs used and skipped.
 """
 
@@ -174,7 +174,7 @@ def write_comparison(
     view: DistanceParams,
     atlas_runs: list[dict],
 ) -> Path:
-    """Cross-condition figures (mean +- SEM over seeds), the final probe table and ``index.html``.
+    """Cross-condition figures (mean ± SEM over seeds), the final probe table and ``index.html``.
 
     Args:
         histories: :func:`protoviz_core.comparison.metric_histories` of the used runs, keys
@@ -200,7 +200,7 @@ def write_comparison(
         figure = line_panels(stats.rename(columns={"aug": "line"}), panel="readout", line="line",
                              y_label="test accuracy", colors=CONDITION_COLORS,
                              panel_order=[r for r in READOUTS if r in set(stats.readout)],
-                             title="Linear-probe accuracy, mean +- SEM over seeds")
+                             title="Linear-probe accuracy, mean ± SEM over seeds")
         page.image(save_figure(figure, out / "probe.png"), "probe accuracy per condition")
         final = mean_sem(final_values(probe).assign(readout=lambda f: f.key.str.removeprefix("probe/")),
                          ["aug", "readout"])
@@ -218,7 +218,7 @@ def write_comparison(
         page.heading(QUANTITY_LABELS[quantity])
         figure = line_panels(stats.rename(columns={"aug": "line"}), panel="layer", line="line",
                              y_label=quantity.replace("_", " "), colors=CONDITION_COLORS,
-                             title=f"{QUANTITY_LABELS[quantity]}; {view_label(view)}; mean +- SEM over seeds")
+                             title=f"{QUANTITY_LABELS[quantity]}; {view_label(view)}; mean ± SEM over seeds")
         page.image(save_figure(figure, out / f"{quantity}.png"), f"{quantity} per condition")
         stats.to_csv(out / f"{quantity}.csv", index=False)
 

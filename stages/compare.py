@@ -10,6 +10,7 @@ prototypes (from the runs' report artifacts), e.g.
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import tempfile
@@ -30,6 +31,7 @@ ATLAS_ARTIFACTS = "report/atlas/runs"
 def _collect_atlas(client: MlflowClient, used, atlas: Path) -> list[dict]:
     """Copy each run's atlas part from its report artifacts into ``atlas/runs``; their manifests."""
     manifests = []
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one line per run is enough
     (atlas / "runs").mkdir(parents=True, exist_ok=True)
     for run in used.itertuples():
         if not any(a.path == ATLAS_ARTIFACTS for a in client.list_artifacts(run.run_id, "report/atlas")):

@@ -44,3 +44,27 @@ def run_stage(name: str, cwd, *args, timeout: float = 300) -> str:
     stdout, stderr = process.communicate(timeout=timeout)
     assert process.returncode == 0, stderr
     return stdout
+
+
+# Each stage's arguments as dvc.yaml passes them, with the outputs in the test's folder.
+STAGE_ARGS = {
+    "data": ["--out", "data"],
+    "train": ["--data", "data", "--checkpoints", "out/checkpoints", "--state", "out/state.pt",
+              "--metrics", "metrics/train.json", "--plot", "plots/train_loss.csv"],
+    "probe": ["--data", "data", "--checkpoints", "out/checkpoints", "--cache", "out/features",
+              "--metrics", "metrics/probe.json", "--plot", "plots/probe.csv"],
+    "rfmask": ["--checkpoints", "out/checkpoints", "--out", "out/rfmasks", "--metrics", "metrics/rfmask.json",
+               "--plot", "plots/rfmask.csv"],
+    "extract": ["--checkpoints", "out/checkpoints", "--store", "out/prototypes", "--metrics", "metrics/extract.json"],
+    "embed": ["--prototypes", "out/prototypes", "--rfmasks", "out/rfmasks", "--out", "out/embeddings"],
+    "distance": ["--embeddings", "out/embeddings", "--parts", "out/parts", "--table", "out/distances.parquet",
+                 "--metrics", "metrics/distance.json", "--plot", "plots/diversity.csv"],
+    "report": ["--prototypes", "out/prototypes", "--rfmasks", "out/rfmasks", "--distances", "out/distances.parquet",
+               "--probe", "plots/probe.csv", "--out", "report"],
+}
+
+
+def run_pipeline(cwd, *stages: str) -> None:
+    """Run the named stages in order, each as :func:`run_stage` with its :data:`STAGE_ARGS`."""
+    for name in stages:
+        run_stage(name, cwd, *STAGE_ARGS[name])

@@ -8,11 +8,9 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from protoviz_core.tracking import EXPERIMENT_NAME
-from tests.helpers import run_stage, tiny_params, write_params
+from tests.helpers import STAGE_ARGS, run_pipeline, run_stage, tiny_params, write_params
 
-EMBED_ARGS = ["--prototypes", "out/prototypes", "--rfmasks", "out/rfmasks", "--out", "out/embeddings"]
-DISTANCE_ARGS = ["--embeddings", "out/embeddings", "--parts", "out/parts", "--table", "out/distances.parquet",
-                 "--metrics", "metrics/distance.json", "--plot", "plots/diversity.csv"]
+EMBED_ARGS, DISTANCE_ARGS = STAGE_ARGS["embed"], STAGE_ARGS["distance"]
 
 
 def _stamps(folder):
@@ -27,15 +25,7 @@ def test_embed_and_distance_stages(tmp_path):
     params["embed"] = {"nets": ["mobilenet_v2"], "weights": "random", "batch_size": 4}
     params["distance"] = {"space": "pixel", "metric": "mse", "masked": True}
     write_params(tmp_path / "params.yaml", params)
-    run_stage("data", tmp_path, "--out", "data")
-    run_stage("train", tmp_path, "--data", "data", "--checkpoints", "out/checkpoints", "--state", "out/state.pt",
-              "--metrics", "metrics/train.json", "--plot", "plots/train_loss.csv")
-    run_stage("rfmask", tmp_path, "--checkpoints", "out/checkpoints", "--out", "out/rfmasks",
-              "--metrics", "metrics/rfmask.json", "--plot", "plots/rfmask.csv")
-    run_stage("extract", tmp_path, "--checkpoints", "out/checkpoints", "--store", "out/prototypes",
-              "--metrics", "metrics/extract.json")
-    run_stage("embed", tmp_path, *EMBED_ARGS)
-    run_stage("distance", tmp_path, *DISTANCE_ARGS)
+    run_pipeline(tmp_path, "data", "train", "rfmask", "extract", "embed", "distance")
 
     info = json.loads((tmp_path / "out/embeddings/info.json").read_text())
     assert info == {"spaces": ["pixel", "mobilenet_v2"], "weights": "random", "epochs": [0, 1]}

@@ -8,11 +8,11 @@ import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
+from protoviz_core.figures import DPI, PANEL_WIDTH
 from protoviz_core.tracking import EXPERIMENT_NAME
-from tests.helpers import run_stage, start_stage, tiny_params, write_params
+from tests.helpers import STAGE_ARGS, run_pipeline, run_stage, start_stage, tiny_params, write_params
 
-REPORT_ARGS = ["--prototypes", "out/prototypes", "--rfmasks", "out/rfmasks", "--distances", "out/distances.parquet",
-               "--probe", "plots/probe.csv", "--out", "report"]
+REPORT_ARGS = STAGE_ARGS["report"]
 
 
 def _micro_run(folder, aug):
@@ -26,19 +26,12 @@ def _micro_run(folder, aug):
     params["embed"] = {"nets": [], "weights": "random"}
     params["report"] = {"units": ["layer2:0", "layer1:63"], "montage_every": 2, "thumb_size": 16}
     write_params(folder / "params.yaml", params)
-    run_stage("data", folder, "--out", "data")
-    run_stage("train", folder, "--data", "data", "--checkpoints", "out/checkpoints", "--state", "out/state.pt",
-              "--metrics", "metrics/train.json", "--plot", "plots/train_loss.csv")
-    run_stage("probe", folder, "--data", "data", "--checkpoints", "out/checkpoints", "--cache", "out/features",
-              "--metrics", "metrics/probe.json", "--plot", "plots/probe.csv")
-    run_stage("rfmask", folder, "--checkpoints", "out/checkpoints", "--out", "out/rfmasks",
-              "--metrics", "metrics/rfmask.json", "--plot", "plots/rfmask.csv")
-    run_stage("extract", folder, "--checkpoints", "out/checkpoints", "--store", "out/prototypes",
-              "--metrics", "metrics/extract.json")
-    run_stage("embed", folder, "--prototypes", "out/prototypes", "--rfmasks", "out/rfmasks", "--out", "out/embeddings")
-    run_stage("distance", folder, "--embeddings", "out/embeddings", "--parts", "out/parts", "--table",
-              "out/distances.parquet", "--metrics", "metrics/distance.json", "--plot", "plots/diversity.csv")
-    run_stage("report", folder, *REPORT_ARGS)
+    run_pipeline(folder, "data", "train", "probe", "rfmask", "extract", "embed", "distance", "report")
+
+
+def _panels(png):
+    """How many panels a curve figure has, from its width."""
+    return round(Image.open(png).size[0] / (PANEL_WIDTH * DPI))
 
 
 def _references_exist(page):
@@ -58,6 +51,8 @@ def test_report_and_comparison_of_both_conditions(tmp_path):
         assert (report / name).is_file(), name
     # Fig. 1: three extracted channels of 24 px images in a 2 x 2 grid with 2 px gaps.
     assert Image.open(report / "prototypes_layer2.png").size == (2 * 24 + 2, 2 * 24 + 2)
+    assert [_panels(report / f"{name}.png") for name in ("probe", "diversity", "rate_of_change", "consistency")] \
+        == [1, 2, 2, 2]  # the readouts in one panel; one panel per layer
     references = _references_exist(report / "index.html")
     assert "atlas/index.html" in references and sum(r.startswith("data:") for r in references) == 7  # 2 grids + 5 figures
 
@@ -82,6 +77,7 @@ def test_report_and_comparison_of_both_conditions(tmp_path):
     comparison = tmp_path / "comparison"
     for name in ("probe.png", "diversity.png", "rate_of_change.png", "consistency.png", "final_probe.csv"):
         assert (comparison / name).is_file(), name
+    assert _panels(comparison / "probe.png") == 3 and _panels(comparison / "diversity.png") == 2  # readouts; layers
     final = pd.read_csv(comparison / "final_probe.csv")
     assert set(final.condition) == {"clrjit", "keepclr"} and set(final.readout) == {"logreg", "linearsvc", "adam"}
     assert (final.seeds == 1).all() and final["sem"].isna().all()
