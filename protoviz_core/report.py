@@ -18,6 +18,7 @@ accuracies, and the list of runs used and skipped.
 from __future__ import annotations
 
 import io
+import shutil
 from pathlib import Path
 from typing import Callable
 
@@ -34,7 +35,7 @@ from protoviz_core.figures import (
 )
 from protoviz_core.htmlpage import HtmlPage
 from protoviz_core.montage import grid, thumbnails
-from protoviz_core.outputs import save_image
+from protoviz_core.outputs import remove_unplanned, save_image
 from protoviz_core.rfield import masks_for_epoch, spaced_channels
 from protoviz_core.store import PrototypeStore
 
@@ -141,10 +142,10 @@ def write_run_report(
     page.image(save_figure(figure, out / "development.png"), "development montage")
 
     page.heading("Linear-probe accuracy")
-    readouts = pd.concat([probe[["epoch"]].assign(line=name, mean=probe[name], panel="test accuracy")
+    readouts = pd.concat([probe[["epoch"]].assign(line=name, mean=probe[name], panel="frozen features")
                           for name in READOUTS if name in probe])
     figure = line_panels(readouts, panel="panel", line="line", y_label="test accuracy", colors=READOUT_COLORS,
-                         title=f"{aug}, seed {seed}: linear probe on frozen features")
+                         title=f"{aug}, seed {seed}: linear probe")
     page.image(save_figure(figure, out / "probe.png"), "probe accuracy vs epoch")
     page.table(probe)
 
@@ -159,6 +160,12 @@ def write_run_report(
         page.image(save_figure(figure, out / f"{quantity}.png"), f"{quantity} vs epoch per layer")
 
     page.heading("Prototype atlas")
+    # The report folder persists across configurations: drop what this run did not make.
+    remove_unplanned(out, [f"prototypes_{layer}.png" for layer in layers], log, pattern="prototypes_*.png")
+    for other in (out / "atlas" / "runs").glob("*"):
+        if other.is_dir() and other.name != run_name:
+            log(f"removing {other}: the atlas of another configuration")
+            shutil.rmtree(other)
     manifest = write_run_part(store, masks, out / "atlas" / "runs" / run_name, name=run_name,
                               thumb_size=settings.thumb_size, log=log)
     write_viewer(out / "atlas", [manifest])

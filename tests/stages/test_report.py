@@ -71,9 +71,12 @@ def test_report_and_comparison_of_both_conditions(tmp_path):
     assert process.returncode == 2 and "report.units: layer1:62 was not extracted" in stderr
     assert (report / "index.html").read_bytes() == before
     (tmp_path / "params.yaml").write_text(params.replace("layer1:62", "layer1:63"))
+    stale = report / "atlas/runs/clrjit-seed1-0123abcd"
+    stale.mkdir()
 
     _micro_run(tmp_path, "keepclr")
-    run_stage("compare", tmp_path, "--out", "comparison")
+    stdout = run_stage("compare", tmp_path, "--out", "comparison")
+    assert "using clrjit seed 1" in stdout and "using keepclr seed 1" in stdout  # it says which runs it used
     comparison = tmp_path / "comparison"
     for name in ("probe.png", "diversity.png", "rate_of_change.png", "consistency.png", "final_probe.csv"):
         assert (comparison / name).is_file(), name
@@ -91,3 +94,4 @@ def test_report_and_comparison_of_both_conditions(tmp_path):
     runs_js = (comparison / "atlas/runs.js").read_text()
     assert '"aug": "clrjit"' in runs_js and '"aug": "keepclr"' in runs_js
     assert len(list((comparison / "atlas/runs").glob("*/manifest.json"))) == 2
+    assert not stale.exists()  # the keepclr report removed the atlas folders of other configurations
