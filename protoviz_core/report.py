@@ -128,8 +128,7 @@ def write_run_report(
 
     page.heading("Development of single units (RF-masked)")
     units = montage_units(store, settings)
-    shown_epochs = select_epochs(epochs, settings.montage_every)
-    shown_epochs = [e for e in shown_epochs if (e - epochs[0]) % settings.montage_every == 0 or e == last]
+    shown_epochs = select_epochs(epochs, settings.montage_every)  # 0, k, 2k, ... and the last
     pictures = []
     for layer, channel in units:
         rows = store.select(layer=layer, channel=channel, repeat=first_repeat, epoch=shown_epochs).sort_values("epoch")
