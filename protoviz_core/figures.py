@@ -17,7 +17,6 @@ import matplotlib
 matplotlib.use("Agg")  # files only; never a window
 
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
@@ -89,28 +88,6 @@ def masked_images(images: torch.Tensor, mask: torch.Tensor | None) -> torch.Tens
     if mask is None:
         return images
     return (images.float() * mask).round().clamp(0, 255).to(torch.uint8)
-
-
-def image_panels(
-    images: dict[str, np.ndarray],
-    *,
-    title: str,
-    columns: int | None = None,
-) -> Figure:
-    """Pictures side by side, each titled with its key: {panel title: (H, W, 3) uint8}."""
-    if not images:
-        raise ValueError(f"{title}: nothing to draw")
-    columns = columns or len(images)
-    rows = -(-len(images) // columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 3.4 * rows), squeeze=False,
-                                constrained_layout=True)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, (name, picture) in zip(axes.flat, images.items()):
-        ax.imshow(picture, interpolation="nearest")
-        ax.set_title(name, fontsize="medium")
-    figure.suptitle(title)
-    return figure
 
 
 def development_montage(
