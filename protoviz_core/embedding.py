@@ -7,65 +7,144 @@ and ImageNet normalisation. Prototypes are compared RF-masked (multiplied
 by their layer's fitted Gaussian mask, paper Sec. 6.3: black outside the receptive
 field) and unmasked.
 
-Weights come from the torch hub cache (downloaded there on first use when online).
-``weights="random"`` builds the same networks untrained: for tests and the offline
-demo only, and it is recorded wherever its numbers go.
+ImageNet networks are built by torchvision's own builders with their weights enums,
+so whatever the builder does beyond ``load_state_dict`` (DenseNet's legacy key
+names, Inception's ``transform_input``, a dropped auxiliary head) is torchvision's
+doing, not a copy of it. The files come from the torch hub cache
+(``$TORCH_HOME/hub/checkpoints``), downloaded there on first use when online, and are
+read with ``weights_only`` loading.
+
+``weights="random"`` builds the same networks untrained, for tests and the offline
+demo only (recorded wherever its numbers go). Their batch-norm statistics are
+measured on seeded noise images, because a freshly initialised network in eval mode
+normalises with running mean 0 and variance 1, so its activations shrink or grow
+layer after layer (untrained MobileNetV2's pooled features are about 1e-9, which
+float16 stores as 0).
 """
 
 from __future__ import annotations
 
+import os
+import pickle
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Iterator
 
 import torch
 import torch.nn.functional as F
 import torchvision
 from torch import nn
 
+from protoviz_core.checks import require_informative
+
 # Bump when a change alters embeddings (e.g. how random weights are drawn): it keys the cache.
-EMBEDDING_VERSION = 2
+EMBEDDING_VERSION = 3
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+_CALIBRATION_IMAGES = 8  # noise images that set an untrained network's batch-norm statistics
 
 
 @dataclass(frozen=True)
 class Network:
-    build: Callable[..., nn.Module]  # torchvision constructor
-    weights: str  # name of its ImageNet weights enum member, e.g. "ResNet50_Weights.IMAGENET1K_V1"
+    weights: str  # member of the network's torchvision weights enum, e.g. "IMAGENET1K_V1"
     head: str  # attribute replaced by nn.Identity so the forward pass returns the pooled features
     dim: int  # embedding dimension
     input_size: int  # side of the network's input in pixels
 
 
+# Keys are torchvision's model names (torchvision.models.get_model).
 NETWORKS: dict[str, Network] = {
-    "resnet50": Network(torchvision.models.resnet50, "ResNet50_Weights.IMAGENET1K_V1", "fc", 2048, 224),
-    "resnet101": Network(torchvision.models.resnet101, "ResNet101_Weights.IMAGENET1K_V1", "fc", 2048, 224),
-    "resnet152": Network(torchvision.models.resnet152, "ResNet152_Weights.IMAGENET1K_V1", "fc", 2048, 224),
-    "inception_v3": Network(torchvision.models.inception_v3, "Inception_V3_Weights.IMAGENET1K_V1", "fc", 2048, 299),
-    "vgg16": Network(torchvision.models.vgg16, "VGG16_Weights.IMAGENET1K_V1", "classifier", 512, 224),
-    "vgg19": Network(torchvision.models.vgg19, "VGG19_Weights.IMAGENET1K_V1", "classifier", 512, 224),
-    "densenet121": Network(torchvision.models.densenet121, "DenseNet121_Weights.IMAGENET1K_V1", "classifier", 1024, 224),
-    "densenet169": Network(torchvision.models.densenet169, "DenseNet169_Weights.IMAGENET1K_V1", "classifier", 1664, 224),
-    "densenet201": Network(torchvision.models.densenet201, "DenseNet201_Weights.IMAGENET1K_V1", "classifier", 1920, 224),
-    "mobilenet_v2": Network(torchvision.models.mobilenet_v2, "MobileNet_V2_Weights.IMAGENET1K_V1", "classifier", 1280, 224),
+    "resnet50": Network("IMAGENET1K_V1", "fc", 2048, 224),
+    "resnet101": Network("IMAGENET1K_V1", "fc", 2048, 224),
+    "resnet152": Network("IMAGENET1K_V1", "fc", 2048, 224),
+    "inception_v3": Network("IMAGENET1K_V1", "fc", 2048, 299),
+    "vgg16": Network("IMAGENET1K_V1", "classifier", 512, 224),
+    "vgg19": Network("IMAGENET1K_V1", "classifier", 512, 224),
+    "densenet121": Network("IMAGENET1K_V1", "classifier", 1024, 224),
+    "densenet169": Network("IMAGENET1K_V1", "classifier", 1664, 224),
+    "densenet201": Network("IMAGENET1K_V1", "classifier", 1920, 224),
+    "mobilenet_v2": Network("IMAGENET1K_V1", "classifier", 1280, 224),
 }
 SPACES = ("pixel", *NETWORKS)
 
 
 class WeightsError(FileNotFoundError):
-    """Pretrained weights are neither cached nor downloadable; says which file and how."""
+    """Pretrained weights are neither cached nor downloadable, or unreadable; says which file and how."""
 
 
-def _weights_enum(network: Network):
-    enum_name, member = network.weights.split(".")
-    return getattr(torchvision.models, enum_name)[member]
+def imagenet_weights(name: str) -> torchvision.models.WeightsEnum:
+    """The torchvision weights enum member of network ``name`` (its URL, transforms, metadata)."""
+    return torchvision.models.get_model_weights(name)[NETWORKS[name].weights]
 
 
 def weights_file(name: str) -> Path:
     """Where the torch hub cache keeps ``name``'s ImageNet weights."""
-    url = _weights_enum(NETWORKS[name]).url
-    return Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(imagenet_weights(name).url).name
+
+
+@contextmanager
+def _weights_only_loading() -> Iterator[None]:
+    """Make every ``torch.load`` inside refuse pickled code, as if called with ``weights_only=True``.
+
+    torchvision's builders load hub files with ``weights_only=False``; PyTorch's own
+    switch ``TORCH_FORCE_WEIGHTS_ONLY_LOAD`` overrides that for the builder's call.
+    """
+    previous = os.environ.get("TORCH_FORCE_WEIGHTS_ONLY_LOAD")
+    os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"]
+        else:
+            os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = previous
+
+
+def _build_imagenet(name: str) -> nn.Module:
+    """torchvision's builder with its ImageNet weights enum (hub cache; hash-checked download)."""
+    path, url = weights_file(name), imagenet_weights(name).url
+    try:
+        with _weights_only_loading():
+            model = torchvision.models.get_model(name, weights=imagenet_weights(name))
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
+        reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+        if path.is_file():
+            raise WeightsError(
+                f"{path}: not loadable as {name}'s ImageNet weights ({reason}); delete it and fetch {url} again"
+            ) from None
+        raise WeightsError(
+            f"{path}: ImageNet weights of {name} not cached and the download failed ({reason}); "
+            f"fetch {url} into {path.parent}, or set embed.weights: random for an offline demo"
+        ) from None
+    if name == "inception_v3":  # its builder insists on loading the auxiliary head; it is never read here
+        model.aux_logits, model.AuxLogits = False, None
+    return model
+
+
+def random_network(name: str) -> nn.Module:
+    """Network ``name`` with seeded random weights and batch-norm statistics of noise, eval mode.
+
+    The same in every run (tests and the offline demo only). Inception is built as
+    torchvision builds it for ImageNet weights (``transform_input=True``), without
+    its auxiliary head.
+    """
+    extra = {"aux_logits": False, "init_weights": False, "transform_input": True} if name == "inception_v3" else {}
+    size = NETWORKS[name].input_size
+    with torch.random.fork_rng():  # seeded here, whatever the caller's random state
+        torch.manual_seed(0)
+        model = torchvision.models.get_model(name, weights=None, **extra)
+        noise = torch.rand(_CALIBRATION_IMAGES, 3, size, size)
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # cumulative average over the calibration batch
+    model.train()
+    with torch.no_grad():
+        model(_normalise(noise))
+    for norm in norms:
+        norm.momentum = 0.1
+    return model.eval()
 
 
 def load_network(name: str, weights: str = "imagenet") -> nn.Module:
@@ -73,40 +152,35 @@ def load_network(name: str, weights: str = "imagenet") -> nn.Module:
 
     Args:
         name: one of :data:`NETWORKS`.
-        weights: ``imagenet`` (hub cache, downloaded when missing and online) or
-            ``random`` (untrained, seeded so runs agree; tests and offline demos only).
+        weights: ``imagenet`` (torchvision's builder and weights enum; hub cache,
+            downloaded when missing and online) or ``random`` (:func:`random_network`;
+            tests and offline demos only).
 
     Raises:
         ValueError: unknown name or weights.
-        WeightsError: ImageNet weights not cached and not downloadable.
+        WeightsError: ImageNet weights not cached and not downloadable, or unloadable.
     """
     if name not in NETWORKS:
         raise ValueError(f"unknown embedding network {name!r}; choose from {', '.join(NETWORKS)}")
-    network = NETWORKS[name]
-    extra = {"aux_logits": False, "init_weights": False} if name == "inception_v3" else {}
-    with torch.random.fork_rng():  # "random" weights are the same in every run: seeded here
-        torch.manual_seed(0)
-        model = network.build(weights=None, **extra)
     if weights == "imagenet":
-        url = _weights_enum(network).url
-        try:
-            state = torch.hub.load_state_dict_from_url(url, progress=False, weights_only=True)
-        except Exception as exc:
-            raise WeightsError(
-                f"{weights_file(name)}: ImageNet weights of {name} not cached and the download failed "
-                f"({type(exc).__name__}: {exc}); fetch {url} into {weights_file(name).parent}, "
-                "or set embed.weights: random for an offline demo"
-            ) from None
-        state = {k: v for k, v in state.items() if not k.startswith("AuxLogits.")}
-        model.load_state_dict(state)
-    elif weights != "random":
+        model = _build_imagenet(name)
+    elif weights == "random":
+        model = random_network(name)
+    else:
         raise ValueError(f"weights must be 'imagenet' or 'random', got {weights!r}")
-    setattr(model, network.head, nn.Identity())
+    setattr(model, NETWORKS[name].head, nn.Identity())
     if name.startswith("vgg"):
         # VGG pools to 7x7 before its classifier; the global average over that map is
         # the equivalent of ResNet's avgpool (512-d instead of 25,088).
         model.avgpool = nn.AdaptiveAvgPool2d(1)
     return model.eval()
+
+
+def _normalise(images: torch.Tensor) -> torch.Tensor:
+    """(B, 3, s, s) in [0, 1] -> ImageNet-normalised."""
+    mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=images.device).view(1, 3, 1, 1)
+    return (images - mean) / std
 
 
 def embed_images(
@@ -141,11 +215,15 @@ def embed_images(
             continue
         size = NETWORKS[space].input_size
         batch = F.interpolate(batch, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-        mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
-        std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
         with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            out.append(network.to(device)((batch - mean) / std).float().flatten(start_dim=1).cpu())
+            out.append(network.to(device)(_normalise(batch)).float().flatten(start_dim=1).cpu())
     return torch.cat(out)
+
+
+def stored_dtype(space: str) -> torch.dtype:
+    """How a space's vectors are stored: pixel values (k/255 times a mask in [0, 1]) fit
+    float16; network features have any scale, so they keep float32."""
+    return torch.float16 if space == "pixel" else torch.float32
 
 
 def embed_epoch(
@@ -165,17 +243,26 @@ def embed_epoch(
         masks: {layer: (S, S) RF mask} for this epoch.
 
     Returns:
-        {"<layer>/r<repeat>/plain": float16 (C, D), "<layer>/r<repeat>/masked": ...,
-        "<layer>/r<repeat>/channels": int64 (C,)}, channels in ascending order.
+        {"<layer>/r<repeat>/plain": (C, D), "<layer>/r<repeat>/masked": ...,
+        "<layer>/r<repeat>/channels": int64 (C,)}, channels in ascending order; vectors
+        in :func:`stored_dtype`.
+
+    Raises:
+        DegenerateError: a mask or a set of vectors is NaN/inf, all zero, or the same
+            for every prototype (nothing is returned, so nothing is written).
     """
     vectors = {}
     rows_of_epoch = store.select(epoch=epoch)
+    for layer, mask in masks.items():
+        require_informative(mask, f"RF mask of epoch {epoch}, {layer} (rfmask stage)", items_must_differ=False)
     for (layer, repeat), rows in rows_of_epoch.groupby(["layer", "repeat"]):
         rows = rows.sort_values("channel")
         images = store.images(rows)
         prefix = f"{layer}/r{repeat}"
         for kind, mask in (("plain", None), ("masked", masks[layer])):
             embedded = embed_images(images, space, network=network, mask=mask, batch_size=batch_size, device=device)
-            vectors[f"{prefix}/{kind}"] = embedded.half()
+            stored = embedded.to(stored_dtype(space))
+            require_informative(stored, f"{space} embeddings of epoch {epoch}, {layer}, repeat {repeat} ({kind})")
+            vectors[f"{prefix}/{kind}"] = stored
         vectors[f"{prefix}/channels"] = torch.as_tensor(rows["channel"].to_numpy().copy())
     return vectors

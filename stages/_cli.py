@@ -7,14 +7,19 @@ import sys
 from typing import Callable, Sequence
 
 from protoviz_core.checkpoints import CheckpointError
+from protoviz_core.checks import DegenerateError
 from protoviz_core.comparison import ComparisonError
 from protoviz_core.config import ParamsError
 from protoviz_core.devices import DeviceError
+from protoviz_core.embedding import WeightsError
 from protoviz_core.report import ReportError
 from protoviz_core.stl10 import DatasetError
 
 # Errors whose message already says what is wrong and how to fix it: no traceback.
-USER_ERRORS = (ParamsError, DatasetError, CheckpointError, DeviceError, ReportError, ComparisonError)
+USER_ERRORS = (
+    ParamsError, DatasetError, CheckpointError, DeviceError, ReportError, ComparisonError, WeightsError,
+    DegenerateError,
+)
 
 
 def parser(description: str) -> argparse.ArgumentParser:

@@ -31,3 +31,23 @@ def tiny_images() -> np.ndarray:
 @pytest.fixture
 def tiny_train() -> TrainParams:
     return TrainParams(epochs=2, batch_size=32, num_workers=0, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def published_torch_home(tmp_path_factory):
+    """A TORCH_HOME whose hub cache holds all ten embedding networks' files in their published format."""
+    import os
+
+    from tests.published_weights import write_published_imagenet
+
+    home = tmp_path_factory.mktemp("torch_home")
+    previous = os.environ.get("TORCH_HOME")
+    os.environ["TORCH_HOME"] = str(home)
+    try:
+        write_published_imagenet()
+    finally:
+        if previous is None:
+            del os.environ["TORCH_HOME"]
+        else:
+            os.environ["TORCH_HOME"] = previous
+    return home
