@@ -125,7 +125,10 @@ class ExtractParams(_Section):
     layers: list[str] = list(DEFAULT_LAYERS)
     channels_per_layer: Optional[int] = Field(None, ge=1)  # evenly spaced subset; null = all
     repeats: int = Field(2, ge=1)  # independent evolutions per channel (distinct seeds)
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0)  # with the run's seed, epoch, layer and repeat it seeds each shard
+    # false: every epoch draws independent noise (like the repeats); true: all epochs of a
+    # (layer, channel, repeat) share theirs (common random numbers; lowers rate of change's noise floor)
+    common_streams: bool = False
     generator: Literal["deepsim_fc6", "fourier", "pixel"] = "fourier"  # the paper: deepsim_fc6
     generator_weights: Optional[str] = None  # deepsim_fc6: path to upconvGAN_fc6.pt
     cma_steps: int = Field(20, ge=0)  # evolution generations

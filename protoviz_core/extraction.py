@@ -4,6 +4,13 @@ Paper Sec. 2.2 and 6.2: for each saved epoch, every channel of the chosen layers
 synthesised (:func:`~protoviz_core.synthesis.synthesize`), twice with independent
 seeds ("evolution repeats") to measure re-evolution consistency.
 
+Randomness: each shard has its own seed (:func:`shard_seed`), a hash of the run's
+training seed, ``extract.seed``, epoch, layer and repeat, and inside it every channel
+has its own streams. So consecutive epochs draw independent noise, just as the two
+repeats do, and rate of change (epoch vs next epoch) and re-evolution consistency
+(repeat vs repeat) are measured alike. ``common_streams`` instead gives every epoch
+of a (layer, channel, repeat) the same random numbers (common random numbers).
+
 The unit of work is a shard (one epoch, layer and repeat). A shard is skipped when
 its file is complete and was made by the same configuration, so a killed run redoes
 only what is missing, a changed configuration redoes everything it changes, and a
@@ -25,6 +32,7 @@ import torch
 from protoviz_core.checkpoints import load_backbone, select_epochs
 from protoviz_core.outputs import remove_unplanned
 from protoviz_core.rfield import spaced_channels
+from protoviz_core.rng import derive_seed
 from protoviz_core.store import SHARDS_DIR, ShardId, shard_is_complete, write_shard
 from protoviz_core.synthesis import synthesize
 from protoviz_core.units import channel_count
@@ -51,7 +59,7 @@ class ShardTask:
     shard: ShardId
     checkpoint: str  # path of the epoch's checkpoint
     key: str  # identity of the configuration that makes this shard
-    seed: int  # this repeat's seed
+    seed: int  # this shard's seed (shard_seed)
     channels_per_layer: int | None  # evenly spaced subset; None = all channels
     settings: SynthesisSettings
 
@@ -72,9 +80,14 @@ def choose_epochs(available: Sequence[int], spec: str | int | list[int]) -> list
     return sorted(set(spec))
 
 
-def repeat_seed(seed: int, repeat: int) -> int:
-    """Independent seed of evolution repeat ``repeat`` (1-based)."""
-    return seed + 1_000 * repeat
+def shard_seed(run_seed: int, extract_seed: int, shard: ShardId, *, common_streams: bool = False) -> int:
+    """The synthesis seed of one shard: independent for every (run seed, epoch, layer, repeat).
+
+    With ``common_streams`` the epoch is left out, so every epoch of a (layer,
+    repeat) shares its random numbers (channels still have their own streams).
+    """
+    epoch = "every epoch" if common_streams else shard.epoch
+    return derive_seed("prototypes", run_seed, extract_seed, epoch, shard.layer, shard.repeat)
 
 
 def plan(
@@ -83,22 +96,31 @@ def plan(
     layers: Sequence[str],
     repeats: int,
     *,
+    run_seed: int,
     seed: int,
     training_hash: str,
     channels_per_layer: int | None,
     settings: SynthesisSettings,
+    common_streams: bool = False,
 ) -> list[ShardTask]:
-    """One task per (epoch, layer, repeat), keyed by everything that shapes its result."""
-    config = json.dumps({"settings": asdict(settings), "channels": channels_per_layer, "seed": seed},
-                        sort_keys=True)
+    """One task per (epoch, layer, repeat), keyed by everything that shapes its result.
+
+    Args:
+        run_seed: the training seed of the run (params ``seed``).
+        seed: ``extract.seed``.
+        common_streams: see :func:`shard_seed`.
+    """
+    config = json.dumps({"settings": asdict(settings), "channels": channels_per_layer}, sort_keys=True)
     tasks = []
     for epoch in epochs:
         for layer in layers:
             for repeat in range(1, repeats + 1):
-                identity = f"{training_hash}:{epoch}:{layer}:{repeat}:{config}"
+                shard = ShardId(epoch, layer, repeat)
+                synthesis_seed = shard_seed(run_seed, seed, shard, common_streams=common_streams)
+                identity = f"{training_hash}:{epoch}:{layer}:{repeat}:{synthesis_seed}:{config}"
                 tasks.append(ShardTask(
-                    shard=ShardId(epoch, layer, repeat), checkpoint=str(checkpoints[epoch]),
-                    key=hashlib.sha256(identity.encode()).hexdigest()[:24], seed=repeat_seed(seed, repeat),
+                    shard=shard, checkpoint=str(checkpoints[epoch]),
+                    key=hashlib.sha256(identity.encode()).hexdigest()[:24], seed=synthesis_seed,
                     channels_per_layer=channels_per_layer, settings=settings,
                 ))
     return tasks

@@ -13,6 +13,7 @@ All arithmetic stays below 2**63 in int64, so it is exact on every device.
 
 from __future__ import annotations
 
+import hashlib
 import math
 
 import torch
@@ -69,3 +70,14 @@ def keyed_normal(keys: torch.Tensor, step: int, shape: tuple[int, ...], dtype=to
 def stream_keys(seed: int, ids: torch.Tensor) -> torch.Tensor:
     """Keys for ``ids`` (e.g. channel indices) under ``seed``: int64 (K,) in [0, 2**31)."""
     return (seed * 1_000_003 + ids.to(torch.int64) * 7919) % (2**31 - 1)
+
+
+def derive_seed(*parts: int | str) -> int:
+    """A seed in [0, 2**31) that is a stable hash of ``parts`` (ints and strings).
+
+    Seeds derived from different parts are unrelated (not neighbours that could
+    share streams), e.g. ``derive_seed(run_seed, epoch, "layer3", repeat)`` for a
+    shard, then ``derive_seed(shard_seed, "start")`` for one use inside it.
+    """
+    text = "\x1f".join(f"{type(part).__name__}:{part}" for part in parts)
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little") & 0x7FFFFFFF

@@ -26,7 +26,7 @@ from torch import nn
 
 from protoviz_core.cmaes import BatchedCMAES
 from protoviz_core.generators import Generator, make_generator
-from protoviz_core.rng import stream_keys
+from protoviz_core.rng import derive_seed, stream_keys
 from protoviz_core.simclr import NORMALIZE
 from protoviz_core.units import centre_activation, channel_count, check_channels, layer_reader
 
@@ -35,8 +35,17 @@ ImageTransform = Callable[[torch.Tensor], torch.Tensor]
 # (best so far in the evolution stages, current in the gradient stage). For progress and timing.
 Monitor = Callable[[str, int, torch.Tensor], None]
 
-# Stream offset for the codes re-drawn for silent channels: independent of the first draw.
-_REDRAW_SEED_OFFSET = 7_777_777
+# Every use of randomness has its own stream, derived from the call's seed and the use's
+# name: the start codes must not be the numbers the first CMA-ES generation samples with,
+# and re-drawn codes must not repeat the first draw.
+STREAMS = ("start", "evolution", "redraw start", "redraw evolution")
+
+
+def stream_seed(seed: int, use: str) -> int:
+    """The seed of one use of randomness (one of :data:`STREAMS`) under ``seed``."""
+    if use not in STREAMS:
+        raise ValueError(f"unknown stream {use!r}; one of {STREAMS}")
+    return derive_seed(seed, use)
 
 
 @dataclass
@@ -159,8 +168,10 @@ def synthesize(
         cma_steps, cma_popsize, cma_sigma: the evolution stage (generations,
             samples per channel and generation, initial step size in latent units).
         adam_steps, adam_lr: the gradient stage.
-        seed: channel c's random stream is a function of (seed, c) only, so a
-            channel gets the same prototype alone or in any batch.
+        seed: channel c's random streams are functions of (seed, c) only, so a
+            channel gets the same prototype alone or in any batch. Start codes,
+            evolution samples and re-draws each use their own stream
+            (:func:`stream_seed`).
         device: default CUDA when available. On CUDA: bfloat16 autocast and
             channels_last; on the CPU: float32.
         max_batch: most images per forward pass (channels x samples); default all.
@@ -196,9 +207,9 @@ def synthesize(
     try:
         with layer_reader(model, layer) as read:
             objective = _Objective(read, prior, normalize or NORMALIZE, max_batch or 1 << 62, device, use_amp)
-            start = prior.sample(stream_keys(seed, channel_index), step=0).to(device)
-            codes, evolved = _evolve(objective, start, channel_index, sigma=cma_sigma,
-                                     popsize=cma_popsize, steps=cma_steps, seed=seed, monitor=monitor)
+            start = prior.sample(stream_keys(stream_seed(seed, "start"), channel_index), step=0).to(device)
+            codes, evolved = _evolve(objective, start, channel_index, sigma=cma_sigma, popsize=cma_popsize,
+                                     steps=cma_steps, seed=stream_seed(seed, "evolution"), monitor=monitor)
             silent = (evolved <= 0).nonzero().flatten() if redraw_dead else torch.zeros(0, dtype=torch.int64)
             if len(silent):
                 codes, evolved = _redraw(objective, prior, codes, evolved, silent, channel_index,
@@ -233,10 +244,9 @@ def _redraw(objective, prior, codes, evolved, silent, channels, *, sigma, popsiz
     Index assignment (``codes[silent] = ...``) writes into ``codes`` itself; masked
     copies would silently discard the new codes.
     """
-    redraw_seed = seed + _REDRAW_SEED_OFFSET
-    fresh = prior.sample(stream_keys(redraw_seed, channels[silent]), step=0).to(codes.device)
-    new_codes, new_best = _evolve(objective, fresh, channels[silent], sigma=sigma, popsize=popsize,
-                                  steps=steps, seed=redraw_seed, monitor=monitor, stage="redraw")
+    fresh = prior.sample(stream_keys(stream_seed(seed, "redraw start"), channels[silent]), step=0).to(codes.device)
+    new_codes, new_best = _evolve(objective, fresh, channels[silent], sigma=sigma, popsize=popsize, steps=steps,
+                                  seed=stream_seed(seed, "redraw evolution"), monitor=monitor, stage="redraw")
     codes, evolved = codes.clone(), evolved.clone()
     codes[silent] = new_codes
     evolved[silent] = new_best

@@ -42,8 +42,9 @@ def extract(argv=None) -> None:
         adam_lr=x.adam_lr, max_batch=x.max_batch, device=str(resolve_device(x.device)),
     )
     trained_by = read_checkpoint(checkpoints[max(checkpoints)], mmap=True)["training_hash"]
-    tasks = plan(checkpoints, epochs, x.layers, x.repeats, seed=x.seed, training_hash=trained_by,
-                 channels_per_layer=x.channels_per_layer, settings=settings)
+    tasks = plan(checkpoints, epochs, x.layers, x.repeats, run_seed=params.seed, seed=x.seed,
+                 training_hash=trained_by, channels_per_layer=x.channels_per_layer, settings=settings,
+                 common_streams=x.common_streams)
     remove_stale_shards(args.store, tasks, print)
     todo = pending(args.store, tasks)
 

@@ -6,7 +6,9 @@ import torch
 
 from protoviz_core.checkpoints import list_checkpoints
 from protoviz_core.config import TrainParams
-from protoviz_core.extraction import SynthesisSettings, choose_epochs, execute, pending, plan, remove_stale_shards
+from protoviz_core.extraction import (
+    ShardTask, SynthesisSettings, choose_epochs, execute, pending, plan, remove_stale_shards,
+)
 from protoviz_core.store import build_index, open_prototypes, shard_path
 from protoviz_core.training import train_simclr
 from tests.helpers import TINY_IMAGE_SIZE
@@ -31,7 +33,7 @@ def checkpoints(tmp_path_factory):
 
 
 def _tasks(checkpoints, settings=SETTINGS, layers=("layer1", "layer2")):
-    return plan(checkpoints, sorted(checkpoints), list(layers), 2, seed=0, training_hash="t",
+    return plan(checkpoints, sorted(checkpoints), list(layers), 2, run_seed=1, seed=0, training_hash="t",
                 channels_per_layer=3, settings=settings)
 
 
@@ -87,6 +89,39 @@ def test_dropped_layer_removes_its_shards(tmp_path, checkpoints):
     _extract(tmp_path, _tasks(checkpoints))
     _, index = _extract(tmp_path, _tasks(checkpoints, layers=("layer1",)))
     assert set(index.layer) == {"layer1"} and all("layer2" not in p for p in _stamps(tmp_path))
+
+
+def test_every_epoch_layer_and_repeat_draws_independent_noise(tmp_path, checkpoints):
+    tasks = _tasks(checkpoints)  # 2 epochs x 2 layers x 2 repeats
+    assert len({task.seed for task in tasks}) == len(tasks)
+    other_run = plan(checkpoints, sorted(checkpoints), ["layer1", "layer2"], 2, run_seed=2, seed=0,
+                     training_hash="t", channels_per_layer=3, settings=SETTINGS)
+    assert not {task.seed for task in tasks} & {task.seed for task in other_run}
+    # The same channel at consecutive epochs starts from unrelated codes (no common random numbers).
+    layer1_r1 = [task for task in tasks if task.shard.layer == "layer1" and task.shard.repeat == 1]
+    no_search = SynthesisSettings(**{**SETTINGS.__dict__, "cma_steps": 0, "adam_steps": 0})
+    starts = []
+    for task in layer1_r1:
+        execute([ShardTask(**{**task.__dict__, "settings": no_search})], tmp_path)
+        starts.append(_shard_latents(tmp_path, task.shard))
+    cosine = torch.nn.functional.cosine_similarity(starts[0], starts[1], dim=1)  # (3,) per channel
+    assert cosine.abs().max() < 0.1
+
+
+def test_common_streams_share_noise_across_epochs_only(checkpoints):
+    tasks = plan(checkpoints, sorted(checkpoints), ["layer1", "layer2"], 2, run_seed=1, seed=0, training_hash="t",
+                 channels_per_layer=3, settings=SETTINGS, common_streams=True)
+    by_shard = {(t.shard.epoch, t.shard.layer, t.shard.repeat): t.seed for t in tasks}
+    assert by_shard[(0, "layer1", 1)] == by_shard[(1, "layer1", 1)]
+    assert len({by_shard[(0, layer, r)] for layer in ("layer1", "layer2") for r in (1, 2)}) == 4
+    assert {t.key for t in tasks}.isdisjoint(t.key for t in _tasks(checkpoints))  # a different result
+
+
+def _shard_latents(store, shard) -> torch.Tensor:
+    """(C, d) latents of one shard, channels in ascending order."""
+    from protoviz_core.store import read_shard
+
+    return read_shard(shard_path(store, shard))["latents"].float()
 
 
 def test_listed_epochs_must_exist():

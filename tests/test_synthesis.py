@@ -7,7 +7,7 @@ from torch import nn
 from protoviz_core.generators import make_generator
 from protoviz_core.rng import stream_keys
 from protoviz_core import synthesize
-from protoviz_core.synthesis import _REDRAW_SEED_OFFSET
+from protoviz_core.synthesis import stream_seed
 
 SIZE = 16
 SCHEDULE = dict(image_size=SIZE, cma_steps=4, cma_popsize=8, cma_sigma=1.0, adam_steps=10, adam_lr=0.05,
@@ -71,8 +71,8 @@ def test_silent_channel_gets_really_redrawn_codes():
     assert result.redrawn[4] and result.dead[4]
     assert not result.dead[[0, 1, 2, 3, 5]].any()  # the others respond (re-drawn or not)
     prior = make_generator("pixel", SIZE)
-    first_draw = prior.sample(stream_keys(2, torch.tensor([4])))[0]
-    second_draw = prior.sample(stream_keys(2 + _REDRAW_SEED_OFFSET, torch.tensor([4])))[0]
+    first_draw = prior.sample(stream_keys(stream_seed(2, "start"), torch.tensor([4])))[0]
+    second_draw = prior.sample(stream_keys(stream_seed(2, "redraw start"), torch.tensor([4])))[0]
     assert not torch.equal(result.latents[4], first_draw)
     torch.testing.assert_close(result.latents[4], second_draw)  # the re-drawn code was kept
 
@@ -115,3 +115,31 @@ def test_model_is_left_as_it_was():
     synthesize(model, "conv2", [0], generator="pixel", seed=0, **SCHEDULE)
     assert model.training and all(p.requires_grad for p in model.parameters())
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_start_codes_and_evolution_noise_are_independent(monkeypatch):
+    """The first generation's noise must not be the start code again (it was: cosine 0.5)."""
+    import protoviz_core.synthesis as synthesis_module
+
+    seen = {}
+
+    class Recording(synthesis_module.BatchedCMAES):
+        def ask(self):
+            samples = super().ask()
+            if self.generation == 0:
+                seen["start"], seen["noise"] = self.mean.clone(), self._z.clone()  # (N, n), (N, P, n)
+            return samples
+
+    monkeypatch.setattr(synthesis_module, "BatchedCMAES", Recording)
+    synthesize(_cnn(), "conv2", generator="pixel", seed=5, redraw_dead=False, **{**SCHEDULE, "cma_steps": 1})
+    start = torch.nn.functional.normalize(seen["start"], dim=1)[:, None, :]  # (N, 1, n)
+    noise = torch.nn.functional.normalize(seen["noise"], dim=2)  # (N, P, n)
+    cosine = (start * noise).sum(dim=2)  # (N, P)
+    assert cosine.abs().max() < 0.15, cosine  # 1/sqrt(n) scale for independent vectors
+
+
+def test_stream_seeds_differ_by_use():
+    seeds = {use: stream_seed(3, use) for use in ("start", "evolution", "redraw start", "redraw evolution")}
+    assert len(set(seeds.values())) == 4
+    with pytest.raises(ValueError, match="start"):
+        stream_seed(3, "begin")
