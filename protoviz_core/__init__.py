@@ -22,6 +22,7 @@ The library behind the DVC stages in ``stages/``. Modules, one concept each:
 - ``probe``        linear probes on frozen features
 - ``rfield``       gradient receptive fields and fitted Gaussian masks
 - ``embedding``    prototypes in pixel space and ImageNet networks
+- ``checks``       refuse NaN, all-zero or constant results before they are written
 - ``distance``     diversity, rate of change, re-evolution consistency
 - ``figures``      the paper's figures (matplotlib): curves per layer, montages
 - ``htmlpage``     self-contained HTML pages (figures inlined)

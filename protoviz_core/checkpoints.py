@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -63,6 +63,22 @@ def select_epochs(available: list[int], every: int) -> list[int]:
     ordered = sorted(available)
     chosen = {e for e in ordered if (e - ordered[0]) % every == 0} | {ordered[0], ordered[-1]}
     return sorted(chosen)
+
+
+def choose_epochs(available: Sequence[int], spec: str | int | list[int], key: str = "extract.epochs") -> list[int]:
+    """``"all"``, a stride k (:func:`select_epochs`: every k-th, first and last always), or a list.
+
+    Raises:
+        ValueError: a listed epoch is not in ``available``; names ``key``.
+    """
+    if spec == "all":
+        return sorted(available)
+    if isinstance(spec, int):
+        return select_epochs(list(available), spec)
+    missing = sorted(set(spec) - set(available))
+    if missing:
+        raise ValueError(f"{key}: epochs {missing} are not available; available: {sorted(available)}")
+    return sorted(set(spec))
 
 
 def read_checkpoint(path: str | Path, *, mmap: bool = False) -> dict[str, Any]:

@@ -185,8 +185,18 @@ class ReportParams(_Section):
     # evenly spaced extracted channels of every extracted layer.
     units: Optional[list[str]] = None
     units_per_layer: int = Field(2, ge=1)
-    montage_every: int = Field(10, ge=1)  # montage columns: every k-th epoch from the first, and the last
+    # montage columns: a stride k (every k-th epoch from the first, and the last) or a list of epochs
+    montage_epochs: Union[int, list[int]] = 10
     thumb_size: int = Field(64, ge=8, le=512)  # atlas thumbnail side in pixels (never above the prototypes')
+
+    @field_validator("montage_epochs")
+    @classmethod
+    def _montage_stride_positive(cls, value: Union[int, list[int]]) -> Union[int, list[int]]:
+        if isinstance(value, int) and value < 1:
+            raise ValueError(f"report.montage_epochs: a stride must be >= 1, got {value}")
+        if isinstance(value, list) and not value:
+            raise ValueError("report.montage_epochs: list at least one epoch, or give a stride")
+        return value
 
     @field_validator("units")
     @classmethod

@@ -16,7 +16,7 @@ read with ``weights_only`` loading.
 
 ``weights="random"`` builds the same networks untrained, for tests and the offline
 demo only (recorded wherever its numbers go). Their batch-norm statistics are
-measured on seeded noise images, because a freshly initialised network in eval mode
+measured on seeded noise images of many scales, because a freshly initialised network in eval mode
 normalises with running mean 0 and variance 1, so its activations shrink or grow
 layer after layer (untrained MobileNetV2's pooled features are about 1e-9, which
 float16 stores as 0).
@@ -42,7 +42,6 @@ from protoviz_core.checks import require_informative
 EMBEDDING_VERSION = 3
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-_CALIBRATION_IMAGES = 8  # noise images that set an untrained network's batch-norm statistics
 
 
 @dataclass(frozen=True)
@@ -134,7 +133,7 @@ def random_network(name: str) -> nn.Module:
     with torch.random.fork_rng():  # seeded here, whatever the caller's random state
         torch.manual_seed(0)
         model = torchvision.models.get_model(name, weights=None, **extra)
-        noise = torch.rand(_CALIBRATION_IMAGES, 3, size, size)
+        noise = _multiscale_noise(size)
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     for norm in norms:
         norm.reset_running_stats()
@@ -145,6 +144,19 @@ def random_network(name: str) -> nn.Module:
     for norm in norms:
         norm.momentum = 0.1
     return model.eval()
+
+
+def _multiscale_noise(size: int) -> torch.Tensor:
+    """(8, 3, size, size) uniform noise drawn at 4 to 128 px and upsampled: smooth and fine images.
+
+    White noise alone calibrates batch norm to fine texture only, and smooth images
+    (prototypes are smooth) then fall below every ReLU threshold of an untrained
+    DenseNet, which maps them all to one vector.
+    """
+    return torch.cat([
+        F.interpolate(torch.rand(1, 3, side, side), size=(size, size), mode="bilinear", align_corners=False)
+        for side in (4, 8, 16, 32, 48, 64, 96, 128)
+    ])
 
 
 def load_network(name: str, weights: str = "imagenet") -> nn.Module:

@@ -29,7 +29,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from protoviz_core.checkpoints import load_backbone, select_epochs
+from protoviz_core.checkpoints import load_backbone
 from protoviz_core.outputs import remove_unplanned
 from protoviz_core.rfield import spaced_channels
 from protoviz_core.rng import derive_seed
@@ -62,22 +62,6 @@ class ShardTask:
     seed: int  # this shard's seed (shard_seed)
     channels_per_layer: int | None  # evenly spaced subset; None = all channels
     settings: SynthesisSettings
-
-
-def choose_epochs(available: Sequence[int], spec: str | int | list[int]) -> list[int]:
-    """``"all"``, a stride k (every k-th, first and last always), or an explicit list.
-
-    Raises:
-        ValueError: a listed epoch has no checkpoint.
-    """
-    if spec == "all":
-        return sorted(available)
-    if isinstance(spec, int):
-        return select_epochs(list(available), spec)
-    missing = sorted(set(spec) - set(available))
-    if missing:
-        raise ValueError(f"extract.epochs: no checkpoint for epochs {missing}; available {sorted(available)}")
-    return sorted(set(spec))
 
 
 def shard_seed(run_seed: int, extract_seed: int, shard: ShardId, *, common_streams: bool = False) -> int:

@@ -3,7 +3,7 @@
 Run report (paper Fig. 1-8 for one run), in ``<out>/``:
 
     prototypes_<layer>.png   every extracted channel at the last epoch, RF-masked (Fig. 1)
-    development.png          chosen units x epochs 0, k, 2k, ... and the last (Fig. 3, 8)
+    development.png          chosen units x epochs 0, k, 2k, ... and the last, or listed ones (Fig. 3, 8)
     probe.png                linear-probe accuracy vs epoch, three readouts (Fig. 4A)
     diversity.png, rate_of_change.png, consistency.png
                              per layer vs epoch in the configured space and metric (Fig. 2, 5-7)
@@ -26,7 +26,7 @@ import pandas as pd
 import torch
 
 from protoviz_core.atlas import write_run_part, write_viewer
-from protoviz_core.checkpoints import select_epochs
+from protoviz_core.checkpoints import choose_epochs
 from protoviz_core.comparison import RunSelection, final_values, mean_sem
 from protoviz_core.config import DistanceParams, ReportParams
 from protoviz_core.figures import (
@@ -128,7 +128,10 @@ def write_run_report(
 
     page.heading("Development of single units (RF-masked)")
     units = montage_units(store, settings)
-    shown_epochs = select_epochs(epochs, settings.montage_every)  # 0, k, 2k, ... and the last
+    try:  # a stride (0, k, 2k, ... and the last) or the listed epochs
+        shown_epochs = choose_epochs(epochs, settings.montage_epochs, key="report.montage_epochs")
+    except ValueError as exc:
+        raise ReportError(f"{exc} (extracted epochs)") from None
     pictures = []
     for layer, channel in units:
         rows = store.select(layer=layer, channel=channel, repeat=first_repeat, epoch=shown_epochs).sort_values("epoch")

@@ -12,10 +12,10 @@ import time
 import mlflow
 from tqdm import tqdm
 
-from protoviz_core.checkpoints import read_checkpoint, require_checkpoints
+from protoviz_core.checkpoints import choose_epochs, read_checkpoint, require_checkpoints
 from protoviz_core.config import ParamsError, load_params
 from protoviz_core.devices import resolve_device
-from protoviz_core.extraction import SynthesisSettings, choose_epochs, execute, pending, plan, remove_stale_shards
+from protoviz_core.extraction import SynthesisSettings, execute, pending, plan, remove_stale_shards
 from protoviz_core.montage import grid
 from protoviz_core.outputs import write_json
 from protoviz_core.store import build_index, open_prototypes

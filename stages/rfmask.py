@@ -9,6 +9,7 @@ import mlflow
 from tqdm import tqdm
 
 from protoviz_core.checkpoints import load_backbone, read_checkpoint, require_checkpoints, select_epochs
+from protoviz_core.checks import require_informative
 from protoviz_core.config import load_params
 from protoviz_core.devices import resolve_device
 from protoviz_core.outputs import cached, remove_unplanned, write_csv, write_json
@@ -40,11 +41,14 @@ def main(argv=None) -> None:
         for epoch in tqdm(epochs, desc="rfmask", unit="ckpt"):
             def compute(path=checkpoints[epoch]):
                 backbone, meta = load_backbone(path)
-                return layer_fields(
+                fields = layer_fields(
                     backbone, settings.layers, image_size=meta["image_size"], samples=settings.samples,
                     channels_per_layer=settings.channels_per_layer, seed=settings.seed, device=device,
                     normalize=meta["normalize"], max_batch=settings.max_batch,
                 )
+                for layer, field in fields.items():  # checked before the file is written
+                    require_informative(field["mask"], f"RF mask of epoch {epoch}, {layer}", items_must_differ=False)
+                return fields
 
             fields = cached(Path(args.out) / checkpoints[epoch].name, f"{key}:{epoch}", compute)
             for layer, field in fields.items():

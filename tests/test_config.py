@@ -18,6 +18,16 @@ def test_paper_config_is_the_papers_setup():
     params = load_params(REPO / "configs/paper.yaml")
     assert (params.data.name, params.data.image_size, params.train.epochs) == ("stl10", 96, 100)
     assert (params.train.lr, params.train.momentum, params.train.weight_decay) == (0.06, 0.9, 5e-4)
+    # Sec. 6.2: every channel of layer1-4 at every checkpoint; Sec. 2.2: extracted twice; Sec. 6.3: 200 samples.
+    x = params.extract
+    assert (x.epochs, x.layers, x.channels_per_layer, x.repeats) == ("all", ["layer1", "layer2", "layer3",
+                                                                           "layer4"], None, 2)
+    assert (x.generator, params.rfmask.samples, params.embed.weights) == ("deepsim_fc6", 200, "imagenet")
+    assert len(params.embed.nets) == 10
+    # Fig. 2: ResNet50 embeddings, MSE (Sec. 3.3); Fig. 3: layer3 units 1, 2, 12, 98 at epochs 0, 10, ..., 90.
+    assert (params.distance.space, params.distance.metric, params.distance.masked) == ("resnet50", "mse", True)
+    assert params.report.units == ["layer3:1", "layer3:2", "layer3:12", "layer3:98"]
+    assert params.report.montage_epochs == list(range(0, 100, 10))
 
 
 def _error(raw) -> str:
@@ -89,9 +99,16 @@ def test_training_hash_ignores_nothing_that_changes_training():
 
 def test_views_do_not_change_the_measurement_identity():
     base = parse_params({})
-    view = parse_params({"distance": {"metric": "cosine"}, "report": {"montage_every": 3}})
+    view = parse_params({"distance": {"metric": "cosine"}, "report": {"montage_epochs": 3}})
     other = parse_params({"extract": {"repeats": 3}})
     assert base.measurement_hash() == view.measurement_hash() != other.measurement_hash()
+
+
+@pytest.mark.parametrize("value, message", [(0, "a stride must be >= 1"), ([], "list at least one epoch")])
+def test_montage_epochs_are_a_stride_or_a_list(value, message):
+    assert parse_params({"report": {"montage_epochs": [0, 10]}}).report.montage_epochs == [0, 10]
+    with pytest.raises(ParamsError, match=f"report.montage_epochs: {message}"):
+        parse_params({"report": {"montage_epochs": value}})
 
 
 @pytest.mark.parametrize("unit, message", [("layer3-17", "is not 'layer:channel'"), ("layer9:1", "unknown layer")])

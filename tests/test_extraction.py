@@ -4,10 +4,10 @@ import pandas as pd
 import pytest
 import torch
 
-from protoviz_core.checkpoints import list_checkpoints
+from protoviz_core.checkpoints import choose_epochs, list_checkpoints
 from protoviz_core.config import TrainParams
 from protoviz_core.extraction import (
-    ShardTask, SynthesisSettings, choose_epochs, execute, pending, plan, remove_stale_shards,
+    ShardTask, SynthesisSettings, execute, pending, plan, remove_stale_shards,
 )
 from protoviz_core.store import build_index, open_prototypes, shard_path
 from protoviz_core.training import train_simclr
@@ -127,7 +127,7 @@ def _shard_latents(store, shard) -> torch.Tensor:
 def test_listed_epochs_must_exist():
     assert choose_epochs([0, 1, 2, 3], "all") == [0, 1, 2, 3]
     assert choose_epochs([0, 1, 2, 3], 2) == [0, 2, 3]
-    with pytest.raises(ValueError, match=r"no checkpoint for epochs \[7\]"):
+    with pytest.raises(ValueError, match=r"extract.epochs: epochs \[7\] are not available"):
         choose_epochs([0, 1, 2, 3], [1, 7])
 
 

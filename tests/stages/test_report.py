@@ -24,7 +24,7 @@ def _micro_run(folder, aug):
                          "cma_steps": 1, "cma_popsize": 4, "adam_steps": 2, "device": "cpu"}
     params["rfmask"] = {"layers": ["layer1", "layer2"], "samples": 2, "channels_per_layer": 2}
     params["embed"] = {"nets": [], "weights": "random"}
-    params["report"] = {"units": ["layer2:0", "layer1:63"], "montage_every": 2, "thumb_size": 16}
+    params["report"] = {"units": ["layer2:0", "layer1:63"], "montage_epochs": 2, "thumb_size": 16}
     write_params(folder / "params.yaml", params)
     run_pipeline(folder, "data", "train", "probe", "rfmask", "extract", "embed", "distance", "report")
 

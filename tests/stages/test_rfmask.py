@@ -43,3 +43,28 @@ def test_rfmask_stage_writes_masks_metrics_and_mlflow_and_resumes(tmp_path):
     stale.write_bytes((tmp_path / "out/rfmasks/epoch_0001.pt").read_bytes())
     run_stage("rfmask", tmp_path, *RFMASK_ARGS)
     assert not stale.exists()
+
+
+def test_an_all_zero_mask_stops_the_stage_before_it_is_written(tmp_path, monkeypatch, capsys):
+    import stages.rfmask as rfmask_stage
+    from stages import _cli
+
+    params = tiny_params(epochs=1)
+    params["rfmask"] = {"layers": ["layer1"], "samples": 2, "channels_per_layer": 2}
+    write_params(tmp_path / "params.yaml", params)
+    run_stage("data", tmp_path, "--out", "data")
+    run_stage("train", tmp_path, "--data", "data", "--checkpoints", "out/checkpoints", "--state", "out/state.pt",
+              "--metrics", "metrics/train.json", "--plot", "plots/train_loss.csv")
+    real_fields = rfmask_stage.layer_fields
+
+    def collapsed(*args, **kwargs):  # e.g. a dead layer: no gradient reaches the input
+        fields = real_fields(*args, **kwargs)
+        for field in fields.values():
+            field["mask"] = torch.zeros_like(field["mask"])
+        return fields
+
+    monkeypatch.setattr(rfmask_stage, "layer_fields", collapsed)
+    monkeypatch.chdir(tmp_path)
+    assert _cli.run(rfmask_stage.main, RFMASK_ARGS) == 2
+    assert capsys.readouterr().err.strip() == "error: RF mask of epoch 0, layer1: all values are zero"
+    assert not list((tmp_path / "out/rfmasks").glob("*.pt"))

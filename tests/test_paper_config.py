@@ -1,0 +1,111 @@
+"""configs/paper.yaml, branch by branch, scaled down only in sizes.
+
+The paper run takes code paths the offline demo never does: real STL10 files, the
+DeePSiM fc6 prior from its published weights file, and the ten ImageNet networks
+built by torchvision from the hub cache. Here every stage runs with the paper's own
+settings for each of those branches; only sizes shrink (images, epochs, channels,
+noise samples, search steps, batch sizes, worker processes) so the whole pipeline
+fits a 2-core CPU in a few minutes.
+
+The weights are random but in the published formats (tests/published_weights.py
+says how they are made); the STL10 files are written here byte by byte in the
+STL10 binary layout (uint8, each image channel by channel, each channel column-major;
+labels 1..10), with fewer images than the real set.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+from mlflow.tracking import MlflowClient
+
+from protoviz_core.stl10 import read_split
+from protoviz_core.tracking import EXPERIMENT_NAME
+from stages import _cli
+from stages import data as data_stage
+from tests.helpers import STAGE_ARGS, run_pipeline
+from tests.published_weights import write_published_deepsim
+
+REPO = Path(__file__).resolve().parents[1]
+SPLITS = {"unlabeled": 48, "train": 30, "test": 30}  # the real set: 100,000 / 5,000 / 8,000
+
+
+def _write_stl10_binary(folder: Path) -> dict[str, np.ndarray]:
+    """A small STL10 in its binary layout; returns each split's images as (N, 3, 96, 96) rows first."""
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    written = {}
+    for split, count in SPLITS.items():
+        labels = np.arange(count) % 10
+        # Class-dependent colour plus noise, so the probes have something to read.
+        images = rng.integers(0, 128, (count, 3, 96, 96)).astype(np.uint8) + (labels * 12)[:, None, None, None]
+        images = images.astype(np.uint8)
+        (folder / f"{split}_X.bin").write_bytes(np.ascontiguousarray(images.transpose(0, 1, 3, 2)).tobytes())
+        if split != "unlabeled":
+            (folder / f"{split}_y.bin").write_bytes((labels + 1).astype(np.uint8).tobytes())
+        written[split] = images
+    names = ["airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck"]
+    (folder / "class_names.txt").write_text("\n".join(names) + "\n")
+    return written
+
+
+def _paper_params_at_tiny_sizes(stl10_root: Path, deepsim: Path) -> dict:
+    params = yaml.safe_load((REPO / "configs/paper.yaml").read_text())
+    params["data"]["root"] = str(stl10_root)
+    params["train"].update(epochs=1, batch_size=16, num_workers=0)
+    params["probe"].update(batch_size=32, adam_epochs=2, adam_batch_size=16)
+    params["rfmask"].update(samples=2, channels_per_layer=2, max_batch=64)
+    params["extract"].update(channels_per_layer=2, cma_steps=1, cma_popsize=4, adam_steps=1, max_batch=64,
+                             generator_weights=str(deepsim))
+    params["embed"].update(batch_size=16)
+    # The paper's montage units (layer3:1, 2, 12, 98) are not among 2 extracted channels: the same
+    # branch (listed units, listed epochs) with units that are.
+    params["report"].update(units=["layer3:0", "layer3:255"], montage_epochs=[0, 1], thumb_size=16)
+    return params
+
+
+@pytest.mark.slow
+def test_paper_configuration_runs_every_branch(tmp_path, published_torch_home, monkeypatch):
+    written = _write_stl10_binary(tmp_path / "stl10" / "stl10_binary")
+    deepsim = write_published_deepsim(tmp_path / "upconvGAN_fc6.pt")
+    params = _paper_params_at_tiny_sizes(tmp_path / "stl10", deepsim)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TORCH_HOME", str(published_torch_home))
+
+    # data: the real-STL10 branch, with the split sizes it checks scaled down like everything else.
+    monkeypatch.setattr("protoviz_core.dataset.STL10_SPLIT_SIZES", SPLITS)
+    assert _cli.run(data_stage.main, STAGE_ARGS["data"]) == 0
+    for split in ("train", "test"):
+        images, labels = read_split(tmp_path / "data", split)
+        assert np.array_equal(images, written[split]) and labels.max() == 9
+
+    run_pipeline(tmp_path, "train", "probe", "rfmask", "extract", "embed", "distance", "report")
+
+    checkpoint = torch.load(tmp_path / "out/checkpoints/epoch_0001.pt", weights_only=True)
+    assert checkpoint["image_size"] == 96
+    shards = sorted(p.name for p in (tmp_path / "out/prototypes/shards").iterdir())
+    assert len(shards) == 2 * 4 * 2  # epochs x layers x repeats
+    info = json.loads((tmp_path / "out/embeddings/info.json").read_text())
+    assert info["weights"] == "imagenet" and info["spaces"] == ["pixel", *params["embed"]["nets"]]
+
+    table = pd.read_parquet(tmp_path / "out/distances.parquet")
+    assert set(table.space) == {"pixel", *params["embed"]["nets"]}
+    assert np.isfinite(table.value).all()
+    diversity = table[table.quantity == "diversity"]
+    assert (diversity.value > 0).all()  # no space, metric or layer collapsed to one point
+    per_series = diversity.groupby(["space", "metric", "masked"]).value.nunique()
+    assert (per_series > 1).all(), per_series[per_series <= 1]
+    shown = json.loads((tmp_path / "metrics/distance.json").read_text())
+    assert (shown["space"], shown["metric"], shown["masked"]) == ("resnet50", "mse", True)
+
+    assert (tmp_path / "report/development.png").is_file() and (tmp_path / "report/index.html").is_file()
+    client = MlflowClient()
+    (run,) = client.search_runs([client.get_experiment_by_name(EXPERIMENT_NAME).experiment_id])
+    assert run.data.tags["protoviz.embed_weights"] == "imagenet"
+    assert len(client.get_metric_history(run.info.run_id, "probe/logreg")) == 2
+    assert len(client.get_metric_history(run.info.run_id, "diversity/densenet201/mse-masked/layer4")) == 2
