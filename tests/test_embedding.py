@@ -94,6 +94,16 @@ def test_offline_without_cached_weights_names_the_file(tmp_path, monkeypatch):
     assert "https://download.pytorch.org/models/resnet50-0676ba61.pth" in message and "random" in message
 
 
+def test_the_cli_prints_a_weights_error_as_one_line(tmp_path, monkeypatch, capsys):
+    from stages import _cli
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(torch.hub, "download_url_to_file", lambda *a, **k: (_ for _ in ()).throw(OSError("offline")))
+    assert _cli.run(lambda argv: load_network("densenet121"), []) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("error: ") and "densenet121-a639ec97.pth" in line
+
+
 def test_a_garbage_weights_file_is_named_without_running_it(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     path = embedding.weights_file("mobilenet_v2")
