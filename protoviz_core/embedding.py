@@ -89,15 +89,16 @@ def _weights_only_loading() -> Iterator[None]:
     torchvision's builders load hub files with ``weights_only=False``; PyTorch's own
     switch ``TORCH_FORCE_WEIGHTS_ONLY_LOAD`` overrides that for the builder's call.
     """
-    previous = os.environ.get("TORCH_FORCE_WEIGHTS_ONLY_LOAD")
+    names = ("TORCH_FORCE_WEIGHTS_ONLY_LOAD", "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")  # torch refuses both set
+    previous = {name: os.environ.pop(name, None) for name in names}
     os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
     try:
         yield
     finally:
-        if previous is None:
-            del os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"]
-        else:
-            os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = previous
+        for name, value in previous.items():
+            os.environ.pop(name, None)
+            if value is not None:
+                os.environ[name] = value
 
 
 def _build_imagenet(name: str) -> nn.Module:
@@ -266,7 +267,8 @@ def embed_epoch(
     vectors = {}
     rows_of_epoch = store.select(epoch=epoch)
     for layer, mask in masks.items():
-        require_informative(mask, f"RF mask of epoch {epoch}, {layer} (rfmask stage)", items_must_differ=False)
+        require_informative(mask, f"RF mask used for epoch {epoch}, {layer} (rfmask stage output; rerun it)",
+                            items_must_differ=False)
     for (layer, repeat), rows in rows_of_epoch.groupby(["layer", "repeat"]):
         rows = rows.sort_values("channel")
         images = store.images(rows)

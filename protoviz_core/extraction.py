@@ -37,6 +37,10 @@ from protoviz_core.store import SHARDS_DIR, ShardId, shard_is_complete, write_sh
 from protoviz_core.synthesis import synthesize
 from protoviz_core.units import channel_count
 
+# Bump when a change alters prototypes for the same settings (e.g. how streams are derived):
+# it is part of every shard's identity, so old shards are redone, not reused.
+SYNTHESIS_VERSION = 2
+
 
 @dataclass(frozen=True)
 class SynthesisSettings:
@@ -101,7 +105,7 @@ def plan(
             for repeat in range(1, repeats + 1):
                 shard = ShardId(epoch, layer, repeat)
                 synthesis_seed = shard_seed(run_seed, seed, shard, common_streams=common_streams)
-                identity = f"{training_hash}:{epoch}:{layer}:{repeat}:{synthesis_seed}:{config}"
+                identity = f"{training_hash}:{epoch}:{layer}:{repeat}:{synthesis_seed}:{config}:{SYNTHESIS_VERSION}"
                 tasks.append(ShardTask(
                     shard=shard, checkpoint=str(checkpoints[epoch]),
                     key=hashlib.sha256(identity.encode()).hexdigest()[:24], seed=synthesis_seed,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import numbers
 
 import torch
 
@@ -79,5 +80,7 @@ def derive_seed(*parts: int | str) -> int:
     share streams), e.g. ``derive_seed(run_seed, epoch, "layer3", repeat)`` for a
     shard, then ``derive_seed(shard_seed, "start")`` for one use inside it.
     """
-    text = "\x1f".join(f"{type(part).__name__}:{part}" for part in parts)
+    # Any integer (numpy's, pandas') counts as int, so an epoch read from a table keeps its stream.
+    normal = [int(part) if isinstance(part, numbers.Integral) else part for part in parts]
+    text = "\x1f".join(f"{type(part).__name__}:{part}" for part in normal)
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little") & 0x7FFFFFFF

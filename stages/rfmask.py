@@ -47,7 +47,7 @@ def main(argv=None) -> None:
                     normalize=meta["normalize"], max_batch=settings.max_batch,
                 )
                 for layer, field in fields.items():  # checked before the file is written
-                    require_informative(field["mask"], f"RF mask of epoch {epoch}, {layer}", items_must_differ=False)
+                    require_informative(field["mask"], f"RF mask of {path} ({layer})", items_must_differ=False)
                 return fields
 
             fields = cached(Path(args.out) / checkpoints[epoch].name, f"{key}:{epoch}", compute)

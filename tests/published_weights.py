@@ -57,8 +57,8 @@ def write_published_imagenet(names=tuple(NETWORKS)) -> list[Path]:
     for name in names:
         path = weights_file(name)
         path.parent.mkdir(parents=True, exist_ok=True)
-        if not path.is_file():
-            torch.save(published_imagenet_state(name), path)
+        if not path.is_file():  # torchvision's IMAGENET1K_V1 files predate PyTorch's zip format
+            torch.save(published_imagenet_state(name), path, _use_new_zipfile_serialization=False)
         written.append(path)
     return written
 

@@ -159,7 +159,7 @@ def test_a_degenerate_embedding_set_stops_with_its_name():
         embed_epoch(_Store(identical), 0, "pixel", {"layer1": torch.ones(8, 8)}, network=None, batch_size=8,
                     device=torch.device("cpu"))
     varied = torch.randint(0, 256, (3, 3, 8, 8), dtype=torch.uint8)
-    with pytest.raises(DegenerateError, match="RF mask of epoch 0, layer1"):
+    with pytest.raises(DegenerateError, match="RF mask used for epoch 0, layer1"):
         embed_epoch(_Store(varied), 0, "pixel", {"layer1": torch.zeros(8, 8)}, network=None, batch_size=8,
                     device=torch.device("cpu"))
     vectors = embed_epoch(_Store(varied), 0, "pixel", {"layer1": torch.ones(8, 8)}, network=None, batch_size=8,

@@ -97,6 +97,7 @@ def test_every_epoch_layer_and_repeat_draws_independent_noise(tmp_path, checkpoi
     other_run = plan(checkpoints, sorted(checkpoints), ["layer1", "layer2"], 2, run_seed=2, seed=0,
                      training_hash="t", channels_per_layer=3, settings=SETTINGS)
     assert not {task.seed for task in tasks} & {task.seed for task in other_run}
+    assert not {task.key for task in tasks} & {task.key for task in other_run}  # cached shards are not reused
     # The same channel at consecutive epochs starts from unrelated codes (no common random numbers).
     layer1_r1 = [task for task in tasks if task.shard.layer == "layer1" and task.shard.repeat == 1]
     no_search = SynthesisSettings(**{**SETTINGS.__dict__, "cma_steps": 0, "adam_steps": 0})

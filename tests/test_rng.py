@@ -36,3 +36,6 @@ def test_derived_seeds_are_stable_distinct_and_in_range():
     assert len(seeds) == 3 * 50 * 2 * 2
     assert all(0 <= seed < 2**31 for seed in seeds)
     assert derive_seed(1, "2") != derive_seed(1, 2)  # parts keep their type
+    import numpy as np
+
+    assert derive_seed(np.int64(1), 2) == derive_seed(1, 2)  # but any integer is an int
