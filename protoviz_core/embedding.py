@@ -136,14 +136,15 @@ def random_network(name: str) -> nn.Module:
         model = torchvision.models.get_model(name, weights=None, **extra)
         noise = _multiscale_noise(size)
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [norm.momentum for norm in norms]
     for norm in norms:
         norm.reset_running_stats()
         norm.momentum = None  # cumulative average over the calibration batch
     model.train()
     with torch.no_grad():
         model(_normalise(noise))
-    for norm in norms:
-        norm.momentum = 0.1
+    for norm, momentum in zip(norms, momenta):
+        norm.momentum = momentum
     return model.eval()
 
 

@@ -36,18 +36,10 @@ def tiny_train() -> TrainParams:
 @pytest.fixture(scope="session")
 def published_torch_home(tmp_path_factory):
     """A TORCH_HOME whose hub cache holds all ten embedding networks' files in their published format."""
-    import os
-
     from tests.published_weights import write_published_imagenet
 
     home = tmp_path_factory.mktemp("torch_home")
-    previous = os.environ.get("TORCH_HOME")
-    os.environ["TORCH_HOME"] = str(home)
-    try:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TORCH_HOME", str(home))
         write_published_imagenet()
-    finally:
-        if previous is None:
-            del os.environ["TORCH_HOME"]
-        else:
-            os.environ["TORCH_HOME"] = previous
     return home

@@ -40,11 +40,11 @@ _DENSENET_MODERN = re.compile(r"(denselayer\d+\.(?:norm|relu|conv))([12])\.")
 def published_imagenet_state(name: str) -> dict[str, torch.Tensor]:
     """Random weights of torchvision network ``name`` laid out as its published ImageNet file."""
     state = dict(random_network(name).state_dict())
-    if name == "inception_v3":
+    if name == "inception_v3":  # the auxiliary classifier, as Inception3 builds it on its 768-channel Mixed_6e
         with torch.random.fork_rng():
             torch.manual_seed(1)
-            full = torchvision.models.get_model(name, weights=None, aux_logits=True, init_weights=False)
-        state.update({f"AuxLogits.{k}": v for k, v in full.AuxLogits.state_dict().items()})
+            aux = torchvision.models.inception.InceptionAux(768, 1000)
+        state.update({f"AuxLogits.{k}": v for k, v in aux.state_dict().items()})
     state = {k: v.float().contiguous() for k, v in state.items() if not k.endswith("num_batches_tracked")}
     if name.startswith("densenet"):
         state = {_DENSENET_MODERN.sub(r"\1.\2.", k): v for k, v in state.items()}
@@ -65,8 +65,9 @@ def write_published_imagenet(names=tuple(NETWORKS)) -> list[Path]:
 
 def write_published_deepsim(path: Path) -> Path:
     """Random DeePSiM fc6 weights as ``upconvGAN_fc6.pt`` (keys, shapes, dtype as published)."""
-    torch.manual_seed(0)
-    state = DeePSiMGenerator.random(image_size=96).G.state_dict()
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        state = DeePSiMGenerator.random(image_size=96).G.state_dict()
     expected = {}
     for layer, shape in DEEPSIM_FC6_PUBLISHED:
         expected[f"{layer}.weight"] = shape

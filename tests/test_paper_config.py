@@ -42,8 +42,7 @@ def _write_stl10_binary(folder: Path) -> dict[str, np.ndarray]:
     for split, count in SPLITS.items():
         labels = np.arange(count) % 10
         # Class-dependent colour plus noise, so the probes have something to read.
-        images = rng.integers(0, 128, (count, 3, 96, 96)).astype(np.uint8) + (labels * 12)[:, None, None, None]
-        images = images.astype(np.uint8)
+        images = (rng.integers(0, 128, (count, 3, 96, 96)) + (labels * 12)[:, None, None, None]).astype(np.uint8)
         (folder / f"{split}_X.bin").write_bytes(np.ascontiguousarray(images.transpose(0, 1, 3, 2)).tobytes())
         if split != "unlabeled":
             (folder / f"{split}_y.bin").write_bytes((labels + 1).astype(np.uint8).tobytes())
