@@ -14,6 +14,7 @@ labels 1..10), with fewer images than the real set.
 """
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -103,7 +104,7 @@ def test_paper_configuration_runs_every_branch(tmp_path, published_torch_home, m
     assert (shown["space"], shown["metric"], shown["masked"]) == ("resnet50", "mse", True)
 
     assert (tmp_path / "report/development.png").is_file() and (tmp_path / "report/index.html").is_file()
-    client = MlflowClient()
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])  # this test's database, whatever an earlier test set
     (run,) = client.search_runs([client.get_experiment_by_name(EXPERIMENT_NAME).experiment_id])
     assert run.data.tags["protoviz.embed_weights"] == "imagenet"
     assert len(client.get_metric_history(run.info.run_id, "probe/logreg")) == 2
