@@ -10,7 +10,11 @@ The library behind the DVC stages in ``stages/``. Modules, one concept each:
 - ``training``     the resumable SimCLR training loop
 - ``checkpoints``  per-epoch backbone files: atomic writes, safe loading
 - ``tracking``     one MLflow run per pipeline run
-- ``outputs``      atomic writes of metrics and plot tables
+- ``errors``       ``ProtovizError``, the base of every error a user can fix
+- ``atomic``       all-or-nothing file writes (torch files, images, text)
+- ``dvc_files``    the metrics JSON and plot CSV files DVC shows
+- ``work``         resumable per-checkpoint work: plan, prune, reuse, compute, collect
+- ``metric_keys``  metric names (MLflow and DVC) and the distance view filter
 - ``units``        a channel of a layer, read at the centre; run only up to the layer
 - ``rng``          counter-based random streams, one per channel
 - ``cmaes``        many independent (diagonal) CMA-ES instances as tensors
@@ -21,6 +25,8 @@ The library behind the DVC stages in ``stages/``. Modules, one concept each:
 - ``montage``      image grids
 - ``probe``        linear probes on frozen features
 - ``rfield``       gradient receptive fields and fitted Gaussian masks
+- ``masks``        the rfmask stage's files: which mask serves which epoch
+- ``networks``     the ImageNet networks prototypes are embedded in (names, read-outs)
 - ``embedding``    prototypes in pixel space and ImageNet networks
 - ``checks``       refuse NaN, all-zero or constant results before they are written
 - ``distance``     diversity, rate of change, re-evolution consistency
@@ -28,19 +34,40 @@ The library behind the DVC stages in ``stages/``. Modules, one concept each:
 - ``htmlpage``     self-contained HTML pages (figures inlined)
 - ``atlas``        the static prototype atlas: sprite sheets and a viewer
 - ``report``       one run's report; the comparison of many
-- ``comparison``   which MLflow runs to compare; mean +- SEM over seeds
-- ``devices``      the compute device; one GPU per process
+- ``comparison``   which MLflow runs to compare, and their metric histories
+- ``aggregate``    mean +- SEM over seeds
+- ``devices``      the compute device; one GPU per process (stages resolve it)
 """
 
-from protoviz_core.checkpoints import list_checkpoints, load_backbone
-from protoviz_core.cmaes import BatchedCMAES
-from protoviz_core.config import Params, ParamsError, load_params
-from protoviz_core.generators import Generator, make_generator
-from protoviz_core.rfield import receptive_field
-from protoviz_core.store import open_prototypes
-from protoviz_core.synthesis import Prototypes, synthesize
+import importlib
+from typing import Any
 
-__all__ = [
-    "BatchedCMAES", "Generator", "Params", "ParamsError", "Prototypes", "list_checkpoints",
-    "load_backbone", "load_params", "make_generator", "open_prototypes", "receptive_field", "synthesize",
-]
+# Public names, imported on first use (PEP 562): ``import protoviz_core.store`` runs only
+# what the store needs, so each stage's import closure (its dvc.yaml deps) stays its own.
+_PUBLIC = {
+    "BatchedCMAES": "cmaes",
+    "Generator": "generators",
+    "Params": "config",
+    "ParamsError": "config",
+    "ProtovizError": "errors",
+    "Prototypes": "synthesis",
+    "list_checkpoints": "checkpoints",
+    "load_backbone": "checkpoints",
+    "load_params": "config",
+    "make_generator": "generators",
+    "open_prototypes": "store",
+    "receptive_field": "rfield",
+    "synthesize": "synthesis",
+}
+
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'protoviz_core' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"protoviz_core.{_PUBLIC[name]}"), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_PUBLIC))

@@ -26,12 +26,12 @@ from typing import Callable
 
 import torch
 from PIL import Image
-from tqdm import tqdm
 
+from protoviz_core.atomic import atomic_write, save_image
+from protoviz_core.masks import MaskSet
 from protoviz_core.montage import grid, thumbnails
-from protoviz_core.outputs import atomic_write, remove_unplanned, save_image
-from protoviz_core.rfield import masks_for_epoch
 from protoviz_core.store import PrototypeStore
+from protoviz_core.work import prune
 
 VIEWER = Path(__file__).with_name("atlas_viewer.html")
 MANIFEST = "manifest.json"
@@ -40,12 +40,13 @@ RUNS_SCRIPT = "runs.js"
 
 def write_run_part(
     store: PrototypeStore,
-    masks: dict[int, dict[str, torch.Tensor]],
+    masks: MaskSet,
     folder: str | Path,
     *,
     name: str,
     thumb_size: int,
     log: Callable[[str], None] = print,
+    on_epoch: Callable[[int], None] = lambda epoch: None,
 ) -> dict:
     """Sprite sheets, masks and the manifest of one run's atlas in ``folder``.
 
@@ -54,7 +55,8 @@ def write_run_part(
     and sheets of another configuration are removed.
 
     Args:
-        masks: {epoch: {layer: (S, S) mask}} from the rfmask stage.
+        masks: the rfmask stage's masks.
+        on_epoch: called after each epoch's sheets (progress).
         name: the run's folder and label, e.g. ``clrjit-seed1-1a2b3c4d``.
 
     Returns:
@@ -74,7 +76,7 @@ def write_run_part(
     columns = {layer: max(1, math.ceil(math.sqrt(len(chosen)))) for layer, chosen in channels.items()}
     sprites: dict[str, str] = {}
     activations = {layer: [] for layer in layers}  # [epoch index][repeat index][channel index]
-    for epoch in tqdm(epochs, desc=f"atlas {name}", unit="epoch"):
+    for epoch in epochs:
         for layer in layers:
             per_repeat = []
             for repeat in repeats:
@@ -93,11 +95,12 @@ def write_run_part(
                     save_image(sheet, path, quality=90)
                 per_repeat.append([round(float(a), 4) for a in rows.activation])
             activations[layer].append(per_repeat)
-    remove_unplanned(folder / "sprites", [Path(p).name for p in sprites.values()], log, pattern="*.jpg")
+        on_epoch(epoch)
+    prune(folder / "sprites", [Path(p).name for p in sprites.values()], log, pattern="*.jpg")
 
     mask_files: dict[str, str] = {}
     for epoch in epochs:
-        for layer, mask in masks_for_epoch(masks, epoch, layers).items():
+        for layer, mask in masks.for_epoch(epoch, layers).items():
             small = thumbnails((mask * 255).round().to(torch.uint8).expand(3, -1, -1)[None], thumb)[0]
             cell = f"e{epoch:04d}-{layer}"
             mask_files[cell] = f"masks/{cell}.png"

@@ -23,13 +23,14 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from protoviz_core.errors import ProtovizError
 from protoviz_core.simclr import build_backbone
 
 CHECKPOINT_FORMAT = "protoviz.checkpoint/1"
 _NAME = re.compile(r"^epoch_(\d{4,})\.pt$")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(ProtovizError, RuntimeError):
     """A checkpoint is missing, corrupt or from another architecture; names the file."""
 
 
@@ -103,6 +104,17 @@ def read_checkpoint(path: str | Path, *, mmap: bool = False) -> dict[str, Any]:
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path}: not a protoviz checkpoint (expected format {CHECKPOINT_FORMAT})")
     return checkpoint
+
+
+def checkpoint_identity(path: str | Path) -> str:
+    """What a checkpoint is, for the identity of results made from it: its configuration's
+    training hash and its epoch (read memory-mapped, without the weights).
+
+    Raises:
+        CheckpointError: as :func:`read_checkpoint`.
+    """
+    meta = read_checkpoint(path, mmap=True)
+    return f"{meta['training_hash']}:{meta['epoch']}"
 
 
 def load_backbone(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import torch
 
+from protoviz_core.errors import ProtovizError
 
-class DegenerateError(ValueError):
+
+class DegenerateError(ProtovizError, ValueError):
     """A result is NaN/inf, all zero or constant; the message names it and where it came from."""
 
 

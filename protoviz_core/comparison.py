@@ -1,4 +1,4 @@
-"""Across runs: which MLflow runs to compare, and their metrics as mean +- SEM over seeds.
+"""Across runs: which MLflow runs to compare, and their metric histories.
 
 Each pipeline run is one MLflow run tagged with its condition (``protoviz.aug``) and
 seed (``protoviz.seed``). Averaging over seeds needs one run per (condition, seed):
@@ -11,17 +11,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
+from protoviz_core.errors import ProtovizError
 from protoviz_core.tracking import EXPERIMENT_NAME, TAG_PREFIX
 
 # Params that are allowed to differ between compared runs; any other difference is reported.
 VARYING_PARAMS = {"aug", "seed"}
 
 
-class ComparisonError(ValueError):
+class ComparisonError(ProtovizError, ValueError):
     """Nothing (or nothing valid) to compare; the message says which runs were looked at."""
 
 
@@ -99,21 +99,3 @@ def metric_histories(client: MlflowClient, runs: pd.DataFrame, keys: list[str]) 
                 rows.append({"run_id": run.run_id, "aug": run.aug, "seed": run.seed, "key": key,
                              "epoch": metric.step, "value": metric.value})
     return pd.DataFrame(rows, columns=["run_id", "aug", "seed", "key", "epoch", "value"])
-
-
-def mean_sem(values: pd.DataFrame, by: list[str]) -> pd.DataFrame:
-    """Mean, standard error of the mean (sample std / sqrt(n); NaN for n = 1) and n per group.
-
-    Returns:
-        ``by`` columns plus mean, sem, n.
-    """
-    grouped = values.groupby(by, sort=True)["value"]
-    table = grouped.agg(mean="mean", std=lambda v: v.std(ddof=1), n="count").reset_index()
-    table["sem"] = table["std"] / np.sqrt(table["n"])
-    return table.drop(columns="std")[[*by, "mean", "sem", "n"]]
-
-
-def final_values(histories: pd.DataFrame) -> pd.DataFrame:
-    """Each run's value at its own last epoch, per key: run_id, aug, seed, key, epoch, value."""
-    last = histories.groupby(["run_id", "key"])["epoch"].transform("max")
-    return histories[histories["epoch"] == last].reset_index(drop=True)

@@ -17,6 +17,9 @@ from typing import Any, Literal, Optional, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from protoviz_core.errors import ProtovizError
+from protoviz_core.networks import NETWORKS
+
 Augmentation = Literal["clrjit", "keepclr"]
 
 
@@ -155,16 +158,10 @@ class ExtractParams(_Section):
         return self
 
 
-EMBEDDING_NETS = (
-    "resnet50", "resnet101", "resnet152", "inception_v3", "vgg16", "vgg19",
-    "densenet121", "densenet169", "densenet201", "mobilenet_v2",
-)
-
-
 class EmbedParams(_Section):
     """Prototypes in pixel space and pretrained networks (paper Sec. 6.4)."""
 
-    nets: list[Literal[EMBEDDING_NETS]] = list(EMBEDDING_NETS)  # pixel space is always included
+    nets: list[Literal[tuple(NETWORKS)]] = list(NETWORKS)  # pixel space is always included
     weights: Literal["imagenet", "random"] = "imagenet"  # random: tests and offline demos only
     batch_size: int = Field(64, ge=1)  # images per forward pass (the memory budget)
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -265,7 +262,7 @@ class Params(_Section):
 VIEW_SECTIONS = ("distance", "report")
 
 
-class ParamsError(ValueError):
+class ParamsError(ProtovizError, ValueError):
     """params.yaml is missing, unreadable or invalid; the message says how to fix it."""
 
 

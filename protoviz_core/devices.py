@@ -18,10 +18,12 @@ from typing import IO
 
 import torch
 
+from protoviz_core.errors import ProtovizError
+
 _CLAIMED: list[IO] = []  # lock files held for this process's lifetime
 
 
-class DeviceError(RuntimeError):
+class DeviceError(ProtovizError, RuntimeError):
     """The requested device is not available."""
 
 

@@ -6,8 +6,11 @@ space and metric:
 - diversity: mean pairwise distance between the prototypes of all channels;
 - rate of change: mean over channels of the distance between a channel's prototype
   at epoch e and at the next extracted epoch;
-- re-evolution consistency: mean over channels of the distance between the two
-  independent extractions (repeats) of the same channel.
+- re-evolution consistency: mean over channels of the distance between two
+  independent extractions (repeats) of the same channel, averaged over every pair
+  of repeats.
+
+Diversity and rate of change are measured per repeat and averaged over repeats.
 
 Metrics: ``mse`` (squared Euclidean distance / dimension, i.e. the mean squared
 difference) and ``cosine`` (1 - cosine similarity). Computed with torch matrix
@@ -16,7 +19,11 @@ products, on the GPU when given one.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
+
+from protoviz_core.work import KEY, WorkItem, identity, read_result
 
 METRICS = ("mse", "cosine")
 
@@ -61,33 +68,74 @@ def mean_paired(x: torch.Tensor, y: torch.Tensor, metric: str) -> float:
 def epoch_rows(space: str, epoch: int, vectors: dict, following: dict | None) -> list[dict]:
     """The tidy rows of one epoch in one space, from :func:`~protoviz_core.embedding.embed_epoch` output.
 
-    Quantities: ``diversity_r<k>`` per repeat and ``diversity`` (their mean),
-    ``consistency`` (repeats 1 and 2), ``rate_of_change`` (this epoch to ``following``,
-    the next extracted epoch; mean over repeats). Each for both metrics, masked and not.
+    Args:
+        vectors: {layer: {"channels": (C,), "repeats": (R,), "plain": (R, C, D), "masked": (R, C, D)}}.
+        following: the same for the next extracted epoch, or None for the last one.
+
+    Returns:
+        Rows (space, metric, masked, layer, epoch, quantity, value) for each quantity in
+        :data:`~protoviz_core.metric_keys.QUANTITIES` (consistency only with two or more
+        repeats, rate of change only with a following epoch), both metrics, masked and not.
+
+    Raises:
+        ValueError: the following epoch holds other channels or repeats of a layer.
     """
-    groups = sorted({key.rsplit("/", 1)[0] for key in vectors})  # "layer/rK"
-    layers = sorted({group.split("/")[0] for group in groups})
     rows = []
-    for layer in layers:
-        repeats = sorted(group.split("/")[1] for group in groups if group.startswith(f"{layer}/"))
+    for layer, of_layer in vectors.items():
+        after = None if following is None else following[layer]
+        if after is not None and not (torch.equal(of_layer["channels"], after["channels"])
+                                      and torch.equal(of_layer["repeats"], after["repeats"])):
+            raise ValueError(f"{space} {layer}: epoch {epoch} and the next epoch hold different channels or repeats")
+        repeats = len(of_layer["repeats"])
+        pairs = [(i, j) for i in range(repeats) for j in range(i + 1, repeats)]
         for masked in (False, True):
             kind = "masked" if masked else "plain"
-            current = [vectors[f"{layer}/{r}/{kind}"].float() for r in repeats]
+            current = of_layer[kind].float()  # (R, C, D)
             for metric in METRICS:
-                def row(quantity, value):
-                    return {"space": space, "metric": metric, "masked": masked, "layer": layer,
-                            "epoch": epoch, "quantity": quantity, "value": value}
-
-                per_repeat = [diversity(v, metric) for v in current]
-                rows += [row(f"diversity_{r}", d) for r, d in zip(repeats, per_repeat)]
-                rows.append(row("diversity", sum(per_repeat) / len(per_repeat)))
-                if len(current) >= 2:
-                    rows.append(row("consistency", mean_paired(current[0], current[1], metric)))
-                if following is not None:
-                    changes = []
-                    for r, v in zip(repeats, current):
-                        if not torch.equal(vectors[f"{layer}/{r}/channels"], following[f"{layer}/{r}/channels"]):
-                            raise ValueError(f"{layer} {r}: epochs {epoch} and next hold different channels")
-                        changes.append(mean_paired(v, following[f"{layer}/{r}/{kind}"].float(), metric))
-                    rows.append(row("rate_of_change", sum(changes) / len(changes)))
+                values = {"diversity": sum(diversity(v, metric) for v in current) / repeats}
+                if pairs:
+                    values["consistency"] = sum(mean_paired(current[i], current[j], metric) for i, j in pairs) / len(pairs)
+                if after is not None:
+                    nxt = after[kind].float()
+                    values["rate_of_change"] = sum(mean_paired(current[r], nxt[r], metric) for r in range(repeats)) / repeats
+                rows += [{"space": space, "metric": metric, "masked": masked, "layer": layer, "epoch": epoch,
+                          "quantity": quantity, "value": value} for quantity, value in values.items()]
     return rows
+
+
+# Bump when a change alters the rows for the same embeddings: it keys every result file.
+DISTANCE_VERSION = 2
+
+
+def distance_work(embeddings: str | Path, space: str, epochs: list[int]) -> list[WorkItem]:
+    """One work item per epoch of ``space`` in the embed stage's folder: ``{"rows": epoch_rows(...)}``.
+
+    Its identity is the identities of the epoch's embeddings and of the next epoch's.
+
+    Raises:
+        FileNotFoundError: an epoch's embeddings are missing or unreadable (rerun the embed stage).
+    """
+    folder = Path(embeddings) / space
+    paths = [folder / f"e{epoch:04d}.pt" for epoch in epochs]
+    keys = []
+    for path in paths:
+        stored = read_result(path)
+        if stored is None:
+            raise FileNotFoundError(f"{path}: missing or unreadable embeddings; rerun the embed stage")
+        keys.append(stored[KEY])
+    items = []
+    for i, (epoch, path) in enumerate(zip(epochs, paths)):
+        following = paths[i + 1] if i + 1 < len(paths) else None
+
+        def compute(epoch=epoch, path=path, following=following) -> dict:
+            vectors = _without_key(read_result(path))
+            after = _without_key(read_result(following)) if following else None
+            return {"rows": epoch_rows(space, epoch, vectors, after)}
+
+        key = identity("distances", keys[i], keys[i + 1] if following else None, DISTANCE_VERSION)
+        items.append(WorkItem(path.name, key, compute))
+    return items
+
+
+def _without_key(stored: dict) -> dict:
+    return {name: value for name, value in stored.items() if name != KEY}

@@ -24,10 +24,10 @@ float16 stores as 0).
 
 from __future__ import annotations
 
+import functools
 import os
 import pickle
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -37,38 +37,21 @@ import torchvision
 from torch import nn
 
 from protoviz_core.checks import require_informative
+from protoviz_core.errors import ProtovizError
+from protoviz_core.masks import MaskSet
+from protoviz_core.networks import NETWORKS
+from protoviz_core.work import WorkItem, identity
 
 # Bump when a change alters embeddings (e.g. how random weights are drawn): it keys the cache.
-EMBEDDING_VERSION = 3
+EMBEDDING_VERSION = 4
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-@dataclass(frozen=True)
-class Network:
-    weights: str  # member of the network's torchvision weights enum, e.g. "IMAGENET1K_V1"
-    head: str  # attribute replaced by nn.Identity so the forward pass returns the pooled features
-    dim: int  # embedding dimension
-    input_size: int  # side of the network's input in pixels
-
-
-# Keys are torchvision's model names (torchvision.models.get_model).
-NETWORKS: dict[str, Network] = {
-    "resnet50": Network("IMAGENET1K_V1", "fc", 2048, 224),
-    "resnet101": Network("IMAGENET1K_V1", "fc", 2048, 224),
-    "resnet152": Network("IMAGENET1K_V1", "fc", 2048, 224),
-    "inception_v3": Network("IMAGENET1K_V1", "fc", 2048, 299),
-    "vgg16": Network("IMAGENET1K_V1", "classifier", 512, 224),
-    "vgg19": Network("IMAGENET1K_V1", "classifier", 512, 224),
-    "densenet121": Network("IMAGENET1K_V1", "classifier", 1024, 224),
-    "densenet169": Network("IMAGENET1K_V1", "classifier", 1664, 224),
-    "densenet201": Network("IMAGENET1K_V1", "classifier", 1920, 224),
-    "mobilenet_v2": Network("IMAGENET1K_V1", "classifier", 1280, 224),
-}
 SPACES = ("pixel", *NETWORKS)
 
 
-class WeightsError(FileNotFoundError):
+class WeightsError(ProtovizError, FileNotFoundError):
     """Pretrained weights are neither cached nor downloadable, or unreadable; says which file and how."""
 
 
@@ -249,35 +232,70 @@ def embed_epoch(
     network: nn.Module | None,
     batch_size: int,
     device: torch.device,
-) -> dict[str, torch.Tensor]:
-    """Embeddings of every prototype of one epoch, masked and plain, keyed like the store.
+) -> dict[str, dict[str, torch.Tensor]]:
+    """Embeddings of every prototype of one epoch, masked and plain, repeats as a dimension.
 
     Args:
         store: an open :class:`~protoviz_core.store.PrototypeStore`.
         masks: {layer: (S, S) RF mask} for this epoch.
 
     Returns:
-        {"<layer>/r<repeat>/plain": (C, D), "<layer>/r<repeat>/masked": ...,
-        "<layer>/r<repeat>/channels": int64 (C,)}, channels in ascending order; vectors
-        in :func:`stored_dtype`.
+        {layer: {"channels": int64 (C,) ascending, "repeats": int64 (R,) ascending,
+        "plain": (R, C, D), "masked": (R, C, D)}}, vectors in :func:`stored_dtype`.
 
     Raises:
         DegenerateError: a mask or a set of vectors is NaN/inf, all zero, or the same
             for every prototype (nothing is returned, so nothing is written).
+        ValueError: the repeats of a layer hold different channels.
     """
-    vectors = {}
-    rows_of_epoch = store.select(epoch=epoch)
     for layer, mask in masks.items():
         require_informative(mask, f"RF mask used for epoch {epoch}, {layer} (rfmask stage output; rerun it)",
                             items_must_differ=False)
-    for (layer, repeat), rows in rows_of_epoch.groupby(["layer", "repeat"]):
-        rows = rows.sort_values("channel")
-        images = store.images(rows)
-        prefix = f"{layer}/r{repeat}"
-        for kind, mask in (("plain", None), ("masked", masks[layer])):
-            embedded = embed_images(images, space, network=network, mask=mask, batch_size=batch_size, device=device)
-            stored = embedded.to(stored_dtype(space))
-            require_informative(stored, f"{space} embeddings of epoch {epoch}, {layer}, repeat {repeat} ({kind})")
-            vectors[f"{prefix}/{kind}"] = stored
-        vectors[f"{prefix}/channels"] = torch.as_tensor(rows["channel"].to_numpy().copy())
-    return vectors
+    embedded = {}
+    for layer, of_layer in store.select(epoch=epoch).groupby("layer", sort=False):
+        repeats = sorted(int(r) for r in of_layer["repeat"].unique())
+        channels = sorted(int(c) for c in of_layer[of_layer["repeat"] == repeats[0]].channel)
+        vectors = {"plain": [], "masked": []}
+        for repeat in repeats:
+            rows = of_layer[of_layer["repeat"] == repeat].sort_values("channel")
+            if rows.channel.tolist() != channels:
+                raise ValueError(f"{store.root}: epoch {epoch} {layer}: repeat {repeat} holds other channels than "
+                                 f"repeat {repeats[0]}; rerun the extract stage")
+            images = store.images(rows)
+            for kind, mask in (("plain", None), ("masked", masks[layer])):
+                stored = embed_images(images, space, network=network, mask=mask, batch_size=batch_size,
+                                      device=device).to(stored_dtype(space))
+                require_informative(stored, f"{space} embeddings of epoch {epoch}, {layer}, repeat {repeat} ({kind})")
+                vectors[kind].append(stored)
+        embedded[layer] = {"channels": torch.tensor(channels), "repeats": torch.tensor(repeats),
+                           **{kind: torch.stack(parts) for kind, parts in vectors.items()}}
+    return embedded
+
+
+def embed_work(
+    store,
+    masks: MaskSet,
+    space: str,
+    *,
+    weights: str,
+    batch_size: int,
+    device: torch.device,
+) -> list[WorkItem]:
+    """One work item per epoch of ``store``: :func:`embed_epoch` in ``space``, named ``eXXXX.pt``.
+
+    The identity is the epoch's shards' and masks' identities, the space, the weights
+    and :data:`EMBEDDING_VERSION`. The network is built on first use and shared by the items.
+    """
+    layers = list(dict.fromkeys(store.index.layer))
+    network = functools.cache(lambda: None if space == "pixel" else load_network(space, weights))
+    items = []
+    for epoch in sorted(int(e) for e in store.index.epoch.unique()):
+        chosen = masks.for_epoch(epoch, layers)
+        key = identity("embeddings", space, weights, EMBEDDING_VERSION, store.shard_keys(epoch=epoch),
+                       masks.keys[masks.source_epoch(epoch)], layers)
+
+        def compute(epoch=epoch, chosen=chosen) -> dict:
+            return embed_epoch(store, epoch, space, chosen, network=network(), batch_size=batch_size, device=device)
+
+        items.append(WorkItem(f"e{epoch:04d}.pt", key, compute))
+    return items

@@ -22,7 +22,7 @@ import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from protoviz_core.outputs import atomic_write  # noqa: E402
+from protoviz_core.atomic import atomic_write  # noqa: E402
 
 PANEL_WIDTH = 3.4  # inches per panel of a curve figure
 DPI = 110  # saved PNGs: a curve figure is PANEL_WIDTH * DPI pixels wide per panel

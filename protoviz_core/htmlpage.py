@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from protoviz_core.outputs import atomic_write
+from protoviz_core.atomic import atomic_write
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1400px; color: #222; }

@@ -20,11 +20,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.svm import LinearSVC
 from torch import nn
 
-from protoviz_core.checkpoints import load_backbone, read_checkpoint
+from protoviz_core.checkpoints import checkpoint_identity, load_backbone
 from protoviz_core.config import ProbeParams
-from protoviz_core.outputs import cached
-
-READOUTS = ("logreg", "linearsvc", "adam")
+from protoviz_core.metric_keys import READOUTS
+from protoviz_core.work import WorkItem, identity
 
 
 def extract_features(
@@ -112,32 +111,31 @@ def probe_accuracies(
         }
 
 
-def checkpoint_features(
-    checkpoint: Path,
+# Bump when a change alters the features for the same checkpoint and images: it keys every result.
+FEATURES_VERSION = 1
+
+
+def feature_work(
+    checkpoints: dict[int, Path],
     splits: dict[str, np.ndarray],
-    cache_dir: Path,
     data_key: str,
     *,
     batch_size: int,
     device: torch.device,
-) -> dict[str, torch.Tensor]:
-    """Features (N, D) of each split for one checkpoint, cached in ``cache_dir``.
+) -> list[WorkItem]:
+    """One work item per checkpoint: its features (N, D) of each split, ``{split: tensor}``.
 
-    The cache file is keyed by the checkpoint's training hash and epoch and by
-    ``data_key`` (which images), so changing only the readouts reuses it and a new
-    checkpoint or data set recomputes it.
-
-    Raises:
-        CheckpointError: the checkpoint is missing, corrupt or of another architecture.
+    The identity is the checkpoint's, ``data_key`` (which images) and the split names,
+    so changing only the readouts reuses the features and a new checkpoint or data set
+    recomputes them.
     """
-    meta = read_checkpoint(checkpoint, mmap=True)
+    items = []
+    for path in checkpoints.values():
+        def compute(path=path) -> dict[str, torch.Tensor]:
+            backbone, meta = load_backbone(path)
+            return {name: extract_features(backbone, images, meta["normalize"], batch_size=batch_size, device=device)
+                    for name, images in splits.items()}
 
-    def compute() -> dict[str, torch.Tensor]:
-        backbone, loaded = load_backbone(checkpoint)
-        return {
-            name: extract_features(backbone, images, loaded["normalize"], batch_size=batch_size, device=device)
-            for name, images in splits.items()
-        }
-
-    key = f"{meta['training_hash']}:{meta['epoch']}:{data_key}:{','.join(sorted(splits))}"
-    return cached(Path(cache_dir) / checkpoint.name, key, compute)
+        key = identity("probe features", checkpoint_identity(path), data_key, sorted(splits), FEATURES_VERSION)
+        items.append(WorkItem(Path(path).name, key, compute))
+    return items

@@ -18,39 +18,38 @@ accuracies, and the list of runs used and skipped.
 from __future__ import annotations
 
 import io
-import shutil
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import pandas as pd
 import torch
 
+from protoviz_core.aggregate import final_values, mean_sem
 from protoviz_core.atlas import write_run_part, write_viewer
+from protoviz_core.atomic import save_image
 from protoviz_core.checkpoints import choose_epochs
-from protoviz_core.comparison import RunSelection, final_values, mean_sem
 from protoviz_core.config import DistanceParams, ReportParams
+from protoviz_core.errors import ProtovizError
 from protoviz_core.figures import (
     CONDITION_COLORS, QUANTITY_LABELS, READOUT_COLORS, development_montage, line_panels, masked_images,
     save_figure,
 )
 from protoviz_core.htmlpage import HtmlPage
+from protoviz_core.masks import MaskSet
+from protoviz_core.metric_keys import QUANTITIES, READOUTS, distance_key, in_view, layer_of, probe_key, view_label
 from protoviz_core.montage import grid, thumbnails
-from protoviz_core.outputs import remove_unplanned, save_image
-from protoviz_core.rfield import masks_for_epoch, spaced_channels
 from protoviz_core.store import PrototypeStore
+from protoviz_core.units import spaced_channels
+from protoviz_core.work import prune
 
-QUANTITIES = ("diversity", "rate_of_change", "consistency")
+if TYPE_CHECKING:
+    from protoviz_core.comparison import RunSelection
+
 PAGE_THUMB = 48  # pixels per prototype in the page's inlined grids
-READOUTS = ("logreg", "linearsvc", "adam")
 
 
-class ReportError(ValueError):
+class ReportError(ProtovizError, ValueError):
     """The inputs cannot make the report asked for; the message names the param or file."""
-
-
-def view_label(view: DistanceParams) -> str:
-    """``pixel, mse, RF-masked``: what the distance figures measure."""
-    return f"{view.space}, {view.metric}, {'RF-masked' if view.masked else 'unmasked'}"
 
 
 def montage_units(store: PrototypeStore, settings: ReportParams) -> list[tuple[str, int]]:
@@ -76,8 +75,8 @@ def montage_units(store: PrototypeStore, settings: ReportParams) -> list[tuple[s
 
 
 def _curves(table: pd.DataFrame, quantity: str, view: DistanceParams, condition: str) -> pd.DataFrame:
-    chosen = table[(table.quantity == quantity) & (table.space == view.space) & (table.metric == view.metric)
-                   & (table.masked == view.masked)]
+    chosen = in_view(table, view)
+    chosen = chosen[chosen.quantity == quantity]
     return chosen.assign(mean=chosen.value, line=condition)[["layer", "line", "epoch", "mean"]]
 
 
@@ -85,22 +84,24 @@ def write_run_report(
     out: str | Path,
     *,
     store: PrototypeStore,
-    masks: dict[int, dict[str, torch.Tensor]],
+    masks: MaskSet,
     distances: pd.DataFrame,
     probe: pd.DataFrame,
     settings: ReportParams,
     view: DistanceParams,
     run_name: str,
     log: Callable[[str], None] = print,
+    on_atlas_epoch: Callable[[int], None] = lambda epoch: None,
 ) -> Path:
     """Every figure of one run, its atlas and ``index.html`` in ``out``; returns the page's path.
 
     Args:
         store: the run's prototypes.
-        masks: {epoch: {layer: (S, S) mask}} from the rfmask stage.
+        masks: the rfmask stage's masks.
         distances: the distance stage's tidy table (space, metric, masked, layer, epoch, quantity, value).
         probe: the probe stage's table (epoch, logreg, linearsvc, adam).
         run_name: the atlas folder and label of this run.
+        on_atlas_epoch: called after each epoch of the atlas is written (progress).
     """
     out = Path(out)
     index = store.index
@@ -113,7 +114,7 @@ def write_run_report(
               f"layers {', '.join(layers)}; distances in {view_label(view)} space.", note=True)
 
     page.heading(f"Prototypes at epoch {last} (RF-masked, repeat {first_repeat})")
-    last_masks = masks_for_epoch(masks, last, layers)
+    last_masks = masks.for_epoch(last, layers)
     for layer in layers:
         rows = store.select(epoch=last, layer=layer, repeat=first_repeat).sort_values("channel")
         images = masked_images(store.images(rows), last_masks[layer])
@@ -136,7 +137,7 @@ def write_run_report(
     for layer, channel in units:
         rows = store.select(layer=layer, channel=channel, repeat=first_repeat, epoch=shown_epochs).sort_values("epoch")
         pictures.append(torch.stack([
-            masked_images(store.images(rows.iloc[[i]]), masks_for_epoch(masks, int(epoch), [layer])[layer])[0]
+            masked_images(store.images(rows.iloc[[i]]), masks.for_epoch(int(epoch), [layer])[layer])[0]
             for i, epoch in enumerate(rows.epoch)
         ]))
     figure = development_montage(torch.stack(pictures), units=[f"{layer}:{c}" for layer, c in units],
@@ -163,13 +164,10 @@ def write_run_report(
 
     page.heading("Prototype atlas")
     # The report folder persists across configurations: drop what this run did not make.
-    remove_unplanned(out, [f"prototypes_{layer}.png" for layer in layers], log, pattern="prototypes_*.png")
-    for other in (out / "atlas" / "runs").glob("*"):
-        if other.is_dir() and other.name != run_name:
-            log(f"removing {other}: the atlas of another configuration")
-            shutil.rmtree(other)
+    prune(out, [f"prototypes_{layer}.png" for layer in layers], log, pattern="prototypes_*.png")
+    prune(out / "atlas" / "runs", [run_name], log, pattern="*/")
     manifest = write_run_part(store, masks, out / "atlas" / "runs" / run_name, name=run_name,
-                              thumb_size=settings.thumb_size, log=log)
+                              thumb_size=settings.thumb_size, log=log, on_epoch=on_atlas_epoch)
     write_viewer(out / "atlas", [manifest])
     page.link("atlas/index.html", "Open the atlas: any unit, any epoch, both repeats (opens from disk)")
     return page.write(out / "index.html")
@@ -202,28 +200,29 @@ def write_comparison(
         page.text("Warning: the runs differ in more than condition and seed: " + "; ".join(
             f"{key} = {', '.join(values)}" for key, values in selection.differing_params.items()))
 
-    probe = histories[histories.key.str.startswith("probe/")]
+    probe = histories[histories.key.isin([probe_key(r) for r in READOUTS])]
+    readout_of = {probe_key(r): r for r in READOUTS}
     if not probe.empty:
         page.heading("Linear-probe accuracy")
-        stats = mean_sem(probe.assign(readout=probe.key.str.removeprefix("probe/")), ["readout", "aug", "epoch"])
+        stats = mean_sem(probe.assign(readout=probe.key.map(readout_of)), ["readout", "aug", "epoch"])
         figure = line_panels(stats.rename(columns={"aug": "line"}), panel="readout", line="line",
                              y_label="test accuracy", colors=CONDITION_COLORS,
                              panel_order=[r for r in READOUTS if r in set(stats.readout)],
                              title="Linear-probe accuracy, mean ± SEM over seeds")
         page.image(save_figure(figure, out / "probe.png"), "probe accuracy per condition")
-        final = mean_sem(final_values(probe).assign(readout=lambda f: f.key.str.removeprefix("probe/")),
+        final = mean_sem(final_values(probe).assign(readout=lambda f: f.key.map(readout_of)),
                          ["aug", "readout"])
         final_table = final.rename(columns={"aug": "condition", "n": "seeds"})
         final_table.to_csv(out / "final_probe.csv", index=False)
         page.text("Final linear-probe accuracy (each run's last epoch), mean and SEM over seeds:")
         page.table(final_table)
 
-    suffix = f"/{view.space}/{view.metric}{'-masked' if view.masked else ''}/"
     for quantity in QUANTITIES:
-        chosen = histories[histories.key.str.startswith(quantity + suffix)]
+        keys = {distance_key(quantity, view.space, view.metric, view.masked, layer_of(key)) for key in histories.key}
+        chosen = histories[histories.key.isin(keys)]
         if chosen.empty:
             continue
-        stats = mean_sem(chosen.assign(layer=chosen.key.str.rsplit("/", n=1).str[-1]), ["layer", "aug", "epoch"])
+        stats = mean_sem(chosen.assign(layer=chosen.key.map(layer_of)), ["layer", "aug", "epoch"])
         page.heading(QUANTITY_LABELS[quantity])
         figure = line_panels(stats.rename(columns={"aug": "line"}), panel="layer", line="line",
                              y_label=quantity.replace("_", " "), colors=CONDITION_COLORS,

@@ -22,9 +22,12 @@ import torch
 from scipy.optimize import OptimizeWarning, curve_fit
 from torch import nn
 
-from protoviz_core.outputs import read_cached
+from protoviz_core.checkpoints import checkpoint_identity, load_backbone
+from protoviz_core.checks import require_informative
+from protoviz_core.config import RFMaskParams
 from protoviz_core.simclr import NORMALIZE
-from protoviz_core.units import centre_activation, channel_count, check_channels, layer_reader
+from protoviz_core.units import centre_activation, channel_count, check_channels, layer_reader, spaced_channels
+from protoviz_core.work import WorkItem, identity
 
 
 @dataclass
@@ -142,7 +145,7 @@ def receptive_field(
     samples: int = 200,
     channels=None,
     seed: int = 0,
-    device: torch.device | str | None = None,
+    device: torch.device | str = "cpu",
     normalize: dict | None = None,
     max_batch: int = 256,
 ) -> ReceptiveField:
@@ -161,8 +164,7 @@ def receptive_field(
     Returns:
         :class:`ReceptiveField`.
     """
-    device = torch.device(device) if device is not None else torch.device(
-        "cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
     was_training = model.training
     model.eval().to(device)
     try:
@@ -177,13 +179,6 @@ def receptive_field(
         map=mean_map if channels is None else maps,
         center=fit.center, sigma=fit.sigma, mask=gaussian_mask(mean_map.shape, fit), fit_ok=fit.fit_ok,
     )
-
-
-def spaced_channels(count: int, limit: int | None) -> torch.Tensor:
-    """``limit`` channel indices spread evenly over ``0..count-1`` (all when None)."""
-    if limit is None or limit >= count:
-        return torch.arange(count)
-    return torch.from_numpy(np.unique(np.linspace(0, count - 1, limit).round().astype(np.int64)))
 
 
 def layer_fields(
@@ -217,26 +212,42 @@ def layer_fields(
     return fields
 
 
-def load_masks(folder) -> dict[int, dict[str, torch.Tensor]]:
-    """{epoch: {layer: (S, S) mask}} from the rfmask stage's per-checkpoint files."""
-    masks = {}
-    for path in sorted(Path(folder).glob("epoch_*.pt")):
-        _, stored = read_cached(path)
-        masks[int(path.stem.split("_")[1])] = {layer: field["mask"] for layer, field in stored.items()}
-    return masks
+# Bump when a change alters the fields or masks for the same settings: it keys every result file.
+RFIELD_VERSION = 1
 
 
-def masks_for_epoch(masks: dict[int, dict[str, torch.Tensor]], epoch: int, layers) -> dict[str, torch.Tensor]:
-    """The masks of ``epoch``, or of the nearest earlier epoch that has them (else the nearest).
+def field_work(checkpoints: dict[int, Path], settings: RFMaskParams, device: torch.device) -> list[WorkItem]:
+    """One work item per checkpoint: the receptive field of each of ``settings.layers``.
 
-    Raises:
-        ValueError: no masks at all, or a layer the rfmask stage did not measure.
+    Its contents are :func:`layer_fields`'s dict, checked before it is written (a NaN,
+    all-zero mask stops the stage). Its identity is the checkpoint's and the settings
+    that change a field (not ``every``, ``device`` or ``max_batch``).
     """
-    if not masks:
-        raise ValueError("no receptive-field masks; run the rfmask stage (dvc repro rfmask)")
-    earlier = [e for e in masks if e <= epoch]
-    chosen = max(earlier) if earlier else min(masks)
-    missing = sorted(set(layers) - set(masks[chosen]))
-    if missing:
-        raise ValueError(f"rfmask has no mask for layers {missing}; add them to rfmask.layers")
-    return {layer: masks[chosen][layer] for layer in layers}
+    shaping = settings.model_dump(include={"layers", "samples", "channels_per_layer", "seed"})
+    items = []
+    for path in checkpoints.values():
+        def compute(path=path) -> dict:
+            backbone, meta = load_backbone(path)
+            fields = layer_fields(
+                backbone, settings.layers, image_size=meta["image_size"], samples=settings.samples,
+                channels_per_layer=settings.channels_per_layer, seed=settings.seed, device=device,
+                normalize=meta["normalize"], max_batch=settings.max_batch,
+            )
+            for layer, field in fields.items():
+                require_informative(field["mask"], f"RF mask of {path} ({layer})", items_must_differ=False)
+            return fields
+
+        key = identity("rfmask", checkpoint_identity(path), shaping, RFIELD_VERSION)
+        items.append(WorkItem(Path(path).name, key, compute))
+    return items
+
+
+def field_rows(epochs: list[int], results: list[dict]) -> list[dict]:
+    """One plot-table row per (epoch, layer): fitted centre, sigma per axis and their mean, fit_ok."""
+    rows = []
+    for epoch, fields in zip(epochs, results):
+        for layer, field in fields.items():
+            (cy, cx), (sy, sx) = field["center"], field["sigma"]
+            rows.append({"epoch": epoch, "layer": layer, "center_y": cy, "center_x": cx,
+                         "sigma_y": sy, "sigma_x": sx, "sigma": (sy + sx) / 2, "fit_ok": field["fit_ok"]})
+    return rows

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from protoviz_core.errors import ProtovizError
+
 SPLITS = ("unlabeled", "train", "test")
 LABELLED_SPLITS = ("train", "test")
 STL10_IMAGE_SIZE = 96
@@ -27,7 +29,7 @@ STL10_SPLIT_SIZES = {"unlabeled": 100_000, "train": 5_000, "test": 8_000}
 STL10_URL = "http://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz"
 
 
-class DatasetError(FileNotFoundError):
+class DatasetError(ProtovizError, FileNotFoundError):
     """The data set files are missing or malformed; the message says how to fix it."""
 
 

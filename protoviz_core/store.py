@@ -29,7 +29,8 @@ from typing import Iterable
 import pandas as pd
 import torch
 
-from protoviz_core.outputs import atomic_write, save_atomic
+from protoviz_core.atomic import atomic_write, save_atomic
+from protoviz_core.work import KEY
 
 INDEX_NAME = "index.parquet"
 SHARDS_DIR = "shards"
@@ -53,18 +54,22 @@ def shard_path(store: str | Path, shard: ShardId) -> Path:
     return Path(store) / SHARDS_DIR / shard.name
 
 
-def write_shard(store: str | Path, shard: ShardId, key: str, prototypes) -> Path:
-    """Pack a :class:`~protoviz_core.synthesis.Prototypes` into its shard, atomically."""
-    path = shard_path(store, shard)
-    save_atomic({
-        "key": key,
+def pack_shard(prototypes) -> dict:
+    """A :class:`~protoviz_core.synthesis.Prototypes` as a shard's contents (everything but its key)."""
+    return {
         "images": (prototypes.images * 255).round().clamp(0, 255).to(torch.uint8),
         "activations": prototypes.activations.float(),
         "latents": prototypes.latents.half(),
         "dead": prototypes.dead.bool(),
         "channels": prototypes.channels.long(),
         "redrawn": prototypes.redrawn.bool(),
-    }, path)
+    }
+
+
+def write_shard(store: str | Path, shard: ShardId, key: str, prototypes) -> Path:
+    """Write a shard outside the extract stage (tests, benchmarks), atomically, in its format."""
+    path = shard_path(store, shard)
+    save_atomic({KEY: key, **pack_shard(prototypes)}, path)
     return path
 
 
@@ -76,12 +81,6 @@ def read_shard(path: str | Path, *, mmap: bool = True) -> dict | None:
         return None
     needed = {"key", "images", "activations", "latents", "dead", "channels"}
     return shard if isinstance(shard, dict) and needed <= shard.keys() else None
-
-
-def shard_is_complete(store: str | Path, shard: ShardId, key: str) -> bool:
-    """True when the shard exists, loads, and was made by the configuration ``key``."""
-    contents = read_shard(shard_path(store, shard))
-    return contents is not None and contents["key"] == key
 
 
 def build_index(store: str | Path, shards: Iterable[ShardId], *, aug: str, seed: int) -> pd.DataFrame:

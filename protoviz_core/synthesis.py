@@ -148,7 +148,7 @@ def synthesize(
     adam_steps: int,
     adam_lr: float,
     seed: int,
-    device: torch.device | str | None = None,
+    device: torch.device | str = "cpu",
     max_batch: int | None = None,
     normalize: dict | None = None,
     transforms: Sequence[ImageTransform] = (),
@@ -172,7 +172,7 @@ def synthesize(
             channel gets the same prototype alone or in any batch. Start codes,
             evolution samples and re-draws each use their own stream
             (:func:`stream_seed`).
-        device: default CUDA when available. On CUDA: bfloat16 autocast and
+        device: where to run (the caller resolves it). On CUDA: bfloat16 autocast and
             channels_last; on the CPU: float32.
         max_batch: most images per forward pass (channels x samples); default all.
         normalize: {"mean": 3 floats, "std": 3 floats} the network was trained with;
@@ -191,7 +191,7 @@ def synthesize(
     """
     if min(cma_steps, adam_steps) < 0 or cma_popsize < 4 or cma_sigma <= 0 or adam_lr <= 0:
         raise ValueError("need cma_steps, adam_steps >= 0, cma_popsize >= 4, cma_sigma > 0, adam_lr > 0")
-    device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
     use_amp = device.type == "cuda"
     was_training = model.training
     model.eval().to(device)

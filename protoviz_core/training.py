@@ -21,8 +21,8 @@ from typing import Callable
 import numpy as np
 import torch
 from lightly.loss import NTXentLoss
-from tqdm import tqdm
 
+from protoviz_core.atomic import save_atomic
 from protoviz_core.checkpoints import (
     CHECKPOINT_FORMAT,
     CheckpointError,
@@ -31,8 +31,6 @@ from protoviz_core.checkpoints import (
     read_checkpoint,
 )
 from protoviz_core.config import TrainParams
-from protoviz_core.devices import resolve_device
-from protoviz_core.outputs import save_atomic
 from protoviz_core.simclr import BACKBONE_ARCH, NORMALIZE, SimCLR, ViewPairs, simclr_transform
 
 STATE_FORMAT = "protoviz.train_state/1"
@@ -125,7 +123,9 @@ def train_simclr(
     checkpoint_dir: str | Path,
     state_path: str | Path,
     training_hash: str,
-    on_epoch_end: Callable[[int, float], None] | None = None,
+    device: torch.device,
+    on_step: Callable[[int, int, float], None] = lambda epoch, step, loss: None,
+    on_epoch_end: Callable[[int, float], None] = lambda epoch, loss: None,
     log: Callable[[str], None] = print,
 ) -> TrainResult:
     """Train SimCLR on ``images`` and save the backbone after every epoch.
@@ -139,6 +139,8 @@ def train_simclr(
         state_path: model + optimiser + scheduler after the last finished epoch.
         training_hash: identity of this configuration; checkpoints and state of any
             other configuration found on disk are discarded, never mixed in.
+        device: resolved by the caller (the stage claims GPUs).
+        on_step: called with (epoch, step within the epoch from 1, loss) after each step (progress).
         on_epoch_end: called with (epoch, mean loss) after each trained epoch.
 
     Returns:
@@ -149,7 +151,6 @@ def train_simclr(
             f"train.batch_size ({config.batch_size}) exceeds the {len(images)} training images; lower it"
         )
     checkpoint_dir, state_path = Path(checkpoint_dir), Path(state_path)
-    device = resolve_device(config.device)
     seed_everything(seed)
     model = SimCLR()  # initial weights come from the training seed
     optimizer = torch.optim.SGD(
@@ -207,15 +208,10 @@ def train_simclr(
     trained: list[int] = []
     seen_images, train_seconds = 0, 0.0
     steps_per_epoch = len(dataset) // config.batch_size
-    progress = tqdm(
-        total=steps_per_epoch * config.epochs, initial=steps_per_epoch * (first_epoch - 1),
-        desc="train", unit="step", dynamic_ncols=True, mininterval=1.0,
-    )
-
     for epoch in range(first_epoch, config.epochs + 1):
         started = time.perf_counter()
-        progress.set_description(f"train epoch {epoch}/{config.epochs}")
-        loss = _train_one_epoch(model, dataset, optimizer, criterion, config, device, seed, epoch, progress)
+        loss = _train_one_epoch(model, dataset, optimizer, criterion, config, device, seed, epoch,
+                                lambda step, loss: on_step(epoch, step, loss))
         scheduler.step()
         train_seconds += time.perf_counter() - started
         seen_images += steps_per_epoch * config.batch_size
@@ -234,10 +230,8 @@ def train_simclr(
             state_path,
         )
         trained.append(epoch)
-        if on_epoch_end is not None:
-            on_epoch_end(epoch, loss)
+        on_epoch_end(epoch, loss)
 
-    progress.close()
     return TrainResult(
         losses=losses,
         trained_epochs=trained,
@@ -247,7 +241,8 @@ def train_simclr(
 
 
 def _train_one_epoch(
-    model, dataset, optimizer, criterion, config: TrainParams, device, seed: int, epoch: int, progress: tqdm
+    model, dataset, optimizer, criterion, config: TrainParams, device, seed: int, epoch: int,
+    on_step: Callable[[int, float], None],
 ) -> float:
     """One pass over ``dataset``; returns the mean loss. Seeded from (seed, epoch)."""
     epoch_seed = _epoch_seed(seed, epoch)
@@ -278,6 +273,5 @@ def _train_one_epoch(
         optimizer.step()
         total += loss.item()
         batches += 1
-        progress.update()
-        progress.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+        on_step(batches, loss.item())
     return total / max(batches, 1)

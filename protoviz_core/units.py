@@ -11,6 +11,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Callable, Iterator, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -105,3 +106,10 @@ def check_channels(channels: Sequence[int] | torch.Tensor | None, count: int, la
     if len(index.unique()) != len(index):
         raise ValueError(f"duplicate channels for layer {layer!r}: {index.tolist()}")
     return index
+
+
+def spaced_channels(count: int, limit: int | None) -> torch.Tensor:
+    """``limit`` channel indices spread evenly over ``0..count-1`` (all when None)."""
+    if limit is None or limit >= count:
+        return torch.arange(count)
+    return torch.from_numpy(np.unique(np.linspace(0, count - 1, limit).round().astype(np.int64)))

@@ -6,20 +6,7 @@ import argparse
 import sys
 from typing import Callable, Sequence
 
-from protoviz_core.checkpoints import CheckpointError
-from protoviz_core.checks import DegenerateError
-from protoviz_core.comparison import ComparisonError
-from protoviz_core.config import ParamsError
-from protoviz_core.devices import DeviceError
-from protoviz_core.embedding import WeightsError
-from protoviz_core.report import ReportError
-from protoviz_core.stl10 import DatasetError
-
-# Errors whose message already says what is wrong and how to fix it: no traceback.
-USER_ERRORS = (
-    ParamsError, DatasetError, CheckpointError, DeviceError, ReportError, ComparisonError, WeightsError,
-    DegenerateError,
-)
+from protoviz_core.errors import ProtovizError
 
 
 def parser(description: str) -> argparse.ArgumentParser:
@@ -29,10 +16,10 @@ def parser(description: str) -> argparse.ArgumentParser:
 
 
 def run(main: Callable[[Sequence[str] | None], None], argv: Sequence[str] | None = None) -> int:
-    """Call a stage's ``main``; a user error prints one line and exits with status 2."""
+    """Call a stage's ``main``; a user error (:class:`ProtovizError`) prints one line and exits with status 2."""
     try:
         main(argv)
-    except USER_ERRORS as exc:
+    except ProtovizError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

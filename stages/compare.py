@@ -21,7 +21,8 @@ from mlflow.tracking import MlflowClient
 from protoviz_core.atlas import read_manifest
 from protoviz_core.comparison import choose_runs, find_runs, metric_histories
 from protoviz_core.config import DistanceParams, load_params
-from protoviz_core.report import QUANTITIES, READOUTS, write_comparison
+from protoviz_core.metric_keys import comparison_keys, distance_layers
+from protoviz_core.report import write_comparison
 from protoviz_core.tracking import tracking_uri
 from stages import _cli
 
@@ -70,11 +71,8 @@ def main(argv=None) -> None:
     for key, values in selection.differing_params.items():
         print(f"compare: warning: runs differ in {key}: {', '.join(values)}")
 
-    layers = sorted({key.rsplit("/", 1)[-1] for run_id in selection.used.run_id
-                     for key in client.get_run(run_id).data.metrics if key.startswith("diversity/")})
-    suffix = f"{view.space}/{view.metric}{'-masked' if view.masked else ''}"
-    keys = [f"probe/{r}" for r in READOUTS] + [f"{q}/{suffix}/{layer}" for q in QUANTITIES for layer in layers]
-    histories = metric_histories(client, selection.used, keys)
+    layers = distance_layers(key for run_id in selection.used.run_id for key in client.get_run(run_id).data.metrics)
+    histories = metric_histories(client, selection.used, comparison_keys(layers, view))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     page = write_comparison(out, selection=selection, histories=histories, view=view,

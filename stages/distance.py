@@ -10,10 +10,13 @@ import mlflow
 import pandas as pd
 from tqdm import tqdm
 
+from protoviz_core.atomic import atomic_write
 from protoviz_core.config import load_params
-from protoviz_core.distance import epoch_rows
-from protoviz_core.outputs import atomic_write, cached, read_cached, remove_unplanned, write_csv, write_json
+from protoviz_core.distance import distance_work
+from protoviz_core.dvc_files import write_csv, write_json
+from protoviz_core.metric_keys import distance_key, in_view
 from protoviz_core.tracking import pipeline_run
+from protoviz_core.work import prune, run_work
 from stages import _cli
 
 
@@ -26,35 +29,26 @@ def main(argv=None) -> None:
     p.add_argument("--plot", required=True, help="CSV: diversity per epoch, one column per layer")
     args = p.parse_args(argv)
     params = load_params(args.params)
-    view = params.distance
-    embeddings = Path(args.embeddings)
-    info = json.loads((embeddings / "info.json").read_text())  # what this run's embed stage made
-    spaces, epochs = info["spaces"], info["epochs"]
+    info = json.loads((Path(args.embeddings) / "info.json").read_text())  # what this run's embed stage made
+    prune(args.parts, info["spaces"], print, pattern="*/")
 
     rows = []
-    for space in spaces:
-        files = [embeddings / space / f"e{epoch:04d}.pt" for epoch in epochs]
-        remove_unplanned(Path(args.parts) / space, [path.name for path in files], print)
-        for path, following in tqdm(list(zip(files, files[1:] + [None])), desc=f"distance {space}", unit="epoch"):
-            key, vectors = read_cached(path)
-            next_key, next_vectors = read_cached(following) if following else (None, None)
-            epoch = int(path.stem[1:])
-            rows += cached(Path(args.parts) / space / path.name, f"{key}:{next_key}",
-                           lambda: epoch_rows(space, epoch, vectors, next_vectors))
+    for space in info["spaces"]:
+        items = distance_work(args.embeddings, space, info["epochs"])
+        with tqdm(total=len(items), desc=f"distance {space}", unit="epoch") as bar:
+            parts = run_work(items, Path(args.parts) / space, on_done=lambda item, reused: bar.update())
+        rows += [row for part in parts for row in part["rows"]]
     table = pd.DataFrame(rows)
     with atomic_write(args.table, "wb") as f:
         table.to_parquet(f, index=False)
 
-    headline = table[table.quantity.isin(["diversity", "rate_of_change", "consistency"])]
     with pipeline_run(params, "distance"):
-        for epoch, group in headline.groupby("epoch"):  # one batch per epoch: SQLite stays fast
-            mlflow.log_metrics({
-                f"{r.quantity}/{r.space}/{r.metric}{'-masked' if r.masked else ''}/{r.layer}": r.value
-                for r in group.itertuples()
-            }, step=int(epoch))
+        for epoch, group in table.groupby("epoch"):  # one batch per epoch: SQLite stays fast
+            mlflow.log_metrics({distance_key(r.quantity, r.space, r.metric, r.masked, r.layer): r.value
+                                for r in group.itertuples()}, step=int(epoch))
 
-    shown = headline[(headline.space == view.space) & (headline.metric == view.metric)
-                     & (headline.masked == view.masked)]
+    view = params.distance
+    shown = in_view(table, view)
     last = shown[shown.epoch == shown.epoch.max()]
     write_json(args.metrics, {
         "space": view.space, "metric": view.metric, "masked": view.masked, "epoch": int(shown.epoch.max()),

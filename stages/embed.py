@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import hashlib
-import shutil
 import sys
 from pathlib import Path
 
 import mlflow
 from tqdm import tqdm
 
-from protoviz_core.config import ParamsError, load_params
+from protoviz_core.config import load_params
 from protoviz_core.devices import resolve_device
-from protoviz_core.embedding import EMBEDDING_VERSION, embed_epoch, load_network
-from protoviz_core.outputs import cached, remove_unplanned, write_json
-from protoviz_core.rfield import load_masks, masks_for_epoch
+from protoviz_core.dvc_files import write_json
+from protoviz_core.embedding import embed_work
+from protoviz_core.masks import load_masks
 from protoviz_core.store import open_prototypes
 from protoviz_core.tracking import pipeline_run
+from protoviz_core.work import prune, run_work
 from stages import _cli
 
 
@@ -29,37 +28,20 @@ def main(argv=None) -> None:
     params = load_params(args.params)
     settings = params.embed
     store = open_prototypes(args.prototypes)
-    epochs = sorted(int(e) for e in store.index["epoch"].unique())
-    layers = sorted(store.index["layer"].unique())
-    all_masks = load_masks(args.rfmasks)
-    try:
-        masks = {epoch: masks_for_epoch(all_masks, epoch, layers) for epoch in epochs}
-    except ValueError as exc:
-        raise ParamsError(f"{args.params}: {exc}") from None
+    masks = load_masks(args.rfmasks)
     device = resolve_device(settings.device)
     spaces = ["pixel", *settings.nets]
     out = Path(args.out)
-    for folder in sorted(out.iterdir()) if out.is_dir() else []:
-        if folder.is_dir() and folder.name not in spaces:
-            print(f"removing {folder}: not part of this configuration")
-            shutil.rmtree(folder)
-    for space in spaces:
-        remove_unplanned(out / space, [f"e{epoch:04d}.pt" for epoch in epochs], print)
+    prune(out, spaces, print, pattern="*/")  # folders of spaces this configuration does not embed
 
     with pipeline_run(params, "embed"):
         mlflow.set_tag("protoviz.embed_weights", settings.weights)  # random weights must not pass as real
         for space in spaces:
-            network = None if space == "pixel" else load_network(space, settings.weights)
-            for epoch in tqdm(epochs, desc=f"embed {space}", unit="epoch"):
-                fingerprint = hashlib.sha256(repr(store.shard_keys(epoch=epoch)).encode())
-                for layer in layers:
-                    fingerprint.update(masks[epoch][layer].numpy().tobytes())
-                fingerprint.update(f"{settings.weights}:{EMBEDDING_VERSION}".encode())
-                key = fingerprint.hexdigest()[:24]
-                cached(out / space / f"e{epoch:04d}.pt", key, lambda: embed_epoch(
-                    store, epoch, space, masks[epoch], network=network,
-                    batch_size=settings.batch_size, device=device,
-                ))
+            items = embed_work(store, masks, space, weights=settings.weights, batch_size=settings.batch_size,
+                               device=device)
+            with tqdm(total=len(items), desc=f"embed {space}", unit="epoch") as bar:
+                run_work(items, out / space, on_done=lambda item, reused: bar.update())
+    epochs = sorted(int(e) for e in store.index.epoch.unique())
     write_json(out / "info.json", {"spaces": spaces, "weights": settings.weights, "epochs": epochs})
 
 

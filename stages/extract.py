@@ -12,14 +12,16 @@ import time
 import mlflow
 from tqdm import tqdm
 
-from protoviz_core.checkpoints import choose_epochs, read_checkpoint, require_checkpoints
+from protoviz_core.checkpoints import choose_epochs, require_checkpoints
 from protoviz_core.config import ParamsError, load_params
 from protoviz_core.devices import resolve_device
-from protoviz_core.extraction import SynthesisSettings, execute, pending, plan, remove_stale_shards
+from protoviz_core.dvc_files import write_json
+from protoviz_core.extraction import ray_executor, shard_work
+from protoviz_core.metric_keys import EXTRACT_PROTOTYPES_PER_S, extract_key
 from protoviz_core.montage import grid
-from protoviz_core.outputs import write_json
-from protoviz_core.store import build_index, open_prototypes
+from protoviz_core.store import SHARDS_DIR, build_index, open_prototypes
 from protoviz_core.tracking import pipeline_run
+from protoviz_core.work import compute_here, run_work
 from stages import _cli
 
 
@@ -36,31 +38,28 @@ def extract(argv=None) -> None:
         epochs = choose_epochs(list(checkpoints), x.epochs)
     except ValueError as exc:
         raise ParamsError(f"{args.params}: {exc}") from None
-    settings = SynthesisSettings(
-        generator=x.generator, generator_weights=x.generator_weights, image_size=params.data.image_size,
-        cma_steps=x.cma_steps, cma_popsize=x.cma_popsize, cma_sigma=x.cma_sigma, adam_steps=x.adam_steps,
-        adam_lr=x.adam_lr, max_batch=x.max_batch, device=str(resolve_device(x.device)),
-    )
-    trained_by = read_checkpoint(checkpoints[max(checkpoints)], mmap=True)["training_hash"]
-    tasks = plan(checkpoints, epochs, x.layers, x.repeats, run_seed=params.seed, seed=x.seed,
-                 training_hash=trained_by, channels_per_layer=x.channels_per_layer, settings=settings,
-                 common_streams=x.common_streams)
-    remove_stale_shards(args.store, tasks, print)
-    todo = pending(args.store, tasks)
+    work = shard_work({e: checkpoints[e] for e in epochs}, x, run_seed=params.seed,
+                      image_size=params.data.image_size, device=resolve_device(x.device))
+    computed = set()  # names of the shards this run synthesised
+
+    def done(item, reused):
+        bar.update()
+        computed.update([] if reused else [item.name])
 
     with pipeline_run(params, "extract"):
         started = time.perf_counter()
-        with tqdm(total=len(tasks), initial=len(tasks) - len(todo), desc="extract", unit="shard") as bar:
-            done = execute(todo, args.store, executor=x.executor, ray_address=x.ray_address,
-                           on_done=lambda summary: bar.update())
-        index = build_index(args.store, [task.shard for task in tasks], aug=params.aug, seed=params.seed)
+        with tqdm(total=len(work), desc="extract", unit="shard") as bar:
+            shards = run_work(list(work.values()), f"{args.store}/{SHARDS_DIR}", on_done=done,
+                              executor=ray_executor(x.ray_address) if x.executor == "ray" else compute_here)
+        seconds = time.perf_counter() - started
+        index = build_index(args.store, list(work), aug=params.aug, seed=params.seed)
         per_layer = index.groupby(["epoch", "layer"]).agg(activation=("activation", "mean"), dead=("dead", "mean"))
         for (epoch, layer), row in per_layer.iterrows():
-            mlflow.log_metrics({f"extract/activation/{layer}": row.activation,
-                                f"extract/dead_fraction/{layer}": row.dead}, step=int(epoch))
-        if done:
-            mlflow.log_metric("extract/prototypes_per_s",
-                              sum(s["prototypes"] for s in done) / (time.perf_counter() - started))
+            mlflow.log_metrics({extract_key("activation", layer): row.activation,
+                                extract_key("dead_fraction", layer): row.dead}, step=int(epoch))
+        if computed:
+            made = sum(len(contents["channels"]) for item, contents in zip(work.values(), shards) if item.name in computed)
+            mlflow.log_metric(EXTRACT_PROTOTYPES_PER_S, made / seconds)
 
     last = per_layer.loc[max(epochs)]
     write_json(args.metrics, {

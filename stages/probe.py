@@ -10,10 +10,12 @@ from tqdm import tqdm
 from protoviz_core.checkpoints import require_checkpoints, select_epochs
 from protoviz_core.config import load_params
 from protoviz_core.devices import resolve_device
-from protoviz_core.outputs import remove_unplanned, write_csv, write_json
-from protoviz_core.probe import checkpoint_features, probe_accuracies
+from protoviz_core.dvc_files import write_csv, write_json
+from protoviz_core.metric_keys import probe_key
+from protoviz_core.probe import feature_work, probe_accuracies
 from protoviz_core.stl10 import read_split
 from protoviz_core.tracking import pipeline_run
+from protoviz_core.work import run_work
 from stages import _cli
 
 
@@ -27,24 +29,20 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     params = load_params(args.params)
     checkpoints = require_checkpoints(args.checkpoints)
-    train_images, train_labels = read_split(args.data, "train", params.data.image_size)
-    test_images, test_labels = read_split(args.data, "test", params.data.image_size)
-    splits = {"train": train_images, "test": test_images}
-    device = resolve_device(params.probe.device)
-
+    (train_images, train_labels), (test_images, test_labels) = (
+        read_split(args.data, split, params.data.image_size) for split in ("train", "test"))
     epochs = select_epochs(list(checkpoints), params.probe.every)
-    remove_unplanned(args.cache, [checkpoints[epoch].name for epoch in epochs], print)
+    items = feature_work({e: checkpoints[e] for e in epochs}, {"train": train_images, "test": test_images},
+                         params.section_hash("data"), batch_size=params.probe.batch_size,
+                         device=resolve_device(params.probe.device))
 
     rows = []
-    with pipeline_run(params, "probe"):
-        for epoch in tqdm(epochs, desc="probe", unit="ckpt"):
-            features = checkpoint_features(
-                checkpoints[epoch], splits, args.cache, params.section_hash("data"),
-                batch_size=params.probe.batch_size, device=device,
-            )
-            accuracy = probe_accuracies(features["train"].numpy(), train_labels,
-                                        features["test"].numpy(), test_labels, params.probe)
-            mlflow.log_metrics({f"probe/{name}": value for name, value in accuracy.items()}, step=epoch)
+    with pipeline_run(params, "probe"), tqdm(total=len(items), desc="probe", unit="ckpt") as bar:
+        features = run_work(items, args.cache, on_done=lambda item, reused: bar.update())
+        for epoch, split in zip(epochs, features):
+            accuracy = probe_accuracies(split["train"].numpy(), train_labels, split["test"].numpy(), test_labels,
+                                        params.probe)
+            mlflow.log_metrics({probe_key(name): value for name, value in accuracy.items()}, step=epoch)
             rows.append({"epoch": epoch, **accuracy})
 
     write_json(args.metrics, rows[-1])

@@ -6,10 +6,11 @@ import sys
 
 import mlflow
 import pandas as pd
+from tqdm import tqdm
 
 from protoviz_core.config import load_params
+from protoviz_core.masks import load_masks
 from protoviz_core.report import write_run_report
-from protoviz_core.rfield import load_masks
 from protoviz_core.store import open_prototypes
 from protoviz_core.tracking import pipeline_run
 from stages import _cli
@@ -27,10 +28,12 @@ def main(argv=None) -> None:
     store = open_prototypes(args.prototypes)
     # Unique per configuration and the same on every machine: the report's content stays reproducible.
     run_name = f"{params.aug}-seed{params.seed}-{params.measurement_hash()[:8]}"
-    page = write_run_report(
-        args.out, store=store, masks=load_masks(args.rfmasks), distances=pd.read_parquet(args.distances),
-        probe=pd.read_csv(args.probe), settings=params.report, view=params.distance, run_name=run_name,
-    )
+    with tqdm(total=store.index.epoch.nunique(), desc="report atlas", unit="epoch") as bar:
+        page = write_run_report(
+            args.out, store=store, masks=load_masks(args.rfmasks), distances=pd.read_parquet(args.distances),
+            probe=pd.read_csv(args.probe), settings=params.report, view=params.distance, run_name=run_name,
+            on_atlas_epoch=lambda epoch: bar.update(),
+        )
     with pipeline_run(params, "report"):
         mlflow.log_artifacts(args.out, artifact_path="report")
     print(f"report: {page}")

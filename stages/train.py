@@ -5,9 +5,12 @@ from __future__ import annotations
 import sys
 
 import mlflow
+from tqdm import tqdm
 
 from protoviz_core.config import load_params
-from protoviz_core.outputs import write_csv, write_json
+from protoviz_core.devices import resolve_device
+from protoviz_core.dvc_files import write_csv, write_json
+from protoviz_core.metric_keys import TRAIN_IMAGES_PER_S, TRAIN_LOSS
 from protoviz_core.stl10 import read_images
 from protoviz_core.tracking import pipeline_run
 from protoviz_core.training import code_version, train_simclr
@@ -24,16 +27,25 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     params = load_params(args.params)
     images = read_images(args.data, "unlabeled", params.data.image_size)
+    steps = len(images) // params.train.batch_size  # per epoch (full batches only)
 
-    with pipeline_run(params, "train"):
+    def step_done(epoch: int, step: int, loss: float) -> None:
+        bar.update((epoch - 1) * steps + step - bar.n)
+        bar.set_description(f"train epoch {epoch}/{params.train.epochs}", refresh=False)
+        bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
+
+    with pipeline_run(params, "train"), tqdm(total=steps * params.train.epochs, desc="train", unit="step",
+                                             dynamic_ncols=True, mininterval=1.0) as bar:
         result = train_simclr(
             images, params.train, aug=params.aug, seed=params.seed,
             image_size=params.data.image_size, checkpoint_dir=args.checkpoints,
             state_path=args.state, training_hash=f"{params.training_hash()}-{code_version()}",
-            on_epoch_end=lambda epoch, loss: mlflow.log_metric("train/loss", loss, step=epoch),
+            device=resolve_device(params.train.device), on_step=step_done,
+            on_epoch_end=lambda epoch, loss: mlflow.log_metric(TRAIN_LOSS, loss, step=epoch),
+            log=bar.write,
         )
         if result.trained_epochs:
-            mlflow.log_metric("train/images_per_s", result.images_per_s)
+            mlflow.log_metric(TRAIN_IMAGES_PER_S, result.images_per_s)
 
     final_epoch = max(result.losses, default=0)
     write_json(args.metrics, {

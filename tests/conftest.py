@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
+from protoviz_core.checkpoints import list_checkpoints
 from protoviz_core.config import TrainParams
 from protoviz_core.synthetic import generate_images
 
-from tests.helpers import TINY_IMAGE_SIZE
+from tests.helpers import TINY_IMAGE_SIZE, run_pipeline, tiny_params, write_params
 
 
 @pytest.fixture(autouse=True)
@@ -43,3 +47,28 @@ def published_torch_home(tmp_path_factory):
         patch.setenv("TORCH_HOME", str(home))
         write_published_imagenet()
     return home
+
+
+@pytest.fixture(scope="session")
+def trained_project(tmp_path_factory) -> Path:
+    """A project folder after the data and train stages of ``tiny_params(epochs=2)``: the suite's
+    one trained run. Read it, never write to it: :func:`project` gives each test its own copy."""
+    folder = tmp_path_factory.mktemp("trained")
+    write_params(folder / "params.yaml", tiny_params(epochs=2))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder / 'mlflow.db'}")
+        run_pipeline(folder, "data", "train")
+    return folder
+
+
+@pytest.fixture
+def project(trained_project, tmp_path) -> Path:
+    """``tmp_path`` holding a copy of the trained run (data, checkpoints, params), with the test's own MLflow."""
+    shutil.copytree(trained_project, tmp_path, dirs_exist_ok=True, ignore=shutil.ignore_patterns("mlflow.db*"))
+    return tmp_path
+
+
+@pytest.fixture(scope="session")
+def trained_checkpoints(trained_project) -> dict[int, Path]:
+    """{epoch: path} of the trained run's checkpoints (epochs 0, 1, 2); read only."""
+    return list_checkpoints(trained_project / "out" / "checkpoints")

@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 from protoviz_core.atlas import read_manifest, write_run_part, write_viewer
+from protoviz_core.masks import MaskSet
 from protoviz_core.store import ShardId, build_index, open_prototypes, write_shard
 from protoviz_core.synthesis import Prototypes
 
@@ -44,7 +45,7 @@ def _store(root, aug="clrjit", seed=1, size=16):
 def _masks(size=16):
     top = torch.zeros(size, size)
     top[: size // 2] = 1
-    return {0: {"layer1": top, "layer3": top}, 2: {"layer1": top.flip(0), "layer3": top}}
+    return MaskSet({0: {"layer1": top, "layer3": top}, 2: {"layer1": top.flip(0), "layer3": top}}, {0: "k0", 2: "k2"})
 
 
 def test_sprite_cells_hold_each_unit_and_manifest_describes_them(tmp_path):

@@ -5,7 +5,8 @@ import pytest
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
-from protoviz_core.comparison import ComparisonError, choose_runs, final_values, find_runs, mean_sem, metric_histories
+from protoviz_core.aggregate import final_values, mean_sem
+from protoviz_core.comparison import ComparisonError, choose_runs, find_runs, metric_histories
 from protoviz_core.tracking import EXPERIMENT_NAME
 
 # Final (epoch 2) logreg accuracy per (condition, seed); by hand:

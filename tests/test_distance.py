@@ -38,16 +38,45 @@ def test_identical_repeats_have_zero_distance_and_diversity_needs_two():
         pairwise(x, "l1")
 
 
+def _layer(vectors_per_repeat):
+    """One layer of embed_epoch's output: repeats stacked, channels 0..C-1."""
+    stacked = torch.stack(vectors_per_repeat)
+    return {"channels": torch.arange(stacked.shape[1]), "repeats": torch.arange(1, len(stacked) + 1),
+            "plain": stacked, "masked": stacked}
+
+
 def test_epoch_rows_identical_repeats_and_epochs_give_zero():
     from protoviz_core.distance import epoch_rows
 
     v = torch.randn(5, 7).half()
-    vectors = {f"layer1/r{r}/{kind}": v for r in (1, 2) for kind in ("plain", "masked")}
-    vectors.update({f"layer1/r{r}/channels": torch.arange(5) for r in (1, 2)})
+    vectors = {"layer1": _layer([v, v])}
     rows = epoch_rows("pixel", 3, vectors, following=vectors)
     by = {(r["metric"], r["masked"], r["quantity"]): r["value"] for r in rows}
+    assert {r["quantity"] for r in rows} == {"diversity", "consistency", "rate_of_change"}
     for metric in ("mse", "cosine"):
         assert by[(metric, True, "consistency")] == pytest.approx(0, abs=1e-6)
         assert by[(metric, False, "rate_of_change")] == pytest.approx(0, abs=1e-6)
-        assert by[(metric, True, "diversity")] == pytest.approx(by[(metric, True, "diversity_r1")])
+        assert by[(metric, True, "diversity")] == pytest.approx(diversity(v.float(), metric))
         assert by[(metric, True, "diversity")] > 0
+
+
+def test_consistency_averages_every_pair_of_repeats_and_the_last_epoch_has_no_rate_of_change():
+    from protoviz_core.distance import epoch_rows
+
+    a, b, c = (torch.randn(4, 6) for _ in range(3))
+    rows = epoch_rows("pixel", 0, {"layer1": _layer([a, b, c])}, following=None)
+    by = {(r["metric"], r["masked"], r["quantity"]): r["value"] for r in rows}
+    expected = (mean_paired(a, b, "mse") + mean_paired(a, c, "mse") + mean_paired(b, c, "mse")) / 3
+    assert by[("mse", False, "consistency")] == pytest.approx(expected)
+    assert not any(r["quantity"] == "rate_of_change" for r in rows)
+    single = epoch_rows("pixel", 0, {"layer1": _layer([a])}, following=None)
+    assert {r["quantity"] for r in single} == {"diversity"}  # one repeat: no consistency
+
+
+def test_epoch_rows_refuse_a_following_epoch_with_other_channels():
+    from protoviz_core.distance import epoch_rows
+
+    v = torch.randn(4, 6)
+    following = {"layer1": {**_layer([v]), "channels": torch.tensor([0, 1, 2, 9])}}
+    with pytest.raises(ValueError, match="different channels"):
+        epoch_rows("pixel", 0, {"layer1": _layer([v])}, following=following)

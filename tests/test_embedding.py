@@ -164,7 +164,9 @@ def test_a_degenerate_embedding_set_stops_with_its_name():
                     device=torch.device("cpu"))
     vectors = embed_epoch(_Store(varied), 0, "pixel", {"layer1": torch.ones(8, 8)}, network=None, batch_size=8,
                           device=torch.device("cpu"))
-    assert vectors["layer1/r1/plain"].dtype == torch.float16 and vectors["layer1/r1/plain"].shape == (3, 192)
+    plain = vectors["layer1"]["plain"]
+    assert plain.dtype == torch.float16 and plain.shape == (1, 3, 192)  # (repeats, channels, 3 * 8 * 8)
+    assert vectors["layer1"]["channels"].tolist() == [0, 1, 2] and vectors["layer1"]["repeats"].tolist() == [1]
 
 
 def test_unknown_network_and_weights_are_refused():
@@ -174,10 +176,12 @@ def test_unknown_network_and_weights_are_refused():
         load_network("resnet50", weights="places365")
 
 
-def test_params_schema_lists_exactly_the_networks_we_have():
-    from protoviz_core.config import EMBEDDING_NETS
+def test_params_schema_accepts_exactly_the_networks_we_have():
+    from protoviz_core.config import EmbedParams, ParamsError, parse_params
 
-    assert tuple(NETWORKS) == EMBEDDING_NETS
+    assert EmbedParams().nets == list(NETWORKS)
+    with pytest.raises(ParamsError, match="embed.nets"):
+        parse_params({"embed": {"nets": ["alexnet"]}})
 
 
 def test_random_weights_are_the_same_in_every_run():

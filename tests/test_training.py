@@ -10,7 +10,7 @@ def _train(images, config, directory, training_hash="h", **kwargs):
     return train_simclr(
         images, config, aug="clrjit", seed=1, image_size=TINY_IMAGE_SIZE,
         checkpoint_dir=directory / "checkpoints", state_path=directory / "state.pt",
-        training_hash=training_hash, log=lambda message: None, **kwargs,
+        training_hash=training_hash, device=torch.device("cpu"), log=lambda message: None, **kwargs,
     )
 
 

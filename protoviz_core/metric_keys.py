@@ -1,0 +1,77 @@
+"""Metric names in one place: what the stages log to MLflow and DVC, and what the reports read back.
+
+    train/loss, train/images_per_s
+    probe/<readout>                                    readout in READOUTS
+    rfmask/sigma/<layer>
+    extract/activation/<layer>, extract/dead_fraction/<layer>, extract/prototypes_per_s
+    <quantity>/<space>/<metric>[-masked]/<layer>       quantity in QUANTITIES
+
+Each metric is logged with the epoch as its step. The distance stage measures every
+(space, metric, masked) view; a *view* (params ``distance``) picks the one that
+summaries, plots and figures show.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import pandas as pd
+
+from protoviz_core.config import DistanceParams
+
+READOUTS = ("logreg", "linearsvc", "adam")  # the linear probes (paper Sec. 6.1)
+QUANTITIES = ("diversity", "rate_of_change", "consistency")  # the distance stage's (paper Sec. 3.3)
+
+TRAIN_LOSS = "train/loss"
+TRAIN_IMAGES_PER_S = "train/images_per_s"
+EXTRACT_PROTOTYPES_PER_S = "extract/prototypes_per_s"
+
+
+def probe_key(readout: str) -> str:
+    return f"probe/{readout}"
+
+
+def rfmask_sigma_key(layer: str) -> str:
+    return f"rfmask/sigma/{layer}"
+
+
+def extract_key(statistic: str, layer: str) -> str:
+    """``statistic``: ``activation`` (mean centre activation) or ``dead_fraction``."""
+    return f"extract/{statistic}/{layer}"
+
+
+def view_name(space: str, metric: str, masked: bool) -> str:
+    """``pixel/mse-masked``: one distance view as part of a metric name."""
+    return f"{space}/{metric}{'-masked' if masked else ''}"
+
+
+def distance_key(quantity: str, space: str, metric: str, masked: bool, layer: str) -> str:
+    return f"{quantity}/{view_name(space, metric, masked)}/{layer}"
+
+
+def layer_of(key: str) -> str:
+    """The layer a per-layer metric name ends with."""
+    return key.rsplit("/", 1)[-1]
+
+
+def distance_layers(keys: Iterable[str]) -> list[str]:
+    """The layers that have a diversity metric among ``keys``, sorted."""
+    return sorted({layer_of(key) for key in keys if key.startswith(f"{QUANTITIES[0]}/")})
+
+
+def comparison_keys(layers: Iterable[str], view: DistanceParams) -> list[str]:
+    """The metrics the comparison of runs reads: every probe readout, every quantity of ``view``."""
+    layers = list(layers)
+    return [probe_key(r) for r in READOUTS] + [
+        distance_key(q, view.space, view.metric, view.masked, layer) for q in QUANTITIES for layer in layers
+    ]
+
+
+def in_view(table: pd.DataFrame, view: DistanceParams) -> pd.DataFrame:
+    """The rows of a tidy distance table (space, metric, masked, ...) that ``view`` shows."""
+    return table[(table.space == view.space) & (table.metric == view.metric) & (table.masked == view.masked)]
+
+
+def view_label(view: DistanceParams) -> str:
+    """``pixel, mse, RF-masked``: what a figure of ``view`` measures, in words."""
+    return f"{view.space}, {view.metric}, {'RF-masked' if view.masked else 'unmasked'}"
