@@ -34,6 +34,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.store_scale import LAYER_CHANNELS, smooth_images, timed  # noqa: E402
 from protoviz_core.atlas import write_run_part, write_viewer  # noqa: E402
+from protoviz_core.masks import MaskSet  # noqa: E402
 from protoviz_core.montage import thumbnails  # noqa: E402
 from protoviz_core.store import ShardId, build_index, open_prototypes, write_shard  # noqa: E402
 from protoviz_core.synthesis import Prototypes  # noqa: E402
@@ -126,7 +127,7 @@ def main() -> None:
     atlas = scratch / "atlas"
     name = "clrjit-seed1-bench"
     mask = torch.ones(args.size, args.size)
-    masks = {0: dict.fromkeys(LAYER_CHANNELS, mask)}
+    masks = MaskSet({0: dict.fromkeys(LAYER_CHANNELS, mask)}, {0: "bench"})
     manifest = {}
 
     def build_atlas():

@@ -26,16 +26,12 @@ from protoviz_core.distance import epoch_rows
 LAYERS = {"layer1": 64, "layer2": 128, "layer3": 256, "layer4": 512}
 
 
-def synthetic_epoch(epoch: int, dim: int) -> dict[str, torch.Tensor]:
-    """Embeddings of one epoch keyed like the embed stage's files (float16)."""
+def synthetic_epoch(epoch: int, dim: int) -> dict[str, dict[str, torch.Tensor]]:
+    """Embeddings of one epoch laid out like the embed stage's files: two repeats, float16."""
     generator = torch.Generator().manual_seed(epoch * 7 + dim)
-    vectors = {}
-    for layer, channels in LAYERS.items():
-        for repeat in ("r1", "r2"):
-            for kind in ("plain", "masked"):
-                vectors[f"{layer}/{repeat}/{kind}"] = torch.rand(channels, dim, generator=generator).half()
-            vectors[f"{layer}/{repeat}/channels"] = torch.arange(channels)
-    return vectors
+    return {layer: {"channels": torch.arange(channels), "repeats": torch.tensor([1, 2]),
+                    **{kind: torch.rand(2, channels, dim, generator=generator).half() for kind in ("plain", "masked")}}
+            for layer, channels in LAYERS.items()}
 
 
 def protoviz_side(epochs: int, dims: list[int], device: str) -> int:
@@ -45,8 +41,9 @@ def protoviz_side(epochs: int, dims: list[int], device: str) -> int:
         for epoch in range(epochs):
             current, following = following, synthetic_epoch(epoch + 1, dim) if epoch + 1 < epochs else None
             if device != "cpu":
-                current = {k: v.to(device) for k, v in current.items()}
-                following = {k: v.to(device) for k, v in following.items()} if following else None
+                current = {layer: {k: v.to(device) for k, v in part.items()} for layer, part in current.items()}
+                following = ({layer: {k: v.to(device) for k, v in part.items()} for layer, part in following.items()}
+                             if following else None)
             rows += len(epoch_rows(f"d{dim}", epoch, current, following))
     return rows
 

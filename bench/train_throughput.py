@@ -72,7 +72,7 @@ def protoviz_stage(images: np.ndarray, config: TrainParams, image_size: int) -> 
         result = train_simclr(
             images, config, aug="clrjit", seed=0, image_size=image_size,
             checkpoint_dir=Path(scratch) / "checkpoints", state_path=Path(scratch) / "state.pt",
-            training_hash="bench", log=lambda message: None,
+            training_hash="bench", device=resolve_device(config.device), log=lambda message: None,
         )
         elapsed = time.perf_counter() - started
     steps = len(images) // config.batch_size

@@ -63,8 +63,9 @@ def trained_project(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def project(trained_project, tmp_path) -> Path:
-    """``tmp_path`` holding a copy of the trained run (data, checkpoints, params), with the test's own MLflow."""
-    shutil.copytree(trained_project, tmp_path, dirs_exist_ok=True, ignore=shutil.ignore_patterns("mlflow.db*"))
+    """``tmp_path`` holding a copy of the trained run: data, checkpoints, params, and its MLflow
+    database (the train stage's run) where this test's MLFLOW_TRACKING_URI points."""
+    shutil.copytree(trained_project, tmp_path, dirs_exist_ok=True)
     return tmp_path
 
 

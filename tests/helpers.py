@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+import io
 import os
 import subprocess
 import sys
@@ -38,12 +41,26 @@ def start_stage(name: str, cwd, *args) -> subprocess.Popen:
     )
 
 
-def run_stage(name: str, cwd, *args, timeout: float = 300) -> str:
-    """Run a stage to completion; fail the test with its stderr if it fails. Returns stdout."""
-    process = start_stage(name, cwd, *args)
-    stdout, stderr = process.communicate(timeout=timeout)
-    assert process.returncode == 0, stderr
-    return stdout
+def run_stage(name: str, cwd, *args) -> str:
+    """Run a stage's CLI in this process, in ``cwd``; fail the test with its stderr if it fails.
+
+    The same entry point as ``python -m stages.<name>`` (argument parsing, one-line
+    errors, exit status), without a new interpreter's imports for every stage; tests
+    that need a separate process (kills) use :func:`start_stage`. Returns stdout.
+    """
+    from stages import _cli
+
+    main = importlib.import_module(f"stages.{name}").main
+    stdout, stderr = io.StringIO(), io.StringIO()
+    previous = os.getcwd()
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            status = _cli.run(main, list(args))
+    finally:
+        os.chdir(previous)
+    assert status == 0, stderr.getvalue()[-3000:]
+    return stdout.getvalue()
 
 
 # Each stage's arguments as dvc.yaml passes them, with the outputs in the test's folder.
@@ -68,3 +85,12 @@ def run_pipeline(cwd, *stages: str) -> None:
     """Run the named stages in order, each as :func:`run_stage` with its :data:`STAGE_ARGS`."""
     for name in stages:
         run_stage(name, cwd, *STAGE_ARGS[name])
+
+
+def newest_run(client):
+    """The MLflow run the stages of a test used: the newest of the protoviz experiment (a copied
+    project's database also holds the train stage's run of the session's trained project)."""
+    from protoviz_core.tracking import EXPERIMENT_NAME
+
+    experiment = client.get_experiment_by_name(EXPERIMENT_NAME)
+    return client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"], max_results=1)[0]

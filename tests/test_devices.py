@@ -42,3 +42,12 @@ def test_cpu_machine_resolves_auto_to_cpu_and_refuses_cuda(monkeypatch):
     assert resolve_device("cpu") == torch.device("cpu")
     with pytest.raises(DeviceError, match="no CUDA device"):
         resolve_device("cuda")
+
+
+def test_only_stages_claim_devices():
+    """The library takes a resolved device; only stage processes claim GPUs (resolve_device)."""
+    from pathlib import Path
+
+    library = Path(__file__).resolve().parents[1] / "protoviz_core"
+    claiming = [p.name for p in library.glob("*.py") if p.name != "devices.py" and "resolve_device" in p.read_text()]
+    assert claiming == []

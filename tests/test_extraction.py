@@ -4,7 +4,6 @@ import pandas as pd
 import pytest
 import torch
 
-from protoviz_core.checkpoints import choose_epochs
 from protoviz_core.config import ExtractParams
 from protoviz_core.extraction import ray_executor, shard_work
 from protoviz_core.store import SHARDS_DIR, ShardId, build_index, open_prototypes, read_shard, shard_path
@@ -114,13 +113,6 @@ def test_common_streams_share_noise_across_epochs_only(checkpoints):
     assert seed[(0, "layer1", 1)] == seed[(1, "layer1", 1)]
     assert len({seed[(0, layer, r)] for layer in ("layer1", "layer2") for r in (1, 2)}) == 4
     assert {i.key for i in work.values()}.isdisjoint(i.key for i in _work(checkpoints).values())  # another result
-
-
-def test_listed_epochs_must_exist():
-    assert choose_epochs([0, 1, 2, 3], "all") == [0, 1, 2, 3]
-    assert choose_epochs([0, 1, 2, 3], 2) == [0, 2, 3]
-    with pytest.raises(ValueError, match=r"extract.epochs: epochs \[7\] are not available"):
-        choose_epochs([0, 1, 2, 3], [1, 7])
 
 
 @pytest.mark.slow

@@ -3,7 +3,6 @@ import pytest
 import torch
 
 from protoviz_core.config import ProbeParams
-from protoviz_core.checkpoints import select_epochs
 from protoviz_core.probe import extract_features, probe_accuracies, standardise
 from protoviz_core.simclr import NORMALIZE, build_backbone
 
@@ -59,13 +58,3 @@ def test_features_are_eval_mode_and_match_a_plain_forward():
     with torch.no_grad():
         expected = backbone((torch.from_numpy(images).float() / 255 - mean) / std)
     torch.testing.assert_close(features, expected, rtol=1e-4, atol=1e-4)
-
-
-@pytest.mark.parametrize("available, every, expected", [
-    ([0, 1, 2, 3, 4, 5], 1, [0, 1, 2, 3, 4, 5]),
-    ([0, 1, 2, 3, 4, 5], 2, [0, 2, 4, 5]),
-    ([0, 1, 2, 3, 4, 5, 6], 3, [0, 3, 6]),
-    ([3], 5, [3]),
-])
-def test_select_epochs_keeps_first_and_last(available, every, expected):
-    assert select_epochs(available, every) == expected

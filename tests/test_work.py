@@ -69,3 +69,11 @@ def test_identity_is_stable_and_sensitive():
     assert identity("a", 1, {"b": [1, 2]}) == identity("a", 1, {"b": [1, 2]})
     assert identity("a", 1) != identity("a", 2) and len(identity("a")) == 24
     assert read_result("/no/such/file.pt") is None
+
+
+def test_no_library_module_draws_a_progress_bar():
+    """Progress goes through callbacks (run_work's on_done, train_simclr's on_step); stages own the bars."""
+    from pathlib import Path
+
+    library = Path(__file__).resolve().parents[1] / "protoviz_core"
+    assert [p.name for p in library.glob("*.py") if "tqdm" in p.read_text()] == []

@@ -7,8 +7,7 @@ import shutil
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from protoviz_core.tracking import EXPERIMENT_NAME
-from tests.helpers import STAGE_ARGS, run_pipeline, run_stage, tiny_params, write_params
+from tests.helpers import STAGE_ARGS, newest_run, run_pipeline, run_stage, tiny_params, write_params
 
 EMBED_ARGS, DISTANCE_ARGS = STAGE_ARGS["embed"], STAGE_ARGS["distance"]
 
@@ -17,36 +16,37 @@ def _stamps(folder):
     return {str(p): p.stat().st_mtime_ns for p in folder.rglob("*.pt")}
 
 
-def test_embed_and_distance_stages(tmp_path):
-    params = tiny_params(epochs=1)
+def test_embed_and_distance_stages(project):
+    tmp_path = project
+    params = tiny_params(epochs=2)
     params["extract"] = {"layers": ["layer1", "layer2"], "channels_per_layer": 3, "repeats": 2,
                          "cma_steps": 1, "cma_popsize": 4, "adam_steps": 2, "device": "cpu"}
     params["rfmask"] = {"layers": ["layer1", "layer2"], "samples": 2, "channels_per_layer": 2}
     params["embed"] = {"nets": ["mobilenet_v2"], "weights": "random", "batch_size": 4}
     params["distance"] = {"space": "pixel", "metric": "mse", "masked": True}
     write_params(tmp_path / "params.yaml", params)
-    run_pipeline(tmp_path, "data", "train", "rfmask", "extract", "embed", "distance")
+    run_pipeline(tmp_path, "rfmask", "extract", "embed", "distance")
 
     info = json.loads((tmp_path / "out/embeddings/info.json").read_text())
-    assert info == {"spaces": ["pixel", "mobilenet_v2"], "weights": "random", "epochs": [0, 1]}
+    assert info == {"spaces": ["pixel", "mobilenet_v2"], "weights": "random", "epochs": [0, 1, 2]}
     table = pd.read_parquet(tmp_path / "out/distances.parquet")
     assert list(table.columns) == ["space", "metric", "masked", "layer", "epoch", "quantity", "value"]
     assert set(table.space) == {"pixel", "mobilenet_v2"} and set(table.metric) == {"mse", "cosine"}
     assert set(table.masked) == {True, False} and set(table.layer) == {"layer1", "layer2"}
     quantities = table.groupby("epoch").quantity.unique()
-    assert set(quantities[0]) == {"diversity", "diversity_r1", "diversity_r2", "consistency", "rate_of_change"}
-    assert "rate_of_change" not in set(quantities[1])  # no epoch after the last
+    assert set(quantities[0]) == {"diversity", "consistency", "rate_of_change"}
+    assert "rate_of_change" not in set(quantities[2])  # no epoch after the last
     assert (table.value >= -1e-9).all()
 
     metrics = json.loads((tmp_path / "metrics/distance.json").read_text())
-    assert metrics["space"] == "pixel" and metrics["epoch"] == 1 and metrics["layer1"]["diversity"] > 0
+    assert metrics["space"] == "pixel" and metrics["epoch"] == 2 and metrics["layer1"]["diversity"] > 0
     assert (tmp_path / "plots/diversity.csv").read_text().splitlines()[0] == "epoch,layer1,layer2"
 
     client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
-    (run,) = client.search_runs([client.get_experiment_by_name(EXPERIMENT_NAME).experiment_id])
+    run = newest_run(client)
     assert run.data.tags["protoviz.embed_weights"] == "random"
     history = client.get_metric_history(run.info.run_id, "diversity/pixel/mse-masked/layer1")
-    assert sorted(m.step for m in history) == [0, 1]
+    assert sorted(m.step for m in history) == [0, 1, 2]
 
     embedded, parts = _stamps(tmp_path / "out/embeddings"), _stamps(tmp_path / "out/parts")
     run_stage("embed", tmp_path, *EMBED_ARGS)
@@ -60,4 +60,4 @@ def test_embed_and_distance_stages(tmp_path):
     run_stage("embed", tmp_path, *EMBED_ARGS)
     assert not stale.exists() and not (tmp_path / "out/embeddings/vgg16").exists()
     run_stage("distance", tmp_path, *DISTANCE_ARGS)
-    assert set(pd.read_parquet(tmp_path / "out/distances.parquet").epoch) == {0, 1}
+    assert set(pd.read_parquet(tmp_path / "out/distances.parquet").epoch) == {0, 1, 2}

@@ -6,8 +6,7 @@ import os
 import pytest
 from mlflow.tracking import MlflowClient
 
-from protoviz_core.tracking import EXPERIMENT_NAME
-from tests.helpers import run_stage, start_stage, tiny_params, write_params
+from tests.helpers import newest_run, run_stage, start_stage, tiny_params, write_params
 
 PROBE_ARGS = [
     "--data", "data", "--checkpoints", "out/checkpoints", "--cache", "out/probe_features",
@@ -15,26 +14,15 @@ PROBE_ARGS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("run")
+@pytest.fixture
+def trained(project):
     params = tiny_params(epochs=2)
     params["probe"] = {"every": 1, "adam_epochs": 5, "logreg_max_iter": 200, "svc_max_iter": 500}
-    write_params(workdir / "params.yaml", params)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MLFLOW_TRACKING_URI", _tracking_uri(workdir))
-        run_stage("data", workdir, "--out", "data")
-        run_stage("train", workdir, "--data", "data", "--checkpoints", "out/checkpoints",
-                  "--state", "out/state.pt", "--metrics", "metrics/train.json", "--plot", "plots/train_loss.csv")
-    return workdir
+    write_params(project / "params.yaml", params)
+    return project
 
 
-def _tracking_uri(workdir):
-    return f"sqlite:///{workdir / 'mlflow.db'}"
-
-
-def test_probe_writes_metrics_plot_and_one_mlflow_step_per_epoch(trained, monkeypatch):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", _tracking_uri(trained))
+def test_probe_writes_metrics_plot_and_one_mlflow_step_per_epoch(trained):
     run_stage("probe", trained, *PROBE_ARGS)
     metrics = json.loads((trained / "metrics/probe.json").read_text())
     assert metrics["epoch"] == 2 and all(0 <= metrics[k] <= 1 for k in ("logreg", "linearsvc", "adam"))
@@ -44,8 +32,7 @@ def test_probe_writes_metrics_plot_and_one_mlflow_step_per_epoch(trained, monkey
         "epoch_0000.pt", "epoch_0001.pt", "epoch_0002.pt"]
 
     client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
-    experiment = client.get_experiment_by_name(EXPERIMENT_NAME)
-    (run,) = client.search_runs([experiment.experiment_id])  # the train stage's run, found again
+    run = newest_run(client)  # the probe's run: new params, so a new run, with the train stage's curves adopted
     assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "train/loss")) == [1, 2]
     for readout in ("logreg", "linearsvc", "adam"):
         history = client.get_metric_history(run.info.run_id, f"probe/{readout}")

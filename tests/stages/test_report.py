@@ -9,8 +9,7 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from protoviz_core.figures import DPI, PANEL_WIDTH
-from protoviz_core.tracking import EXPERIMENT_NAME
-from tests.helpers import STAGE_ARGS, run_pipeline, run_stage, start_stage, tiny_params, write_params
+from tests.helpers import STAGE_ARGS, newest_run, run_pipeline, run_stage, start_stage, tiny_params, write_params
 
 REPORT_ARGS = STAGE_ARGS["report"]
 
@@ -43,7 +42,8 @@ def _references_exist(page):
 
 
 @pytest.mark.slow
-def test_report_and_comparison_of_both_conditions(tmp_path):
+def test_report_and_comparison_of_both_conditions(project):
+    tmp_path = project  # clrjit is trained already; keepclr trains here
     _micro_run(tmp_path, "clrjit")
     report = tmp_path / "report"
     for name in ("prototypes_layer1.png", "prototypes_layer2.png", "development.png", "probe.png",
@@ -57,7 +57,7 @@ def test_report_and_comparison_of_both_conditions(tmp_path):
     assert "atlas/index.html" in references and sum(r.startswith("data:") for r in references) == 7  # 2 grids + 5 figures
 
     client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
-    (run,) = client.search_runs([client.get_experiment_by_name(EXPERIMENT_NAME).experiment_id])
+    run = newest_run(client)
     logged = {a.path for a in client.list_artifacts(run.info.run_id, "report")}
     assert {"report/index.html", "report/diversity.png", "report/atlas"} <= logged
     assert run.data.tags["protoviz.stage.report"] == "done"

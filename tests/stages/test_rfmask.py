@@ -6,34 +6,32 @@ import os
 import torch
 from mlflow.tracking import MlflowClient
 
-from protoviz_core.tracking import EXPERIMENT_NAME
-from tests.helpers import run_stage, tiny_params, write_params
+from tests.helpers import newest_run, run_stage, tiny_params, write_params
 
 RFMASK_ARGS = ["--checkpoints", "out/checkpoints", "--out", "out/rfmasks",
                "--metrics", "metrics/rfmask.json", "--plot", "plots/rfmask.csv"]
 
 
-def test_rfmask_stage_writes_masks_metrics_and_mlflow_and_resumes(tmp_path):
-    params = tiny_params(epochs=1)
+def test_rfmask_stage_writes_masks_metrics_and_mlflow_and_resumes(project):
+    tmp_path = project
+    params = tiny_params(epochs=2)
     params["rfmask"] = {"layers": ["layer1", "layer2"], "samples": 4, "channels_per_layer": 2}
     write_params(tmp_path / "params.yaml", params)
-    run_stage("data", tmp_path, "--out", "data")
-    run_stage("train", tmp_path, "--data", "data", "--checkpoints", "out/checkpoints", "--state", "out/state.pt",
-              "--metrics", "metrics/train.json", "--plot", "plots/train_loss.csv")
     run_stage("rfmask", tmp_path, *RFMASK_ARGS)
 
-    stored = torch.load(tmp_path / "out/rfmasks/epoch_0001.pt", weights_only=True)["value"]
+    stored = torch.load(tmp_path / "out/rfmasks/epoch_0001.pt", weights_only=True)
+    assert isinstance(stored.pop("key"), str)
     assert set(stored) == {"layer1", "layer2"}
     assert stored["layer1"]["mask"].shape == (24, 24) and 0 <= stored["layer1"]["mask"].min()
     assert stored["layer1"]["mask"].max() <= 1 and stored["layer1"]["channels"].tolist() == [0, 63]
     metrics = json.loads((tmp_path / "metrics/rfmask.json").read_text())
     assert set(metrics) == {"layer1", "layer2"} and metrics["layer1"]["sigma_y"] > 0
     header, *rows = (tmp_path / "plots/rfmask.csv").read_text().splitlines()
-    assert header.startswith("epoch,layer,center_y,center_x,sigma_y,sigma_x,sigma,fit_ok") and len(rows) == 4
+    assert header.startswith("epoch,layer,center_y,center_x,sigma_y,sigma_x,sigma,fit_ok") and len(rows) == 2 * 3
 
     client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
-    (run,) = client.search_runs([client.get_experiment_by_name(EXPERIMENT_NAME).experiment_id])
-    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "rfmask/sigma/layer2")) == [0, 1]
+    run = newest_run(client)
+    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "rfmask/sigma/layer2")) == [0, 1, 2]
 
     stamps = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "out/rfmasks").iterdir()}
     run_stage("rfmask", tmp_path, *RFMASK_ARGS)  # finished checkpoints are not recomputed
@@ -45,17 +43,16 @@ def test_rfmask_stage_writes_masks_metrics_and_mlflow_and_resumes(tmp_path):
     assert not stale.exists()
 
 
-def test_an_all_zero_mask_stops_the_stage_before_it_is_written(tmp_path, monkeypatch, capsys):
+def test_an_all_zero_mask_stops_the_stage_before_it_is_written(project, monkeypatch, capsys):
+    import protoviz_core.rfield as rfield
     import stages.rfmask as rfmask_stage
     from stages import _cli
 
-    params = tiny_params(epochs=1)
+    tmp_path = project
+    params = tiny_params(epochs=2)
     params["rfmask"] = {"layers": ["layer1"], "samples": 2, "channels_per_layer": 2}
     write_params(tmp_path / "params.yaml", params)
-    run_stage("data", tmp_path, "--out", "data")
-    run_stage("train", tmp_path, "--data", "data", "--checkpoints", "out/checkpoints", "--state", "out/state.pt",
-              "--metrics", "metrics/train.json", "--plot", "plots/train_loss.csv")
-    real_fields = rfmask_stage.layer_fields
+    real_fields = rfield.layer_fields
 
     def collapsed(*args, **kwargs):  # e.g. a dead layer: no gradient reaches the input
         fields = real_fields(*args, **kwargs)
@@ -63,7 +60,7 @@ def test_an_all_zero_mask_stops_the_stage_before_it_is_written(tmp_path, monkeyp
             field["mask"] = torch.zeros_like(field["mask"])
         return fields
 
-    monkeypatch.setattr(rfmask_stage, "layer_fields", collapsed)
+    monkeypatch.setattr(rfield, "layer_fields", collapsed)
     monkeypatch.chdir(tmp_path)
     assert _cli.run(rfmask_stage.main, RFMASK_ARGS) == 2
     last_line = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress bar

@@ -1,0 +1,44 @@
+import pytest
+import torch
+
+from protoviz_core.checkpoints import (
+    CheckpointError, checkpoint_identity, choose_epochs, list_checkpoints, read_checkpoint, require_checkpoints,
+    select_epochs,
+)
+
+
+def test_the_trained_runs_checkpoints_are_listed_read_and_identified(trained_checkpoints):
+    assert list(trained_checkpoints) == [0, 1, 2]
+    meta = read_checkpoint(trained_checkpoints[1], mmap=True)
+    assert meta["epoch"] == 1 and meta["arch"] == "resnet18"
+    assert checkpoint_identity(trained_checkpoints[1]) == f"{meta['training_hash']}:1"
+    assert checkpoint_identity(trained_checkpoints[0]) != checkpoint_identity(trained_checkpoints[1])
+
+
+def test_missing_truncated_and_foreign_files_are_named(tmp_path):
+    with pytest.raises(CheckpointError, match="no epoch_XXXX.pt checkpoints; run the train stage"):
+        require_checkpoints(tmp_path)
+    (tmp_path / "epoch_0003.pt").write_bytes(b"garbage")
+    (tmp_path / "notes.pt").write_bytes(b"")
+    assert list(list_checkpoints(tmp_path)) == [3]
+    with pytest.raises(CheckpointError, match="epoch_0003.pt: unreadable checkpoint"):
+        read_checkpoint(tmp_path / "epoch_0003.pt")
+    torch.save({"weights": torch.ones(1)}, tmp_path / "epoch_0004.pt")
+    with pytest.raises(CheckpointError, match="epoch_0004.pt: not a protoviz checkpoint"):
+        checkpoint_identity(tmp_path / "epoch_0004.pt")
+
+
+@pytest.mark.parametrize("available, every, expected", [
+    ([0, 1, 2, 3, 4], 1, [0, 1, 2, 3, 4]), ([0, 1, 2, 3, 4], 2, [0, 2, 4]), ([0, 1, 2, 3, 4, 5], 2, [0, 2, 4, 5]),
+    ([3, 4, 5], 10, [3, 5]), ([], 3, []),
+])
+def test_select_epochs_keeps_first_and_last(available, every, expected):
+    assert select_epochs(available, every) == expected
+
+
+def test_choose_epochs_takes_all_a_stride_or_a_list():
+    assert choose_epochs([0, 1, 2, 3], "all") == [0, 1, 2, 3]
+    assert choose_epochs([0, 1, 2, 3], 2) == [0, 2, 3]
+    assert choose_epochs([0, 1, 2, 3], [3, 1, 1]) == [1, 3]
+    with pytest.raises(ValueError, match=r"report.montage_epochs: epochs \[7\]"):
+        choose_epochs([0, 1, 2, 3], [1, 7], key="report.montage_epochs")

@@ -1,0 +1,35 @@
+"""Every error a user can fix is a ProtovizError, and the CLI prints it as one line."""
+
+import pytest
+
+from protoviz_core.checkpoints import CheckpointError
+from protoviz_core.checks import DegenerateError
+from protoviz_core.comparison import ComparisonError
+from protoviz_core.config import ParamsError
+from protoviz_core.devices import DeviceError
+from protoviz_core.embedding import WeightsError
+from protoviz_core.errors import ProtovizError
+from protoviz_core.masks import MaskError
+from protoviz_core.report import ReportError
+from protoviz_core.stl10 import DatasetError
+from stages import _cli
+
+
+@pytest.mark.parametrize("error", [CheckpointError, DegenerateError, ComparisonError, ParamsError, DeviceError,
+                                   WeightsError, MaskError, ReportError, DatasetError])
+def test_user_errors_share_the_base_and_print_as_one_line(error, capsys):
+    assert issubclass(error, ProtovizError)
+
+    def main(argv):
+        raise error("params.yaml: train.lr: must be > 0")
+
+    assert _cli.run(main, []) == 2
+    assert capsys.readouterr().err == "error: params.yaml: train.lr: must be > 0\n"
+
+
+def test_a_bug_keeps_its_traceback():
+    def main(argv):
+        raise KeyError("bug")
+
+    with pytest.raises(KeyError):
+        _cli.run(main, [])
