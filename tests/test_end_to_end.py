@@ -11,6 +11,7 @@ run by the README's first command (``make demo``); its time is measured there.
 
 import hashlib
 import json
+import os
 import re
 import shutil
 import sqlite3
@@ -57,6 +58,7 @@ def test_dvc_repro_on_a_fresh_clone_and_code_changes_rerun_exactly_their_stages(
     params = _params()
     write_params(clone / "params.yaml", params)
     monkeypatch.delenv("MLFLOW_TRACKING_URI")  # the stages use the clone's mlflow.db, as in a real run
+    monkeypatch.setenv("PATH", f"{Path(DVC).parent}{os.pathsep}{os.environ['PATH']}")  # as after make setup
     result = subprocess.run([DVC, "repro"], cwd=clone, capture_output=True, text=True, timeout=15 * 60)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 

@@ -4,8 +4,9 @@ The paper run takes code paths the offline demo never does: real STL10 files, th
 DeePSiM fc6 prior from its published weights file, and the ten ImageNet networks
 built by torchvision from the hub cache. Here every stage runs with the paper's own
 settings for each of those branches; only sizes shrink (images, epochs, channels,
-noise samples, search steps, batch sizes, worker processes) so the whole pipeline
-fits a 2-core CPU in a few minutes.
+noise samples, search steps, batch sizes, worker processes, and the embedding
+networks to one of each family) so the whole pipeline fits a 2-core CPU in about
+two minutes.
 
 The weights are random but in the published formats (tests/published_weights.py
 says how they are made); the STL10 files are written here byte by byte in the
@@ -33,6 +34,7 @@ from tests.published_weights import write_published_deepsim
 
 REPO = Path(__file__).resolve().parents[1]
 SPLITS = {"unlabeled": 48, "train": 30, "test": 30}  # the real set: 100,000 / 5,000 / 8,000
+FAMILIES = ("resnet50", "inception_v3", "vgg16", "densenet201", "mobilenet_v2")
 
 
 def _write_stl10_binary(folder: Path) -> dict[str, np.ndarray]:
@@ -61,7 +63,9 @@ def _paper_params_at_tiny_sizes(stl10_root: Path, deepsim: Path) -> dict:
     params["rfmask"].update(samples=2, channels_per_layer=2, max_batch=64)
     params["extract"].update(channels_per_layer=2, cma_steps=1, cma_popsize=4, adam_steps=1, max_batch=64,
                              generator_weights=str(deepsim))
-    params["embed"].update(batch_size=16)
+    # One network of each family (each its own torchvision builder branch); every one of the ten
+    # published files is loaded and compared with torchvision's model in tests/test_embedding.py.
+    params["embed"].update(batch_size=16, nets=list(FAMILIES))
     # The paper's montage units (layer3:1, 2, 12, 98) are not among 2 extracted channels: the same
     # branch (listed units, listed epochs) with units that are.
     params["report"].update(units=["layer3:0", "layer3:255"], montage_epochs=[0, 1], thumb_size=16)
