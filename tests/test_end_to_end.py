@@ -37,6 +37,7 @@ def _params() -> dict:
     params["extract"] = {"layers": ["layer1", "layer4"], "channels_per_layer": 3, "repeats": 2,
                          "cma_steps": 1, "cma_popsize": 4, "adam_steps": 2, "device": "cpu"}
     params["embed"] = {"nets": [], "weights": "random"}
+    params["distance"] = {"space": "pixel", "metric": "mse", "masked": True}  # DVC wants every section it tracks
     params["report"] = {"units_per_layer": 1, "montage_epochs": 1, "thumb_size": 16}
     return params
 
