@@ -127,7 +127,7 @@ def main() -> None:
     atlas = scratch / "atlas"
     name = "clrjit-seed1-bench"
     mask = torch.ones(args.size, args.size)
-    masks = MaskSet({0: dict.fromkeys(LAYER_CHANNELS, mask)}, {0: "bench"})
+    masks = MaskSet({0: dict.fromkeys(LAYER_CHANNELS, mask)})
     manifest = {}
 
     def build_atlas():

@@ -28,6 +28,7 @@ import torch
 from PIL import Image
 
 from protoviz_core.atomic import atomic_write, save_image
+from protoviz_core.errors import MissingInputError
 from protoviz_core.masks import MaskSet
 from protoviz_core.montage import grid, thumbnails
 from protoviz_core.store import PrototypeStore
@@ -65,7 +66,8 @@ def write_run_part(
     folder = Path(folder)
     index = store.index
     if index.empty:
-        raise ValueError(f"{store.root}: the prototype store is empty; nothing to put in an atlas")
+        raise MissingInputError(f"{store.root}: the prototype store is empty; nothing to put in an atlas; "
+                                "rerun dvc repro extract")
     epochs = sorted(int(e) for e in index.epoch.unique())
     repeats = sorted(int(r) for r in index["repeat"].unique())
     layers = list(dict.fromkeys(index.layer))  # extraction order = network order
@@ -82,7 +84,7 @@ def write_run_part(
             for repeat in repeats:
                 rows = store.select(epoch=epoch, layer=layer, repeat=repeat).sort_values("channel")
                 if list(rows.channel) != channels[layer]:
-                    raise ValueError(f"{store.root}: epoch {epoch} {layer} repeat {repeat} lacks channels; "
+                    raise MissingInputError(f"{store.root}: epoch {epoch} {layer} repeat {repeat} lacks channels; "
                                      "rerun the extract stage")
                 key = f"{store.shard_keys(epoch=epoch, layer=layer, repeat=repeat)}:{thumb}:{columns[layer]}"
                 digest = hashlib.sha256(key.encode()).hexdigest()[:12]

@@ -126,7 +126,8 @@ class ExtractParams(_Section):
 
     epochs: Union[Literal["all"], int, list[int]] = "all"  # all, a stride k, or a list
     layers: list[str] = list(DEFAULT_LAYERS)
-    channels_per_layer: Optional[int] = Field(None, ge=1)  # evenly spaced subset; null = all
+    # evenly spaced subset (diversity needs two); null = all
+    channels_per_layer: Optional[int] = Field(None, ge=2)
     repeats: int = Field(2, ge=1)  # independent evolutions per channel (distinct seeds)
     seed: int = Field(0, ge=0)  # with the run's seed, epoch, layer and repeat it seeds each shard
     # false: every epoch draws independent noise (like the repeats); true: all epochs of a

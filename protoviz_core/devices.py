@@ -53,6 +53,12 @@ def claim_slot(lock_dir: str | Path, count: int) -> tuple[int, IO]:
     return slot, handle
 
 
+def visible_device() -> torch.device:
+    """The device a worker was given, claiming nothing: inside a Ray task only the GPU Ray
+    assigned it is visible (as ``cuda:0``); with none, the CPU."""
+    return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+
+
 def resolve_device(device: str) -> torch.device:
     """``auto`` -> a claimed GPU when there is one, else CPU; ``cuda`` without a GPU is an error."""
     if device == "cuda" and not torch.cuda.is_available():

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import torch
 
-from protoviz_core.work import KEY, WorkItem, identity, read_result
+from protoviz_core.errors import MissingInputError
+from protoviz_core.work import KEY, WorkItem, epoch_file, identity, read_result
 
 METRICS = ("mse", "cosine")
 
@@ -78,14 +79,15 @@ def epoch_rows(space: str, epoch: int, vectors: dict, following: dict | None) ->
         repeats, rate of change only with a following epoch), both metrics, masked and not.
 
     Raises:
-        ValueError: the following epoch holds other channels or repeats of a layer.
+        MissingInputError: the following epoch holds other channels or repeats of a layer.
     """
     rows = []
     for layer, of_layer in vectors.items():
         after = None if following is None else following[layer]
         if after is not None and not (torch.equal(of_layer["channels"], after["channels"])
                                       and torch.equal(of_layer["repeats"], after["repeats"])):
-            raise ValueError(f"{space} {layer}: epoch {epoch} and the next epoch hold different channels or repeats")
+            raise MissingInputError(f"{space} {layer}: epoch {epoch} and the next epoch hold different channels or "
+                                   "repeats; rerun dvc repro embed")
         repeats = len(of_layer["repeats"])
         pairs = [(i, j) for i in range(repeats) for j in range(i + 1, repeats)]
         for masked in (False, True):
@@ -113,15 +115,15 @@ def distance_work(embeddings: str | Path, space: str, epochs: list[int]) -> list
     Its identity is the identities of the epoch's embeddings and of the next epoch's.
 
     Raises:
-        FileNotFoundError: an epoch's embeddings are missing or unreadable (rerun the embed stage).
+        MissingInputError: an epoch's embeddings are missing or unreadable (rerun the embed stage).
     """
     folder = Path(embeddings) / space
-    paths = [folder / f"e{epoch:04d}.pt" for epoch in epochs]
+    paths = [folder / epoch_file(epoch) for epoch in epochs]
     keys = []
     for path in paths:
         stored = read_result(path)
         if stored is None:
-            raise FileNotFoundError(f"{path}: missing or unreadable embeddings; rerun the embed stage")
+            raise MissingInputError(f"{path}: missing or unreadable embeddings; rerun dvc repro embed")
         keys.append(stored[KEY])
     items = []
     for i, (epoch, path) in enumerate(zip(epochs, paths)):

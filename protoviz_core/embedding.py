@@ -37,10 +37,10 @@ import torchvision
 from torch import nn
 
 from protoviz_core.checks import require_informative
-from protoviz_core.errors import ProtovizError
-from protoviz_core.masks import MaskSet
+from protoviz_core.errors import MissingInputError, ProtovizError
+from protoviz_core.masks import MaskSet, mask_digest
 from protoviz_core.networks import NETWORKS
-from protoviz_core.work import WorkItem, identity
+from protoviz_core.work import WorkItem, epoch_file, identity
 
 # Bump when a change alters embeddings (e.g. how random weights are drawn): it keys the cache.
 EMBEDDING_VERSION = 4
@@ -246,7 +246,7 @@ def embed_epoch(
     Raises:
         DegenerateError: a mask or a set of vectors is NaN/inf, all zero, or the same
             for every prototype (nothing is returned, so nothing is written).
-        ValueError: the repeats of a layer hold different channels.
+        MissingInputError: the repeats of a layer hold different channels.
     """
     for layer, mask in masks.items():
         require_informative(mask, f"RF mask used for epoch {epoch}, {layer} (rfmask stage output; rerun it)",
@@ -259,7 +259,7 @@ def embed_epoch(
         for repeat in repeats:
             rows = of_layer[of_layer["repeat"] == repeat].sort_values("channel")
             if rows.channel.tolist() != channels:
-                raise ValueError(f"{store.root}: epoch {epoch} {layer}: repeat {repeat} holds other channels than "
+                raise MissingInputError(f"{store.root}: epoch {epoch} {layer}: repeat {repeat} holds other channels than "
                                  f"repeat {repeats[0]}; rerun the extract stage")
             images = store.images(rows)
             for kind, mask in (("plain", None), ("masked", masks[layer])):
@@ -283,8 +283,8 @@ def embed_work(
 ) -> list[WorkItem]:
     """One work item per epoch of ``store``: :func:`embed_epoch` in ``space``, named ``eXXXX.pt``.
 
-    The identity is the epoch's shards' and masks' identities, the space, the weights
-    and :data:`EMBEDDING_VERSION`. The network is built on first use and shared by the items.
+    The identity is the epoch's shards' identities, the masks it applies (their values),
+    the space, the weights and :data:`EMBEDDING_VERSION`. The network is built on first use and shared by the items.
     """
     layers = list(dict.fromkeys(store.index.layer))
     network = functools.cache(lambda: None if space == "pixel" else load_network(space, weights))
@@ -292,10 +292,10 @@ def embed_work(
     for epoch in sorted(int(e) for e in store.index.epoch.unique()):
         chosen = masks.for_epoch(epoch, layers)
         key = identity("embeddings", space, weights, EMBEDDING_VERSION, store.shard_keys(epoch=epoch),
-                       masks.keys[masks.source_epoch(epoch)], layers)
+                       mask_digest(chosen))
 
         def compute(epoch=epoch, chosen=chosen) -> dict:
             return embed_epoch(store, epoch, space, chosen, network=network(), batch_size=batch_size, device=device)
 
-        items.append(WorkItem(f"e{epoch:04d}.pt", key, compute))
+        items.append(WorkItem(epoch_file(epoch), key, compute))
     return items

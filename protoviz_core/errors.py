@@ -9,3 +9,7 @@ anything else is a bug and keeps its traceback.
 
 class ProtovizError(Exception):
     """Bad input, missing files or degenerate results; the message says how to fix it."""
+
+
+class MissingInputError(ProtovizError, FileNotFoundError):
+    """An earlier stage's output is missing, unreadable or inconsistent; names it and the stage to rerun."""

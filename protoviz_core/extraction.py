@@ -31,6 +31,7 @@ import torch
 
 from protoviz_core.checkpoints import checkpoint_identity, load_backbone
 from protoviz_core.config import ExtractParams
+from protoviz_core.devices import visible_device
 from protoviz_core.rng import derive_seed
 from protoviz_core.store import ShardId, pack_shard
 from protoviz_core.synthesis import synthesize
@@ -65,11 +66,14 @@ def make_shard(
     options: dict,
     image_size: int,
     max_batch: int | None,
-    device: str,
+    device: str | None,
 ) -> Contents:
-    """Synthesise the prototypes of one layer of one checkpoint: a shard's contents (:func:`pack_shard`)."""
+    """Synthesise the prototypes of one layer of one checkpoint: a shard's contents (:func:`pack_shard`).
+
+    ``device`` None: the device this worker was given (:func:`~protoviz_core.devices.visible_device`).
+    """
     backbone, meta = load_backbone(checkpoint)
-    device = torch.device(device)
+    device = torch.device(device) if device is not None else visible_device()
     channels = spaced_channels(channel_count(backbone.to(device), layer, image_size, device), channels_per_layer)
     prototypes = synthesize(backbone, layer, channels, image_size=image_size, seed=seed, device=device,
                             max_batch=max_batch, normalize=meta["normalize"], **options)
@@ -82,7 +86,7 @@ def shard_work(
     *,
     run_seed: int,
     image_size: int,
-    device: torch.device,
+    device: torch.device | None,
 ) -> dict[ShardId, WorkItem]:
     """One work item per (epoch of ``checkpoints``, layer, repeat), in that order.
 
@@ -90,7 +94,8 @@ def shard_work(
         checkpoints: {epoch: path} of the epochs to extract.
         settings: the ``extract`` section of params.yaml.
         run_seed: the training seed of the run (params ``seed``).
-        device: resolved by the stage; Ray tasks use the GPU Ray gives them.
+        device: resolved by the stage; None for Ray tasks, which use the GPU Ray gives each
+            of them (or the CPU).
     """
     options = settings.model_dump(include=set(SYNTHESIS_OPTIONS))
     work = {}
@@ -103,8 +108,9 @@ def shard_work(
                 key = identity("prototypes", made_from, shard.name, seed, options, image_size,
                                settings.channels_per_layer, SYNTHESIS_VERSION)
                 work[shard] = WorkItem(shard.name, key, functools.partial(
-                    make_shard, str(path), layer, channels_per_layer=settings.channels_per_layer, seed=seed,
-                    options=options, image_size=image_size, max_batch=settings.max_batch, device=str(device),
+                    make_shard, str(Path(path).resolve()), layer, channels_per_layer=settings.channels_per_layer, seed=seed,
+                    options=options, image_size=image_size, max_batch=settings.max_batch,
+                    device=None if device is None else str(device),
                 ))
     return work
 
@@ -118,10 +124,10 @@ def ray_executor(address: str | None):
     the shard's contents; this process writes them.
     """
     def execute(items: Sequence[WorkItem]) -> Iterator[tuple[WorkItem, Contents]]:
-        import ray
-
         if not items:
             return
+        import ray
+
         started_here = not ray.is_initialized()
         if started_here:
             ray.init(address=address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)

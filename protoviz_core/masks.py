@@ -8,6 +8,7 @@ Gaussian mask (S, S) in [0, 1]. It may measure only every k-th checkpoint
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +25,6 @@ class MaskError(ProtovizError, ValueError):
 @dataclass(frozen=True)
 class MaskSet:
     masks: dict[int, dict[str, torch.Tensor]]  # {epoch: {layer: (S, S) mask}}
-    keys: dict[int, str]  # {epoch: identity of that epoch's rfmask result}
 
     def source_epoch(self, epoch: int) -> int:
         """The measured epoch that serves ``epoch``: itself, the nearest earlier one, else the first."""
@@ -53,12 +53,19 @@ def load_masks(folder: str | Path) -> MaskSet:
     Raises:
         MaskError: a file there is unreadable (rerun the rfmask stage).
     """
-    masks, keys = {}, {}
+    masks = {}
     for path in sorted(Path(folder).glob("epoch_*.pt")):
         stored = read_result(path, mmap=False)
         if stored is None:
             raise MaskError(f"{path}: unreadable receptive-field file; delete it and rerun dvc repro rfmask")
-        epoch = int(path.stem.split("_")[1])
-        keys[epoch] = stored.pop(KEY)
-        masks[epoch] = {layer: field["mask"] for layer, field in stored.items()}
-    return MaskSet(masks, keys)
+        masks[int(path.stem.split("_")[1])] = {layer: field["mask"] for layer, field in stored.items() if layer != KEY}
+    return MaskSet(masks)
+
+
+def mask_digest(masks: dict[str, torch.Tensor]) -> str:
+    """A hash of the masks' values, by layer: part of the identity of results made with them."""
+    digest = hashlib.sha256()
+    for layer in sorted(masks):
+        digest.update(layer.encode())
+        digest.update(masks[layer].float().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:24]

@@ -30,6 +30,7 @@ import pandas as pd
 import torch
 
 from protoviz_core.atomic import atomic_write, save_atomic
+from protoviz_core.errors import MissingInputError
 from protoviz_core.work import KEY
 
 INDEX_NAME = "index.parquet"
@@ -50,8 +51,13 @@ class ShardId:
         return f"e{self.epoch:04d}-{self.layer}-r{self.repeat}.pt"
 
 
+def shards_dir(store: str | Path) -> Path:
+    """The folder of a store's shard files."""
+    return Path(store) / SHARDS_DIR
+
+
 def shard_path(store: str | Path, shard: ShardId) -> Path:
-    return Path(store) / SHARDS_DIR / shard.name
+    return shards_dir(store) / shard.name
 
 
 def pack_shard(prototypes) -> dict:
@@ -89,7 +95,7 @@ def build_index(store: str | Path, shards: Iterable[ShardId], *, aug: str, seed:
     for shard in shards:
         contents = read_shard(shard_path(store, shard))
         if contents is None:
-            raise FileNotFoundError(f"{shard_path(store, shard)}: missing or unreadable shard")
+            raise MissingInputError(f"{shard_path(store, shard)}: missing or unreadable shard; rerun dvc repro extract")
         count = len(contents["channels"])
         frames.append(pd.DataFrame({
             "aug": aug, "seed": seed, "repeat": shard.repeat, "epoch": shard.epoch, "layer": shard.layer,
@@ -114,7 +120,7 @@ class PrototypeStore:
         self.root = Path(root)
         path = self.root / INDEX_NAME
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: no prototype index; run the extract stage (dvc repro extract)")
+            raise MissingInputError(f"{path}: no prototype index; run the extract stage (dvc repro extract)")
         self.index = pd.read_parquet(path)
 
     def select(self, **keys) -> pd.DataFrame:
@@ -133,7 +139,8 @@ class PrototypeStore:
         for shard_name, group in rows.groupby("shard", sort=False):
             contents = read_shard(self.root / SHARDS_DIR / shard_name)
             if contents is None:
-                raise FileNotFoundError(f"{self.root / SHARDS_DIR / shard_name}: missing or corrupt shard")
+                raise MissingInputError(f"{self.root / SHARDS_DIR / shard_name}: missing or corrupt shard; "
+                                        "rerun dvc repro extract")
             parts.append(contents[field][torch.tensor(group["offset"].tolist())])
             order.extend(group.index)
         if not parts:

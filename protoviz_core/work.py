@@ -68,7 +68,7 @@ def prune(folder: str | Path, keep: Iterable[str], log: Callable[[str], None], p
     """Delete what matches ``pattern`` in ``folder`` (files or folders) and is not named in ``keep``."""
     keep = set(keep)
     for path in sorted(Path(folder).glob(pattern)) if Path(folder).is_dir() else []:
-        if path.name in keep:
+        if path.name in keep or path.name.startswith("."):  # hidden: a tool's, or a write in progress
             continue
         log(f"removing {path}: not part of this configuration")
         shutil.rmtree(path) if path.is_dir() else path.unlink()
@@ -78,6 +78,11 @@ def pending(folder: str | Path, items: Sequence[WorkItem]) -> list[WorkItem]:
     """Items whose result file is missing, unreadable or made by another identity."""
     folder = Path(folder)
     return [item for item in items if (read_result(folder / item.name) or {}).get(KEY) != item.key]
+
+
+def epoch_file(epoch: int) -> str:
+    """The result file of one epoch in a per-space folder (the embed and distance stages)."""
+    return f"e{epoch:04d}.pt"
 
 
 def compute_here(items: Sequence[WorkItem]) -> Iterator[tuple[WorkItem, Contents]]:
@@ -106,7 +111,7 @@ def run_work(
         prune_pattern: which files of ``folder`` belong to this work (others are left alone).
 
     Returns:
-        Each item's contents without ``"key"``; reused ones memory-mapped.
+        Each item's contents without ``"key"``, memory-mapped from its file.
     """
     folder = Path(folder)
     names = [item.name for item in items]
@@ -125,7 +130,8 @@ def run_work(
         if KEY in contents:
             raise ValueError(f"{item.name}: computed contents must not use the name {KEY!r}")
         save_atomic({KEY: item.key, **contents}, folder / item.name)
-        results[item.name] = {KEY: item.key, **contents}
+        del contents  # hand back the file memory-mapped: a paper-scale run does not fit in memory
+        results[item.name] = read_result(folder / item.name)
         on_done(item, False)
     missing = [name for name in names if name not in results]
     if missing:

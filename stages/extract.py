@@ -19,7 +19,7 @@ from protoviz_core.dvc_files import write_json
 from protoviz_core.extraction import ray_executor, shard_work
 from protoviz_core.metric_keys import EXTRACT_PROTOTYPES_PER_S, extract_key
 from protoviz_core.montage import grid
-from protoviz_core.store import SHARDS_DIR, build_index, open_prototypes
+from protoviz_core.store import build_index, open_prototypes, shards_dir
 from protoviz_core.tracking import pipeline_run
 from protoviz_core.work import compute_here, run_work
 from stages import _cli
@@ -38,8 +38,10 @@ def extract(argv=None) -> None:
         epochs = choose_epochs(list(checkpoints), x.epochs)
     except ValueError as exc:
         raise ParamsError(f"{args.params}: {exc}") from None
+    # Ray tasks use the GPU Ray assigns each of them; this process claims none for them.
+    device = resolve_device(x.device) if x.executor == "local" or x.device == "cpu" else None
     work = shard_work({e: checkpoints[e] for e in epochs}, x, run_seed=params.seed,
-                      image_size=params.data.image_size, device=resolve_device(x.device))
+                      image_size=params.data.image_size, device=device)
     computed = set()  # names of the shards this run synthesised
 
     def done(item, reused):
@@ -49,7 +51,7 @@ def extract(argv=None) -> None:
     with pipeline_run(params, "extract"):
         started = time.perf_counter()
         with tqdm(total=len(work), desc="extract", unit="shard") as bar:
-            shards = run_work(list(work.values()), f"{args.store}/{SHARDS_DIR}", on_done=done,
+            shards = run_work(list(work.values()), shards_dir(args.store), on_done=done,
                               executor=ray_executor(x.ray_address) if x.executor == "ray" else compute_here)
         seconds = time.perf_counter() - started
         index = build_index(args.store, list(work), aug=params.aug, seed=params.seed)

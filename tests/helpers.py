@@ -41,12 +41,12 @@ def start_stage(name: str, cwd, *args) -> subprocess.Popen:
     )
 
 
-def run_stage(name: str, cwd, *args) -> str:
-    """Run a stage's CLI in this process, in ``cwd``; fail the test with its stderr if it fails.
+def call_stage(name: str, cwd, *args) -> tuple[int, str, str]:
+    """Run a stage's CLI in this process, in ``cwd``: (exit status, stdout, stderr).
 
     The same entry point as ``python -m stages.<name>`` (argument parsing, one-line
     errors, exit status), without a new interpreter's imports for every stage; tests
-    that need a separate process (kills) use :func:`start_stage`. Returns stdout.
+    that need a separate process (kills) use :func:`start_stage`.
     """
     from stages import _cli
 
@@ -59,8 +59,14 @@ def run_stage(name: str, cwd, *args) -> str:
             status = _cli.run(main, list(args))
     finally:
         os.chdir(previous)
-    assert status == 0, stderr.getvalue()[-3000:]
-    return stdout.getvalue()
+    return status, stdout.getvalue(), stderr.getvalue()
+
+
+def run_stage(name: str, cwd, *args) -> str:
+    """:func:`call_stage`, failing the test with the stage's stderr unless it succeeds. Returns stdout."""
+    status, stdout, stderr = call_stage(name, cwd, *args)
+    assert status == 0, stderr[-3000:]
+    return stdout
 
 
 # Each stage's arguments as dvc.yaml passes them, with the outputs in the test's folder.

@@ -45,7 +45,7 @@ def _store(root, aug="clrjit", seed=1, size=16):
 def _masks(size=16):
     top = torch.zeros(size, size)
     top[: size // 2] = 1
-    return MaskSet({0: {"layer1": top, "layer3": top}, 2: {"layer1": top.flip(0), "layer3": top}}, {0: "k0", 2: "k2"})
+    return MaskSet({0: {"layer1": top, "layer3": top}, 2: {"layer1": top.flip(0), "layer3": top}})
 
 
 def test_sprite_cells_hold_each_unit_and_manifest_describes_them(tmp_path):

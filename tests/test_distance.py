@@ -75,8 +75,9 @@ def test_consistency_averages_every_pair_of_repeats_and_the_last_epoch_has_no_ra
 
 def test_epoch_rows_refuse_a_following_epoch_with_other_channels():
     from protoviz_core.distance import epoch_rows
+    from protoviz_core.errors import MissingInputError
 
     v = torch.randn(4, 6)
     following = {"layer1": {**_layer([v]), "channels": torch.tensor([0, 1, 2, 9])}}
-    with pytest.raises(ValueError, match="different channels"):
+    with pytest.raises(MissingInputError, match="different channels.*rerun dvc repro embed"):
         epoch_rows("pixel", 0, {"layer1": _layer([v])}, following=following)

@@ -8,8 +8,10 @@ from protoviz_core.embedding import NETWORKS, WeightsError, embed_epoch, embed_i
 from tests.published_weights import published_imagenet_state
 
 
-@pytest.mark.parametrize("name", list(NETWORKS))
-def test_every_network_gives_its_documented_dimension(name):
+@pytest.mark.parametrize("name", ["resnet50", "inception_v3", "vgg16", "densenet121", "mobilenet_v2"])
+def test_random_networks_of_every_family_give_their_documented_dimension(name):
+    """weights="random" (the offline demo) for one network per family; every network's
+    dimension with its ImageNet weights is checked against torchvision below."""
     torch.manual_seed(0)
     network = load_network(name, weights="random")
     images = torch.randint(0, 256, (2, 3, 20, 20), dtype=torch.uint8)

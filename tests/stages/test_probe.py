@@ -6,7 +6,7 @@ import os
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.helpers import newest_run, run_stage, start_stage, tiny_params, write_params
+from tests.helpers import call_stage, newest_run, run_stage, tiny_params, write_params
 
 PROBE_ARGS = [
     "--data", "data", "--checkpoints", "out/checkpoints", "--cache", "out/probe_features",
@@ -54,10 +54,9 @@ def test_corrupt_checkpoint_is_named_and_outputs_survive(trained):
     (trained / "out/probe_features/epoch_0001.pt").unlink()
     try:
         checkpoint.write_bytes(original[: len(original) // 2])
-        process = start_stage("probe", trained, *PROBE_ARGS)
-        _, stderr = process.communicate(timeout=300)
+        status, _, stderr = call_stage("probe", trained, *PROBE_ARGS)
     finally:
         checkpoint.write_bytes(original)
-    assert process.returncode == 2
+    assert status == 2
     assert "epoch_0001.pt: unreadable checkpoint" in stderr.strip().splitlines()[-1]
     assert (trained / "metrics/probe.json").read_text() == before

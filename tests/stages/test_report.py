@@ -9,7 +9,7 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from protoviz_core.figures import DPI, PANEL_WIDTH
-from tests.helpers import STAGE_ARGS, newest_run, run_pipeline, run_stage, start_stage, tiny_params, write_params
+from tests.helpers import STAGE_ARGS, call_stage, newest_run, run_pipeline, run_stage, tiny_params, write_params
 
 REPORT_ARGS = STAGE_ARGS["report"]
 
@@ -66,9 +66,8 @@ def test_report_and_comparison_of_both_conditions(project):
     params = (tmp_path / "params.yaml").read_text().replace("layer1:63", "layer1:62")
     (tmp_path / "params.yaml").write_text(params)
     before = (report / "index.html").read_bytes()
-    process = start_stage("report", tmp_path, *REPORT_ARGS)
-    _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 2 and "report.units: layer1:62 was not extracted" in stderr
+    status, _, stderr = call_stage("report", tmp_path, *REPORT_ARGS)
+    assert status == 2 and "report.units: layer1:62 was not extracted" in stderr
     assert (report / "index.html").read_bytes() == before
     (tmp_path / "params.yaml").write_text(params.replace("layer1:62", "layer1:63"))
     stale = report / "atlas/runs/clrjit-seed1-0123abcd"
