@@ -25,7 +25,8 @@ Augmentation = Literal["clrjit", "keepclr"]
 
 class _Section(BaseModel):
     # extra="forbid": a misspelt key is an error, never silently ignored.
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: `.inf` or `.nan` (YAML floats) would train on NaN; refuse them here.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class SyntheticParams(_Section):

@@ -115,3 +115,12 @@ def test_montage_epochs_are_a_stride_or_a_list(value, message):
 def test_report_units_are_checked(unit, message):
     with pytest.raises(ParamsError, match=f"report.units: .*{message}"):
         parse_params({"report": {"units": [unit]}})
+
+
+@pytest.mark.parametrize("section, key, value", [
+    ("train", "lr", float("inf")), ("train", "weight_decay", float("nan")), ("extract", "adam_lr", float("inf")),
+    ("extract", "cma_sigma", float("nan")),
+])
+def test_non_finite_numbers_are_refused_with_their_key(section, key, value):
+    with pytest.raises(ParamsError, match=rf"{section}\.{key}: .*finite"):
+        parse_params({section: {key: value}})
