@@ -26,7 +26,7 @@ from tests.helpers import tiny_params, write_params
 from tests.test_dvc_deps import code_closure
 
 REPO = Path(__file__).resolve().parents[1]
-STAGES = ["data", "train", "probe", "rfmask", "extract", "embed", "distance", "report"]
+STAGES = ["params", "data", "train", "probe", "rfmask", "extract", "embed", "distance", "report"]
 DVC = str(Path(sys.executable).parent / "dvc")
 
 
@@ -88,7 +88,7 @@ def test_dvc_repro_on_a_fresh_clone_and_code_changes_rerun_exactly_their_stages(
         tags = dict(db.execute("select key, value from tags where run_uuid = ?", (run_id,)))
         steps = [row[0] for row in db.execute(
             "select step from metrics where run_uuid = ? and key = 'probe/logreg' order by step", (run_id,))]
-    assert all(tags[f"protoviz.stage.{stage}"] == "done" for stage in STAGES if stage != "data")
+    assert all(tags[f"protoviz.stage.{stage}"] == "done" for stage in STAGES if stage not in ("params", "data"))
     assert steps == list(range(epochs + 1))
     assert list((clone / "mlartifacts").rglob("report/index.html"))
 
@@ -108,3 +108,10 @@ def test_dvc_repro_on_a_fresh_clone_and_code_changes_rerun_exactly_their_stages(
     importers = {stage for stage in STAGES if library_file in code_closure(f"stages/{stage}.py")}
     assert importers == {"extract", "embed", "report"}
     assert _changed_stages(clone) == importers
+
+    # A typo in a key no other stage depends on stops dvc repro with one line naming it.
+    valid = (clone / "params.yaml").read_text()
+    (clone / "params.yaml").write_text(valid + "sed: 2\n")
+    result = subprocess.run([DVC, "repro"], cwd=clone, capture_output=True, text=True, timeout=5 * 60)
+    assert result.returncode != 0
+    assert "error: params.yaml: sed: unknown key; allowed keys here: aug, data," in result.stdout + result.stderr
