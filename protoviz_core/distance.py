@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from protoviz_core.errors import MissingInputError
-from protoviz_core.work import KEY, WorkItem, epoch_file, identity, read_result
+from protoviz_core.work import KEY, WorkItem, epoch_file, identity, read_result, without_key
 
 METRICS = ("mse", "cosine")
 
@@ -130,14 +130,10 @@ def distance_work(embeddings: str | Path, space: str, epochs: list[int]) -> list
         following = paths[i + 1] if i + 1 < len(paths) else None
 
         def compute(epoch=epoch, path=path, following=following) -> dict:
-            vectors = _without_key(read_result(path))
-            after = _without_key(read_result(following)) if following else None
+            vectors = without_key(read_result(path))
+            after = without_key(read_result(following)) if following else None
             return {"rows": epoch_rows(space, epoch, vectors, after)}
 
         key = identity("distances", keys[i], keys[i + 1] if following else None, DISTANCE_VERSION)
         items.append(WorkItem(path.name, key, compute))
     return items
-
-
-def _without_key(stored: dict) -> dict:
-    return {name: value for name, value in stored.items() if name != KEY}

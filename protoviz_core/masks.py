@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from protoviz_core.errors import ProtovizError
-from protoviz_core.work import KEY, read_result
+from protoviz_core.work import read_result, without_key
 
 
 class MaskError(ProtovizError, ValueError):
@@ -58,7 +58,7 @@ def load_masks(folder: str | Path) -> MaskSet:
         stored = read_result(path, mmap=False)
         if stored is None:
             raise MaskError(f"{path}: unreadable receptive-field file; delete it and rerun dvc repro rfmask")
-        masks[int(path.stem.split("_")[1])] = {layer: field["mask"] for layer, field in stored.items() if layer != KEY}
+        masks[int(path.stem.split("_")[1])] = {layer: field["mask"] for layer, field in without_key(stored).items()}
     return MaskSet(masks)
 
 

@@ -74,10 +74,21 @@ def prune(folder: str | Path, keep: Iterable[str], log: Callable[[str], None], p
         shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
+def without_key(stored: Contents) -> Contents:
+    """A result file's contents without its identity."""
+    return {name: value for name, value in stored.items() if name != KEY}
+
+
+def _complete(folder: Path, items: Sequence[WorkItem]) -> dict[str, Contents]:
+    """{name: stored dict} of the items whose file is readable and made by their identity (one read each)."""
+    stored = {item.name: read_result(folder / item.name) for item in items}
+    return {item.name: stored[item.name] for item in items if (stored[item.name] or {}).get(KEY) == item.key}
+
+
 def pending(folder: str | Path, items: Sequence[WorkItem]) -> list[WorkItem]:
     """Items whose result file is missing, unreadable or made by another identity."""
-    folder = Path(folder)
-    return [item for item in items if (read_result(folder / item.name) or {}).get(KEY) != item.key]
+    complete = _complete(Path(folder), items)
+    return [item for item in items if item.name not in complete]
 
 
 def epoch_file(epoch: int) -> str:
@@ -119,14 +130,11 @@ def run_work(
         raise ValueError("work items must have unique names")
     prune(folder, names, log, prune_pattern)
     folder.mkdir(parents=True, exist_ok=True)
-    todo = pending(folder, items)
-    waiting = {item.name for item in todo}
-    results: dict[str, Contents] = {}
+    results = _complete(folder, items)
     for item in items:
-        if item.name not in waiting:
-            results[item.name] = read_result(folder / item.name)
+        if item.name in results:
             on_done(item, True)
-    for item, contents in executor(todo):
+    for item, contents in executor([item for item in items if item.name not in results]):
         if KEY in contents:
             raise ValueError(f"{item.name}: computed contents must not use the name {KEY!r}")
         save_atomic({KEY: item.key, **contents}, folder / item.name)
@@ -136,4 +144,4 @@ def run_work(
     missing = [name for name in names if name not in results]
     if missing:
         raise RuntimeError(f"the executor returned no result for {missing[:3]}")
-    return [{k: v for k, v in results[name].items() if k != KEY} for name in names]
+    return [without_key(results[name]) for name in names]
