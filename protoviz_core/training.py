@@ -12,6 +12,7 @@ therefore ends with the same weights as an uninterrupted one.
 from __future__ import annotations
 
 import hashlib
+import math
 import random
 import time
 from dataclasses import dataclass, field
@@ -30,10 +31,15 @@ from protoviz_core.checkpoints import (
     list_checkpoints,
     read_checkpoint,
 )
-from protoviz_core.config import TrainParams
+from protoviz_core.config import ParamsError, TrainParams
+from protoviz_core.errors import ProtovizError
 from protoviz_core.simclr import BACKBONE_ARCH, NORMALIZE, SimCLR, ViewPairs, simclr_transform
 
 STATE_FORMAT = "protoviz.train_state/1"
+
+
+class TrainingDiverged(ProtovizError, FloatingPointError):
+    """The loss or the weights became NaN or infinite; names the epoch, the step and the likely param."""
 
 
 def code_version() -> str:
@@ -99,18 +105,50 @@ def _finished_run(directory: Path, epochs: int, training_hash: str) -> dict[int,
     return losses
 
 
-def _remove_stale_checkpoints(directory: Path, keep_up_to: int, training_hash: str, log) -> None:
-    """Delete checkpoints that this run will not keep: other configurations or later epochs."""
+def _is_ours(path: Path, training_hash: str) -> bool:
+    """Whether ``path`` is a readable checkpoint of this configuration."""
+    try:
+        return read_checkpoint(path, mmap=True)["training_hash"] == training_hash
+    except CheckpointError:
+        return False
+
+
+def _remove_stale_checkpoints(directory: Path, keep_up_to: int, training_hash: str, log) -> list[int]:
+    """Delete checkpoints that this run will not keep: later epochs, other configurations, damaged files.
+
+    Returns:
+        The epochs in ``0..keep_up_to`` that now have no checkpoint (holes to refill).
+    """
     for epoch, path in list_checkpoints(directory).items():
-        stale = epoch > keep_up_to
-        if not stale:
-            try:
-                stale = read_checkpoint(path, mmap=True)["training_hash"] != training_hash
-            except CheckpointError:
-                stale = True
-        if stale:
-            log(f"removing {path}: from another configuration or an unfinished run")
+        if epoch > keep_up_to:
+            log(f"removing {path}: from an unfinished run")
             path.unlink()
+        elif not _is_ours(path, training_hash):
+            log(f"removing {path}: damaged or from another configuration")
+            path.unlink()
+    return sorted(set(range(keep_up_to + 1)) - set(list_checkpoints(directory)))
+
+
+def _fresh_model(seed: int, config: TrainParams):
+    """The model, optimiser and scheduler before epoch 1: initial weights come from the training seed."""
+    seed_everything(seed)
+    model = SimCLR()
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+    )
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(config.epochs, 1))
+    return model, optimizer, scheduler
+
+
+def _backbone_weights(model: SimCLR) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu() for k, v in model.backbone.state_dict().items()}
+
+
+def _same_weights(saved: dict[str, torch.Tensor], replayed: dict[str, torch.Tensor]) -> bool:
+    """Equal up to float32 rounding (a replay on the same device and thread count is usually bit-exact)."""
+    return saved.keys() == replayed.keys() and all(
+        torch.allclose(saved[k].float(), replayed[k].float(), rtol=1e-4, atol=1e-6) for k in saved
+    )
 
 
 def train_simclr(
@@ -130,6 +168,10 @@ def train_simclr(
 ) -> TrainResult:
     """Train SimCLR on ``images`` and save the backbone after every epoch.
 
+    A checkpoint missing or damaged inside the finished range (``0..`` the resume
+    state's epoch) is made again by replaying training from the initial weights up to
+    it, so the run ends with the checkpoints of an uninterrupted run, never with a hole.
+
     Args:
         images: uint8 (N, 3, S, S), e.g. the memory-mapped STL10 unlabeled split.
         config: the ``train`` section of params.yaml.
@@ -145,38 +187,26 @@ def train_simclr(
 
     Returns:
         The per-epoch losses (resumed ones included) and this call's throughput.
+
+    Raises:
+        TrainingDiverged: the loss or the weights became non-finite; the checkpoints
+            and resume state of the epochs before are kept.
+        CheckpointError: replaying training to refill a hole did not reproduce the
+            checkpoints around it (a non-deterministic device); says how to restore it.
     """
     if len(images) < config.batch_size:
-        raise ValueError(
+        raise ParamsError(
             f"train.batch_size ({config.batch_size}) exceeds the {len(images)} training images; lower it"
         )
     checkpoint_dir, state_path = Path(checkpoint_dir), Path(state_path)
-    seed_everything(seed)
-    model = SimCLR()  # initial weights come from the training seed
-    optimizer = torch.optim.SGD(
-        model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
-    )
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(config.epochs, 1))
-    losses: dict[int, float] = {}
-
     finished = _finished_run(checkpoint_dir, config.epochs, training_hash)
     if finished is not None:  # e.g. checkpoints restored by `dvc checkout`, without their resume state
         log(f"all {config.epochs} epochs of this configuration are in {checkpoint_dir}; nothing to train")
         return TrainResult(losses=finished, trained_epochs=[], images_per_s=float("nan"),
                            checkpoints=list_checkpoints(checkpoint_dir))
     state = _load_state(state_path, training_hash)
-    if state is not None and not set(range(int(state["epoch"]) + 1)) <= set(list_checkpoints(checkpoint_dir)):
-        log(f"ignoring {state_path}: some of its checkpoints are missing; training from scratch")
-        state = None
-    first_epoch = 1
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        losses = {int(k): float(v) for k, v in state["losses"].items()}
-        first_epoch = int(state["epoch"]) + 1
-        log(f"resuming after epoch {first_epoch - 1} from {state_path}")
-    _remove_stale_checkpoints(checkpoint_dir, first_epoch - 1, training_hash, log)
+    last_finished = int(state["epoch"]) if state is not None else 0
+    holes = _remove_stale_checkpoints(checkpoint_dir, last_finished, training_hash, log)
 
     meta = {
         "format": CHECKPOINT_FORMAT,
@@ -188,35 +218,69 @@ def train_simclr(
         "seed": seed,
     }
 
-    def save_backbone(epoch: int, loss: float | None) -> None:
-        state_dict = {k: v.detach().cpu() for k, v in model.backbone.state_dict().items()}
-        checkpoint = {**meta, "epoch": epoch, "loss": loss, "backbone": state_dict}
+    def save_backbone(model: SimCLR, epoch: int, loss: float | None) -> None:
+        checkpoint = {**meta, "epoch": epoch, "loss": loss, "backbone": _backbone_weights(model)}
         save_atomic(checkpoint, checkpoint_path(checkpoint_dir, epoch))
 
-    if first_epoch == 1:
-        save_backbone(0, None)
-
-    model.to(device)
-    if device.type == "cuda":
-        model.to(memory_format=torch.channels_last)
-    criterion = NTXentLoss(temperature=config.temperature)
     transform = simclr_transform(
         aug, image_size, min_scale=config.min_scale,
         cj_strength=config.cj_strength, gaussian_blur=config.gaussian_blur,
     )
     dataset = ViewPairs(images, transform)
+    criterion = NTXentLoss(temperature=config.temperature)
+
+    train_seconds = [0.0]  # in the training loop only, for images_per_s
+
+    def run_epochs(model, optimizer, scheduler, epochs, on_epoch_done):
+        model.to(device)
+        if device.type == "cuda":
+            model.to(memory_format=torch.channels_last)
+        for epoch in epochs:
+            started = time.perf_counter()
+            loss = _train_one_epoch(model, dataset, optimizer, criterion, config, device, seed, epoch,
+                                    lambda step, loss: on_step(epoch, step, loss))
+            scheduler.step()
+            train_seconds[0] += time.perf_counter() - started
+            _require_finite_weights(model, epoch, config)
+            on_epoch_done(epoch, loss)
+
+    if state is not None and holes:
+        log(f"{checkpoint_dir}: epochs {holes} are missing inside the finished run 0..{last_finished}; "
+            f"replaying training from the initial weights up to epoch {max(holes)} to make them again")
+        model, optimizer, scheduler = _fresh_model(seed, config)
+        if 0 in holes:
+            save_backbone(model, 0, None)
+
+        def refill(epoch: int, loss: float) -> None:
+            path = checkpoint_path(checkpoint_dir, epoch)
+            if epoch in holes:
+                save_backbone(model, epoch, loss)
+            elif not _same_weights(read_checkpoint(path)["backbone"], _backbone_weights(model)):
+                raise CheckpointError(
+                    f"{path}: replaying training on {device.type} does not reproduce this checkpoint, so the "
+                    f"missing epochs {holes} cannot be made again identically; restore them with "
+                    f"`dvc checkout {checkpoint_dir}`, or delete {checkpoint_dir} and {state_path} to retrain"
+                )
+
+        run_epochs(model, optimizer, scheduler, range(1, max(holes) + 1), refill)
+
+    model, optimizer, scheduler = _fresh_model(seed, config)
+    losses: dict[int, float] = {}
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        losses = {int(k): float(v) for k, v in state["losses"].items()}
+        log(f"resuming after epoch {last_finished} from {state_path}")
+    else:
+        save_backbone(model, 0, None)
+
     trained: list[int] = []
-    seen_images, train_seconds = 0, 0.0
-    steps_per_epoch = len(dataset) // config.batch_size
-    for epoch in range(first_epoch, config.epochs + 1):
-        started = time.perf_counter()
-        loss = _train_one_epoch(model, dataset, optimizer, criterion, config, device, seed, epoch,
-                                lambda step, loss: on_step(epoch, step, loss))
-        scheduler.step()
-        train_seconds += time.perf_counter() - started
-        seen_images += steps_per_epoch * config.batch_size
+    train_seconds[0] = 0.0  # a replay above is not this run's throughput
+
+    def epoch_done(epoch: int, loss: float) -> None:
         losses[epoch] = loss
-        save_backbone(epoch, loss)
+        save_backbone(model, epoch, loss)
         save_atomic(
             {
                 "format": STATE_FORMAT,
@@ -232,19 +296,40 @@ def train_simclr(
         trained.append(epoch)
         on_epoch_end(epoch, loss)
 
+    run_epochs(model, optimizer, scheduler, range(last_finished + 1, config.epochs + 1), epoch_done)
+    seen_images = len(trained) * (len(dataset) // config.batch_size) * config.batch_size
     return TrainResult(
         losses=losses,
         trained_epochs=trained,
-        images_per_s=seen_images / train_seconds if train_seconds else float("nan"),
+        images_per_s=seen_images / train_seconds[0] if trained else float("nan"),
         checkpoints=list_checkpoints(checkpoint_dir),
     )
+
+
+def _diverged(what: str, epoch: int, step: int | None, config: TrainParams) -> TrainingDiverged:
+    where = f"epoch {epoch}, step {step}" if step is not None else f"the end of epoch {epoch}"
+    return TrainingDiverged(
+        f"train: {what} at {where}; training diverged, so it stopped there and kept the checkpoints "
+        f"of the epochs before. Lower train.lr (now {config.lr:g}) and run again"
+    )
+
+
+def _require_finite_weights(model: SimCLR, epoch: int, config: TrainParams) -> None:
+    """Stop before a checkpoint with NaN or infinite weights is written."""
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise _diverged(f"the weights {name} are not finite", epoch, None, config)
 
 
 def _train_one_epoch(
     model, dataset, optimizer, criterion, config: TrainParams, device, seed: int, epoch: int,
     on_step: Callable[[int, float], None],
 ) -> float:
-    """One pass over ``dataset``; returns the mean loss. Seeded from (seed, epoch)."""
+    """One pass over ``dataset``; returns the mean loss. Seeded from (seed, epoch).
+
+    Raises:
+        TrainingDiverged: at the first step whose loss is NaN or infinite.
+    """
     epoch_seed = _epoch_seed(seed, epoch)
     seed_everything(epoch_seed)  # augmentations in the main process (num_workers=0)
     loader = torch.utils.data.DataLoader(
@@ -268,10 +353,13 @@ def _train_one_epoch(
             projections = model(views)  # (2B, 128)
         z_a, z_b = projections.float().chunk(2)
         loss = criterion(z_a, z_b)
+        value = loss.item()  # the progress bar needs it anyway: checking it costs no extra sync
+        if not math.isfinite(value):
+            raise _diverged(f"the loss is {value}", epoch, batches + 1, config)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        total += loss.item()
+        total += value
         batches += 1
-        on_step(batches, loss.item())
+        on_step(batches, value)
     return total / max(batches, 1)

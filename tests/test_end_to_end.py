@@ -4,8 +4,8 @@ It clones the committed repository (uncommitted changes are not in the clone), w
 tiny params, runs ``dvc repro`` with this environment's DVC (every stage as a separate
 process, exactly as dvc.yaml says), then checks dvc.lock, the metrics, the report and
 its atlas, and the MLflow run; pushes the run to the default remote and pulls it
-back byte for byte; then edits library files and checks that ``dvc status`` reruns
-exactly the stages that import them. The demo's own params are
+back byte for byte; edits library files and checks that ``dvc status`` reruns
+exactly the stages that import them; and makes params faults (a typo, a failing value). The demo's own params are
 run by the README's first command (``make demo``); its time is measured there.
 """
 
@@ -115,3 +115,13 @@ def test_dvc_repro_on_a_fresh_clone_and_code_changes_rerun_exactly_their_stages(
     result = subprocess.run([DVC, "repro"], cwd=clone, capture_output=True, text=True, timeout=5 * 60)
     assert result.returncode != 0
     assert "error: params.yaml: sed: unknown key; allowed keys here: aug, data," in result.stdout + result.stderr
+
+    # A stage that fails on a bad value keeps the metrics and plots of the last good run.
+    subprocess.run(["git", "checkout", "-q", library_file], cwd=clone, check=True)
+    kept = {name: (clone / name).read_bytes() for name in ("metrics/train.json", "plots/train_loss.csv")}
+    params["train"]["batch_size"] = 10**6
+    write_params(clone / "params.yaml", params)
+    result = subprocess.run([DVC, "repro", "train"], cwd=clone, capture_output=True, text=True, timeout=5 * 60)
+    assert result.returncode != 0
+    assert "error: train.batch_size (1000000) exceeds the" in result.stderr
+    assert {name: (clone / name).read_bytes() for name in kept} == kept

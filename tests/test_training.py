@@ -2,15 +2,15 @@ import pytest
 import torch
 
 from protoviz_core.checkpoints import CheckpointError, list_checkpoints, load_backbone, read_checkpoint
-from protoviz_core.training import train_simclr
+from protoviz_core.training import TrainingDiverged, train_simclr
 from tests.helpers import TINY_IMAGE_SIZE
 
 
-def _train(images, config, directory, training_hash="h", **kwargs):
+def _train(images, config, directory, training_hash="h", log=lambda message: None, **kwargs):
     return train_simclr(
         images, config, aug="clrjit", seed=1, image_size=TINY_IMAGE_SIZE,
         checkpoint_dir=directory / "checkpoints", state_path=directory / "state.pt",
-        training_hash=training_hash, device=torch.device("cpu"), log=lambda message: None, **kwargs,
+        training_hash=training_hash, device=torch.device("cpu"), log=log, **kwargs,
     )
 
 
@@ -77,6 +77,48 @@ def test_complete_checkpoints_without_resume_state_are_kept(tmp_path, tiny_image
     again = _train(tiny_images, tiny_train, tmp_path)
     assert again.trained_epochs == [] and again.losses == pytest.approx(first.losses)
     assert {e: p.stat().st_mtime_ns for e, p in again.checkpoints.items()} == stamps
+
+
+@pytest.mark.parametrize("damage", ["truncate", "delete"])
+def test_a_hole_in_the_finished_run_is_made_again_identically(tmp_path, tiny_images, tiny_train, damage):
+    config = tiny_train.model_copy(update={"epochs": 3})
+    first = _train(tiny_images, config, tmp_path)
+    saved = {epoch: _weights(path) for epoch, path in first.checkpoints.items()}
+    last_stamp = first.checkpoints[3].stat().st_mtime_ns
+    for epoch in (0, 2):  # the initial weights and a trained epoch
+        path = first.checkpoints[epoch]
+        path.write_bytes(path.read_bytes()[:1000]) if damage == "truncate" else path.unlink()
+
+    lines = []
+    again = _train(tiny_images, config, tmp_path, log=lines.append)
+    assert list(again.checkpoints) == [0, 1, 2, 3] and again.trained_epochs == []
+    assert any("epochs [0, 2] are missing" in line and "replaying" in line for line in lines)
+    for epoch, weights in saved.items():
+        _assert_same_weights(_weights(again.checkpoints[epoch]), weights)
+    assert read_checkpoint(again.checkpoints[2])["loss"] == pytest.approx(first.losses[2], rel=1e-4)
+    assert again.checkpoints[3].stat().st_mtime_ns == last_stamp  # only the holes were written
+
+
+def test_a_replay_that_does_not_reproduce_the_run_stops_with_the_fix(tmp_path, tiny_images, tiny_train):
+    first = _train(tiny_images, tiny_train, tmp_path)
+    raw = torch.load(first.checkpoints[1], weights_only=True)
+    raw["backbone"]["conv1.weight"] += 1.0  # as if made on a device that does not replay exactly
+    torch.save(raw, first.checkpoints[1])
+    first.checkpoints[2].unlink()
+    with pytest.raises(CheckpointError, match=r"epoch_0001.pt: replaying training on cpu does not reproduce.*dvc checkout"):
+        _train(tiny_images, tiny_train, tmp_path)
+
+
+def test_a_diverging_loss_stops_training_at_once_and_keeps_the_good_epochs(tmp_path, tiny_images, tiny_train):
+    config = tiny_train.model_copy(update={"lr": 1e6})  # finite, but SGD diverges in the second epoch
+    steps = []
+    with pytest.raises(TrainingDiverged, match=r"the loss is nan at epoch 2, step 2;.*train.lr \(now 1e\+06\)"):
+        _train(tiny_images, config, tmp_path, on_step=lambda epoch, step, loss: steps.append((epoch, step)))
+    assert steps[-1] == (2, 1)  # stopped within the step whose loss was not finite
+    kept = list_checkpoints(tmp_path / "checkpoints")
+    assert list(kept) == [0, 1]
+    assert all(torch.isfinite(w).all() for w in _weights(kept[1]).values() if w.is_floating_point())
+    assert torch.load(tmp_path / "state.pt", weights_only=True)["epoch"] == 1
 
 
 def test_other_configuration_is_never_mixed_in(tmp_path, tiny_images, tiny_train):

@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 from protoviz_core.checkpoints import list_checkpoints
 from protoviz_core.tracking import EXPERIMENT_NAME
 from protoviz_core.training import code_version
-from tests.helpers import call_stage, run_stage, start_stage, tiny_params, write_params
+from tests.helpers import STAGE_ARGS, call_stage, run_stage, start_stage, tiny_params, write_params
 
 TRAIN_ARGS = [
     "--data", "data", "--checkpoints", "out/checkpoints", "--state", "out/state.pt",
@@ -56,6 +56,32 @@ def test_sigkill_mid_training_resumes_without_retraining(workdir):
     steps = sorted({m.step for m in client.get_metric_history(run.info.run_id, "train/loss")})
     assert steps == [1, 2, 3, 4]
     assert run.data.params["train.epochs"] == "4" and run.data.params["data.image_size"] == "24"
+
+
+def test_a_truncated_checkpoint_of_a_finished_run_is_made_again(project):
+    checkpoints = list_checkpoints(project / "out/checkpoints")
+    saved = {epoch: torch.load(path, weights_only=True)["backbone"] for epoch, path in checkpoints.items()}
+    metrics = (project / "metrics/train.json").read_text()
+    damaged = checkpoints[1]
+    damaged.write_bytes(damaged.read_bytes()[: damaged.stat().st_size // 2])
+
+    stdout = run_stage("train", project, *STAGE_ARGS["train"])
+    assert "epochs [1] are missing inside the finished run 0..2" in stdout
+    restored = list_checkpoints(project / "out/checkpoints")
+    assert list(restored) == [0, 1, 2]
+    for epoch, weights in saved.items():
+        again = torch.load(restored[epoch], weights_only=True)["backbone"]
+        assert all(torch.equal(again[k], weights[k]) for k in weights), f"epoch {epoch} differs"
+    assert (project / "metrics/train.json").read_text() == metrics
+
+
+def test_a_diverging_run_stops_with_one_line_and_keeps_its_good_epochs(workdir):
+    write_params(workdir / "params.yaml", tiny_params(epochs=4, lr=1e6))
+    status, _, stderr = call_stage("train", workdir, *TRAIN_ARGS)
+    assert status == 2
+    line = stderr.strip().splitlines()[-1]  # after the progress bar
+    assert "Traceback" not in stderr and re.fullmatch(r"error: train: the loss is nan at epoch 2, step 2; .* Lower train.lr \(now 1e\+06\) .*", line)
+    assert list(list_checkpoints(workdir / "out/checkpoints")) == [0, 1]
 
 
 def test_bad_params_stop_before_any_work_with_one_message(workdir):
