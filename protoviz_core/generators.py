@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from protoviz_core.errors import ProtovizError
 from protoviz_core.rng import keyed_normal
 
 DEEPSIM_WEIGHTS_SOURCE = (
@@ -29,6 +30,10 @@ DEEPSIM_WEIGHTS_SOURCE = (
     "(https://huggingface.co/binxu/DeePSim_DosovitskiyBrox2016)"
 )
 GENERATOR_NAMES = ("deepsim_fc6", "fourier", "pixel")
+
+
+class GeneratorWeightsError(ProtovizError, FileNotFoundError):
+    """The DeePSiM weights file is missing, unreadable or holds other tensors; names it and its source."""
 
 
 class Generator(nn.Module):
@@ -169,15 +174,23 @@ class DeePSiMGenerator(Generator):
         """Load the public fc6 weights (no pickled code is run).
 
         Raises:
-            FileNotFoundError: ``path`` is missing; says where the weights come from.
-            ValueError: the file holds other tensors than DeePSiM fc6's.
+            GeneratorWeightsError: ``path`` is missing, not a weights-only torch file, or
+                holds other tensors than DeePSiM fc6's; says where the weights come from.
         """
         path = Path(path).expanduser()
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: DeePSiM weights not found; download {DEEPSIM_WEIGHTS_SOURCE}")
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if isinstance(state, dict) and "state_dict" in state:
+            raise GeneratorWeightsError(f"{path}: DeePSiM weights not found; download {DEEPSIM_WEIGHTS_SOURCE}")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # truncated zip, pickled code, not a torch file: torch raises many types
+            raise GeneratorWeightsError(
+                f"{path}: not readable as weights-only torch tensors ({type(exc).__name__}); "
+                f"download {DEEPSIM_WEIGHTS_SOURCE} again"
+            ) from None
+        if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
             state = state["state_dict"]
+        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise GeneratorWeightsError(f"{path}: holds no state dict of tensors; download {DEEPSIM_WEIGHTS_SOURCE}")
         # The public files name keys "defc7.weight" or "G.defc7.weight", some with a stray ".1.".
         state = {k.removeprefix("G.").replace(".1.", "."): v for k, v in state.items()}
         generator = cls(image_size)
@@ -186,7 +199,7 @@ class DeePSiMGenerator(Generator):
         unexpected = sorted(set(state) - set(expected))
         wrong = [k for k in expected if k in state and state[k].shape != expected[k].shape]
         if missing or unexpected or wrong:
-            raise ValueError(
+            raise GeneratorWeightsError(
                 f"{path}: not DeePSiM fc6 weights (missing {missing[:3]}, unexpected {unexpected[:3]}, "
                 f"wrong shape {wrong[:3]}); download {DEEPSIM_WEIGHTS_SOURCE}"
             )
@@ -211,7 +224,9 @@ def make_generator(name: str | Generator, image_size: int, weights: str | Path |
         return FourierGenerator(image_size)
     if name == "deepsim_fc6":
         if weights is None:
-            raise FileNotFoundError(f"deepsim_fc6 needs its weights file: download {DEEPSIM_WEIGHTS_SOURCE}")
+            raise GeneratorWeightsError(
+                f"extract.generator_weights: deepsim_fc6 needs its weights file; download {DEEPSIM_WEIGHTS_SOURCE}"
+            )
         if str(weights) == "random":
             return DeePSiMGenerator.random(image_size)
         return DeePSiMGenerator.from_file(weights, image_size)

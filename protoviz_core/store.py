@@ -13,11 +13,14 @@ all channels of that layer::
         channels     int64 (C,)
         redrawn      bool (C,)
     <store>/index.parquet   one row per prototype:
-        aug, seed, repeat, epoch, layer, channel, activation, dead, shard, offset
+        aug, seed, repeat, epoch, layer, channel, activation, dead, shard, offset, shard_key
 
 Shards are written to a temporary name and renamed when complete, so a killed run
 leaves only whole shards; :func:`open_prototypes` reads them lazily (memory-mapped,
-only the shards a selection needs).
+only the shards a selection needs). A shard is only trusted as far as the index
+vouches for it: every read checks the shard's key and the channels at the rows'
+offsets against the index, so a shard rewritten by a later, unfinished extract
+(another configuration) is refused instead of mislabelled.
 """
 
 from __future__ import annotations
@@ -35,7 +38,14 @@ from protoviz_core.work import KEY
 
 INDEX_NAME = "index.parquet"
 SHARDS_DIR = "shards"
-INDEX_COLUMNS = ["aug", "seed", "repeat", "epoch", "layer", "channel", "activation", "dead", "shard", "offset"]
+INDEX_COLUMNS = [
+    "aug", "seed", "repeat", "epoch", "layer", "channel", "activation", "dead", "shard", "offset", "shard_key",
+]
+_RERUN = "run dvc repro (the extract stage rebuilds the store; dvc checkout restores a committed one)"
+
+
+class StoreError(MissingInputError):
+    """The prototype store is missing, damaged or inconsistent; names the file and the fix."""
 
 
 @dataclass(frozen=True)
@@ -95,12 +105,13 @@ def build_index(store: str | Path, shards: Iterable[ShardId], *, aug: str, seed:
     for shard in shards:
         contents = read_shard(shard_path(store, shard))
         if contents is None:
-            raise MissingInputError(f"{shard_path(store, shard)}: missing or unreadable shard; rerun dvc repro extract")
+            raise StoreError(f"{shard_path(store, shard)}: missing or unreadable shard; {_RERUN}")
         count = len(contents["channels"])
         frames.append(pd.DataFrame({
             "aug": aug, "seed": seed, "repeat": shard.repeat, "epoch": shard.epoch, "layer": shard.layer,
             "channel": contents["channels"].numpy(), "activation": contents["activations"].numpy(),
             "dead": contents["dead"].numpy(), "shard": shard.name, "offset": range(count),
+            "shard_key": contents[KEY],
         }))
     index = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=INDEX_COLUMNS)
     with atomic_write(Path(store) / INDEX_NAME, "wb") as f:
@@ -120,8 +131,14 @@ class PrototypeStore:
         self.root = Path(root)
         path = self.root / INDEX_NAME
         if not path.is_file():
-            raise MissingInputError(f"{path}: no prototype index; run the extract stage (dvc repro extract)")
-        self.index = pd.read_parquet(path)
+            raise StoreError(f"{path}: no prototype index; {_RERUN}")
+        try:
+            self.index = pd.read_parquet(path)
+        except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ... for truncated or foreign files
+            raise StoreError(f"{path}: unreadable prototype index ({type(exc).__name__}); {_RERUN}") from None
+        missing = sorted(set(INDEX_COLUMNS) - set(self.index.columns))
+        if missing:
+            raise StoreError(f"{path}: not a prototype index of this protoviz (no columns {missing}); {_RERUN}")
 
     def select(self, **keys) -> pd.DataFrame:
         """Rows whose columns equal the given values; a list or tuple value means any of them."""
@@ -134,13 +151,30 @@ class PrototypeStore:
             chosen &= self.index[column].isin(values)
         return self.index[chosen]
 
+    def _shard(self, name: str, rows: pd.DataFrame) -> dict:
+        """The shard ``name``, checked against the index ``rows`` that point into it.
+
+        Raises:
+            StoreError: the shard is missing or truncated, was made by another
+                configuration than the index says, or holds other channels at the rows' offsets.
+        """
+        path = self.root / SHARDS_DIR / name
+        contents = read_shard(path)
+        if contents is None:
+            raise StoreError(f"{path}: missing or truncated shard; {_RERUN}")
+        if set(rows["shard_key"]) != {contents[KEY]}:
+            raise StoreError(f"{path}: made by another configuration than {self.root / INDEX_NAME} says "
+                             f"(an unfinished extract?); {_RERUN}")
+        offsets = torch.tensor(rows["offset"].tolist())
+        if offsets.numel() and (int(offsets.max()) >= len(contents["channels"])
+                                or contents["channels"][offsets].tolist() != rows["channel"].tolist()):
+            raise StoreError(f"{path}: holds other channels than {self.root / INDEX_NAME} says; {_RERUN}")
+        return contents
+
     def _gather(self, rows: pd.DataFrame, field: str) -> torch.Tensor:
         parts, order = [], []
         for shard_name, group in rows.groupby("shard", sort=False):
-            contents = read_shard(self.root / SHARDS_DIR / shard_name)
-            if contents is None:
-                raise MissingInputError(f"{self.root / SHARDS_DIR / shard_name}: missing or corrupt shard; "
-                                        "rerun dvc repro extract")
+            contents = self._shard(shard_name, group)
             parts.append(contents[field][torch.tensor(group["offset"].tolist())])
             order.extend(group.index)
         if not parts:
@@ -151,8 +185,8 @@ class PrototypeStore:
 
     def shard_keys(self, **keys) -> list[str]:
         """The configuration keys of the shards holding the selected rows (a content fingerprint)."""
-        names = sorted(self.select(**keys)["shard"].unique())
-        return [read_shard(self.root / SHARDS_DIR / name)["key"] for name in names]
+        rows = self.select(**keys)
+        return [self._shard(name, group)[KEY] for name, group in sorted(rows.groupby("shard"), key=lambda g: g[0])]
 
     def images(self, rows: pd.DataFrame) -> torch.Tensor:
         """uint8 (N, 3, S, S) images of ``rows``, in their order."""

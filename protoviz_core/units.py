@@ -109,7 +109,19 @@ def check_channels(channels: Sequence[int] | torch.Tensor | None, count: int, la
 
 
 def spaced_channels(count: int, limit: int | None) -> torch.Tensor:
-    """``limit`` channel indices spread evenly over ``0..count-1`` (all when None)."""
+    """``limit`` channel indices spread evenly over ``0..count-1`` (all when None or ``limit >= count``)."""
     if limit is None or limit >= count:
         return torch.arange(count)
     return torch.from_numpy(np.unique(np.linspace(0, count - 1, limit).round().astype(np.int64)))
+
+
+def oversized_selections(model: nn.Module, layers: Sequence[str], limit: int | None, image_size: int,
+                         key: str) -> list[str]:
+    """One line per layer with fewer channels than ``limit`` (the params ``key`` that set it):
+    :func:`spaced_channels` uses all of that layer's channels, and the user should know."""
+    lines = []
+    for layer in layers:
+        count = channel_count(model, layer, image_size)
+        if limit is not None and limit > count:
+            lines.append(f"{key}: {limit} is more than the {count} channels of {layer}; using all {count}")
+    return lines

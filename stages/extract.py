@@ -12,15 +12,17 @@ import time
 import mlflow
 from tqdm import tqdm
 
-from protoviz_core.checkpoints import choose_epochs, require_checkpoints
+from protoviz_core.checkpoints import choose_epochs, load_backbone, require_checkpoints
 from protoviz_core.config import ParamsError, load_params
 from protoviz_core.devices import resolve_device
 from protoviz_core.dvc_files import write_json
 from protoviz_core.extraction import ray_executor, shard_work
+from protoviz_core.generators import make_generator
 from protoviz_core.metric_keys import EXTRACT_PROTOTYPES_PER_S, extract_key
 from protoviz_core.montage import grid
 from protoviz_core.store import build_index, open_prototypes, shards_dir
 from protoviz_core.tracking import pipeline_run
+from protoviz_core.units import oversized_selections
 from protoviz_core.work import compute_here, run_work
 from stages import _cli
 
@@ -42,6 +44,10 @@ def extract(argv=None) -> None:
     device = resolve_device(x.device) if x.executor == "local" or x.device == "cpu" else None
     work = shard_work({e: checkpoints[e] for e in epochs}, x, run_seed=params.seed,
                       image_size=params.data.image_size, device=device)
+    make_generator(x.generator, params.data.image_size, x.generator_weights)  # bad weights stop before any work
+    for line in oversized_selections(load_backbone(checkpoints[epochs[0]])[0], x.layers, x.channels_per_layer,
+                                     params.data.image_size, "extract.channels_per_layer"):
+        print(line)
     computed = set()  # names of the shards this run synthesised
 
     def done(item, reused):

@@ -7,13 +7,14 @@ import sys
 import mlflow
 from tqdm import tqdm
 
-from protoviz_core.checkpoints import require_checkpoints, select_epochs
+from protoviz_core.checkpoints import load_backbone, require_checkpoints, select_epochs
 from protoviz_core.config import load_params
 from protoviz_core.devices import resolve_device
 from protoviz_core.dvc_files import write_csv, write_json
 from protoviz_core.metric_keys import rfmask_sigma_key
 from protoviz_core.rfield import field_rows, field_work
 from protoviz_core.tracking import pipeline_run
+from protoviz_core.units import oversized_selections
 from protoviz_core.work import run_work
 from stages import _cli
 
@@ -29,6 +30,10 @@ def main(argv=None) -> None:
     checkpoints = require_checkpoints(args.checkpoints)
     epochs = select_epochs(list(checkpoints), params.rfmask.every)
     items = field_work({e: checkpoints[e] for e in epochs}, params.rfmask, resolve_device(params.rfmask.device))
+    backbone, meta = load_backbone(checkpoints[epochs[0]])
+    for line in oversized_selections(backbone, params.rfmask.layers, params.rfmask.channels_per_layer,
+                                     meta["image_size"], "rfmask.channels_per_layer"):
+        print(line)
 
     with pipeline_run(params, "rfmask"), tqdm(total=len(items), desc="rfmask", unit="ckpt") as bar:
         results = run_work(items, args.out, on_done=lambda item, reused: bar.update())

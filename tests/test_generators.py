@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from protoviz_core.generators import (
-    DEEPSIM_WEIGHTS_SOURCE, DeePSiMGenerator, FourierGenerator, make_generator,
+    DEEPSIM_WEIGHTS_SOURCE, DeePSiMGenerator, FourierGenerator, GeneratorWeightsError, make_generator,
 )
 from protoviz_core.rng import stream_keys
 
@@ -56,16 +56,23 @@ def test_deepsim_loads_the_public_key_layouts(tmp_path):
 
 
 def test_deepsim_weight_errors_say_where_weights_come_from(tmp_path):
-    with pytest.raises(FileNotFoundError, match="huggingface.co/binxu/DeePSim_DosovitskiyBrox2016"):
+    with pytest.raises(GeneratorWeightsError, match="absent.pt: DeePSiM weights not found.*huggingface.co/binxu"):
         make_generator("deepsim_fc6", 32, weights=tmp_path / "absent.pt")
-    with pytest.raises(FileNotFoundError, match="download"):
+    with pytest.raises(GeneratorWeightsError, match="extract.generator_weights: .* download"):
         make_generator("deepsim_fc6", 32)
     wrong = tmp_path / "other.pt"
     torch.save({"defc7.weight": torch.zeros(10, 10)}, wrong)
-    with pytest.raises(ValueError) as caught:
+    with pytest.raises(GeneratorWeightsError) as caught:
         make_generator("deepsim_fc6", 32, weights=wrong)
     assert "other.pt: not DeePSiM fc6 weights" in str(caught.value)
     assert DEEPSIM_WEIGHTS_SOURCE in str(caught.value)
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"\x80\x04 not a torch file at all")
+    pickled_code = tmp_path / "pickled.pt"
+    torch.save({"defc7.weight": torch.zeros(1), "hook": print}, pickled_code)  # weights_only refuses code
+    for path in (garbage, pickled_code):
+        with pytest.raises(GeneratorWeightsError, match=rf"{path.name}: not readable as weights-only torch tensors"):
+            make_generator("deepsim_fc6", 32, weights=path)
 
 
 def test_unknown_generator_lists_the_choices():

@@ -1,4 +1,4 @@
-"""The extract stage as DVC runs it: SIGKILL and resume, metrics, MLflow, PNG export."""
+"""The extract stage as DVC runs it: SIGKILL and resume, metrics, MLflow, PNG export, bad input."""
 
 import json
 import os
@@ -6,11 +6,12 @@ import signal
 import time
 
 import pandas as pd
+import torch
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from protoviz_core.store import open_prototypes
-from tests.helpers import newest_run, run_stage, start_stage, tiny_params, write_params
+from tests.helpers import call_stage, newest_run, run_stage, start_stage, tiny_params, write_params
 
 EXTRACT_ARGS = ["--checkpoints", "out/checkpoints", "--store", "out/prototypes", "--metrics", "metrics/extract.json"]
 
@@ -52,3 +53,39 @@ def test_killed_extraction_resumes_and_exports(project):
     assert "wrote 8 prototypes" in out
     with Image.open(tmp_path / "grid.png") as picture:
         assert picture.size == (4 * 24 + 3 * 2, 2 * 24 + 2)
+
+
+def _extract_params(**extract) -> dict:
+    params = tiny_params(epochs=2)
+    params["extract"] = {"layers": ["layer1"], "channels_per_layer": 4, "repeats": 1, "cma_steps": 1,
+                         "cma_popsize": 4, "adam_steps": 1, "device": "cpu", "epochs": [2], **extract}
+    return params
+
+
+def test_bad_generator_weights_stop_with_one_line_before_any_shard_is_touched(project):
+    write_params(project / "params.yaml", _extract_params())
+    run_stage("extract", project, *EXTRACT_ARGS)
+    shards = {p.name: p.read_bytes() for p in (project / "out/prototypes/shards").iterdir()}
+    truncated = project / "upconvGAN_fc6.pt"
+    torch.save({"defc7.weight": torch.zeros(4096, 4096)}, truncated)
+    truncated.write_bytes(truncated.read_bytes()[:5000])
+    wrong = project / "other.pt"
+    torch.save({"conv.weight": torch.zeros(3)}, wrong)
+    faults = {
+        "absent.pt": "absent.pt: DeePSiM weights not found; download upconvGAN_fc6.pt",
+        str(truncated): "upconvGAN_fc6.pt: not readable as weights-only torch tensors",
+        str(wrong): "other.pt: not DeePSiM fc6 weights",
+    }
+    for weights, message in faults.items():
+        write_params(project / "params.yaml", _extract_params(generator="deepsim_fc6", generator_weights=weights))
+        status, _, stderr = call_stage("extract", project, *EXTRACT_ARGS)
+        assert status == 2 and "Traceback" not in stderr
+        assert stderr.strip().splitlines()[-1].startswith("error: ") and message in stderr
+        assert {p.name: p.read_bytes() for p in (project / "out/prototypes/shards").iterdir()} == shards
+
+
+def test_a_selection_larger_than_a_layer_uses_all_its_channels_and_says_so(project):
+    write_params(project / "params.yaml", _extract_params(channels_per_layer=1000))
+    stdout = run_stage("extract", project, *EXTRACT_ARGS)
+    assert "extract.channels_per_layer: 1000 is more than the 64 channels of layer1; using all 64" in stdout
+    assert sorted(open_prototypes(project / "out/prototypes").index.channel) == list(range(64))

@@ -66,3 +66,13 @@ def test_an_all_zero_mask_stops_the_stage_before_it_is_written(project, monkeypa
     last_line = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress bar
     assert last_line == "error: RF mask of out/checkpoints/epoch_0000.pt (layer1): all values are zero"
     assert not list((tmp_path / "out/rfmasks").glob("*.pt"))
+
+
+def test_a_selection_larger_than_a_layer_uses_all_its_channels_and_says_so(project):
+    params = tiny_params(epochs=2)
+    params["rfmask"] = {"layers": ["layer1"], "samples": 2, "channels_per_layer": 1000, "every": 2}
+    write_params(project / "params.yaml", params)
+    stdout = run_stage("rfmask", project, *RFMASK_ARGS)
+    assert "rfmask.channels_per_layer: 1000 is more than the 64 channels of layer1; using all 64" in stdout
+    stored = torch.load(project / "out/rfmasks/epoch_0002.pt", weights_only=True)
+    assert stored["layer1"]["channels"].tolist() == list(range(64))
