@@ -1,8 +1,15 @@
-"""All-or-nothing file writes: a reader, or a run killed half-way, never sees a partial file."""
+"""All-or-nothing file writes: a reader, or a run killed half-way, never sees a partial file.
+
+A write goes to ``.<name>.<8 random characters>.tmp`` beside its target and is renamed
+over it when complete. A process killed mid-write leaves that temporary file behind;
+it is removed by the next write of the same target (and by :func:`remove_leftovers`
+for a whole folder), so DVC never tracks it.
+"""
 
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,6 +19,26 @@ import torch
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)  # reading the umask means setting it; put it back at once
+_TEMP_SUFFIX = ".tmp"
+_LEFTOVER = re.compile(r"^\.(?P<target>.+)\.[a-z0-9_]{8}\.tmp$")  # mkstemp's 8 characters
+
+
+def _leftovers(folder: Path, target: str | None = None) -> list[Path]:
+    """Temporary files of :func:`atomic_write` in ``folder`` (of one ``target`` name, or any)."""
+    if not folder.is_dir():
+        return []
+    return [p for p in folder.iterdir()
+            if (m := _LEFTOVER.match(p.name)) and p.is_file() and (target is None or m["target"] == target)]
+
+
+def remove_leftovers(folder: str | Path) -> list[Path]:
+    """Delete the temporary files that killed writes left in ``folder`` and below; returns them."""
+    folder = Path(folder)
+    found = [p for d in [folder, *(p for p in folder.rglob("*") if p.is_dir())] for p in _leftovers(d)] \
+        if folder.is_dir() else []
+    for path in found:
+        path.unlink(missing_ok=True)
+    return found
 
 
 @contextmanager
@@ -19,10 +46,14 @@ def atomic_write(path: str | Path, mode: str = "w") -> Iterator[IO]:
     """Open a temporary file beside ``path``; rename it over ``path`` when the block ends.
 
     On an error the temporary file is removed and ``path`` keeps its old content.
+    Temporary files that killed writes of ``path`` left behind are removed first.
+    Two processes must not write the same ``path`` at once (none of the stages do).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    for leftover in _leftovers(path.parent, path.name):  # a killed earlier write of this file
+        leftover.unlink(missing_ok=True)
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TEMP_SUFFIX, dir=path.parent)
     os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs get the usual permissions
     try:
         with os.fdopen(handle, mode) as f:

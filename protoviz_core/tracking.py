@@ -16,13 +16,23 @@ newest run with the same training hash, so every run shows its whole history.
 The database is SQLite at the repository root (``mlflow.db``), found through DVC_ROOT
 so that queued DVC experiments, which run in copies of the repository, share it.
 MLFLOW_TRACKING_URI overrides it. Browse with ``mlflow ui --backend-store-uri
-sqlite:///mlflow.db``.
+sqlite:///mlflow.db``. Artifacts go to ``mlartifacts/`` beside that database; MLflow
+stores that location as an absolute path, so when the repository (or its database)
+has been copied or moved, the stored paths are moved to the copy's own folder.
+
+A run's status says how its stages ended: FAILED while any stage's last attempt
+failed, KILLED when a stage was interrupted (Ctrl-C or SIGTERM at once; SIGKILL when the
+next stage opens the database and finds the process gone), FINISHED otherwise.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
+import re
+import signal
+import socket
+import sqlite3
 import subprocess
 import time
 from contextlib import contextmanager
@@ -37,6 +47,8 @@ from protoviz_core.config import Params
 
 EXPERIMENT_NAME = "protoviz"
 TAG_PREFIX = "protoviz."
+PROCESS_TAG = f"{TAG_PREFIX}process"  # "host:pid" of the stage that last opened the run
+_SAFE_VALUE = re.compile(r"^[A-Za-z0-9_.:-]*$")  # values MLflow's filter syntax takes quoted as they are
 
 
 def repository_root() -> Path:
@@ -114,26 +126,116 @@ def _creation_lock(uri: str) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def artifacts_location(uri: str) -> str:
+    """Where runs of the database ``uri`` keep artifacts: ``mlartifacts/`` beside a SQLite file,
+    else the repository root's ``mlartifacts/``."""
+    folder = Path(uri.removeprefix("sqlite:///")).parent if uri.startswith("sqlite:///") else repository_root()
+    return (folder / "mlartifacts").as_uri()
+
+
+def _relocate_artifacts(uri: str, experiment) -> None:
+    """Point a copied database's artifact paths at its own folder (MLflow stores them absolute).
+
+    Only for a SQLite database whose experiment keeps artifacts in an ``mlartifacts``
+    folder that is not the one beside it: the repository was copied or moved.
+    """
+    wanted = artifacts_location(uri)
+    old = experiment.artifact_location
+    if not uri.startswith("sqlite:///") or old == wanted or not old.rstrip("/").endswith("/mlartifacts"):
+        return
+    with sqlite3.connect(uri.removeprefix("sqlite:///"), timeout=30) as db:
+        db.execute("update experiments set artifact_location = ? where experiment_id = ?",
+                   (wanted, experiment.experiment_id))
+        db.execute("update runs set artifact_uri = ? || substr(artifact_uri, ?) "
+                   "where experiment_id = ? and substr(artifact_uri, 1, ?) = ?",
+                   (wanted, len(old) + 1, experiment.experiment_id, len(old), old))
+
+
 def ensure_experiment(client: MlflowClient) -> str:
-    """The id of the protoviz experiment, created (with artifacts at the root) if new."""
+    """The id of the protoviz experiment, created (artifacts beside the database) if new."""
+    uri = client.tracking_uri
     experiment = _retry(lambda: client.get_experiment_by_name(EXPERIMENT_NAME))
     if experiment is not None:
+        _relocate_artifacts(uri, experiment)
         return experiment.experiment_id
-    artifacts = (repository_root() / "mlartifacts").as_uri()
     try:
-        return _retry(lambda: client.create_experiment(EXPERIMENT_NAME, artifact_location=artifacts))
+        return _retry(lambda: client.create_experiment(EXPERIMENT_NAME, artifact_location=artifacts_location(uri)))
     except mlflow.exceptions.MlflowException:
         # Another process created it between our two calls.
         return client.get_experiment_by_name(EXPERIMENT_NAME).experiment_id
 
 
 def find_run(client: MlflowClient, experiment_id: str, tags: dict[str, str]):
-    """The newest run whose tags match all of ``tags``, or None."""
-    query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
-    runs = _retry(
-        lambda: client.search_runs([experiment_id], query, order_by=["attributes.start_time DESC"], max_results=1)
-    )
-    return runs[0] if runs else None
+    """The newest run whose tags match all of ``tags``, or None.
+
+    Values are compared here, not in MLflow's filter string, unless they are plain
+    (hashes, numbers): a DVC experiment may be named ``it's "mine"``.
+    """
+    plain = {k: v for k, v in tags.items() if _SAFE_VALUE.match(v)}
+    query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in plain.items())
+    runs = _retry(lambda: client.search_runs([experiment_id], query, order_by=["attributes.start_time DESC"]))
+    matching = [run for run in runs if all(run.data.tags.get(k) == v for k, v in tags.items())]
+    return matching[0] if matching else None
+
+
+def _this_process() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _process_gone(process: str) -> bool:
+    """Whether ``host:pid`` names a process of this host that no longer exists."""
+    host, _, pid = process.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False  # another machine's (a queued experiment elsewhere): not ours to judge
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def _close_killed_runs(client: MlflowClient, experiment_id: str) -> None:
+    """Mark runs whose stage process died without closing them (SIGKILL, power loss) as KILLED."""
+    for run in _retry(lambda: client.search_runs([experiment_id], "attributes.status = 'RUNNING'")):
+        process = run.data.tags.get(PROCESS_TAG, "")
+        if process == _this_process() or not _process_gone(process):
+            continue
+        for key, value in run.data.tags.items():
+            if key.startswith(f"{TAG_PREFIX}stage.") and value == "running":
+                client.set_tag(run.info.run_id, key, "killed")
+        _retry(lambda: client.set_terminated(run.info.run_id, "KILLED"))
+
+
+def _final_status(client: MlflowClient, run_id: str) -> str:
+    """FAILED while any stage's last attempt failed, KILLED if one was interrupted, else FINISHED."""
+    states = {v for k, v in client.get_run(run_id).data.tags.items() if k.startswith(f"{TAG_PREFIX}stage.")}
+    return "FAILED" if "failed" in states else "KILLED" if "killed" in states else "FINISHED"
+
+
+class _Terminated(SystemExit):
+    """SIGTERM (``kill``, a stopped queue), raised so that the run is closed as KILLED; exits 143."""
+
+    def __init__(self):
+        super().__init__(128 + signal.SIGTERM)
+
+
+@contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """Turn SIGTERM into :class:`_Terminated` inside the block (main thread only; else unchanged)."""
+    def handler(signum, frame):
+        raise _Terminated
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _adopt_training_curves(client: MlflowClient, experiment_id: str, run_id: str, training_hash: str) -> None:
@@ -155,13 +257,16 @@ def pipeline_run(params: Params, stage: str) -> Iterator[mlflow.ActiveRun]:
     """Open (or create) the MLflow run of this pipeline run, as the active run.
 
     Inside the block, ``mlflow.log_metric(key, value, step=epoch)`` goes to it. The
-    tag ``protoviz.stage.<stage>`` records ``running``, then ``done`` or ``failed``.
+    tag ``protoviz.stage.<stage>`` records ``running``, then ``done``, ``failed`` or
+    ``killed``; the run ends with :func:`_final_status`. SIGTERM inside the block is
+    raised as an exception (so the run closes as KILLED) and re-raised to the caller.
     """
     uri = tracking_uri()
     mlflow.set_tracking_uri(uri)
     with _creation_lock(uri):
         client = MlflowClient()
         experiment_id = ensure_experiment(client)
+    _close_killed_runs(client, experiment_id)
     tags = run_tags(params)
     identity = {k: tags[k] for k in (f"{TAG_PREFIX}params_hash", f"{TAG_PREFIX}dvc_exp")}
     existing = find_run(client, experiment_id, identity)
@@ -176,11 +281,19 @@ def pipeline_run(params: Params, stage: str) -> Iterator[mlflow.ActiveRun]:
             _adopt_training_curves(client, experiment_id, run_id, params.training_hash())
     else:
         run_id = existing.info.run_id
-    with mlflow.start_run(run_id=run_id) as active:
-        mlflow.set_tag(f"{TAG_PREFIX}stage.{stage}", "running")
+    stage_tag = f"{TAG_PREFIX}stage.{stage}"
+    with _sigterm_raises():
+        active = mlflow.start_run(run_id=run_id)
+        mlflow.set_tags({stage_tag: "running", PROCESS_TAG: _this_process()})
         try:
             yield active
-        except BaseException:
-            mlflow.set_tag(f"{TAG_PREFIX}stage.{stage}", "failed")
+        except (KeyboardInterrupt, _Terminated):
+            mlflow.set_tag(stage_tag, "killed")
+            mlflow.end_run("KILLED")
             raise
-        mlflow.set_tag(f"{TAG_PREFIX}stage.{stage}", "done")
+        except BaseException:
+            mlflow.set_tag(stage_tag, "failed")
+            mlflow.end_run("FAILED")
+            raise
+        mlflow.set_tag(stage_tag, "done")
+        mlflow.end_run(_final_status(client, run_id))

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from lightly.loss import NTXentLoss
 
-from protoviz_core.atomic import save_atomic
+from protoviz_core.atomic import remove_leftovers, save_atomic
 from protoviz_core.checkpoints import (
     CHECKPOINT_FORMAT,
     CheckpointError,
@@ -119,6 +119,8 @@ def _remove_stale_checkpoints(directory: Path, keep_up_to: int, training_hash: s
     Returns:
         The epochs in ``0..keep_up_to`` that now have no checkpoint (holes to refill).
     """
+    for leftover in remove_leftovers(directory):
+        log(f"removing {leftover}: left by a write that was killed")
     for epoch, path in list_checkpoints(directory).items():
         if epoch > keep_up_to:
             log(f"removing {path}: from an unfinished run")

@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import torch
 
-from protoviz_core.atomic import save_atomic
+from protoviz_core.atomic import remove_leftovers, save_atomic
 
 KEY = "key"  # where a result file stores its identity
 
@@ -65,8 +65,11 @@ def read_result(path: str | Path, *, mmap: bool = True) -> Contents | None:
 
 
 def prune(folder: str | Path, keep: Iterable[str], log: Callable[[str], None], pattern: str = "*.pt") -> None:
-    """Delete what matches ``pattern`` in ``folder`` (files or folders) and is not named in ``keep``."""
+    """Delete what matches ``pattern`` in ``folder`` (files or folders) and is not named in ``keep``,
+    and the temporary files of writes that were killed."""
     keep = set(keep)
+    for leftover in remove_leftovers(folder):
+        log(f"removing {leftover}: left by a write that was killed")
     for path in sorted(Path(folder).glob(pattern)) if Path(folder).is_dir() else []:
         if path.name in keep or path.name.startswith("."):  # hidden: a tool's, or a write in progress
             continue

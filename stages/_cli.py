@@ -16,10 +16,14 @@ def parser(description: str) -> argparse.ArgumentParser:
 
 
 def run(main: Callable[[Sequence[str] | None], None], argv: Sequence[str] | None = None) -> int:
-    """Call a stage's ``main``; a user error (:class:`ProtovizError`) prints one line and exits with status 2."""
+    """Call a stage's ``main``; a user error (:class:`ProtovizError`) prints one line and exits with status 2,
+    Ctrl-C one line and status 130 (what was finished is kept: a rerun resumes)."""
     try:
         main(argv)
     except ProtovizError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted; finished work is kept and a rerun resumes from it", file=sys.stderr)
+        return 130
     return 0

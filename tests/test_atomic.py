@@ -1,11 +1,13 @@
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
 from PIL import Image
 
-from protoviz_core.atomic import atomic_write, save_atomic, save_image
+from protoviz_core.atomic import atomic_write, remove_leftovers, save_atomic, save_image
 
 
 def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
@@ -27,3 +29,31 @@ def test_images_are_saved_in_the_format_their_name_says(tmp_path):
         assert jpeg.format == "JPEG"
     with Image.open(save_image(picture, tmp_path / "a.png")) as png:
         assert png.format == "PNG" and png.getpixel((0, 0)) == (0, 128, 255)
+
+
+def _killed_write(folder, name: str) -> str:
+    """What a process killed inside atomic_write leaves: a temporary file of atomic_write's naming."""
+    script = (
+        "import os, sys\n"
+        "from protoviz_core.atomic import atomic_write\n"
+        "with atomic_write(sys.argv[1], 'wb') as f:\n"
+        "    f.write(b'half a shard'); f.flush()\n"
+        "    os.kill(os.getpid(), 9)\n"
+    )
+    subprocess.run([sys.executable, "-c", script, str(folder / name)], check=False, timeout=60)
+    (leftover,) = [p for p in os.listdir(folder) if p.startswith(f".{name}.")]
+    return leftover
+
+
+def test_leftovers_of_killed_writes_are_removed_and_nothing_else(tmp_path):
+    (tmp_path / "sub").mkdir()
+    first = _killed_write(tmp_path, "shard.pt")
+    nested = _killed_write(tmp_path / "sub", "other.pt")
+    kept = [".gitignore", ".shard.pt.notours.tmp", "shard.pt.tmp"]  # not atomic_write's naming
+    for name in kept:
+        (tmp_path / name).write_text("x")
+    save_atomic({"x": torch.ones(1)}, tmp_path / "shard.pt")  # the next write of that file cleans up
+    assert first not in os.listdir(tmp_path) and nested in os.listdir(tmp_path / "sub")
+    assert remove_leftovers(tmp_path) == [tmp_path / "sub" / nested]
+    assert sorted(os.listdir(tmp_path)) == sorted([*kept, "shard.pt", "sub"])
+    assert os.listdir(tmp_path / "sub") == []

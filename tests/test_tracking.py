@@ -1,4 +1,12 @@
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
 import mlflow
+import pytest
 from mlflow.tracking import MlflowClient
 
 from protoviz_core.config import parse_params
@@ -58,15 +66,89 @@ def test_run_created_after_cached_training_adopts_the_training_curve(monkeypatch
     assert [(m.step, m.value) for m in sorted(history, key=lambda m: m.step)] == [(1, 5.0), (2, 4.0), (3, 3.5)]
 
 
-def test_failed_stage_is_tagged(monkeypatch):
+def test_failed_stage_is_tagged_and_the_run_stays_failed_until_it_succeeds(monkeypatch):
     params = parse_params(tiny_params())
-    try:
-        with pipeline_run(params, "train"):
-            raise RuntimeError("boom")
-    except RuntimeError:
+    with pytest.raises(RuntimeError), pipeline_run(params, "train"):
+        raise RuntimeError("boom")
+    (run,) = _runs()
+    assert run.data.tags["protoviz.stage.train"] == "failed" and run.info.status == "FAILED"
+    with pipeline_run(params, "probe"):  # a later stage run by hand does not hide the failure
         pass
     (run,) = _runs()
-    assert run.data.tags["protoviz.stage.train"] == "failed"
+    assert run.data.tags["protoviz.stage.probe"] == "done" and run.info.status == "FAILED"
+    with pipeline_run(params, "train"):
+        pass
+    (run,) = _runs()
+    assert run.info.status == "FINISHED"
+
+
+@pytest.mark.parametrize("name", ["it's-mine", 'say "hi" there', "a'b\"c d"])
+def test_experiment_names_with_quotes_and_spaces_find_their_run(monkeypatch, name):
+    monkeypatch.setenv("DVC_EXP_NAME", name)
+    params = parse_params(tiny_params())
+    with pipeline_run(params, "train") as first:
+        pass
+    with pipeline_run(params, "probe") as second:
+        pass
+    assert first.info.run_id == second.info.run_id
+    (run,) = _runs()
+    assert run.data.tags["protoviz.dvc_exp"] == name and run.info.status == "FINISHED"
+
+
+_STAGE_THAT_DIES = (
+    "import os, signal, sys\n"
+    "from protoviz_core.config import parse_params\n"
+    "from protoviz_core.tracking import pipeline_run\n"
+    "with pipeline_run(parse_params({}), 'train'):\n"
+    "    os.kill(os.getpid(), getattr(signal, sys.argv[1]))\n"
+    "    signal.pause()\n"
+)
+
+
+@pytest.mark.parametrize("signal_name, exit_status", [("SIGTERM", 128 + signal.SIGTERM), ("SIGKILL", -signal.SIGKILL)])
+def test_a_killed_stage_leaves_its_run_killed_not_running(signal_name, exit_status):
+    stage = subprocess.run([sys.executable, "-c", _STAGE_THAT_DIES, signal_name], capture_output=True, text=True,
+                           timeout=120)
+    assert stage.returncode == exit_status and "Traceback" not in stage.stderr
+    if signal_name == "SIGKILL":  # nothing could close it: the next stage to open the database does
+        (run,) = _runs()
+        assert run.info.status == "RUNNING"
+        with pipeline_run(parse_params(tiny_params(epochs=3)), "train"):
+            pass
+    killed = [run for run in _runs() if run.data.params.get("train.epochs") != "3"]
+    assert [(run.info.status, run.data.tags["protoviz.stage.train"]) for run in killed] == [("KILLED", "killed")]
+
+
+def test_a_copied_repository_keeps_its_artifacts_at_home(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    original, copy = tmp_path / "original", tmp_path / "copy"
+    original.mkdir()
+    (original / "note.txt").write_text("report")
+    monkeypatch.chdir(original)
+    params = parse_params(tiny_params())
+    with pipeline_run(params, "report"):
+        mlflow.log_artifact("note.txt")
+    shutil.copytree(original, copy)
+    stage_in_the_copy = (
+        "import mlflow\n"
+        "from protoviz_core.config import parse_params\n"
+        "from protoviz_core.tracking import pipeline_run\n"
+        "from tests.helpers import tiny_params\n"
+        "with pipeline_run(parse_params(tiny_params()), 'report') as run:\n"
+        "    mlflow.log_artifact('note.txt', artifact_path='again')\n"
+        "print(run.info.run_id)\n"
+    )
+    environment = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}  # mlflow exported it
+    environment["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    stage = subprocess.run([sys.executable, "-c", stage_in_the_copy], cwd=copy, env=environment,
+                           capture_output=True, text=True, timeout=120, check=True)
+    client = MlflowClient(f"sqlite:///{copy / 'mlflow.db'}")
+    assert client.get_experiment_by_name(EXPERIMENT_NAME).artifact_location == (copy / "mlartifacts").as_uri()
+    run_id = stage.stdout.split()[-1]
+    assert client.get_run(run_id).info.artifact_uri.startswith((copy / "mlartifacts").as_uri())
+    assert sorted(p.relative_to(copy).parts[-2:] for p in copy.glob("mlartifacts/**/*.txt")) == [
+        ("again", "note.txt"), ("artifacts", "note.txt")]
+    assert len(list(original.glob("mlartifacts/**/*.txt"))) == 1  # the original is not written to
 
 
 def test_parallel_processes_share_a_new_database(tmp_path, monkeypatch):

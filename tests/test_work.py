@@ -40,10 +40,12 @@ def test_a_changed_identity_or_a_truncated_file_is_recomputed(tmp_path):
 def test_files_no_item_will_produce_are_removed_others_left_alone(tmp_path):
     run_work(_items([1, 2, 3], []), tmp_path)
     (tmp_path / "notes.txt").write_text("not ours")
+    (tmp_path / ".epoch_0009.pt.k1ll3d_x.tmp").write_bytes(b"half")  # a killed write of a file no longer planned
     logged = []
     run_work(_items([1], []), tmp_path, log=logged.append)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch_0000.pt", "notes.txt"]
-    assert len(logged) == 2 and "epoch_0002.pt" in logged[-1]
+    assert len(logged) == 3 and "epoch_0009.pt.k1ll3d_x.tmp: left by a write that was killed" in logged[0]
+    assert "epoch_0002.pt" in logged[-1]
 
 
 def test_a_failing_item_keeps_finished_results_and_writes_nothing_partial(tmp_path):
