@@ -54,6 +54,14 @@ def test_killed_extraction_resumes_and_exports(project):
     with Image.open(tmp_path / "grid.png") as picture:
         assert picture.size == (4 * 24 + 3 * 2, 2 * 24 + 2)
 
+    run_stage("extract", tmp_path, "--checkpoints", "out/checkpoints", "--store", "out/straight",
+              "--metrics", "metrics/straight.json")  # an uninterrupted run of the same configuration
+    for name in after:
+        resumed, straight = (torch.load(folder / "shards" / name, weights_only=True)
+                             for folder in (tmp_path / "out/prototypes", tmp_path / "out/straight"))
+        assert resumed["key"] == straight["key"], name
+        assert torch.equal(resumed["images"], straight["images"]) and torch.equal(resumed["channels"], straight["channels"])
+
 
 def _extract_params(**extract) -> dict:
     params = tiny_params(epochs=2)
