@@ -9,8 +9,17 @@ channels together:
    still silent afterwards (activation <= 0) get freshly drawn codes and one more
    evolution (the count is reported);
 2. gradient ascent: Adam on all codes at once, loss = minus the sum of every
-   channel's own centre activation (each image only drives its own channel, so the
+   channel's own centre score (each image only drives its own channel, so the
    sum's gradient is each channel's own gradient).
+
+What both stages maximise is the unit's *score*: its value before the layer's final
+ReLU (:func:`~protoviz_core.units.unit_reader`). Where the unit responds, score and
+activation are equal, so live channels are optimised exactly as on the activation;
+where a ReLU has cut the unit to 0 for every image tried, the activation gives the
+evolution nothing to rank and Adam a zero gradient, while the score still orders the
+images by how close they come and passes a gradient, so silent units are brought
+alive. (Lucid's "redirected ReLU" gradient serves the same purpose.) What is reported
+and stored is the activation itself.
 
 Everything is a tensor over channels (and samples); forward passes are split into
 chunks of at most ``max_batch`` images, which changes memory use, not results.
@@ -28,11 +37,11 @@ from protoviz_core.cmaes import BatchedCMAES
 from protoviz_core.generators import Generator, make_generator
 from protoviz_core.rng import derive_seed, stream_keys
 from protoviz_core.simclr import NORMALIZE
-from protoviz_core.units import centre_activation, channel_count, check_channels, layer_reader
+from protoviz_core.units import centre_activation, channel_count, check_channels, unit_reader
 
 ImageTransform = Callable[[torch.Tensor], torch.Tensor]
-# monitor(stage, step, activations): stage "evolution" | "redraw" | "gradient", activations (N,)
-# (best so far in the evolution stages, current in the gradient stage). For progress and timing.
+# monitor(stage, step, values): stage "evolution" | "redraw" | "gradient", values (N,): the best
+# score so far in the evolution stages, the current activation in the gradient stage. For progress and timing.
 Monitor = Callable[[str, int, torch.Tensor], None]
 
 # Every use of randomness has its own stream, derived from the call's seed and the use's
@@ -58,11 +67,11 @@ class Prototypes:
     channels: torch.Tensor  # (N,) int64 channel indices
     dead: torch.Tensor  # (N,) bool: activation still <= 0
     redrawn: torch.Tensor  # (N,) bool: codes re-drawn after a silent evolution stage
-    evolution_activations: torch.Tensor  # (N,) best activation after the evolution stage
+    evolution_activations: torch.Tensor  # (N,) best score after the evolution stage (negative: still silent)
 
 
 class _Objective:
-    """Centre activations of each image's own channel, in chunks of ``max_batch`` images."""
+    """Centre scores and activations of each image's own channel, in chunks of ``max_batch`` images."""
 
     def __init__(self, read, generator: Generator, normalize: dict, max_batch: int, device, use_amp: bool):
         self.read, self.generator, self.max_batch = read, generator, max_batch
@@ -70,40 +79,44 @@ class _Objective:
         self.std = torch.tensor(normalize["std"], device=device).view(1, 3, 1, 1)
         self.use_amp, self.device = use_amp, device
 
-    def images_to_activations(self, images: torch.Tensor, channels: torch.Tensor) -> torch.Tensor:
-        """images (B, 3, S, S) in [0, 1], channels (B,) -> (B,) float32 activations."""
+    def images_to_units(self, images: torch.Tensor, channels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """images (B, 3, S, S) in [0, 1], channels (B,) -> float32 (B,) scores and (B,) activations."""
         normalised = (images - self.mean) / self.std
         if self.use_amp:
             normalised = normalised.contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_amp):
-            return centre_activation(self.read(normalised), channels).float()
+            output, before = self.read(normalised)
+            return centre_activation(before, channels).float(), centre_activation(output, channels).float()
 
-    def __call__(self, latents: torch.Tensor, channels: torch.Tensor) -> torch.Tensor:
-        """latents (B, d), channels (B,) -> (B,) activations, without gradients."""
-        out = []
+    def __call__(self, latents: torch.Tensor, channels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """latents (B, d), channels (B,) -> (B,) scores and (B,) activations, without gradients."""
+        scores, activations = [], []
         with torch.no_grad():
             for start in range(0, len(latents), self.max_batch):
                 stop = start + self.max_batch
                 with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_amp):
                     images = self.generator(latents[start:stop]).float()
-                out.append(self.images_to_activations(images, channels[start:stop]))
-        return torch.cat(out)
+                score, activation = self.images_to_units(images, channels[start:stop])
+                scores.append(score)
+                activations.append(activation)
+        return torch.cat(scores), torch.cat(activations)
 
 
 def _evolve(objective: _Objective, start: torch.Tensor, channels: torch.Tensor, *, sigma: float,
             popsize: int, steps: int, seed: int, monitor: Monitor | None, stage: str = "evolution",
             ) -> tuple[torch.Tensor, torch.Tensor]:
-    """CMA-ES from ``start`` (N, d) for each channel; the best code seen and its activation."""
+    """CMA-ES from ``start`` (N, d) for each channel; the best code seen and its score."""
     n_channels = len(channels)
     es = BatchedCMAES(start, sigma, popsize, seed=seed, keys=channels, device=start.device)
     best_codes = start.clone()
-    best = objective(start, channels.to(start.device))  # (N,)
+    best, _ = objective(start, channels.to(start.device))  # (N,)
     sample_channels = channels.to(start.device).repeat_interleave(popsize)  # (N*P,)
     for _ in range(steps):
         samples = es.ask()  # (N, P, d)
-        activations = objective(samples.reshape(n_channels * popsize, -1), sample_channels).view(n_channels, popsize)
-        es.tell(-activations)  # CMA-ES minimises
-        top, which = activations.max(dim=1)  # (N,)
+        scores, _ = objective(samples.reshape(n_channels * popsize, -1), sample_channels)
+        scores = scores.view(n_channels, popsize)
+        es.tell(-scores)  # CMA-ES minimises
+        top, which = scores.max(dim=1)  # (N,)
         improved = top > best
         best = torch.where(improved, top, best)
         best_codes[improved] = samples[improved, which[improved]]
@@ -114,7 +127,7 @@ def _evolve(objective: _Objective, start: torch.Tensor, channels: torch.Tensor, 
 
 def _ascend(objective: _Objective, codes: torch.Tensor, channels: torch.Tensor, *, steps: int, lr: float,
             transforms: Sequence[ImageTransform], monitor: Monitor | None) -> torch.Tensor:
-    """Adam on all codes at once; loss = -sum of each channel's centre activation."""
+    """Adam on all codes at once; loss = -sum of each channel's centre score."""
     codes = codes.clone().requires_grad_(True)
     optimizer = torch.optim.Adam([codes], lr=lr)
     for step in range(1, steps + 1):
@@ -126,8 +139,8 @@ def _ascend(objective: _Objective, codes: torch.Tensor, channels: torch.Tensor, 
                 images = objective.generator(codes[start:stop]).float()
             for transform in transforms:
                 images = transform(images)
-            activations = objective.images_to_activations(images, channels[start:stop])
-            (-activations.sum()).backward()  # chunks accumulate into codes.grad: same as one big batch
+            scores, activations = objective.images_to_units(images, channels[start:stop])
+            (-scores.sum()).backward()  # chunks accumulate into codes.grad: same as one big batch
             current.append(activations.detach())
         optimizer.step()
         if monitor is not None:
@@ -205,7 +218,7 @@ def synthesize(
     channel_index = check_channels(channels, channel_count(model, layer, image_size, device), layer)
     on_device = channel_index.to(device)
     try:
-        with layer_reader(model, layer) as read:
+        with unit_reader(model, layer) as read:
             objective = _Objective(read, prior, normalize or NORMALIZE, max_batch or 1 << 62, device, use_amp)
             start = prior.sample(stream_keys(stream_seed(seed, "start"), channel_index), step=0).to(device)
             codes, evolved = _evolve(objective, start, channel_index, sigma=cma_sigma, popsize=cma_popsize,
@@ -217,7 +230,7 @@ def synthesize(
                                          monitor=monitor)
             codes = _ascend(objective, codes, on_device, steps=adam_steps, lr=adam_lr, transforms=transforms,
                             monitor=monitor)
-            final = objective(codes, on_device)
+            _, final = objective(codes, on_device)
             with torch.no_grad():
                 images = torch.cat([prior(codes[i:i + objective.max_batch]).float()
                                     for i in range(0, len(codes), objective.max_batch)])

@@ -66,6 +66,45 @@ def layer_reader(model: nn.Module, layer: str) -> Iterator[Callable[[torch.Tenso
         handle.remove()
 
 
+@contextmanager
+def unit_reader(model: nn.Module, layer: str) -> Iterator[Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]]:
+    """:func:`layer_reader` that also gives ``layer``'s pre-activation: ``read(images) -> (output, before)``.
+
+    ``before`` is the input of the ReLU (or ReLU6) module that produced ``output`` when
+    the layer ends with one (a ResNet block, a VGG ``features.N`` ReLU), else ``output``
+    itself. Where the output is positive the two are equal; where the ReLU has cut a
+    unit to 0, ``before`` still says how far it is from switching on and passes a
+    gradient, so an optimiser can bring a silent unit alive. Inside the block the
+    layer's ReLUs run out of place (their inputs must survive); results are unchanged.
+    """
+    target = find_layer(model, layer)
+    relus = [m for m in target.modules() if isinstance(m, (nn.ReLU, nn.ReLU6))]
+    in_place = [m.inplace for m in relus]
+    last: list[tuple[torch.Tensor, torch.Tensor]] = []  # (output, input) of the latest ReLU call
+
+    def remember(module, inputs, output):
+        last[:] = [(output, inputs[0])]
+
+    handles = [m.register_forward_hook(remember) for m in relus]
+    for module in relus:
+        module.inplace = False
+    try:
+        with layer_reader(model, layer) as read_output:
+            def read(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                last.clear()
+                output = read_output(images)
+                before = last[0][1] if last and last[0][0] is output else output
+                last.clear()
+                return output, before
+
+            yield read
+    finally:
+        for handle in handles:
+            handle.remove()
+        for module, flag in zip(relus, in_place):
+            module.inplace = flag
+
+
 def centre_activation(features: torch.Tensor, channels: torch.Tensor) -> torch.Tensor:
     """Each image's own unit: ``features[i, channels[i], (h-1)//2, (w-1)//2]``.
 

@@ -77,6 +77,32 @@ def test_silent_channel_gets_really_redrawn_codes():
     torch.testing.assert_close(result.latents[4], second_draw)  # the re-drawn code was kept
 
 
+def test_a_unit_below_zero_on_every_image_tried_is_brought_alive():
+    """Channel 1 fires only for red without green over its whole 3x3 window: on the start codes, every
+    evolution sample and uniform noise its input is far below zero, so its activation is 0 everywhere."""
+    torch.manual_seed(0)
+    model = nn.Sequential(OrderedDict(block=nn.Sequential(nn.Conv2d(3, 2, 3, padding=1), nn.ReLU(inplace=True))))
+    with torch.no_grad():
+        model.block[0].weight.zero_()
+        model.block[0].weight[0] = 0.1  # channel 0: an ordinary unit
+        model.block[0].weight[1, 0], model.block[0].weight[1, 1] = 1.0, -1.0
+        model.block[0].bias[:] = torch.tensor([0.0, -7.0 * 4.4])  # 7 of 9 pixels' worth, normalised units
+        noise = (torch.rand(256, 3, SIZE, SIZE) - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / \
+            torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+        assert model(noise)[:, 1, SIZE // 2 - 1, SIZE // 2 - 1].max() == 0  # silent on noise too
+    seen = []
+    schedule = {**SCHEDULE, "adam_steps": 40, "adam_lr": 0.1}
+    result = synthesize(model, "block", generator="pixel", seed=0,
+                        monitor=lambda stage, step, values: seen.append((stage, values.clone())), **schedule)
+    assert seen[0][0] == "evolution" and seen[0][1][1] < 0  # it starts below zero
+    assert not result.dead.any() and result.activations[1] > 0  # and ends alive
+    with torch.no_grad():
+        normalised = (result.images - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / \
+            torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+        recomputed = model(normalised)[1, 1, (SIZE - 1) // 2, (SIZE - 1) // 2]
+    torch.testing.assert_close(recomputed, result.activations[1], rtol=1e-4, atol=1e-4)  # the honest activation
+
+
 def test_bad_layer_and_channel_are_named_and_hooks_are_removed():
     model = _cnn()
     with pytest.raises(ValueError, match="unknown layer 'conv3'; valid names: conv1"):

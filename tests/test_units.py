@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from protoviz_core.units import centre_activation, channel_count, check_channels, find_layer, layer_reader
+from protoviz_core.units import centre_activation, channel_count, check_channels, find_layer, layer_reader, unit_reader
 
 
 class _MustNotRun(nn.Module):
@@ -59,3 +59,21 @@ def test_channel_count_and_checks():
         check_channels([1, 6], 6, "x")
     with pytest.raises(ValueError, match="duplicate"):
         check_channels([1, 1], 6, "x")
+
+
+def test_unit_reader_gives_the_value_before_the_final_relu():
+    model = nn.Sequential(OrderedDict(
+        conv=nn.Conv2d(3, 4, 3, padding=1),
+        block=nn.Sequential(nn.Conv2d(4, 6, 3, padding=1), nn.ReLU(inplace=True)), top=_MustNotRun(),
+    ))
+    images = torch.rand(2, 3, 9, 9)
+    expected_before = model.block[0](model.conv(images))
+    with torch.no_grad(), unit_reader(model, "block") as read:
+        output, before = read(images)
+    torch.testing.assert_close(before, expected_before)  # the in-place ReLU did not overwrite it
+    torch.testing.assert_close(output, expected_before.clamp(min=0))
+    assert (before < 0).any()
+    assert model.block[1].inplace and not model.block[1]._forward_hooks and not model.block._forward_hooks
+    with torch.no_grad(), unit_reader(model, "conv") as read:  # no ReLU at the end: the output itself
+        output, before = read(images)
+    assert before is output
