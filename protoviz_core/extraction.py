@@ -24,6 +24,7 @@ part of the identity. Shards are computed in this process (``local``) or as Ray 
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -32,6 +33,7 @@ import torch
 from protoviz_core.checkpoints import checkpoint_identity, load_backbone
 from protoviz_core.config import ExtractParams
 from protoviz_core.devices import visible_device
+from protoviz_core.generators import Generator, make_generator, weights_identity
 from protoviz_core.rng import derive_seed
 from protoviz_core.store import ShardId, pack_shard
 from protoviz_core.synthesis import synthesize
@@ -40,7 +42,7 @@ from protoviz_core.work import Contents, WorkItem, identity
 
 # Bump when a change alters prototypes for the same settings (e.g. how streams are derived):
 # it is part of every shard's identity, so old shards are redone, not reused.
-SYNTHESIS_VERSION = 2
+SYNTHESIS_VERSION = 3  # 3: units maximised before their final ReLU
 
 # The extract params handed to synthesize() as they are; with the image size, the channel
 # subset and the shard's seed they are everything that shapes a prototype.
@@ -57,6 +59,38 @@ def shard_seed(run_seed: int, extract_seed: int, shard: ShardId, *, common_strea
     return derive_seed("prototypes", run_seed, extract_seed, epoch, shard.layer, shard.repeat)
 
 
+@functools.lru_cache(maxsize=1)
+def _backbone_on(checkpoint: str, stamp: tuple[int, int], device: str):
+    """The checkpoint's backbone on ``device``, loaded once for all shards of its epoch
+    (consecutive in the plan); ``stamp`` (mtime, size) keys a rewritten file anew."""
+    backbone, meta = load_backbone(checkpoint)
+    return backbone.to(device), meta
+
+
+@functools.lru_cache(maxsize=1)
+def _generator_on(name: str, image_size: int, weights: str | None, stamp: tuple[int, int] | None,
+                  device: str) -> Generator:
+    """The image prior on ``device``, built (DeePSiM: read from disk) once per process;
+    ``stamp`` (mtime, size) of the weights file keys a replaced file anew."""
+    return make_generator(name, image_size, weights).to(device).eval()
+
+
+def image_prior(name: str, weights: str | None, image_size: int, device: torch.device | str) -> Generator:
+    """The generator ``name`` on ``device``, kept loaded for every shard this process makes.
+
+    Raises:
+        GeneratorWeightsError: DeePSiM weights missing, unreadable or of another network.
+    """
+    return _generator_on(name, image_size, weights, _file_stamp(weights), str(device))
+
+
+def _file_stamp(path: str | None) -> tuple[int, int] | None:
+    if path is None or path == "random" or not os.path.isfile(os.path.expanduser(path)):
+        return None
+    stat = os.stat(os.path.expanduser(path))
+    return stat.st_mtime_ns, stat.st_size
+
+
 def make_shard(
     checkpoint: str,
     layer: str,
@@ -71,12 +105,16 @@ def make_shard(
     """Synthesise the prototypes of one layer of one checkpoint: a shard's contents (:func:`pack_shard`).
 
     ``device`` None: the device this worker was given (:func:`~protoviz_core.devices.visible_device`).
+    The backbone and the generator stay loaded between calls of one process.
     """
-    backbone, meta = load_backbone(checkpoint)
     device = torch.device(device) if device is not None else visible_device()
-    channels = spaced_channels(channel_count(backbone.to(device), layer, image_size, device), channels_per_layer)
-    prototypes = synthesize(backbone, layer, channels, image_size=image_size, seed=seed, device=device,
-                            max_batch=max_batch, normalize=meta["normalize"], **options)
+    stat = os.stat(checkpoint)
+    backbone, meta = _backbone_on(checkpoint, (stat.st_mtime_ns, stat.st_size), str(device))
+    options = dict(options)
+    prior = image_prior(options.pop("generator"), options.pop("generator_weights"), image_size, device)
+    channels = spaced_channels(channel_count(backbone, layer, image_size, device), channels_per_layer)
+    prototypes = synthesize(backbone, layer, channels, generator=prior, image_size=image_size, seed=seed,
+                            device=device, max_batch=max_batch, normalize=meta["normalize"], **options)
     return pack_shard(prototypes)
 
 
@@ -98,6 +136,7 @@ def shard_work(
             of them (or the CPU).
     """
     options = settings.model_dump(include=set(SYNTHESIS_OPTIONS))
+    weights = weights_identity(settings.generator_weights) if settings.generator == "deepsim_fc6" else None
     work = {}
     for epoch, path in checkpoints.items():
         made_from = checkpoint_identity(path)
@@ -105,7 +144,7 @@ def shard_work(
             for repeat in range(1, settings.repeats + 1):
                 shard = ShardId(epoch, layer, repeat)
                 seed = shard_seed(run_seed, settings.seed, shard, common_streams=settings.common_streams)
-                key = identity("prototypes", made_from, shard.name, seed, options, image_size,
+                key = identity("prototypes", made_from, shard.name, seed, options, weights, image_size,
                                settings.channels_per_layer, SYNTHESIS_VERSION)
                 work[shard] = WorkItem(shard.name, key, functools.partial(
                     make_shard, str(Path(path).resolve()), layer, channels_per_layer=settings.channels_per_layer, seed=seed,

@@ -14,6 +14,7 @@ start does not depend on which channels share its batch.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections import OrderedDict
 from pathlib import Path
@@ -205,6 +206,26 @@ class DeePSiMGenerator(Generator):
             )
         generator.G.load_state_dict(state)
         return generator
+
+
+def weights_identity(weights: str | Path | None) -> str:
+    """What a generator weights setting is, for the identity of results made with it:
+    the file's SHA-256 (so replacing the file at the same path redoes the work), or the
+    setting itself (``None``, ``"random"``) when there is no file.
+
+    Raises:
+        GeneratorWeightsError: a path that does not exist.
+    """
+    if weights is None or str(weights) == "random":
+        return str(weights)
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise GeneratorWeightsError(f"{path}: DeePSiM weights not found; download {DEEPSIM_WEIGHTS_SOURCE}")
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()[:24]
 
 
 def make_generator(name: str | Generator, image_size: int, weights: str | Path | None = None) -> Generator:

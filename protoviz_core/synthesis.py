@@ -119,7 +119,9 @@ def _evolve(objective: _Objective, start: torch.Tensor, channels: torch.Tensor, 
         top, which = scores.max(dim=1)  # (N,)
         improved = top > best
         best = torch.where(improved, top, best)
-        best_codes[improved] = samples[improved, which[improved]]
+        # torch.where, not boolean indexing: no host-device synchronisation inside the loop.
+        best_codes = torch.where(improved[:, None], samples[torch.arange(n_channels, device=samples.device), which],
+                                 best_codes)
         if monitor is not None:
             monitor(stage, es.generation, best)
     return best_codes, best

@@ -16,8 +16,7 @@ from protoviz_core.checkpoints import choose_epochs, load_backbone, require_chec
 from protoviz_core.config import ParamsError, load_params
 from protoviz_core.devices import resolve_device
 from protoviz_core.dvc_files import write_json
-from protoviz_core.extraction import ray_executor, shard_work
-from protoviz_core.generators import make_generator
+from protoviz_core.extraction import image_prior, ray_executor, shard_work
 from protoviz_core.metric_keys import EXTRACT_PROTOTYPES_PER_S, extract_key
 from protoviz_core.montage import grid
 from protoviz_core.store import build_index, open_prototypes, shards_dir
@@ -44,7 +43,7 @@ def extract(argv=None) -> None:
     device = resolve_device(x.device) if x.executor == "local" or x.device == "cpu" else None
     work = shard_work({e: checkpoints[e] for e in epochs}, x, run_seed=params.seed,
                       image_size=params.data.image_size, device=device)
-    make_generator(x.generator, params.data.image_size, x.generator_weights)  # bad weights stop before any work
+    image_prior(x.generator, x.generator_weights, params.data.image_size, device or "cpu")  # bad weights: stop now
     for line in oversized_selections(load_backbone(checkpoints[epochs[0]])[0], x.layers, x.channels_per_layer,
                                      params.data.image_size, "extract.channels_per_layer"):
         print(line)

@@ -3,17 +3,22 @@ import pytest
 import torch
 from scipy.spatial.distance import cdist
 
-from protoviz_core.distance import diversity, mean_paired, paired, pairwise
+from protoviz_core.distance import diversity, mean_paired, paired
 
 
 @pytest.mark.parametrize("metric, scipy_metric", [("mse", "sqeuclidean"), ("cosine", "cosine")])
-def test_matrices_match_scipy_cdist(metric, scipy_metric):
-    x = torch.randn(30, 17, generator=torch.Generator().manual_seed(0))
-    expected = cdist(x.numpy(), x.numpy(), scipy_metric)
+@pytest.mark.parametrize("offset", [0.0, 50.0])  # far from the origin: the closed form must not cancel away
+def test_quantities_match_scipy_cdist(metric, scipy_metric, offset):
+    x = torch.randn(30, 17, generator=torch.Generator().manual_seed(0)) + offset
+    x[3] = 0  # a blank prototype
+    matrix = cdist(x.double().numpy(), x.double().numpy(), scipy_metric)
+    matrix = np.nan_to_num(matrix, nan=1.0)  # scipy: cosine to a zero vector is undefined; ours is 1
     if metric == "mse":
-        expected = expected / x.shape[1]
-    np.testing.assert_allclose(pairwise(x, metric).numpy(), expected, atol=1e-9)
-    y = torch.randn(30, 17, generator=torch.Generator().manual_seed(1))
+        matrix = matrix / x.shape[1]
+    off_diagonal = (matrix.sum() - np.trace(matrix)) / (30 * 29)
+    assert diversity(x, metric) == pytest.approx(off_diagonal, rel=1e-9, abs=1e-12)
+    x = torch.randn(30, 17, generator=torch.Generator().manual_seed(0)) + offset
+    y = torch.randn(30, 17, generator=torch.Generator().manual_seed(1)) + offset
     rowwise = np.diag(cdist(x.numpy(), y.numpy(), scipy_metric)) / (x.shape[1] if metric == "mse" else 1)
     np.testing.assert_allclose(paired(x, y, metric).numpy(), rowwise, atol=1e-9)
 
@@ -35,7 +40,7 @@ def test_identical_repeats_have_zero_distance_and_diversity_needs_two():
     with pytest.raises(ValueError):
         diversity(x[:1], "mse")
     with pytest.raises(ValueError, match="metric"):
-        pairwise(x, "l1")
+        diversity(x, "l1")
 
 
 def _layer(vectors_per_repeat):

@@ -76,6 +76,35 @@ def test_identity_holds_what_shapes_prototypes_and_nothing_else(tmp_path, checkp
     assert [item.name for item in pending(tmp_path / SHARDS_DIR, items)] == [path.name]
 
 
+def test_replacing_the_generator_weights_file_redoes_the_shards(tmp_path, checkpoints):
+    from protoviz_core.generators import DeePSiMGenerator
+
+    weights = tmp_path / "upconvGAN_fc6.pt"
+    torch.manual_seed(0)
+    torch.save(DeePSiMGenerator.random(TINY_IMAGE_SIZE).G.state_dict(), weights)
+    settings = SETTINGS.model_copy(update={"generator": "deepsim_fc6", "generator_weights": str(weights)})
+    before = {shard: item.key for shard, item in _work(checkpoints, settings).items()}
+    torch.manual_seed(1)
+    torch.save(DeePSiMGenerator.random(TINY_IMAGE_SIZE).G.state_dict(), weights)  # same path, other weights
+    after = {shard: item.key for shard, item in _work(checkpoints, settings).items()}
+    assert all(before[shard] != after[shard] for shard in before)
+
+
+def test_a_process_loads_each_checkpoint_and_the_generator_once(tmp_path, checkpoints, monkeypatch):
+    import protoviz_core.extraction as extraction
+
+    loads = {"backbone": 0, "generator": 0}
+    real_backbone, real_generator = extraction.load_backbone, extraction.make_generator
+    monkeypatch.setattr(extraction, "load_backbone", lambda *a: loads.update(backbone=loads["backbone"] + 1)
+                        or real_backbone(*a))
+    monkeypatch.setattr(extraction, "make_generator", lambda *a: loads.update(generator=loads["generator"] + 1)
+                        or real_generator(*a))
+    extraction._backbone_on.cache_clear()
+    extraction._generator_on.cache_clear()
+    done, _ = _extract(tmp_path, _work(checkpoints))
+    assert len(done) == 8 and loads == {"backbone": 2, "generator": 1}  # 2 epochs x 2 layers x 2 repeats
+
+
 def test_max_batch_changes_memory_not_prototypes(tmp_path, checkpoints):
     one = {ShardId(1, "layer1", 1): _work(checkpoints)[ShardId(1, "layer1", 1)]}
     small = _work(checkpoints, SETTINGS.model_copy(update={"max_batch": 4}))
