@@ -36,7 +36,7 @@ from protoviz_core.units import centre_activation, channel_count, layer_reader, 
 NETWORKS = [
     ("vgg16", "features.15"),
     ("resnet50", "layer2"),
-    ("densenet121", "features.denseblock2.denselayer6"),
+    ("densenet121", "features.denseblock2.denselayer6.relu2"),
     ("mobilenet_v2", "features.7.conv.0"),
     ("regnet_y_400mf", "trunk_output.block2"),
 ]

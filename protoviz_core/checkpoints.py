@@ -130,8 +130,9 @@ def load_backbone(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     checkpoint = read_checkpoint(path)
     state = checkpoint.pop("backbone")
     try:
-        backbone = build_backbone(checkpoint["arch"])
-        backbone.load_state_dict(state)
+        with torch.device("meta"):  # no random initialisation that the checkpoint's weights replace at once
+            backbone = build_backbone(checkpoint["arch"])
+        backbone.load_state_dict(state, assign=True)
     except (ValueError, RuntimeError, KeyError) as exc:
         raise CheckpointError(f"{path}: weights do not match {checkpoint.get('arch')!r}: {exc}") from None
     return backbone.eval(), checkpoint

@@ -61,11 +61,14 @@ def keyed_normal(keys: torch.Tensor, step: int, shape: tuple[int, ...], dtype=to
         Box-Muller: each pair of hashed uniforms gives two normals (cos and sin).
     """
     count = math.prod(shape)
-    u1, u2 = _uniform_pair(keys.to(torch.int64), step, (count + 1) // 2)
-    radius = torch.sqrt(-2.0 * torch.log(u1))
-    angle = 2.0 * math.pi * u2
-    normal = torch.cat([radius * torch.cos(angle), radius * torch.sin(angle)], dim=1)[:, :count]
-    return normal.to(dtype).reshape(len(keys), *shape)
+    half = (count + 1) // 2
+    u1, u2 = _uniform_pair(keys.to(torch.int64), step, half)
+    radius = u1.log_().mul_(-2.0).sqrt_()  # in place: these are the hot loop's largest temporaries
+    angle = u2.mul_(2.0 * math.pi)
+    normal = torch.empty(len(keys), 2 * half, dtype=dtype, device=keys.device)
+    torch.mul(radius, torch.cos(angle), out=normal[:, :half])
+    torch.mul(radius, angle.sin_(), out=normal[:, half:])
+    return normal[:, :count].reshape(len(keys), *shape)
 
 
 def stream_keys(seed: int, ids: torch.Tensor) -> torch.Tensor:

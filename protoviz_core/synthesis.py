@@ -102,6 +102,35 @@ class _Objective:
         return torch.cat(scores), torch.cat(activations)
 
 
+MEMORY_FRACTION = 0.6  # of the free GPU memory that one pass may use (the rest: fragmentation, other work)
+_PROBE_IMAGES = 8
+
+
+def images_per_pass(free_bytes: int, bytes_per_image: float, fraction: float = MEMORY_FRACTION) -> int:
+    """How many images one gradient pass may hold: ``fraction`` of the free memory, at least one probe's worth."""
+    return max(_PROBE_IMAGES, int(fraction * free_bytes / max(bytes_per_image, 1.0)))
+
+
+def _fit_to_memory(objective: "_Objective", codes: torch.Tensor, channels: torch.Tensor,
+                   transforms: Sequence[ImageTransform]) -> int:
+    """Images per pass on a CUDA device, from the peak memory of one probe gradient pass of a few images."""
+    device = objective.device
+    probe = codes[:_PROBE_IMAGES].detach().clone().requires_grad_(True)
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=objective.use_amp):
+        images = objective.generator(probe).float()
+    for transform in transforms:
+        images = transform(images)
+    scores, _ = objective.images_to_units(images, channels[:_PROBE_IMAGES])
+    (-scores.sum()).backward()
+    per_image = (torch.cuda.max_memory_allocated(device) - before) / len(probe)
+    del probe, images, scores
+    free, _ = torch.cuda.mem_get_info(device)
+    return images_per_pass(free, per_image)
+
+
 def _evolve(objective: _Objective, start: torch.Tensor, channels: torch.Tensor, *, sigma: float,
             popsize: int, steps: int, seed: int, monitor: Monitor | None, stage: str = "evolution",
             ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -189,7 +218,9 @@ def synthesize(
             (:func:`stream_seed`).
         device: where to run (the caller resolves it). On CUDA: bfloat16 autocast and
             channels_last; on the CPU: float32.
-        max_batch: most images per forward pass (channels x samples); default all.
+        max_batch: most images per forward pass (channels x samples). Default: on a
+            GPU, as many as fit in :data:`MEMORY_FRACTION` of the free memory (measured
+            with a probe pass); on the CPU, all at once.
         normalize: {"mean": 3 floats, "std": 3 floats} the network was trained with;
             default ImageNet's (lightly's SimCLR default).
         transforms: image -> image functions (e.g. jitter, blur) applied during the
@@ -223,6 +254,8 @@ def synthesize(
         with unit_reader(model, layer) as read:
             objective = _Objective(read, prior, normalize or NORMALIZE, max_batch or 1 << 62, device, use_amp)
             start = prior.sample(stream_keys(stream_seed(seed, "start"), channel_index), step=0).to(device)
+            if max_batch is None and device.type == "cuda":
+                objective.max_batch = _fit_to_memory(objective, start, on_device, transforms)
             codes, evolved = _evolve(objective, start, channel_index, sigma=cma_sigma, popsize=cma_popsize,
                                      steps=cma_steps, seed=stream_seed(seed, "evolution"), monitor=monitor)
             silent = (evolved <= 0).nonzero().flatten() if redraw_dead else torch.zeros(0, dtype=torch.int64)

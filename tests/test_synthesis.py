@@ -169,3 +169,10 @@ def test_stream_seeds_differ_by_use():
     assert len(set(seeds.values())) == 4
     with pytest.raises(ValueError, match="start"):
         stream_seed(3, "begin")
+
+
+def test_images_per_pass_takes_a_fraction_of_free_memory():
+    from protoviz_core.synthesis import images_per_pass
+
+    assert images_per_pass(free_bytes=10_000_000, bytes_per_image=1_000, fraction=0.5) == 5_000
+    assert images_per_pass(free_bytes=1_000, bytes_per_image=1_000_000) == 8  # never below one probe's worth

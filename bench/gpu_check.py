@@ -1,0 +1,159 @@
+"""The one-command GPU check: the numbers that say whether a paper-scale run fits a GPU.
+
+On one GPU (target: at most 8 minutes) it measures, and prints as one markdown table
+ready for bench/RESULTS.md:
+
+1. extraction at the paper's schedule (configs/paper.yaml: ``deepsim_fc6``, 20
+   generations of 30 samples, 100 Adam steps) on all 960 channels of layer1-4 of one
+   ResNet18 checkpoint at 96 px: prototypes/s and peak GPU memory. The checkpoint and
+   the DeePSiM weights are random, written in their real formats and read by the
+   extract stage's own code (``make_shard``); ``max_batch`` is left to the engine
+   (chosen from free memory). Target >= 80 prototypes/s on one H200 (the paper: about 3.4/s);
+2. the train stage's images/s at 96 px, batch 256 (``train_simclr``, the stage's own
+   call, checkpoints included), and what that makes of an STL10 epoch of 100,000
+   images (target < 30 s);
+3. the distance stage's seconds per epoch at the paper's shape: 960 channels, 2
+   repeats, the pixel space (27,648-d) and ten 2,048-d network spaces, both metrics,
+   masked and plain (``epoch_rows``, the stage's own computation).
+
+    python bench/gpu_check.py                      # on the GPU machine
+    python bench/gpu_check.py --device cpu --tiny  # seconds on a CPU: the test suite runs this
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from protoviz_core.checkpoints import CHECKPOINT_FORMAT  # noqa: E402
+from protoviz_core.config import TrainParams, load_params  # noqa: E402
+from protoviz_core.distance import epoch_rows  # noqa: E402
+from protoviz_core.extraction import SYNTHESIS_OPTIONS, make_shard  # noqa: E402
+from protoviz_core.generators import DeePSiMGenerator  # noqa: E402
+from protoviz_core.simclr import BACKBONE_ARCH, NORMALIZE, build_backbone  # noqa: E402
+from protoviz_core.training import train_simclr  # noqa: E402
+
+LAYERS = {"layer1": 64, "layer2": 128, "layer3": 256, "layer4": 512}
+STL10_EPOCH = 100_000
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def write_checkpoint(path: Path, image_size: int) -> Path:
+    """A seeded random ResNet18 backbone in the train stage's checkpoint format."""
+    torch.manual_seed(0)
+    backbone = build_backbone(BACKBONE_ARCH)
+    torch.save({"format": CHECKPOINT_FORMAT, "arch": BACKBONE_ARCH, "epoch": 0, "loss": None,
+                "training_hash": "gpu-check", "image_size": image_size,
+                "normalize": {k: list(v) for k, v in NORMALIZE.items()}, "aug": "clrjit", "seed": 1,
+                "backbone": backbone.state_dict()}, path)
+    return path
+
+
+def write_deepsim_weights(path: Path) -> Path:
+    """Random DeePSiM fc6 weights under the published file's key names ("G." prefix)."""
+    torch.manual_seed(0)
+    state = DeePSiMGenerator.random(256).G.state_dict()
+    torch.save({f"G.{key}": value for key, value in state.items()}, path)
+    return path
+
+
+def check_extraction(folder: Path, device: torch.device, tiny: bool) -> dict:
+    paper = load_params(ROOT / "configs" / "paper.yaml").extract
+    image_size = 32 if tiny else 96
+    options = paper.model_dump(include=set(SYNTHESIS_OPTIONS))
+    options["generator_weights"] = str(write_deepsim_weights(folder / "upconvGAN_fc6.pt"))
+    if tiny:
+        options.update(cma_steps=2, cma_popsize=4, adam_steps=2)
+    checkpoint = str(write_checkpoint(folder / "epoch_0000.pt", image_size))
+    layers = {"layer1": 64, "layer4": 512} if tiny else LAYERS
+    channels = 2 if tiny else None
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    made, started = 0, time.perf_counter()
+    for seed, layer in enumerate(layers):
+        shard = make_shard(checkpoint, layer, channels_per_layer=channels, seed=seed, options=options,
+                           image_size=image_size, max_batch=None, device=str(device))
+        made += len(shard["channels"])
+        if not torch.isfinite(shard["activations"]).all():
+            raise SystemExit(f"extraction: non-finite activations in {layer}")
+    _sync(device)
+    seconds = time.perf_counter() - started
+    peak = f"{torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB" if device.type == "cuda" else "n/a (CPU)"
+    schedule = f"{options['cma_steps']} x {options['cma_popsize']} evolution, {options['adam_steps']} Adam"
+    return {"what": f"extraction: {made} channels of {', '.join(layers)}, deepsim_fc6, {image_size} px, {schedule}",
+            "value": f"{made / seconds:.2f} prototypes/s ({seconds:.1f} s); peak GPU memory {peak}",
+            "target": "" if tiny else ">= 80 prototypes/s"}
+
+
+def check_training(folder: Path, device: torch.device, tiny: bool) -> dict:
+    image_size, batch = (24, 32) if tiny else (96, 256)
+    count = batch * (2 if tiny else 40)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (count, 3, image_size, image_size), dtype=np.uint8)
+    config = TrainParams(epochs=1, batch_size=batch, num_workers=0 if tiny else 12, device=str(device))
+    result = train_simclr(images, config, aug="clrjit", seed=1, image_size=image_size,
+                          checkpoint_dir=folder / "checkpoints", state_path=folder / "state.pt",
+                          training_hash="gpu-check", device=device, log=lambda line: None)
+    per_s = result.images_per_s
+    return {"what": f"train: {count} images, {image_size} px, batch {batch} (the stage's train_simclr)",
+            "value": f"{per_s:.0f} images/s; an STL10 epoch ({STL10_EPOCH:,} images) {STL10_EPOCH / per_s:.1f} s",
+            "target": "" if tiny else "< 30 s per epoch"}
+
+
+def check_distance(device: torch.device, tiny: bool) -> dict:
+    layers = {"layer1": 8, "layer2": 8} if tiny else LAYERS
+    dims = {"pixel": 3 * 16 * 16, "net": 64} if tiny else {"pixel": 3 * 96 * 96, **{f"net{i}": 2048 for i in range(10)}}
+    generator = torch.Generator().manual_seed(0)
+
+    def epoch() -> dict[str, dict]:
+        return {space: {layer: {"channels": torch.arange(c).to(device), "repeats": torch.tensor([1, 2]).to(device),
+                                **{kind: torch.rand(2, c, dim, generator=generator).half().to(device)
+                                   for kind in ("plain", "masked")}}
+                        for layer, c in layers.items()}
+                for space, dim in dims.items()}
+
+    current, following = epoch(), epoch()
+    _sync(device)
+    started = time.perf_counter()
+    rows = sum(len(epoch_rows(space, 0, current[space], following[space])) for space in dims)
+    _sync(device)
+    seconds = time.perf_counter() - started
+    return {"what": f"distance: one epoch, {sum(layers.values())} channels x 2 repeats, {len(dims)} spaces "
+                    f"({rows} values)",
+            "value": f"{seconds:.2f} s per epoch", "target": ""}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--tiny", action="store_true", help="seconds-long sizes (the test suite's form)")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
+    with tempfile.TemporaryDirectory() as folder:
+        rows = [check(Path(folder), device, args.tiny) for check in (check_extraction, check_training)]
+    rows.append(check_distance(device, args.tiny))
+    print(f"\n{time.strftime('%Y-%m-%d')}, {name}, torch {torch.__version__}, "
+          f"`python bench/gpu_check.py{' --device ' + args.device if args.device != 'cuda' else ''}"
+          f"{' --tiny' if args.tiny else ''}`\n")
+    print("| check | result | target |")
+    print("|---|---|---|")
+    for row in rows:
+        print(f"| {row['what']} | {row['value']} | {row['target']} |")
+
+
+if __name__ == "__main__":
+    main()
