@@ -8,7 +8,8 @@ channels of layer1-4 x 2 repeats x as many epochs as it takes) twice, in one run
 
 and reports, side by side: bytes on disk, write time, ``dvc add``, ``dvc status``
 and ``dvc push`` (to a local remote) times, and the time to load one (epoch, layer)
-and one channel across all epochs. Images are smooth random fields (upsampled
+and one channel across all epochs. Each layout lives in its own DVC repository with
+its own remote, so each row's ``dvc status`` walks only its own files. Images are smooth random fields (upsampled
 noise), so PNG compresses them about as well as real prototypes.
 
     python bench/store_scale.py                       # 100,000 prototypes (several GB, minutes)
@@ -74,16 +75,17 @@ def main() -> None:
     p.add_argument("--workdir", default=None, help="scratch folder (default: a temporary one, removed after)")
     args = p.parse_args()
     scratch = Path(args.workdir or tempfile.mkdtemp(prefix="store-bench-"))
-    repo = scratch / "repo"
-    shutil.rmtree(repo, ignore_errors=True)
-    repo.mkdir(parents=True)
-    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
-    subprocess.run(["dvc", "init", "-q"], cwd=repo, check=True)
-    subprocess.run(["dvc", "remote", "add", "-d", "local", str(scratch / "remote")], cwd=repo, check=True)
+    repos = {"store": scratch / "store-repo", "pngs": scratch / "png-repo"}
+    for name, repo in repos.items():
+        shutil.rmtree(repo, ignore_errors=True)
+        repo.mkdir(parents=True)
+        subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+        subprocess.run(["dvc", "init", "-q"], cwd=repo, check=True)
+        subprocess.run(["dvc", "remote", "add", "-d", "local", str(scratch / f"{name}-remote")], cwd=repo, check=True)
 
     shards = plan(args.count)
     generator = torch.Generator().manual_seed(0)
-    store, pngs = repo / "store", repo / "pngs"
+    store, pngs = repos["store"] / "store", repos["pngs"] / "pngs"
     store_seconds = png_seconds = 0.0
     written = 0
     for shard in shards:
@@ -110,6 +112,7 @@ def main() -> None:
     rows = {"protoviz store": {"path": "store", "write": store_seconds},
             "loose PNG files": {"path": "pngs", "write": png_seconds}}
     for row in rows.values():
+        repo = repos[row["path"]]
         row["bytes"] = size_on_disk(repo / row["path"])
         row["files"] = sum(1 for f in (repo / row["path"]).rglob("*") if f.is_file())
         row["dvc add"] = dvc(repo, "add", row["path"])

@@ -13,8 +13,12 @@ space and metric:
 Diversity and rate of change are measured per repeat and averaged over repeats.
 
 Metrics: ``mse`` (squared Euclidean distance / dimension, i.e. the mean squared
-difference) and ``cosine`` (1 - cosine similarity). Computed with torch matrix
-products, on the GPU when given one.
+difference) and ``cosine`` (1 - cosine similarity; a blank, all-zero vector is at
+distance 1 from everything). Computed with torch in float32, on the GPU when given
+one, in a few passes over the data (the stage is memory-bound): diversity from the
+per-dimension variance (mse) or the mean unit vector (cosine), O(N D) without an
+N x N matrix; paired distances row by row; each row's norm computed once. Values
+carry float32 rounding: about 1e-6 absolute for cosine diversity, relative 1e-5 otherwise.
 """
 
 from __future__ import annotations
@@ -29,37 +33,57 @@ from protoviz_core.work import KEY, WorkItem, epoch_file, identity, read_result,
 METRICS = ("mse", "cosine")
 
 
+_TINY = 1e-12  # a norm at or below this is a blank vector
+
+
+def _paired(x: torch.Tensor, y: torch.Tensor, metric: str, x_norms=None, y_norms=None) -> torch.Tensor:
+    """Distance (N,) between matching rows of x and y (N, D); cosine may reuse the rows' norms (N,)."""
+    if metric == "mse":
+        return (x - y).square_().mean(dim=-1)
+    if metric == "cosine":
+        x_norms = x.norm(dim=-1) if x_norms is None else x_norms
+        y_norms = y.norm(dim=-1) if y_norms is None else y_norms
+        # 1 - cos as half the squared distance between the unit rows: no cancellation for
+        # nearly parallel rows (1 - x.y / |x||y| loses ~1e-7 absolute in float32).
+        x_scale = (1 / x_norms.clamp(min=_TINY))[:, None]
+        y_scale = (1 / y_norms.clamp(min=_TINY))[:, None]
+        half_squared = torch.sub(x * x_scale, y * y_scale).square_().sum(dim=-1) / 2
+        both = (x_norms > _TINY) & (y_norms > _TINY)
+        return torch.where(both, half_squared, torch.ones_like(half_squared))
+    raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+
+
+def _diversity(x: torch.Tensor, metric: str, norms=None) -> float:
+    n = len(x)
+    if n < 2:
+        raise ValueError("diversity needs at least two prototypes")
+    if metric == "mse":  # sum over pairs of squared distances = 2 N S, S = sum_i |x_i - mean|^2 = (N-1) sum_d var_d
+        return float(2 * x.var(dim=0).sum(dtype=torch.float64) / x.shape[1])
+    if metric == "cosine":  # with u the unit rows (k not blank): 1 - k/N + (k - N |mean u|^2) / (N - 1)
+        norms = x.norm(dim=-1) if norms is None else norms
+        present = norms > _TINY
+        k = int(present.sum())
+        weights = torch.where(present, 1 / norms.clamp(min=_TINY), torch.zeros_like(norms)) / n
+        mean_unit = weights @ x  # (D,): one matrix-vector product instead of a normalised copy
+        spread = k - n * float(mean_unit.double().square().sum())
+        return (n - k) / n + max(spread, 0.0) / (n - 1)
+    raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+
+
 def paired(x: torch.Tensor, y: torch.Tensor, metric: str) -> torch.Tensor:
     """Distance (N,) between row i of x and row i of y, both (N, D)."""
-    x, y = x.double(), y.double()
-    if metric == "mse":
-        return (x - y).pow(2).mean(dim=1)
-    if metric == "cosine":
-        return 1 - torch.nn.functional.cosine_similarity(x, y, dim=1, eps=1e-12)
-    raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+    return _paired(x.float(), y.float(), metric)
 
 
 def diversity(x: torch.Tensor, metric: str) -> float:
     """Mean distance over all pairs of different rows of x (N, D), N >= 2.
 
-    In closed form, O(N D) instead of the O(N^2 D) distance matrix: for mse the sum
-    over pairs of squared distances is ``2 N sum_i |x_i|^2 - 2 |sum_i x_i|^2``; for
-    cosine the sum of similarities over pairs is ``|sum_i u_i|^2 - sum_i |u_i|^2``
-    with u the unit rows. In float64, so the subtraction loses nothing that matters.
+    Without the N x N matrix: for mse the sum over pairs of squared distances is
+    ``2 N S`` with ``S = sum_i |x_i - mean|^2``; for cosine, with u the unit rows (k
+    of them not blank), the mean distance over pairs is ``1 - k / N + S_u / (N - 1)``
+    with ``S_u = k - N |mean u|^2``.
     """
-    n = len(x)
-    if n < 2:
-        raise ValueError("diversity needs at least two prototypes")
-    x = x.double()
-    pairs = n * (n - 1)
-    if metric == "mse":
-        total = 2 * n * x.pow(2).sum() - 2 * x.sum(dim=0).pow(2).sum()
-        return float(total.clamp(min=0) / (pairs * x.shape[1]))
-    if metric == "cosine":
-        unit = x / x.norm(dim=1, keepdim=True).clamp(min=1e-12)
-        similarity = unit.sum(dim=0).pow(2).sum() - unit.pow(2).sum()
-        return float(1 - similarity / pairs)
-    raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+    return _diversity(x.float(), metric)
 
 
 def mean_paired(x: torch.Tensor, y: torch.Tensor, metric: str) -> float:
@@ -94,20 +118,26 @@ def epoch_rows(space: str, epoch: int, vectors: dict, following: dict | None) ->
         for masked in (False, True):
             kind = "masked" if masked else "plain"
             current = of_layer[kind].float()  # (R, C, D)
+            nxt = None if after is None else after[kind].float()
+            norms = current.norm(dim=-1)  # (R, C), for every cosine quantity
+            next_norms = None if nxt is None else nxt.norm(dim=-1)
             for metric in METRICS:
-                values = {"diversity": sum(diversity(v, metric) for v in current) / repeats}
+                def mean_distance(i, y, y_norms):
+                    return float(_paired(current[i], y, metric, norms[i], y_norms).mean())
+
+                values = {"diversity": sum(_diversity(current[r], metric, norms[r]) for r in range(repeats)) / repeats}
                 if pairs:
-                    values["consistency"] = sum(mean_paired(current[i], current[j], metric) for i, j in pairs) / len(pairs)
-                if after is not None:
-                    nxt = after[kind].float()
-                    values["rate_of_change"] = sum(mean_paired(current[r], nxt[r], metric) for r in range(repeats)) / repeats
+                    values["consistency"] = sum(mean_distance(i, current[j], norms[j]) for i, j in pairs) / len(pairs)
+                if nxt is not None:
+                    values["rate_of_change"] = sum(mean_distance(r, nxt[r], next_norms[r])
+                                                   for r in range(repeats)) / repeats
                 rows += [{"space": space, "metric": metric, "masked": masked, "layer": layer, "epoch": epoch,
                           "quantity": quantity, "value": value} for quantity, value in values.items()]
     return rows
 
 
 # Bump when a change alters the rows for the same embeddings: it keys every result file.
-DISTANCE_VERSION = 2
+DISTANCE_VERSION = 3  # 3: float32, diversity without an N x N matrix
 
 
 def distance_work(embeddings: str | Path, space: str, epochs: list[int]) -> list[WorkItem]:

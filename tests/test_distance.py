@@ -16,17 +16,17 @@ def test_quantities_match_scipy_cdist(metric, scipy_metric, offset):
     if metric == "mse":
         matrix = matrix / x.shape[1]
     off_diagonal = (matrix.sum() - np.trace(matrix)) / (30 * 29)
-    assert diversity(x, metric) == pytest.approx(off_diagonal, rel=1e-9, abs=1e-12)
+    assert diversity(x, metric) == pytest.approx(off_diagonal, rel=1e-5, abs=1e-9)  # float32 arithmetic
     x = torch.randn(30, 17, generator=torch.Generator().manual_seed(0)) + offset
     y = torch.randn(30, 17, generator=torch.Generator().manual_seed(1)) + offset
     rowwise = np.diag(cdist(x.numpy(), y.numpy(), scipy_metric)) / (x.shape[1] if metric == "mse" else 1)
-    np.testing.assert_allclose(paired(x, y, metric).numpy(), rowwise, atol=1e-9)
+    np.testing.assert_allclose(paired(x, y, metric).numpy(), rowwise, rtol=1e-5, atol=1e-7)
 
 
 @pytest.mark.parametrize("metric", ["mse", "cosine"])
 def test_diversity_is_zero_for_identical_prototypes_and_grows_with_spread(metric):
     same = torch.ones(10, 8)
-    assert diversity(same, metric) == pytest.approx(0, abs=1e-12)
+    assert diversity(same, metric) == pytest.approx(0, abs=1e-6)  # float32 rounding
     generator = torch.Generator().manual_seed(0)
     base = torch.randn(10, 8, generator=generator)
     tight = diversity(torch.ones(10, 8) + 0.1 * base, metric)
