@@ -6,7 +6,7 @@ channels and image prior (``fourier``) for every row:
 (a) this engine, all channels of a layer batched;
 (b) this engine, one channel at a time (same code, batch of one);
 (c) the previous pipeline: one pycma CMA-ES per channel, population 40, 100
-    generations (``CMA_diagonal`` where the latent is over 4096-d), the model
+    generations (``CMA_diagonal`` where the latent has 4096 dimensions or more), the model
     evaluated on each generation's 40 images — on a subset of the channels,
     compared per prototype;
 (d) Lucent (torch-lucent 0.1.8) batched: one image per channel, Fourier
@@ -89,8 +89,10 @@ def run_pycma(model, layer, channels, args, device):
     started = time.perf_counter()
     for channel in channels.tolist():
         x0 = prior.sample(stream_keys(0, torch.tensor([channel])))[0].cpu().numpy()
+        # Diagonal from 4096-d up (fc6 included): with 4,000 evaluations a full covariance barely
+        # adapts there, and its eigendecompositions would only make the peer slower.
         options = {"popsize": 40, "maxiter": 100, "verbose": -9, "seed": channel + 1,
-                   "CMA_diagonal": prior.latent_dim > 4096}
+                   "CMA_diagonal": prior.latent_dim >= 4096}
         es = cma.CMAEvolutionStrategy(x0, args.pycma_sigma, options)
         target = torch.full((40,), channel)
         for _ in range(100):

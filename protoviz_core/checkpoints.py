@@ -133,6 +133,7 @@ def load_backbone(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
         with torch.device("meta"):  # no random initialisation that the checkpoint's weights replace at once
             backbone = build_backbone(checkpoint["arch"])
         backbone.load_state_dict(state, assign=True)
+        backbone.to(memory_format=torch.contiguous_format)  # as built, whatever layout the trainer saved
     except (ValueError, RuntimeError, KeyError) as exc:
         raise CheckpointError(f"{path}: weights do not match {checkpoint.get('arch')!r}: {exc}") from None
     return backbone.eval(), checkpoint

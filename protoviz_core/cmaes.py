@@ -88,6 +88,17 @@ class BatchedCMAES:
         self.c_mu = min(1 - self.c_1, (0.25 + mueff + 1 / mueff - 2) / (n + 4 * math.sqrt(n) + mueff / 2))
         self.chi_n = math.sqrt(n) * (1 - 1 / (4 * n) + 1 / (21 * n * n))  # E||N(0, I)||
 
+    def keep(self, index: torch.Tensor) -> None:
+        """Continue with the instances at ``index`` (K,) only, e.g. those still searching.
+
+        Each kept instance goes on exactly as it would have: its state and its random
+        stream are its own. Call between ``tell`` and the next ``ask``.
+        """
+        if self._z is not None:
+            raise RuntimeError("keep() must come after tell(), before the next ask()")
+        for name in ("mean", "sigma", "variance", "path_sigma", "path_c", "_keys"):
+            setattr(self, name, getattr(self, name)[index])
+
     def ask(self) -> torch.Tensor:
         """Sample the next generation: (B, P, n) = mean + sigma * sqrt(C) * z."""
         batch = self.mean.shape[0]

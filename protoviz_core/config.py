@@ -152,6 +152,8 @@ class ExtractParams(_Section):
     def _epochs_and_weights(self) -> "ExtractParams":
         if isinstance(self.epochs, int) and self.epochs < 1:
             raise ValueError(f"extract.epochs: a stride must be >= 1, got {self.epochs}")
+        if isinstance(self.epochs, list) and not self.epochs:
+            raise ValueError("extract.epochs: list at least one epoch, or give all or a stride")
         if self.generator == "deepsim_fc6" and not self.generator_weights:
             raise ValueError(
                 "extract.generator_weights: deepsim_fc6 needs its weights file, upconvGAN_fc6.pt from "

@@ -5,12 +5,17 @@ image maximises the channel's centre activation, in two stages run for all
 channels together:
 
 1. evolution: one CMA-ES instance per channel (:class:`BatchedCMAES`) searches
-   the generator's latent space for a start that makes the unit respond. Channels
+   the generator's latent space for a start that makes the unit respond; a channel
+   stops evolving as soon as it responds (that is what the stage is for). Channels
    still silent afterwards (activation <= 0) get freshly drawn codes and one more
    evolution (the count is reported);
 2. gradient ascent: Adam on all codes at once, loss = minus the sum of every
    channel's own centre score (each image only drives its own channel, so the
-   sum's gradient is each channel's own gradient).
+   sum's gradient is each channel's own gradient); a channel stops once its score
+   has converged.
+
+Stopped channels cost nothing more on a CPU (they leave the batch); on a GPU they stay
+in it, frozen, so that the loops never wait for the host. The result is the same.
 
 What both stages maximise is the unit's *score*: its value before the layer's final
 ReLU (:func:`~protoviz_core.units.unit_reader`). Where the unit responds, score and
@@ -27,6 +32,7 @@ chunks of at most ``max_batch`` images, which changes memory use, not results.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -128,55 +134,114 @@ def _fit_to_memory(objective: "_Objective", codes: torch.Tensor, channels: torch
     per_image = (torch.cuda.max_memory_allocated(device) - before) / len(probe)
     del probe, images, scores
     free, _ = torch.cuda.mem_get_info(device)
+    # PyTorch's cache (reserved but unused) is free to this process too; without it the pass
+    # size would depend on what earlier shards of the same process left cached.
+    free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
     return images_per_pass(free, per_image)
+
+
+def _stopped_leave_the_batch(device: torch.device) -> bool:
+    """On a CPU, stopped channels leave the batch (its cost is per image); on a GPU they stay, frozen."""
+    return device.type == "cpu"
 
 
 def _evolve(objective: _Objective, start: torch.Tensor, channels: torch.Tensor, *, sigma: float,
             popsize: int, steps: int, seed: int, monitor: Monitor | None, stage: str = "evolution",
             ) -> tuple[torch.Tensor, torch.Tensor]:
-    """CMA-ES from ``start`` (N, d) for each channel; the best code seen and its score."""
+    """CMA-ES from ``start`` (N, d) for each channel until it responds; the best code seen and its score.
+
+    A channel whose best score is above zero has what the evolution is for (a start
+    that makes the unit respond, paper Sec. 2.1) and stops evolving. On a CPU it leaves
+    the batch, so its samples cost nothing more; on a GPU, where a smaller batch saves
+    little and deciding would synchronise with the host every generation, it stays in
+    the batch but its best is frozen. Both give the same result.
+    """
+    device = start.device
     n_channels = len(channels)
-    es = BatchedCMAES(start, sigma, popsize, seed=seed, keys=channels, device=start.device)
+    channels = channels.to(device)
+    es = BatchedCMAES(start, sigma, popsize, seed=seed, keys=channels, device=device)
     best_codes = start.clone()
-    best, _ = objective(start, channels.to(start.device))  # (N,)
-    sample_channels = channels.to(start.device).repeat_interleave(popsize)  # (N*P,)
-    for _ in range(steps):
-        samples = es.ask()  # (N, P, d)
-        scores, _ = objective(samples.reshape(n_channels * popsize, -1), sample_channels)
-        scores = scores.view(n_channels, popsize)
-        es.tell(-scores)  # CMA-ES minimises
-        top, which = scores.max(dim=1)  # (N,)
-        improved = top > best
-        best = torch.where(improved, top, best)
-        # torch.where, not boolean indexing: no host-device synchronisation inside the loop.
-        best_codes = torch.where(improved[:, None], samples[torch.arange(n_channels, device=samples.device), which],
-                                 best_codes)
+    best, _ = objective(start, channels)  # (N,)
+    shrink = _stopped_leave_the_batch(device)
+    active = torch.arange(n_channels, device=device)  # channels still in ``es``, in its order
+    for step in range(1, steps + 1):
+        if shrink:
+            searching = best[active] <= 0
+            if not bool(searching.all()):
+                kept = searching.nonzero().flatten()
+                es.keep(kept)
+                active = active[kept]
+        if len(active):
+            samples = es.ask()  # (A, P, d)
+            scores, _ = objective(samples.reshape(len(active) * popsize, -1), channels[active].repeat_interleave(popsize))
+            scores = scores.view(len(active), popsize)
+            es.tell(-scores)  # CMA-ES minimises
+            top, which = scores.max(dim=1)  # (A,)
+            # torch.where, not boolean indexing: no host-device synchronisation inside the loop.
+            improved = (top > best[active]) & (best[active] <= 0)
+            best[active] = torch.where(improved, top, best[active])
+            chosen = samples[torch.arange(len(active), device=device), which]
+            best_codes[active] = torch.where(improved[:, None], chosen, best_codes[active])
         if monitor is not None:
-            monitor(stage, es.generation, best)
+            monitor(stage, step, best.clone())  # a copy: ``best`` changes in place
     return best_codes, best
+
+
+ADAM_BETAS = (0.9, 0.999)  # torch.optim.Adam's defaults
+ADAM_EPS = 1e-8
+CONVERGED_STEPS = 10  # a channel whose score rose by less than CONVERGED_GAIN over this many steps
+CONVERGED_GAIN = 1e-3  # (relative) has converged and stops
 
 
 def _ascend(objective: _Objective, codes: torch.Tensor, channels: torch.Tensor, *, steps: int, lr: float,
             transforms: Sequence[ImageTransform], monitor: Monitor | None) -> torch.Tensor:
-    """Adam on all codes at once; loss = -sum of each channel's centre score."""
-    codes = codes.clone().requires_grad_(True)
-    optimizer = torch.optim.Adam([codes], lr=lr)
+    """Adam on every channel's code at once (loss = -sum of the centre scores) until it converges.
+
+    Adam's update is torch.optim.Adam's, written out per row so that each channel can
+    stop on its own: a channel stops once its score has risen by less than
+    :data:`CONVERGED_GAIN` (relative) over the last :data:`CONVERGED_STEPS` steps. On a
+    CPU it leaves the batch; on a GPU it stays and its code is frozen (no host
+    synchronisation inside the loop). Both give the same result.
+    """
+    device = codes.device
+    count = len(codes)
+    codes = codes.detach().clone()
+    first, second = torch.zeros_like(codes), torch.zeros_like(codes)  # Adam's moments
+    beta1, beta2 = ADAM_BETAS
+    history = torch.full((CONVERGED_STEPS, count), -float("inf"), device=device)  # scores of the last steps
+    running = torch.ones(count, dtype=torch.bool, device=device)
+    activations = torch.zeros(count, device=device)
+    shrink = _stopped_leave_the_batch(device)
     for step in range(1, steps + 1):
-        optimizer.zero_grad(set_to_none=True)
-        current = []
-        for start in range(0, len(codes), objective.max_batch):
-            stop = start + objective.max_batch
-            with torch.autocast(objective.device.type, dtype=torch.bfloat16, enabled=objective.use_amp):
-                images = objective.generator(codes[start:stop]).float()
-            for transform in transforms:
-                images = transform(images)
-            scores, activations = objective.images_to_units(images, channels[start:stop])
-            (-scores.sum()).backward()  # chunks accumulate into codes.grad: same as one big batch
-            current.append(activations.detach())
-        optimizer.step()
+        rows = running.nonzero().flatten() if shrink else torch.arange(count, device=device)
+        if len(rows):
+            x = codes[rows].requires_grad_(True)
+            scores, current = [], []
+            for start in range(0, len(rows), objective.max_batch):
+                stop = start + objective.max_batch
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=objective.use_amp):
+                    images = objective.generator(x[start:stop]).float()
+                for transform in transforms:
+                    images = transform(images)
+                score, activation = objective.images_to_units(images, channels[rows[start:stop]])
+                (-score.sum()).backward()  # chunks accumulate into x.grad: same as one big batch
+                scores.append(score.detach())
+                current.append(activation.detach())
+            score, gradient = torch.cat(scores), x.grad
+            activations[rows] = torch.cat(current)
+            # Converged: less than CONVERGED_GAIN relative gain over CONVERGED_STEPS steps (score before this update).
+            gain = score - history[(step - 1) % CONVERGED_STEPS, rows]
+            still = running[rows] & ~(gain <= CONVERGED_GAIN * score.abs().clamp(min=1e-6))
+            history[(step - 1) % CONVERGED_STEPS, rows] = score
+            first[rows] = beta1 * first[rows] + (1 - beta1) * gradient
+            second[rows] = beta2 * second[rows] + (1 - beta2) * gradient.square()
+            denominator = (second[rows].sqrt() / math.sqrt(1 - beta2**step)).add_(ADAM_EPS)
+            update = (lr / (1 - beta1**step)) * first[rows] / denominator
+            codes[rows] = torch.where(still[:, None], x.detach() - update, x.detach())
+            running[rows] = still
         if monitor is not None:
-            monitor("gradient", step, torch.cat(current))  # activations before this step's update
-    return codes.detach()
+            monitor("gradient", step, activations.clone())  # before this step's update; a copy
+    return codes
 
 
 def synthesize(
@@ -287,7 +352,8 @@ def _mask(index: torch.Tensor, length: int) -> torch.Tensor:
 
 
 def _redraw(objective, prior, codes, evolved, silent, channels, *, sigma, popsize, steps, seed, monitor):
-    """Fresh codes and a second evolution for the channels at ``silent`` (indices into N).
+    """Fresh codes and a second evolution for the channels at ``silent`` (indices into N); each
+    channel keeps the better of its two evolutions.
 
     Index assignment (``codes[silent] = ...``) writes into ``codes`` itself; masked
     copies would silently discard the new codes.
@@ -295,7 +361,9 @@ def _redraw(objective, prior, codes, evolved, silent, channels, *, sigma, popsiz
     fresh = prior.sample(stream_keys(stream_seed(seed, "redraw start"), channels[silent]), step=0).to(codes.device)
     new_codes, new_best = _evolve(objective, fresh, channels[silent], sigma=sigma, popsize=popsize, steps=steps,
                                   seed=stream_seed(seed, "redraw evolution"), monitor=monitor, stage="redraw")
+    # Keep whichever evolution came closer: with scores below zero, the first may have.
+    better = new_best >= evolved[silent]  # a tie goes to the fresh draw
     codes, evolved = codes.clone(), evolved.clone()
-    codes[silent] = new_codes
-    evolved[silent] = new_best
+    codes[silent] = torch.where(better[:, None], new_codes, codes[silent])
+    evolved[silent] = torch.where(better, new_best, evolved[silent])
     return codes, evolved

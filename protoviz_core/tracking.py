@@ -27,6 +27,7 @@ next stage opens the database and finds the process gone), FINISHED otherwise.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import re
@@ -129,21 +130,23 @@ def _creation_lock(uri: str) -> Iterator[None]:
 def artifacts_location(uri: str) -> str:
     """Where runs of the database ``uri`` keep artifacts: ``mlartifacts/`` beside a SQLite file,
     else the repository root's ``mlartifacts/``."""
-    folder = Path(uri.removeprefix("sqlite:///")).parent if uri.startswith("sqlite:///") else repository_root()
+    folder = Path(uri.removeprefix("sqlite:///")).resolve().parent if uri.startswith("sqlite:///") \
+        else repository_root()
     return (folder / "mlartifacts").as_uri()
 
 
 def _relocate_artifacts(uri: str, experiment) -> None:
-    """Point a copied database's artifact paths at its own folder (MLflow stores them absolute).
+    """Point a copied repository's database at its own ``mlartifacts/`` (MLflow stores the path absolute).
 
-    Only for a SQLite database whose experiment keeps artifacts in an ``mlartifacts``
-    folder that is not the one beside it: the repository was copied or moved.
+    For the default database (``mlflow.db`` at the repository root; the caller checks
+    that MLFLOW_TRACKING_URI did not name it) whose experiment keeps artifacts in another
+    folder's ``mlartifacts``: the repository was copied or moved.
     """
     wanted = artifacts_location(uri)
-    old = experiment.artifact_location
-    if not uri.startswith("sqlite:///") or old == wanted or not old.rstrip("/").endswith("/mlartifacts"):
+    old = experiment.artifact_location.rstrip("/")
+    if old == wanted or not old.endswith("/mlartifacts"):
         return
-    with sqlite3.connect(uri.removeprefix("sqlite:///"), timeout=30) as db:
+    with contextlib.closing(sqlite3.connect(uri.removeprefix("sqlite:///"), timeout=30)) as db, db:
         db.execute("update experiments set artifact_location = ? where experiment_id = ?",
                    (wanted, experiment.experiment_id))
         db.execute("update runs set artifact_uri = ? || substr(artifact_uri, ?) "
@@ -151,12 +154,18 @@ def _relocate_artifacts(uri: str, experiment) -> None:
                    (wanted, len(old) + 1, experiment.experiment_id, len(old), old))
 
 
-def ensure_experiment(client: MlflowClient) -> str:
-    """The id of the protoviz experiment, created (artifacts beside the database) if new."""
+def ensure_experiment(client: MlflowClient, *, relocate: bool = False) -> str:
+    """The id of the protoviz experiment, created (artifacts beside the database) if new.
+
+    ``relocate``: the database is the repository's default one, and a stored artifact
+    location of another repository is moved to this one (:func:`_relocate_artifacts`).
+    A database named by MLFLOW_TRACKING_URI is the user's to manage and is left as it is.
+    """
     uri = client.tracking_uri
     experiment = _retry(lambda: client.get_experiment_by_name(EXPERIMENT_NAME))
     if experiment is not None:
-        _relocate_artifacts(uri, experiment)
+        if relocate and uri.startswith("sqlite:///"):
+            _relocate_artifacts(uri, experiment)
         return experiment.experiment_id
     try:
         return _retry(lambda: client.create_experiment(EXPERIMENT_NAME, artifact_location=artifacts_location(uri)))
@@ -178,15 +187,23 @@ def find_run(client: MlflowClient, experiment_id: str, tags: dict[str, str]):
     return matching[0] if matching else None
 
 
+def _pid_namespace() -> str:
+    try:
+        return os.readlink("/proc/self/ns/pid").removeprefix("pid:")
+    except OSError:
+        return "-"
+
+
 def _this_process() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """``host:pid-namespace:pid``: containers sharing a host name do not judge each other's processes."""
+    return f"{socket.gethostname()}:{_pid_namespace()}:{os.getpid()}"
 
 
 def _process_gone(process: str) -> bool:
-    """Whether ``host:pid`` names a process of this host that no longer exists."""
-    host, _, pid = process.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return False  # another machine's (a queued experiment elsewhere): not ours to judge
+    """Whether ``host:namespace:pid`` names a process of this host and PID namespace that no longer exists."""
+    where, _, pid = process.rpartition(":")
+    if where != f"{socket.gethostname()}:{_pid_namespace()}" or not pid.isdigit():
+        return False  # another machine's or container's (a queued experiment elsewhere): not ours to judge
     try:
         os.kill(int(pid), 0)
     except ProcessLookupError:
@@ -204,7 +221,7 @@ def _close_killed_runs(client: MlflowClient, experiment_id: str) -> None:
             continue
         for key, value in run.data.tags.items():
             if key.startswith(f"{TAG_PREFIX}stage.") and value == "running":
-                client.set_tag(run.info.run_id, key, "killed")
+                _retry(lambda: client.set_tag(run.info.run_id, key, "killed"))
         _retry(lambda: client.set_terminated(run.info.run_id, "KILLED"))
 
 
@@ -262,17 +279,19 @@ def pipeline_run(params: Params, stage: str) -> Iterator[mlflow.ActiveRun]:
     raised as an exception (so the run closes as KILLED) and re-raised to the caller.
     """
     uri = tracking_uri()
+    default_database = not os.environ.get("MLFLOW_TRACKING_URI")  # before mlflow exports it
     mlflow.set_tracking_uri(uri)
     with _creation_lock(uri):
         client = MlflowClient()
-        experiment_id = ensure_experiment(client)
+        experiment_id = ensure_experiment(client, relocate=default_database)
     _close_killed_runs(client, experiment_id)
     tags = run_tags(params)
     identity = {k: tags[k] for k in (f"{TAG_PREFIX}params_hash", f"{TAG_PREFIX}dvc_exp")}
     existing = find_run(client, experiment_id, identity)
     if existing is None:
         name = f"{params.aug}-seed{params.seed}-{tags[f'{TAG_PREFIX}dvc_exp']}"
-        run = _retry(lambda: client.create_run(experiment_id, run_name=name, tags=tags))
+        run = _retry(lambda: client.create_run(experiment_id, run_name=name,
+                                               tags={**tags, PROCESS_TAG: _this_process()}))
         run_id = run.info.run_id
         params_flat = flatten(params.model_dump())
         logged = [Param(key, str(value)) for key, value in params_flat.items()]
@@ -281,19 +300,21 @@ def pipeline_run(params: Params, stage: str) -> Iterator[mlflow.ActiveRun]:
             _adopt_training_curves(client, experiment_id, run_id, params.training_hash())
     else:
         run_id = existing.info.run_id
+        # Claimed before the run is RUNNING again: another process must not take the previous
+        # stage's (finished) process for this one and close the run as killed.
+        _retry(lambda: client.set_tag(run_id, PROCESS_TAG, _this_process()))
     stage_tag = f"{TAG_PREFIX}stage.{stage}"
     with _sigterm_raises():
         active = mlflow.start_run(run_id=run_id)
-        mlflow.set_tags({stage_tag: "running", PROCESS_TAG: _this_process()})
+        mlflow.set_tag(stage_tag, "running")
         try:
             yield active
-        except (KeyboardInterrupt, _Terminated):
-            mlflow.set_tag(stage_tag, "killed")
-            mlflow.end_run("KILLED")
-            raise
-        except BaseException:
-            mlflow.set_tag(stage_tag, "failed")
-            mlflow.end_run("FAILED")
+        except BaseException as exc:
+            killed = isinstance(exc, (KeyboardInterrupt, _Terminated)) or (
+                # Ray's own SIGTERM handler (ray.init replaces ours) exits with the signal number
+                isinstance(exc, SystemExit) and exc.code in (signal.SIGTERM, 128 + signal.SIGTERM))
+            mlflow.set_tag(stage_tag, "killed" if killed else "failed")
+            mlflow.end_run("KILLED" if killed else "FAILED")
             raise
         mlflow.set_tag(stage_tag, "done")
         mlflow.end_run(_final_status(client, run_id))

@@ -143,7 +143,8 @@ def _fresh_model(seed: int, config: TrainParams):
 
 
 def _backbone_weights(model: SimCLR) -> dict[str, torch.Tensor]:
-    return {k: v.detach().cpu() for k, v in model.backbone.state_dict().items()}
+    """A copy on the CPU (``.cpu()`` alone would share storage with a CPU model that trains on)."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.backbone.state_dict().items()}
 
 
 def _same_weights(saved: dict[str, torch.Tensor], replayed: dict[str, torch.Tensor]) -> bool:
@@ -220,9 +221,9 @@ def train_simclr(
         "seed": seed,
     }
 
-    def save_backbone(model: SimCLR, epoch: int, loss: float | None) -> None:
-        checkpoint = {**meta, "epoch": epoch, "loss": loss, "backbone": _backbone_weights(model)}
-        save_atomic(checkpoint, checkpoint_path(checkpoint_dir, epoch))
+    def save_backbone(model: SimCLR | dict, epoch: int, loss: float | None) -> None:
+        weights = model if isinstance(model, dict) else _backbone_weights(model)
+        save_atomic({**meta, "epoch": epoch, "loss": loss, "backbone": weights}, checkpoint_path(checkpoint_dir, epoch))
 
     transform = simclr_transform(
         aug, image_size, min_scale=config.min_scale,
@@ -247,24 +248,8 @@ def train_simclr(
             on_epoch_done(epoch, loss)
 
     if state is not None and holes:
-        log(f"{checkpoint_dir}: epochs {holes} are missing inside the finished run 0..{last_finished}; "
-            f"replaying training from the initial weights up to epoch {max(holes)} to make them again")
-        model, optimizer, scheduler = _fresh_model(seed, config)
-        if 0 in holes:
-            save_backbone(model, 0, None)
-
-        def refill(epoch: int, loss: float) -> None:
-            path = checkpoint_path(checkpoint_dir, epoch)
-            if epoch in holes:
-                save_backbone(model, epoch, loss)
-            elif not _same_weights(read_checkpoint(path)["backbone"], _backbone_weights(model)):
-                raise CheckpointError(
-                    f"{path}: replaying training on {device.type} does not reproduce this checkpoint, so the "
-                    f"missing epochs {holes} cannot be made again identically; restore them with "
-                    f"`dvc checkout {checkpoint_dir}`, or delete {checkpoint_dir} and {state_path} to retrain"
-                )
-
-        run_epochs(model, optimizer, scheduler, range(1, max(holes) + 1), refill)
+        _refill(holes, last_finished, state, seed=seed, config=config, device=device, run_epochs=run_epochs,
+                save_backbone=save_backbone, checkpoint_dir=checkpoint_dir, state_path=state_path, log=log)
 
     model, optimizer, scheduler = _fresh_model(seed, config)
     losses: dict[int, float] = {}
@@ -306,6 +291,48 @@ def train_simclr(
         images_per_s=seen_images / train_seconds[0] if trained else float("nan"),
         checkpoints=list_checkpoints(checkpoint_dir),
     )
+
+
+def _refill(holes, last_finished, state, *, seed, config, device, run_epochs, save_backbone, checkpoint_dir,
+            state_path, log) -> None:
+    """Make the missing checkpoints ``holes`` of a finished run again, by replaying training from epoch 0.
+
+    The replay goes one epoch past the last hole and is checked there against the
+    checkpoint on disk (or against the resume state when the last hole is the last
+    finished epoch), and against every intact checkpoint on the way; only when all
+    agree are the missing checkpoints written.
+
+    Raises:
+        CheckpointError: the replay does not reproduce the run (a non-deterministic device).
+    """
+    log(f"{checkpoint_dir}: epochs {holes} are missing inside the finished run 0..{last_finished}; "
+        f"replaying training from the initial weights to make them again")
+    model, optimizer, scheduler = _fresh_model(seed, config)
+    made = {0: (_backbone_weights(model), None)} if 0 in holes else {}
+    last_replayed = min(max(holes) + 1, last_finished)
+
+    def refuse(reference: str) -> CheckpointError:
+        return CheckpointError(
+            f"{reference}: replaying training on {device.type} does not reproduce it, so the missing epochs "
+            f"{holes} cannot be made again identically; restore them with `dvc checkout {checkpoint_dir}`, "
+            f"or delete {checkpoint_dir} and {state_path} to retrain"
+        )
+
+    def check_or_keep(epoch: int, loss: float) -> None:
+        if epoch in holes:
+            made[epoch] = (_backbone_weights(model), loss)
+            return
+        path = checkpoint_path(checkpoint_dir, epoch)
+        if not _same_weights(read_checkpoint(path)["backbone"], _backbone_weights(model)):
+            raise refuse(str(path))
+
+    run_epochs(model, optimizer, scheduler, range(1, last_replayed + 1), check_or_keep)
+    if last_replayed in holes:  # no checkpoint after the last hole: the resume state is the reference
+        replayed = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        if not _same_weights(state["model"], replayed):
+            raise refuse(str(state_path))
+    for epoch, (weights, loss) in sorted(made.items()):
+        save_backbone(weights, epoch, loss)
 
 
 def _diverged(what: str, epoch: int, step: int | None, config: TrainParams) -> TrainingDiverged:

@@ -72,6 +72,21 @@ def test_an_instance_runs_the_same_alone_or_in_a_batch():
     torch.testing.assert_close(alone[0], batch[1])
 
 
+def test_keeping_some_instances_leaves_their_searches_unchanged():
+    full = BatchedCMAES(torch.ones(3, 6), 0.7, 8, seed=4, keys=torch.tensor([3, 9, 20]))
+    part = BatchedCMAES(torch.ones(3, 6), 0.7, 8, seed=4, keys=torch.tensor([3, 9, 20]))
+    for generation in range(15):
+        full.tell(sphere(full.ask()))
+        part.tell(sphere(part.ask()))
+        if generation == 4:
+            part.keep(torch.tensor([2, 1]))  # instance 0 stops; the others swap places
+    torch.testing.assert_close(part.mean, full.mean[[2, 1]])
+    torch.testing.assert_close(part.sigma, full.sigma[[2, 1]])
+    part.ask()
+    with pytest.raises(RuntimeError, match="after tell"):
+        part.keep(torch.tensor([0]))
+
+
 def test_step_size_shrinks_near_the_optimum_and_grows_on_a_slope():
     es = BatchedCMAES(torch.zeros(1, 5), 1.0, 10)
     for _ in range(60):

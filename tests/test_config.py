@@ -111,6 +111,12 @@ def test_montage_epochs_are_a_stride_or_a_list(value, message):
         parse_params({"report": {"montage_epochs": value}})
 
 
+@pytest.mark.parametrize("value, message", [(0, "a stride must be >= 1"), ([], "list at least one epoch")])
+def test_extract_epochs_are_all_a_stride_or_a_nonempty_list(value, message):
+    with pytest.raises(ParamsError, match=f"extract.epochs: {message}"):
+        parse_params({"extract": {"epochs": value}})
+
+
 @pytest.mark.parametrize("unit, message", [("layer3-17", "is not 'layer:channel'"), ("layer9:1", "unknown layer")])
 def test_report_units_are_checked(unit, message):
     with pytest.raises(ParamsError, match=f"report.units: .*{message}"):

@@ -176,3 +176,35 @@ def test_images_per_pass_takes_a_fraction_of_free_memory():
 
     assert images_per_pass(free_bytes=10_000_000, bytes_per_image=1_000, fraction=0.5) == 5_000
     assert images_per_pass(free_bytes=1_000, bytes_per_image=1_000_000) == 8  # never below one probe's worth
+
+
+def test_stopped_channels_give_the_same_result_in_or_out_of_the_batch(monkeypatch):
+    """A CPU drops stopped channels from the batch; a GPU keeps them frozen. The prototypes must not differ."""
+    import protoviz_core.synthesis as synthesis
+
+    schedule = {**SCHEDULE, "adam_steps": 40}
+    model = _cnn()
+    left = synthesize(model, "relu2", generator="pixel", seed=5, **schedule)
+    monkeypatch.setattr(synthesis, "_stopped_leave_the_batch", lambda device: False)
+    kept = synthesize(model, "relu2", generator="pixel", seed=5, **schedule)
+    torch.testing.assert_close(left.latents, kept.latents, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(left.activations, kept.activations, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(left.evolution_activations, kept.evolution_activations)
+
+
+def test_a_channel_stops_evolving_once_it_responds_and_climbing_once_it_converges():
+    model = _cnn()
+    images_seen = []
+    model.conv1.register_forward_hook(lambda module, inputs, output: images_seen.append(len(inputs[0])))
+    schedule = {**SCHEDULE, "cma_steps": 6, "adam_steps": 400, "adam_lr": 0.2}
+    seen = []
+    result = synthesize(model, "relu2", generator="pixel", seed=5,
+                        monitor=lambda stage, step, values: seen.append((stage, values.clone())), **schedule)
+    evolution = torch.stack([values for stage, values in seen if stage == "evolution"])  # (steps, N)
+    responding = evolution[0] > 0
+    assert responding.any()
+    assert torch.equal(evolution[-1][responding], evolution[0][responding])  # frozen from the first generation
+    climbing = torch.stack([values for stage, values in seen if stage == "gradient"])  # (steps, N)
+    assert torch.equal(climbing[-1], climbing[-5]) and not torch.equal(climbing[10], climbing[0])  # converged
+    channels, steps = len(result.channels), schedule["cma_steps"] * schedule["cma_popsize"] + schedule["adam_steps"]
+    assert sum(images_seen) < 0.5 * channels * steps  # most of the work was not needed

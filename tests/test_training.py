@@ -109,6 +109,29 @@ def test_a_replay_that_does_not_reproduce_the_run_stops_with_the_fix(tmp_path, t
         _train(tiny_images, tiny_train, tmp_path)
 
 
+def test_a_hole_is_checked_against_the_epoch_after_it_and_nothing_is_written_on_a_mismatch(
+        tmp_path, tiny_images, tiny_train):
+    config = tiny_train.model_copy(update={"epochs": 3})
+    first = _train(tiny_images, config, tmp_path)
+    raw = torch.load(first.checkpoints[2], weights_only=True)
+    raw["backbone"]["conv1.weight"] += 1.0  # the epoch after the hole no longer matches a replay
+    torch.save(raw, first.checkpoints[2])
+    first.checkpoints[1].unlink()
+    with pytest.raises(CheckpointError, match=r"epoch_0002.pt: replaying training on cpu does not reproduce"):
+        _train(tiny_images, config, tmp_path)
+    assert not first.checkpoints[1].exists()  # nothing unverified was written
+
+
+def test_a_hole_at_the_last_epoch_is_checked_against_the_resume_state(tmp_path, tiny_images, tiny_train):
+    first = _train(tiny_images, tiny_train, tmp_path)
+    state = torch.load(tmp_path / "state.pt", weights_only=True)
+    state["model"]["backbone.conv1.weight"] += 1.0
+    torch.save(state, tmp_path / "state.pt")
+    first.checkpoints[2].unlink()
+    with pytest.raises(CheckpointError, match=r"state.pt: replaying training on cpu does not reproduce"):
+        _train(tiny_images, tiny_train, tmp_path)
+
+
 def test_a_diverging_loss_stops_training_at_once_and_keeps_the_good_epochs(tmp_path, tiny_images, tiny_train):
     config = tiny_train.model_copy(update={"lr": 1e6})  # finite, but SGD diverges in the second epoch
     steps = []
