@@ -48,6 +48,10 @@ from protoviz_core.config import Params
 
 EXPERIMENT_NAME = "protoviz"
 TAG_PREFIX = "protoviz."
+# MLflow 3 opens an experiment on its GenAI overview unless told otherwise; these open it on
+# its runs, as charts grouped by metric prefix (train/, probe/, diversity/, ...).
+RUNS_VIEW = "workflowType=machine_learning&compareRunsMode=CHART"
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # what MLflow calls model training
 PROCESS_TAG = f"{TAG_PREFIX}process"  # "host:pid" of the stage that last opened the run
 _SAFE_VALUE = re.compile(r"^[A-Za-z0-9_.:-]*$")  # values MLflow's filter syntax takes quoted as they are
 
@@ -168,10 +172,16 @@ def ensure_experiment(client: MlflowClient, *, relocate: bool = False) -> str:
             _relocate_artifacts(uri, experiment)
         return experiment.experiment_id
     try:
-        return _retry(lambda: client.create_experiment(EXPERIMENT_NAME, artifact_location=artifacts_location(uri)))
+        return _retry(lambda: client.create_experiment(EXPERIMENT_NAME, artifact_location=artifacts_location(uri),
+                                                       tags=EXPERIMENT_KIND))
     except mlflow.exceptions.MlflowException:
         # Another process created it between our two calls.
         return client.get_experiment_by_name(EXPERIMENT_NAME).experiment_id
+
+
+def runs_url(server: str, experiment_id: str) -> str:
+    """The address that opens the experiment's runs and their charts in the MLflow UI at ``server``."""
+    return f"{server.rstrip('/')}/#/experiments/{experiment_id}/runs?{RUNS_VIEW}"
 
 
 def find_run(client: MlflowClient, experiment_id: str, tags: dict[str, str]):

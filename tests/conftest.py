@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -73,3 +74,27 @@ def project(trained_project, tmp_path) -> Path:
 def trained_checkpoints(trained_project) -> dict[int, Path]:
     """{epoch: path} of the trained run's checkpoints (epochs 0, 1, 2); read only."""
     return list_checkpoints(trained_project / "out" / "checkpoints")
+
+
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+
+
+@pytest.fixture
+def browser():
+    """Headless Debian Chromium through ChromeDriver (installed by `make test`'s setup)."""
+    assert CHROMIUM and CHROMEDRIVER, "chromium/chromedriver not found: `make test` installs Debian's chromium " \
+                                      "and chromium-driver packages (apt-get)"
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    profile = tempfile.mkdtemp(prefix="protoviz-chromium-")
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-quic", "--window-size=1400,1000", f"--user-data-dir={profile}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    yield driver
+    driver.quit()
+    shutil.rmtree(profile, ignore_errors=True)

@@ -2,9 +2,7 @@
 
 import json
 import re
-import shutil
 import subprocess
-import tempfile
 
 import numpy as np
 import pytest
@@ -105,30 +103,6 @@ def test_viewer_references_only_files_that_exist(tmp_path):
             assert (atlas / "runs" / run["name"] / relative).is_file(), relative
     with pytest.raises(FileNotFoundError, match="no run part"):
         write_viewer(tmp_path / "elsewhere", manifests)
-
-
-CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
-
-
-@pytest.fixture
-def browser():
-    """Headless Debian Chromium through ChromeDriver (installed by `make test`'s setup)."""
-    assert CHROMIUM and CHROMEDRIVER, "chromium/chromedriver not found: `make test` installs Debian's chromium " \
-                                      "and chromium-driver packages (apt-get)"
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    profile = tempfile.mkdtemp(prefix="protoviz-chromium-")
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-quic", "--window-size=1400,1000", f"--user-data-dir={profile}"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
-    yield driver
-    driver.quit()
-    shutil.rmtree(profile, ignore_errors=True)
 
 
 def _wait_loaded(driver):
