@@ -4,19 +4,24 @@ It clones the committed repository (uncommitted changes are not in the clone), w
 tiny params, runs ``dvc repro`` with this environment's DVC (every stage as a separate
 process, exactly as dvc.yaml says), then checks dvc.lock, the metrics, the report and
 its atlas, and the MLflow run; pushes the run to the default remote and pulls it
-back byte for byte; edits library files and checks that ``dvc status`` reruns
+back byte for byte, then does the same through S3 (moto's server) into a fresh clone; edits library files and checks that ``dvc status`` reruns
 exactly the stages that import them; and makes params faults (a typo, a failing value). The demo's own params are
 run by the README's first command (``make demo``); its time is measured there.
 """
 
+import contextlib
 import hashlib
 import json
 import os
 import re
 import shutil
+import socket
 import sqlite3
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -50,6 +55,41 @@ def _digests(*folders) -> dict[str, str]:
 def _changed_stages(clone) -> set[str]:
     status = subprocess.run([DVC, "status", "--json"], cwd=clone, capture_output=True, text=True, check=True)
     return set(json.loads(status.stdout or "{}"))
+
+
+@contextlib.contextmanager
+def _s3_server():
+    """moto's S3 API server on a free port of 127.0.0.1; yields its endpoint URL."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([str(Path(DVC).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                urllib.request.urlopen(endpoint, timeout=5)
+                break
+            except urllib.error.HTTPError:
+                break  # it answers
+            except OSError:
+                assert server.poll() is None and time.time() < deadline, "moto_server did not start"
+                time.sleep(0.5)
+        yield endpoint
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def _use_s3(repo, endpoint):
+    """Give ``repo`` the remote "s3" (bucket protoviz on ``endpoint``), all in .dvc/config.local, which git ignores."""
+    for command in (["add", "--local", "s3", "s3://protoviz/runs"],
+                    ["modify", "--local", "s3", "endpointurl", endpoint],
+                    ["modify", "--local", "s3", "access_key_id", "testing"],
+                    ["modify", "--local", "s3", "secret_access_key", "testing"]):
+        subprocess.run([DVC, "remote", *command], cwd=repo, check=True, capture_output=True)
 
 
 @pytest.mark.slow
@@ -101,6 +141,25 @@ def test_dvc_repro_on_a_fresh_clone_and_code_changes_rerun_exactly_their_stages(
         shutil.rmtree(folder)
     subprocess.run([DVC, "pull", "-q"], cwd=clone, check=True, capture_output=True)
     assert _digests(*outputs) == before
+
+    # The same through a real S3 API (moto's server on 127.0.0.1): push, a fresh clone, pull.
+    subprocess.run(["git", "add", "-A"], cwd=clone, check=True)
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "run"], cwd=clone, check=True)
+    with _s3_server() as endpoint:
+        import boto3
+
+        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing",
+                     aws_secret_access_key="testing").create_bucket(Bucket="protoviz")
+        _use_s3(clone, endpoint)
+        subprocess.run([DVC, "push", "-q", "-r", "s3"], cwd=clone, check=True, capture_output=True)
+        fresh = tmp_path / "fresh"
+        subprocess.run(["git", "clone", "-q", str(clone), str(fresh)], check=True)
+        _use_s3(fresh, endpoint)
+        subprocess.run([DVC, "pull", "-q", "-r", "s3"], cwd=fresh, check=True, capture_output=True)
+    assert _digests(*[fresh / p.relative_to(clone) for p in outputs]) == {
+        str(fresh / Path(k).relative_to(clone)): v for k, v in before.items()}
+    assert "testing" not in subprocess.run(["git", "show", "HEAD:.dvc/config"], cwd=fresh, capture_output=True,
+                                           text=True, check=True).stdout  # credentials stay out of git
 
     # A change to a library file reruns exactly the stages that import it (here: extract, embed, report).
     library_file = "protoviz_core/store.py"
