@@ -57,6 +57,10 @@ def _changed_stages(clone) -> set[str]:
     return set(json.loads(status.stdout or "{}"))
 
 
+# Straight to 127.0.0.1: urllib.request.urlopen keeps the proxies of its first call in this process
+# (an earlier test points http_proxy at a dead port to stay offline).
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
 @contextlib.contextmanager
 def _s3_server():
     """moto's S3 API server on a free port of 127.0.0.1; yields its endpoint URL."""
@@ -70,7 +74,7 @@ def _s3_server():
         deadline = time.time() + 60
         while True:
             try:
-                urllib.request.urlopen(endpoint, timeout=5)
+                _DIRECT.open(endpoint, timeout=5)
                 break
             except urllib.error.HTTPError:
                 break  # it answers
