@@ -186,7 +186,7 @@ class PrototypeStore:
     def shard_keys(self, **keys) -> list[str]:
         """The configuration keys of the shards holding the selected rows (a content fingerprint)."""
         rows = self.select(**keys)
-        return [self._shard(name, group)[KEY] for name, group in sorted(rows.groupby("shard"), key=lambda g: g[0])]
+        return [self._shard(name, group)[KEY] for name, group in rows.groupby("shard")]  # by shard name
 
     def images(self, rows: pd.DataFrame) -> torch.Tensor:
         """uint8 (N, 3, S, S) images of ``rows``, in their order."""

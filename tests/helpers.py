@@ -6,8 +6,12 @@ import contextlib
 import importlib
 import io
 import os
+import socket
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 
 import yaml
 
@@ -100,3 +104,28 @@ def newest_run(client):
 
     experiment = client.get_experiment_by_name(EXPERIMENT_NAME)
     return client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"], max_results=1)[0]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_until_answering(url: str, server: subprocess.Popen, seconds: float, describe=lambda: "") -> None:
+    """Poll ``url`` until the local ``server`` answers (any HTTP status); fail if it dies or ``seconds`` pass.
+
+    Directly, never through a proxy from the environment: the server is on this machine.
+    """
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    deadline = time.time() + seconds
+    while True:
+        try:
+            direct.open(url, timeout=5)
+            return
+        except urllib.error.HTTPError:
+            return  # it answers
+        except OSError as error:
+            assert server.poll() is None and time.time() < deadline, f"{url} did not answer ({error!r}) {describe()}"
+            time.sleep(0.5)

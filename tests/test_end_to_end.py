@@ -15,19 +15,15 @@ import json
 import os
 import re
 import shutil
-import socket
 import sqlite3
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.helpers import tiny_params, write_params
+from tests.helpers import free_port, tiny_params, wait_until_answering, write_params
 from tests.test_dvc_deps import code_closure
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,30 +53,15 @@ def _changed_stages(clone) -> set[str]:
     return set(json.loads(status.stdout or "{}"))
 
 
-# Straight to 127.0.0.1: urllib.request.urlopen keeps the proxies of its first call in this process
-# (an earlier test points http_proxy at a dead port to stay offline).
-_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
 @contextlib.contextmanager
 def _s3_server():
     """moto's S3 API server on a free port of 127.0.0.1; yields its endpoint URL."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     server = subprocess.Popen([str(Path(DVC).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     endpoint = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                _DIRECT.open(endpoint, timeout=5)
-                break
-            except urllib.error.HTTPError:
-                break  # it answers
-            except OSError:
-                assert server.poll() is None and time.time() < deadline, "moto_server did not start"
-                time.sleep(0.5)
+        wait_until_answering(endpoint, server, 60)
         yield endpoint
     finally:
         server.terminate()

@@ -5,6 +5,7 @@ import os
 import re
 import signal
 import time
+import urllib.request
 
 import pytest
 import torch
@@ -101,6 +102,8 @@ def test_data_stage_missing_stl10_names_the_path(tmp_path, monkeypatch):
     raw["data"] = {"name": "stl10", "root": str(tmp_path / "absent"), "image_size": 96}
     write_params(tmp_path / "params.yaml", raw)
     monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")  # offline: the download fails at once
+    # urlopen caches its opener, proxies included, for the whole process: give this test its own
+    monkeypatch.setattr(urllib.request, "_opener", None)
     monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")
     status, _, stderr = call_stage("data", tmp_path, "--out", "data")
     assert status == 2
