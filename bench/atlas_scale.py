@@ -5,12 +5,17 @@ epochs = 193,920 prototypes at 96 px; smooth random fields, see store_scale.py),
 then, side by side in one run:
 
 - the atlas (``write_run_part`` + ``write_viewer``): JPEG sprite sheets of 64 px
-  thumbnails, one per (epoch, layer, repeat), fetched by the viewer when shown;
+  thumbnails in two layouts, one sheet per (epoch, layer, repeat) for the layer
+  overview and one strip per (layer, unit) for scrubbing a unit through training,
+  fetched by the viewer when shown;
 - the peer: one HTML page holding every thumbnail inline as a base64 PNG.
 
 It reports build time, bytes on disk, what a browser must read before the first
 view (page + data + the sheets on screen), and the time headless Chromium takes
 until that first view has loaded (the inline page gets --browser-timeout seconds).
+Then it scrubs one layer4 unit through every epoch in Chromium (the arrow key, one
+epoch at a time, each view loaded before the next key) and sums the files the viewer
+asked for, against what the per-epoch layer sheets alone would have cost.
 
     python bench/atlas_scale.py                     # full scale: ~5.4 GB of shards, minutes
     python bench/atlas_scale.py --epochs 11 --workdir /tmp/atlas-bench
@@ -21,6 +26,8 @@ from __future__ import annotations
 import argparse
 import base64
 import io
+import json
+import re
 import shutil
 import subprocess
 import sys
@@ -66,6 +73,36 @@ finally:
 """
 ATLAS_READY = ("const t = [...document.querySelectorAll('.tile')];"
                "return t.length > 0 && t.every((e) => e.dataset.state === 'loaded');")
+SCRUB_SCRIPT = """
+import json, sys, tempfile
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support.ui import WebDriverWait
+url, condition, steps = sys.argv[1], sys.argv[2], int(sys.argv[3])
+options = webdriver.ChromeOptions()
+options.binary_location = "/usr/bin/chromium"
+for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+             "--disable-background-networking", f"--user-data-dir={tempfile.mkdtemp()}"):
+    options.add_argument(flag)
+driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+try:
+    driver.get(url)
+    WebDriverWait(driver, 60).until(lambda d: d.execute_script(condition))
+    slider = driver.find_element(By.ID, "epoch")
+    styles = "return [...document.querySelectorAll('.maskonly, .tile, .mask')].map((e) => e.style.cssText);"
+    shown = driver.execute_script(styles)
+    for _ in range(steps):
+        slider.send_keys(Keys.ARROW_RIGHT)
+        WebDriverWait(driver, 60).until(lambda d: d.execute_script(condition))
+        shown += driver.execute_script(styles)
+    requested = driver.execute_script("return [...window.PROTOVIZ_REQUESTED.keys()];")
+    label = driver.find_element(By.ID, "epoch-label").text
+    print(json.dumps({"requested": requested, "last_epoch": label, "styles": shown}))
+finally:
+    driver.quit()
+"""
 INLINE_READY = "return document.readyState === 'complete' && [...document.images].every((i) => i.complete);"
 
 
@@ -110,6 +147,22 @@ def browser_seconds(url: str, condition: str, timeout: float) -> str:
     return (result.stdout.strip() or result.stderr.strip().splitlines()[-1])
 
 
+def scrub_reads(atlas: Path, unit_url: str, steps: int) -> tuple[list[Path], str]:
+    """Scrub a unit from its first epoch through ``steps`` epochs in Chromium.
+
+    Returns:
+        The files the viewer fetched (its image requests and every mask it pointed a
+        tile at) and the epoch label it ended on.
+    """
+    result = subprocess.run([sys.executable, "-c", SCRUB_SCRIPT, unit_url, ATLAS_READY, str(steps)],
+                            capture_output=True, text=True, timeout=1800)
+    if result.returncode != 0:
+        raise RuntimeError(result.stderr.strip().splitlines()[-1])
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    masks = {m for style in found["styles"] for m in re.findall(r'url\("([^"]+)"\)', style) if "/masks/" in m}
+    return sorted({atlas / p for p in [*found["requested"], *masks]}), found["last_epoch"]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--epochs", type=int, default=101)
@@ -140,14 +193,22 @@ def main() -> None:
     inline_seconds = timed(lambda: write_inline_page(store, inline))
 
     last = manifest["epochs"][-1]
-    view = [atlas / "runs" / name / manifest["sprites"][f"e{last:04d}-layer4-r{r}"] for r in (1, 2)]
+    view = [atlas / "runs" / name / manifest["strips"]["layer4-c17"],  # the unit view: one strip and a mask
+            atlas / "runs" / name / manifest["masks"][f"e{last:04d}-layer4"]]
     first_view = sum(p.stat().st_size for p in [atlas / "index.html", atlas / "runs.js", *view])
-    scrub = sum((atlas / "runs" / name / manifest["sprites"][f"e{e:04d}-layer4-r1"]).stat().st_size
-                for e in manifest["epochs"])
+    per_epoch_sheets = sum((atlas / "runs" / name / manifest["sprites"][f"e{e:04d}-layer4-r{r}"]).stat().st_size
+                           for e in manifest["epochs"] for r in manifest["repeats"])
+    strip = (atlas / "runs" / name / manifest["strips"]["layer4-c17"]).stat().st_size
+    overview = (atlas / "runs" / name / manifest["sprites"][f"e{last:04d}-layer4-r1"]).stat().st_size
     files = sum(1 for p in atlas.rglob("*") if p.is_file())
     atlas_browser = browser_seconds((atlas / "index.html").as_uri() + "#layer=layer4&unit=17", ATLAS_READY,
                                     args.browser_timeout)
     inline_browser = browser_seconds(inline.as_uri(), INLINE_READY, args.browser_timeout)
+    scrub_started = time.perf_counter()
+    scrub_files, scrub_end = scrub_reads(atlas, (atlas / "index.html").as_uri() + "#layer=layer4&unit=17&epoch=0",
+                                         len(manifest["epochs"]) - 1)
+    scrub_seconds = time.perf_counter() - scrub_started
+    scrub = sum(p.stat().st_size for p in scrub_files)
 
     print(f"\n{count:,} prototypes ({args.epochs} epochs), thumbnails {THUMB} px\n")
     print("| | atlas (sprite sheets) | one inline page | ratio |")
@@ -158,8 +219,12 @@ def main() -> None:
     print(f"| read before the first view (MB) | {first_view / 1e6:.2f} | {inline.stat().st_size / 1e6:.1f} | "
           f"{inline.stat().st_size / first_view:.0f}x |")
     print(f"| Chromium: open to first view loaded (s) | {atlas_browser} | {inline_browser} | |")
-    print(f"\nScrubbing one layer4 unit through all {args.epochs} epochs (one repeat) reads "
-          f"{scrub / 1e6:.1f} MB of sheets.")
+    print(f"\nScrubbing one layer4 unit through all {args.epochs} epochs in Chromium (both repeats, epoch 0 "
+          f"to {scrub_end}, {scrub_seconds:.0f} s with a load wait per step): the viewer read "
+          f"{len(scrub_files)} files, {scrub / 1e6:.2f} MB (the unit's strip {strip / 1e6:.2f} MB, the rest RF "
+          f"masks); the per-epoch layer sheets would be {per_epoch_sheets / 1e6:.1f} MB "
+          f"({per_epoch_sheets / scrub:.0f}x). The layer overview of one epoch reads one sheet: "
+          f"{overview / 1e6:.2f} MB.")
     if not args.workdir:
         shutil.rmtree(scratch)
 

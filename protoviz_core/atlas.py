@@ -1,14 +1,23 @@
 """The prototype atlas: a static viewer that opens from disk and stays light at full scale.
 
-A full run holds ~200,000 prototypes, so the atlas never inlines them. Each shard
-of the store (one epoch, layer and repeat) becomes one JPEG sprite sheet of
-thumbnails; the viewer shows a unit by pointing a tile at its cell of one sheet, so
-the browser loads only the sheets on screen. Layout::
+A full run holds ~200,000 prototypes, so the atlas never inlines them. It packs
+JPEG thumbnails into sprite sheets in two layouts, one per way of looking, and the
+viewer points a tile at a cell of one sheet, so the browser loads only the sheets
+on screen:
+
+- browsing a layer (every unit at one epoch): one sheet per shard of the store
+  (epoch, layer, repeat), units in a square grid;
+- scrubbing a unit through training: one strip per (layer, unit), a row per repeat
+  and a column per epoch, so moving the slider reads one file instead of a layer's
+  sheet per epoch.
+
+Layout::
 
     <atlas>/index.html                      the viewer (protoviz_core/atlas_viewer.html)
     <atlas>/runs.js                         window.PROTOVIZ_ATLAS = {"runs": [manifest, ...]}
     <atlas>/runs/<run>/manifest.json        one run: epochs, layers, channels, activations
     <atlas>/runs/<run>/sprites/*.jpg        one sheet per shard, named by a hash of its content
+    <atlas>/runs/<run>/strips/*.jpg         one strip per (layer, unit), named by a hash of its content
     <atlas>/runs/<run>/masks/*.png          the RF mask of each (epoch, layer), white = inside
 
 ``runs.js`` is a script, not JSON, because browsers refuse to fetch files from a
@@ -37,6 +46,7 @@ from protoviz_core.work import prune
 VIEWER = Path(__file__).with_name("atlas_viewer.html")
 MANIFEST = "manifest.json"
 RUNS_SCRIPT = "runs.js"
+STRIP_BLOCK = 64  # units whose strips are made from one read of the layer's shards: bounds memory
 
 
 def write_run_part(
@@ -52,8 +62,8 @@ def write_run_part(
     """Sprite sheets, masks and the manifest of one run's atlas in ``folder``.
 
     Resumable: a sheet's file name is a hash of its shard's key and the thumbnail
-    size, so a rerun after a kill (or after new epochs) writes only missing sheets,
-    and sheets of another configuration are removed.
+    size (a strip's, of its layer's shard keys), so a rerun after a kill (or after new
+    epochs) writes only missing sheets, and sheets of another configuration are removed.
 
     Args:
         masks: the rfmask stage's masks.
@@ -99,6 +109,8 @@ def write_run_part(
             activations[layer].append(per_repeat)
         on_epoch(epoch)
     prune(folder / "sprites", [Path(p).name for p in sprites.values()], log, pattern="*.jpg")
+    strips = _write_strips(store, folder, channels, epochs, repeats, thumb)
+    prune(folder / "strips", [Path(p).name for p in strips.values()], log, pattern="*.jpg")
 
     mask_files: dict[str, str] = {}
     for epoch in epochs:
@@ -112,11 +124,51 @@ def write_run_part(
     manifest = {
         "name": name, "aug": str(rows0["aug"]), "seed": int(rows0["seed"]), "thumb": thumb,
         "epochs": epochs, "repeats": repeats, "layers": layers, "channels": channels, "columns": columns,
-        "sprites": sprites, "masks": mask_files, "activations": activations,
+        "sprites": sprites, "strips": strips, "masks": mask_files, "activations": activations,
     }
     with atomic_write(folder / MANIFEST) as f:
         json.dump(manifest, f)
     return manifest
+
+
+def strip_name(layer: str, channel: int) -> str:
+    """The manifest's key of a unit's strip, e.g. ``layer4-c17``."""
+    return f"{layer}-c{channel}"
+
+
+def _write_strips(
+    store: PrototypeStore, folder: Path, channels: dict[str, list[int]], epochs: list[int], repeats: list[int],
+    thumb: int,
+) -> dict[str, str]:
+    """One JPEG strip per (layer, unit): row r = repeat r, column e = epoch e, in manifest order.
+
+    A layer's units are read ``STRIP_BLOCK`` at a time across all its shards, so memory
+    stays at (block x epochs x repeats) thumbnails whatever the run's length.
+
+    Returns:
+        {``strip_name(layer, channel)``: path relative to ``folder``}.
+    """
+    strips: dict[str, str] = {}
+    for layer, chosen in channels.items():
+        layer_key = "|".join(store.shard_keys(layer=layer))  # every epoch's and repeat's shard
+        todo = []
+        for channel in chosen:
+            digest = hashlib.sha256(f"{layer_key}:{thumb}:{channel}:{epochs}:{repeats}".encode()).hexdigest()[:12]
+            strips[strip_name(layer, channel)] = f"strips/{layer}-c{channel:04d}-{digest}.jpg"
+            if not (folder / strips[strip_name(layer, channel)]).is_file():
+                todo.append(channel)
+        for start in range(0, len(todo), STRIP_BLOCK):
+            block = todo[start : start + STRIP_BLOCK]
+            rows = store.select(layer=layer, channel=block).sort_values(["channel", "repeat", "epoch"])
+            if len(rows) != len(block) * len(repeats) * len(epochs):
+                raise MissingInputError(f"{store.root}: {layer} lacks epochs or repeats of units {block}; "
+                                        "rerun the extract stage")
+            small = thumbnails(store.images(rows), thumb)  # (block * repeats * epochs, 3, t, t)
+            per_unit = len(repeats) * len(epochs)
+            for i, channel in enumerate(block):
+                strip = grid(small[i * per_unit : (i + 1) * per_unit], len(epochs), gap=0)
+                save_image(strip, folder / strips[strip_name(layer, channel)], quality=90)
+    return strips
 
 
 def read_manifest(folder: str | Path) -> dict:

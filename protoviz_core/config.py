@@ -145,6 +145,9 @@ class ExtractParams(_Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     executor: Literal["local", "ray"] = "local"  # ray: one Ray task per shard
     ray_address: Optional[str] = None  # existing cluster; null starts a local Ray instance
+    # raw: uint8 pixels; png: each image lossless PNG (smaller for smooth images, slower to read).
+    # Not part of a shard's identity: changing it re-encodes finished shards, it does not resynthesise.
+    shard_format: Literal["raw", "png"] = "raw"
 
     _layers_exist = field_validator("layers")(_check_layers)
 

@@ -101,6 +101,7 @@ def make_shard(
     image_size: int,
     max_batch: int | None,
     device: str | None,
+    image_format: str = "raw",
 ) -> Contents:
     """Synthesise the prototypes of one layer of one checkpoint: a shard's contents (:func:`pack_shard`).
 
@@ -115,7 +116,7 @@ def make_shard(
     channels = spaced_channels(channel_count(backbone, layer, image_size, device), channels_per_layer)
     prototypes = synthesize(backbone, layer, channels, generator=prior, image_size=image_size, seed=seed,
                             device=device, max_batch=max_batch, normalize=meta["normalize"], **options)
-    return pack_shard(prototypes)
+    return pack_shard(prototypes, image_format)
 
 
 def shard_work(
@@ -149,7 +150,7 @@ def shard_work(
                 work[shard] = WorkItem(shard.name, key, functools.partial(
                     make_shard, str(Path(path).resolve()), layer, channels_per_layer=settings.channels_per_layer, seed=seed,
                     options=options, image_size=image_size, max_batch=settings.max_batch,
-                    device=None if device is None else str(device),
+                    device=None if device is None else str(device), image_format=settings.shard_format,
                 ))
     return work
 

@@ -6,7 +6,9 @@ all channels of that layer::
 
     <store>/shards/e0007-layer3-r1.pt   torch zip file, loadable with weights_only=True
         key          identity of what produced it (configuration + checkpoint)
-        images       uint8 (C, 3, S, S)
+        images       uint8 (C, 3, S, S)          (extract.shard_format: raw), or
+        png          uint8 (B,)  the C images as lossless PNG files, end to end  (png)
+        png_offsets  int64 (C + 1,)  image i is png[png_offsets[i]:png_offsets[i + 1]]
         activations  float32 (C,)  centre activation of each channel on its image
         latents      float16 (C, d)
         dead         bool (C,)
@@ -25,12 +27,15 @@ offsets against the index, so a shard rewritten by a later, unfinished extract
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
+import numpy as np
 import pandas as pd
 import torch
+from PIL import Image
 
 from protoviz_core.atomic import atomic_write, save_atomic
 from protoviz_core.errors import MissingInputError
@@ -41,6 +46,7 @@ SHARDS_DIR = "shards"
 INDEX_COLUMNS = [
     "aug", "seed", "repeat", "epoch", "layer", "channel", "activation", "dead", "shard", "offset", "shard_key",
 ]
+IMAGE_FORMATS = ("raw", "png")  # how a shard holds its images; the same pixels either way
 _RERUN = "run dvc repro (the extract stage rebuilds the store; dvc checkout restores a committed one)"
 
 
@@ -70,10 +76,11 @@ def shard_path(store: str | Path, shard: ShardId) -> Path:
     return shards_dir(store) / shard.name
 
 
-def pack_shard(prototypes) -> dict:
+def pack_shard(prototypes, image_format: str = "raw") -> dict:
     """A :class:`~protoviz_core.synthesis.Prototypes` as a shard's contents (everything but its key)."""
+    images = (prototypes.images * 255).round().clamp(0, 255).to(torch.uint8)
     return {
-        "images": (prototypes.images * 255).round().clamp(0, 255).to(torch.uint8),
+        **encode_images(images, image_format),
         "activations": prototypes.activations.float(),
         "latents": prototypes.latents.half(),
         "dead": prototypes.dead.bool(),
@@ -82,10 +89,50 @@ def pack_shard(prototypes) -> dict:
     }
 
 
-def write_shard(store: str | Path, shard: ShardId, key: str, prototypes) -> Path:
+def encode_images(images: torch.Tensor, image_format: str) -> dict[str, torch.Tensor]:
+    """A shard's image fields for uint8 (C, 3, S, S) ``images`` in ``image_format``.
+
+    ``png`` compresses each image on its own (lossless), so reading a few channels
+    decodes only those; how much it saves depends on the images (measured in
+    bench/RESULTS.md: little for noisy prototypes, a third for smooth ones).
+    """
+    if image_format == "raw":
+        return {"images": images}
+    if image_format != "png":
+        raise ValueError(f"image_format must be one of {IMAGE_FORMATS}, got {image_format!r}")
+    encoded = []
+    for image in images.permute(0, 2, 3, 1).numpy():  # (S, S, 3) each
+        buffer = io.BytesIO()
+        Image.fromarray(image).save(buffer, format="PNG")
+        encoded.append(np.frombuffer(buffer.getvalue(), dtype=np.uint8))
+    offsets = np.concatenate([[0], np.cumsum([len(e) for e in encoded])])
+    return {"png": torch.from_numpy(np.concatenate(encoded) if encoded else np.zeros(0, np.uint8)),
+            "png_offsets": torch.from_numpy(offsets.astype(np.int64))}
+
+
+def image_format_of(contents: dict) -> str:
+    """``raw`` or ``png``: how the shard ``contents`` hold their images."""
+    return "png" if "png" in contents else "raw"
+
+
+def decode_images(contents: dict, offsets: torch.Tensor | None = None) -> torch.Tensor:
+    """uint8 (n, 3, S, S): the shard's images at ``offsets`` (all when None), whatever its format."""
+    if image_format_of(contents) == "raw":
+        return contents["images"] if offsets is None else contents["images"][offsets]
+    bounds = contents["png_offsets"]
+    chosen = range(len(bounds) - 1) if offsets is None else offsets.tolist()
+    data = contents["png"].numpy()
+    images = [np.asarray(Image.open(io.BytesIO(data[bounds[i]: bounds[i + 1]].tobytes())).convert("RGB"))
+              for i in chosen]
+    if not images:
+        return torch.empty(0, 3, 0, 0, dtype=torch.uint8)
+    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
+
+
+def write_shard(store: str | Path, shard: ShardId, key: str, prototypes, image_format: str = "raw") -> Path:
     """Write a shard outside the extract stage (tests, benchmarks), atomically, in its format."""
     path = shard_path(store, shard)
-    save_atomic({KEY: key, **pack_shard(prototypes)}, path)
+    save_atomic({KEY: key, **pack_shard(prototypes, image_format)}, path)
     return path
 
 
@@ -95,8 +142,36 @@ def read_shard(path: str | Path, *, mmap: bool = True) -> dict | None:
         shard = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception:
         return None
-    needed = {"key", "images", "activations", "latents", "dead", "channels"}
-    return shard if isinstance(shard, dict) and needed <= shard.keys() else None
+    needed = {"key", "activations", "latents", "dead", "channels"}
+    if not (isinstance(shard, dict) and needed <= shard.keys()):
+        return None
+    return shard if "images" in shard or {"png", "png_offsets"} <= shard.keys() else None
+
+
+def convert_shards(store: str | Path, shards: Iterable[ShardId], image_format: str,
+                   log: Callable[[str], None] = print) -> int:
+    """Re-encode the shards not in ``image_format`` (atomically; same pixels, same key).
+
+    The format is a storage choice, not part of a shard's identity, so changing
+    ``extract.shard_format`` converts the finished shards instead of synthesising them again.
+
+    Returns:
+        How many shards were converted.
+    """
+    converted = 0
+    for shard in shards:
+        path = shard_path(store, shard)
+        contents = read_shard(path)
+        if contents is None:
+            raise StoreError(f"{path}: missing or unreadable shard; {_RERUN}")
+        if image_format_of(contents) == image_format:
+            continue
+        fields = {k: v for k, v in contents.items() if k not in ("images", "png", "png_offsets")}
+        save_atomic({**fields, **encode_images(decode_images(contents), image_format)}, path)
+        converted += 1
+    if converted:
+        log(f"{store}: re-encoded {converted} shards as {image_format}")
+    return converted
 
 
 def build_index(store: str | Path, shards: Iterable[ShardId], *, aug: str, seed: int) -> pd.DataFrame:
@@ -175,7 +250,8 @@ class PrototypeStore:
         parts, order = [], []
         for shard_name, group in rows.groupby("shard", sort=False):
             contents = self._shard(shard_name, group)
-            parts.append(contents[field][torch.tensor(group["offset"].tolist())])
+            offsets = torch.tensor(group["offset"].tolist())
+            parts.append(decode_images(contents, offsets) if field == "images" else contents[field][offsets])
             order.extend(group.index)
         if not parts:
             return torch.empty(0)

@@ -19,7 +19,7 @@ from protoviz_core.dvc_files import write_json
 from protoviz_core.extraction import image_prior, ray_executor, shard_work
 from protoviz_core.metric_keys import EXTRACT_PROTOTYPES_PER_S, extract_key
 from protoviz_core.montage import grid
-from protoviz_core.store import build_index, open_prototypes, shards_dir
+from protoviz_core.store import build_index, convert_shards, open_prototypes, shards_dir
 from protoviz_core.tracking import pipeline_run
 from protoviz_core.units import oversized_selections
 from protoviz_core.work import compute_here, run_work
@@ -59,6 +59,7 @@ def extract(argv=None) -> None:
             shards = run_work(list(work.values()), shards_dir(args.store), on_done=done,
                               executor=ray_executor(x.ray_address) if x.executor == "ray" else compute_here)
         seconds = time.perf_counter() - started
+        convert_shards(args.store, list(work), x.shard_format)  # shards reused from a run with the other format
         index = build_index(args.store, list(work), aug=params.aug, seed=params.seed)
         per_layer = index.groupby(["epoch", "layer"]).agg(activation=("activation", "mean"), dead=("dead", "mean"))
         for (epoch, layer), row in per_layer.iterrows():

@@ -60,6 +60,15 @@ def test_sprite_cells_hold_each_unit_and_manifest_describes_them(tmp_path):
         expected = _colour("clrjit", 2, channel, 2).numpy() * 255
         assert np.abs(cell - expected).max() < 12, (channel, cell, expected)
     assert manifest["activations"]["layer3"][2][1] == pytest.approx([c + 2.2 for c in range(5)], abs=1e-4)
+    # The scrubbing layout: one strip per unit, a row per repeat, a column per epoch.
+    strip = np.asarray(Image.open(tmp_path / "part" / manifest["strips"]["layer3-c7"]))
+    assert strip.shape == (2 * 8, len(EPOCHS) * 8, 3)
+    for row, repeat in enumerate((1, 2)):
+        for column, epoch in enumerate(EPOCHS):
+            cell = strip[row * 8 + 2 : row * 8 + 6, column * 8 + 2 : column * 8 + 6].reshape(-1, 3).mean(0)
+            expected = _colour("clrjit", epoch, 7, repeat).numpy() * 255
+            assert np.abs(cell - expected).max() < 12, (repeat, epoch, cell, expected)
+    assert sorted(manifest["strips"]) == sorted(f"{layer}-c{c}" for layer in ("layer1", "layer3") for c in CHANNELS)
     # Epoch 1 has no mask of its own: the nearest earlier one (epoch 0) is shown.
     mask1 = np.asarray(Image.open(tmp_path / "part" / manifest["masks"]["e0001-layer1"]))
     assert mask1[1, 3, 0] == 255 and mask1[6, 3, 0] == 0
@@ -76,9 +85,14 @@ def test_rerun_writes_only_missing_sheets_and_removes_stale_ones(tmp_path):
     manifest = write_run_part(store, _masks(), tmp_path / "part", name="r", thumb_size=8)
     assert first.stat().st_mtime_ns == stamp
     assert not first.with_name("e0000-layer1-r1-000000000000.jpg").exists()
+    strip = tmp_path / "part" / manifest["strips"]["layer1-c0"]
+    strip_stamp = strip.stat().st_mtime_ns
+    manifest = write_run_part(store, _masks(), tmp_path / "part", name="r", thumb_size=8)
+    assert strip.stat().st_mtime_ns == strip_stamp
     changed = write_run_part(store, _masks(), tmp_path / "part", name="r", thumb_size=4)  # new content, new names
     assert not first.exists() and len(list((tmp_path / "part/sprites").glob("*.jpg"))) == 12
-    assert changed["sprites"] != manifest["sprites"]
+    assert not strip.exists() and len(list((tmp_path / "part/strips").glob("*.jpg"))) == 10
+    assert changed["sprites"] != manifest["sprites"] and changed["strips"] != manifest["strips"]
 
 
 def _two_condition_atlas(root):
@@ -99,7 +113,7 @@ def test_viewer_references_only_files_that_exist(tmp_path):
     data = json.loads((atlas / "runs.js").read_text().removeprefix("window.PROTOVIZ_ATLAS = ").rstrip(";\n"))
     assert [run["aug"] for run in data["runs"]] == ["clrjit", "keepclr"]
     for run in data["runs"]:
-        for relative in [*run["sprites"].values(), *run["masks"].values()]:
+        for relative in [*run["sprites"].values(), *run["strips"].values(), *run["masks"].values()]:
             assert (atlas / "runs" / run["name"] / relative).is_file(), relative
     with pytest.raises(FileNotFoundError, match="no run part"):
         write_viewer(tmp_path / "elsewhere", manifests)
@@ -134,8 +148,53 @@ def test_atlas_slider_changes_the_shown_prototypes_in_chromium(tmp_path, browser
     _wait_loaded(browser)
     assert browser.find_element(By.ID, "epoch-label").text == "1"
     tile = browser.find_elements(By.CSS_SELECTOR, ".tile")[0]
-    assert tile.get_attribute("data-src") != before_url and "e0001-layer3-r1" in tile.get_attribute("data-src")
-    assert tile.screenshot_as_png != before_pixels  # what is on screen changed, not only a URL
+    assert tile.get_attribute("data-src") == before_url  # the same strip, another cell of it
+    assert tile.screenshot_as_png != before_pixels  # what is on screen changed
     assert "epoch=1" in browser.current_url  # the view can be shared by its URL
+    slider.send_keys(Keys.ARROW_LEFT)
+    _wait_loaded(browser)
+    # Scrubbing the unit through every epoch read one strip per shown run and nothing else.
+    requested = browser.execute_script("return [...window.PROTOVIZ_REQUESTED.keys()];")
+    assert sorted(requested) == sorted(f"runs/{m['name']}/{m['strips']['layer3-c7']}" for m in manifests)
     errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert errors == []
+
+
+def test_activation_curves_follow_the_unit_in_each_condition(tmp_path, browser):
+    from selenium.webdriver.common.by import By
+
+    page, manifests = _two_condition_atlas(tmp_path)
+    browser.get(page.as_uri() + "#layer=layer3&unit=9&epoch=1")
+    _wait_loaded(browser)
+    curves = browser.find_elements(By.CSS_SELECTOR, "section.run svg.curve")
+    assert len(curves) == 2  # both conditions side by side, one curve box each
+    for curve, manifest in zip(curves, manifests):
+        lines = curve.find_elements(By.CSS_SELECTOR, "polyline")
+        assert [line.get_attribute("data-repeat") for line in lines] == ["1", "2"]
+        # Unit 9 (position 4) rises by 1 per epoch in the test store: y falls left to right.
+        heights = [float(point.split(",")[1]) for point in lines[0].get_attribute("points").split()]
+        assert len(heights) == len(EPOCHS) and heights[0] > heights[1] > heights[2]
+        now = curve.find_element(By.CSS_SELECTOR, "line.now")
+        xs = [float(point.split(",")[0]) for point in lines[0].get_attribute("points").split()]
+        assert float(now.get_attribute("x1")) == pytest.approx(xs[1], abs=0.2)  # at epoch 1
+
+
+def test_layer_overview_shows_every_unit_and_a_click_opens_one(tmp_path, browser):
+    from selenium.webdriver import ActionChains
+    from selenium.webdriver.common.by import By
+
+    page, manifests = _two_condition_atlas(tmp_path)
+    browser.get(page.as_uri() + "#view=layer&layer=layer3&unit=0&epoch=2")
+    _wait_loaded(browser)
+    sheet = browser.find_element(By.CSS_SELECTOR, ".overview")
+    expected = f"runs/{manifests[0]['name']}/{manifests[0]['sprites']['e0002-layer3-r1']}"
+    assert sheet.get_attribute("data-src") == expected  # the layer's sheet, not per-unit strips
+    assert (sheet.size["width"], sheet.size["height"]) == (3 * 48, 2 * 48)  # 5 units in 3 columns
+    # Click the cell of the fourth unit (row 1, column 0): channel 7 opens in the unit view.
+    ActionChains(browser).move_to_element_with_offset(sheet, -sheet.size["width"] // 2 + 24,
+                                                      -sheet.size["height"] // 2 + 48 + 24).click().perform()
+    _wait_loaded(browser)
+    assert browser.find_element(By.ID, "view").get_attribute("value") == "unit"
+    assert browser.find_element(By.ID, "unit").get_attribute("value") == "7"
+    assert "view=unit" in browser.current_url and "unit=7" in browser.current_url
+    assert len(browser.find_elements(By.CSS_SELECTOR, "section.run")) == 2

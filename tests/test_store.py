@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from protoviz_core import open_prototypes
-from protoviz_core.store import ShardId, StoreError, build_index, read_shard, shard_path, write_shard
+from protoviz_core.store import (ShardId, StoreError, build_index, convert_shards, read_shard, shard_path,
+                                 write_shard)
 from protoviz_core.synthesis import Prototypes
 
 
@@ -99,3 +100,56 @@ def test_a_shard_rewritten_by_an_unfinished_extract_is_refused(store):
     with pytest.raises(StoreError, match="e0001-layer2-r1.pt: holds other channels than"):
         prototypes.images(rows)
     assert prototypes.images(prototypes.select(epoch=0, layer="layer2", repeat=1)).shape[0] == 3  # others still read
+
+
+def _smooth_prototypes(channels, size=32):
+    """Smooth images (a gradient per channel): what lossless PNG compresses well."""
+    ramp = torch.linspace(0, 1, size)
+    images = torch.stack([torch.stack([ramp[None, :].expand(size, size) * (c + 1) / 10,
+                                       ramp[:, None].expand(size, size), torch.full((size, size), 0.5)])
+                          for c in channels])
+    prototype = _prototypes(channels, size=size)
+    return Prototypes(**{**prototype.__dict__, "images": images})
+
+
+def test_png_shards_read_back_the_same_pixels_and_are_smaller_for_smooth_images(tmp_path):
+    shard = ShardId(0, "layer1", 1)
+    for image_format in ("raw", "png"):
+        write_shard(tmp_path / image_format, shard, "k", _smooth_prototypes([0, 3, 5, 8]), image_format=image_format)
+        build_index(tmp_path / image_format, [shard], aug="clrjit", seed=1)
+    raw, png = open_prototypes(tmp_path / "raw"), open_prototypes(tmp_path / "png")
+    for channels in ([0, 3, 5, 8], [8, 3], [5]):  # all, a reordered subset, one
+        rows = raw.select(channel=channels).set_index("channel").loc[channels].reset_index()
+        rows_png = png.select(channel=channels).set_index("channel").loc[channels].reset_index()
+        assert torch.equal(png.images(rows_png), raw.images(rows))
+    assert read_shard(shard_path(tmp_path / "png", shard)).keys() >= {"png", "png_offsets"}
+    assert "images" not in read_shard(shard_path(tmp_path / "png", shard))
+    assert shard_path(tmp_path / "png", shard).stat().st_size < 0.5 * shard_path(tmp_path / "raw", shard).stat().st_size
+
+
+def test_convert_shards_reencodes_only_other_formats_and_keeps_pixels_and_key(tmp_path):
+    shards = [ShardId(0, "layer1", 1), ShardId(1, "layer1", 1)]
+    write_shard(tmp_path, shards[0], "k0", _smooth_prototypes([1, 2]))
+    write_shard(tmp_path, shards[1], "k1", _smooth_prototypes([1, 2]), image_format="png")
+    build_index(tmp_path, shards, aug="clrjit", seed=1)
+    pixels = open_prototypes(tmp_path).images(open_prototypes(tmp_path).index)
+    stamp = shard_path(tmp_path, shards[1]).stat().st_mtime_ns
+    lines = []
+    assert convert_shards(tmp_path, shards, "png", log=lines.append) == 1  # only the raw one
+    assert shard_path(tmp_path, shards[1]).stat().st_mtime_ns == stamp and "re-encoded 1 shards as png" in lines[0]
+    converted = read_shard(shard_path(tmp_path, shards[0]))
+    assert converted["key"] == "k0" and "png" in converted and torch.equal(converted["channels"], torch.tensor([1, 2]))
+    store = open_prototypes(tmp_path)  # the old index still vouches for the converted shards
+    assert torch.equal(store.images(store.index), pixels)
+    assert convert_shards(tmp_path, shards, "raw", log=lines.append) == 2
+    assert torch.equal(open_prototypes(tmp_path).images(store.index), pixels)
+    assert convert_shards(tmp_path, shards, "raw", log=lines.append) == 0
+
+
+def test_a_png_shard_without_its_offsets_is_not_a_shard(tmp_path):
+    shard = ShardId(0, "layer1", 1)
+    path = write_shard(tmp_path, shard, "k", _smooth_prototypes([1]), image_format="png")
+    contents = dict(torch.load(path, weights_only=True))
+    del contents["png_offsets"]
+    torch.save(contents, path)
+    assert read_shard(path) is None

@@ -97,3 +97,23 @@ def test_a_selection_larger_than_a_layer_uses_all_its_channels_and_says_so(proje
     stdout = run_stage("extract", project, *EXTRACT_ARGS)
     assert "extract.channels_per_layer: 1000 is more than the 64 channels of layer1; using all 64" in stdout
     assert sorted(open_prototypes(project / "out/prototypes").index.channel) == list(range(64))
+
+
+def test_png_shards_hold_the_same_prototypes_and_switching_format_does_not_resynthesise(project):
+    write_params(project / "params.yaml", _extract_params(shard_format="png"))
+    run_stage("extract", project, *EXTRACT_ARGS)
+    shard = project / "out/prototypes/shards/e0002-layer1-r1.pt"
+    as_png = torch.load(shard, weights_only=True)
+    assert "png" in as_png and "images" not in as_png
+    png_pixels = open_prototypes(project / "out/prototypes").images(open_prototypes(project / "out/prototypes").index)
+
+    write_params(project / "params.yaml", _extract_params(shard_format="raw"))
+    stdout = run_stage("extract", project, *EXTRACT_ARGS)
+    assert "re-encoded 1 shards as raw" in stdout
+    as_raw = torch.load(shard, weights_only=True)
+    assert as_raw["key"] == as_png["key"] and torch.equal(as_raw["latents"], as_png["latents"])  # not synthesised again
+    store = open_prototypes(project / "out/prototypes")
+    assert torch.equal(store.images(store.index), png_pixels)
+    write_params(project / "params.yaml", _extract_params(shard_format="raw", cma_steps=2))  # a real change
+    run_stage("extract", project, *EXTRACT_ARGS)
+    assert torch.load(shard, weights_only=True)["key"] != as_raw["key"]
