@@ -3,7 +3,7 @@
 A new user's case: a randomly initialised torchvision classification network (not
 ResNet18, which the engine's defaults were chosen on), 16 evenly spaced channels of a
 mid-depth layer, the ``fourier`` prior at 64 px and the demo's budget (params.yaml:
-5 generations of 12 samples, sigma 1, then 30 Adam steps at lr 0.05).
+5 generations of 12 samples, sigma 1, then 30 Adam steps at lr 0.8).
 
 For each network, side by side on the same channels and seeds:
 
@@ -40,7 +40,7 @@ NETWORKS = [
     ("mobilenet_v2", "features.7.conv.0"),
     ("regnet_y_400mf", "trunk_output.block2"),
 ]
-DEMO_BUDGET = dict(cma_steps=5, cma_popsize=12, cma_sigma=1.0, adam_steps=30, adam_lr=0.05)
+DEMO_BUDGET = dict(cma_steps=5, cma_popsize=12, cma_sigma=1.0, adam_steps=30, adam_lr=0.8)
 
 
 @contextlib.contextmanager

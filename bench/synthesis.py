@@ -147,7 +147,7 @@ def main() -> None:
     p.add_argument("--cma-sigma", type=float, default=1.0)
     p.add_argument("--pycma-sigma", type=float, default=1.0)
     p.add_argument("--adam-steps", type=int, default=200)
-    p.add_argument("--adam-lr", type=float, default=0.05)
+    p.add_argument("--adam-lr", type=float, default=0.8)
     p.add_argument("--lucent-steps", type=int, default=256)
     p.add_argument("--device", default="cpu")
     p.add_argument("--max-batch", type=int, default=None)

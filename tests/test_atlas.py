@@ -198,3 +198,17 @@ def test_layer_overview_shows_every_unit_and_a_click_opens_one(tmp_path, browser
     assert browser.find_element(By.ID, "unit").get_attribute("value") == "7"
     assert "view=unit" in browser.current_url and "unit=7" in browser.current_url
     assert len(browser.find_elements(By.CSS_SELECTOR, "section.run")) == 2
+
+
+def test_a_run_part_from_before_strips_is_shown_from_its_layer_sheets(tmp_path, browser):
+    from selenium.webdriver.common.by import By
+
+    _, manifests = _two_condition_atlas(tmp_path)
+    old = {key: value for key, value in manifests[1].items() if key != "strips"}  # as an older report wrote it
+    page = write_viewer(tmp_path / "atlas", [manifests[0], old])
+    browser.get(page.as_uri() + "#layer=layer3&unit=7&epoch=1")
+    _wait_loaded(browser)
+    tiles = browser.find_elements(By.CSS_SELECTOR, "section.run .tile")
+    sources = [tile.get_attribute("data-src") for tile in tiles]
+    assert sources[:2] == [f"runs/{manifests[0]['name']}/{manifests[0]['strips']['layer3-c7']}"] * 2
+    assert sources[2:] == [f"runs/{old['name']}/{old['sprites'][f'e0001-layer3-r{r}']}" for r in (1, 2)]
