@@ -46,7 +46,8 @@ from protoviz_core.work import prune
 VIEWER = Path(__file__).with_name("atlas_viewer.html")
 MANIFEST = "manifest.json"
 RUNS_SCRIPT = "runs.js"
-STRIP_BLOCK = 64  # units whose strips are made from one read of the layer's shards: bounds memory
+STRIP_BLOCK = 32  # units whose strips are made from one read of the layer's shards: bounds memory
+_THUMBNAIL_CHUNK = 2048  # images scaled at a time (as float32: ~230 MB at 96 px)
 
 
 def write_run_part(
@@ -163,7 +164,9 @@ def _write_strips(
             if len(rows) != len(block) * len(repeats) * len(epochs):
                 raise MissingInputError(f"{store.root}: {layer} lacks epochs or repeats of units {block}; "
                                         "rerun the extract stage")
-            small = thumbnails(store.images(rows), thumb)  # (block * repeats * epochs, 3, t, t)
+            full = store.images(rows)  # uint8 (block * repeats * epochs, 3, S, S)
+            small = torch.cat([thumbnails(full[i : i + _THUMBNAIL_CHUNK], thumb)
+                               for i in range(0, len(full), _THUMBNAIL_CHUNK)])
             per_unit = len(repeats) * len(epochs)
             for i, channel in enumerate(block):
                 strip = grid(small[i * per_unit : (i + 1) * per_unit], len(epochs), gap=0)

@@ -210,6 +210,7 @@ def write_comparison(
                              panel_order=[r for r in READOUTS if r in set(stats.readout)],
                              title="Linear-probe accuracy, mean ± SEM over seeds")
         page.image(save_figure(figure, out / "probe.png"), "probe accuracy per condition")
+        stats.to_csv(out / "probe.csv", index=False)  # the figure's numbers: readout, aug, epoch, mean, sem, n
         final = mean_sem(final_values(probe).assign(readout=lambda f: f.key.map(readout_of)),
                          ["aug", "readout"])
         final_table = final.rename(columns={"aug": "condition", "n": "seeds"})

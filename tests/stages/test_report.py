@@ -86,6 +86,10 @@ def test_report_and_comparison_of_both_conditions(project):
     keepclr_probe = pd.read_csv(tmp_path / "plots/probe.csv")  # the workspace now holds the keepclr run
     assert final.set_index(["condition", "readout"]).loc[("keepclr", "logreg"), "mean"] == \
         pytest.approx(keepclr_probe.logreg.iloc[-1])
+    per_epoch = pd.read_csv(comparison / "probe.csv")  # the probe figure's numbers
+    last = per_epoch[per_epoch.epoch == per_epoch.epoch.max()].set_index(["aug", "readout"])
+    assert last.loc[("keepclr", "logreg"), "mean"] == pytest.approx(keepclr_probe.logreg.iloc[-1])
+    assert sorted(per_epoch.epoch.unique()) == sorted(keepclr_probe.epoch)
     diversity = pd.read_csv(comparison / "diversity.csv")
     assert set(diversity.aug) == {"clrjit", "keepclr"} and set(diversity.layer) == {"layer1", "layer2"}
     page = comparison / "index.html"
