@@ -39,6 +39,35 @@ def test_e_epochs_give_e_plus_1_loadable_checkpoints(tmp_path, tiny_images, tiny
     assert not torch.equal(before["conv1.weight"], after["conv1.weight"])
 
 
+def test_epoch_0_is_the_initial_weights_with_batchnorm_statistics_measured_on_the_images(tmp_path, tiny_images,
+                                                                                          tiny_train):
+    from protoviz_core.simclr import NORMALIZE, SimCLR
+    from protoviz_core.training import seed_everything
+
+    result = _train(tiny_images, tiny_train.model_copy(update={"epochs": 1}), tmp_path)
+    saved = _weights(result.checkpoints[0])
+    seed_everything(1)  # the training seed: the same initial weights
+    fresh = SimCLR().backbone
+    placeholders = fresh.state_dict()
+    for key, value in saved.items():
+        if "running_" in key:
+            assert not torch.equal(value, placeholders[key]), key  # measured, not the 0/1 placeholders
+        elif "num_batches_tracked" not in key:
+            assert torch.equal(value, placeholders[key]), key  # no weight changed
+    # The statistics are those of the un-augmented, normalised images: one pass in train mode, in
+    # training-size batches, averaging the batches' statistics.
+    mean = torch.tensor(NORMALIZE["mean"]).view(1, 3, 1, 1)
+    std = torch.tensor(NORMALIZE["std"]).view(1, 3, 1, 1)
+    fresh.bn1.reset_running_stats()
+    fresh.bn1.momentum = None  # a cumulative average over the batches
+    with torch.no_grad():
+        for start in range(0, len(tiny_images), tiny_train.batch_size):
+            batch = torch.from_numpy(tiny_images[start : start + tiny_train.batch_size]).float() / 255
+            fresh.train()((batch - mean) / std)
+    torch.testing.assert_close(saved["bn1.running_mean"], fresh.bn1.running_mean)
+    torch.testing.assert_close(saved["bn1.running_var"], fresh.bn1.running_var)
+
+
 class _Killed(Exception):
     pass
 

@@ -1,0 +1,65 @@
+"""Measurement: what BatchNorm's placeholder statistics do to epoch 0's linear probe.
+
+A fresh ResNet18's BatchNorm running statistics are placeholders (mean 0, variance 1).
+This probes one checkpoint's backbone (by default the run's epoch 0) twice, with the
+demo's probe params: with the placeholders (``reset_running_stats``), as epoch 0 was
+evaluated before the train stage measured them, and with statistics measured on the
+unlabeled images (``torch.optim.swa_utils.update_bn``, what the train stage now saves).
+
+    python bench/epoch0_batchnorm.py                       # out/checkpoints/epoch_0000.pt, data/stl10_binary
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from protoviz_core.checkpoints import load_backbone  # noqa: E402
+from protoviz_core.config import load_params  # noqa: E402
+from protoviz_core.probe import extract_features, probe_accuracies  # noqa: E402
+from protoviz_core.stl10 import read_images, read_labels  # noqa: E402
+from protoviz_core.training import CALIBRATION_IMAGES  # noqa: E402
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", default="out/checkpoints/epoch_0000.pt")
+    p.add_argument("--data", default="data/stl10_binary")
+    p.add_argument("--params", default="params.yaml")
+    args = p.parse_args()
+    params = load_params(args.params)
+    size = params.data.image_size
+    splits = {name: read_images(args.data, name, size) for name in ("train", "test")}
+    labels = {name: read_labels(args.data, name) for name in ("train", "test")}
+    unlabeled = read_images(args.data, "unlabeled", size)[:CALIBRATION_IMAGES]
+    backbone, meta = load_backbone(args.checkpoint)
+    mean = torch.tensor(meta["normalize"]["mean"]).view(1, 3, 1, 1)
+    std = torch.tensor(meta["normalize"]["std"]).view(1, 3, 1, 1)
+    batch = params.train.batch_size
+    print(f"{args.checkpoint}; {args.data}; probe params of {args.params}\n")
+    print("| BatchNorm running statistics | logreg | linearsvc | adam |")
+    print("|---|---|---|---|")
+    for label in ("placeholders (mean 0, variance 1)", f"measured on {len(unlabeled)} unlabeled images"):
+        if label.startswith("placeholders"):
+            for module in backbone.modules():
+                if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                    module.reset_running_stats()
+        else:
+            batches = ((torch.from_numpy(np.ascontiguousarray(unlabeled[i : i + batch])).float() / 255 - mean) / std
+                       for i in range(0, len(unlabeled), batch))
+            with torch.no_grad():
+                torch.optim.swa_utils.update_bn(batches, backbone)
+        features = {name: extract_features(backbone, images, meta["normalize"]).numpy()
+                    for name, images in splits.items()}
+        scores = probe_accuracies(features["train"], labels["train"], features["test"], labels["test"], params.probe)
+        print(f"| {label} | " + " | ".join(f"{scores[r]:.3f}" for r in ("logreg", "linearsvc", "adam")) + " |",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()
