@@ -11,7 +11,8 @@ channels and image prior (``fourier``) for every row:
     compared per prototype;
 (d) Lucent (torch-lucent 0.1.8) batched: one image per channel, Fourier
     parameterisation with decorrelated colour, the centre-neuron objectives summed
-    over the batch, Adam lr 0.05, no augmentation transforms (like (a)).
+    over the batch, Adam at render_vis's default lr 0.05 (``--lucent-lr``), no
+    augmentation transforms (like (a)).
 
 Every row's final images are scored the same way: each channel's centre
 activation on its own image. "time to reach" is when (a)'s running mean
@@ -123,6 +124,7 @@ def run_lucent(model, layer, channels, args, device, steps):
         warnings.simplefilter("ignore")
         images = render.render_vis(
             model, objective, lambda: param.image(size, batch=len(channels)), transforms=[],
+            optimizer=lambda params: torch.optim.Adam(params, lr=args.lucent_lr),
             thresholds=tuple(thresholds), show_image=False, progress=False, fixed_image_size=size,
         )
     elapsed = time.perf_counter() - started
@@ -149,6 +151,7 @@ def main() -> None:
     p.add_argument("--adam-steps", type=int, default=200)
     p.add_argument("--adam-lr", type=float, default=0.8)
     p.add_argument("--lucent-steps", type=int, default=256)
+    p.add_argument("--lucent-lr", type=float, default=0.05, help="Lucent's Adam lr (render_vis's default: 0.05)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--max-batch", type=int, default=None)
     args = p.parse_args()
@@ -196,8 +199,8 @@ def main() -> None:
 
     print(f"\nmodel: {'checkpoint ' + args.checkpoint if args.checkpoint else 'ResNet18, random weights (seed 0)'}; "
           f"layers {args.layers}; {args.image_size} px; prior {args.generator}; device {device}; "
-          f"(a)/(b): CMA {args.cma_steps} x {args.cma_popsize}, sigma {args.cma_sigma}, Adam {args.adam_steps}; "
-          f"(d): {args.lucent_steps} steps\n")
+          f"(a)/(b): CMA {args.cma_steps} x {args.cma_popsize}, sigma {args.cma_sigma}, Adam {args.adam_steps} at lr "
+          f"{args.adam_lr}; (d): {args.lucent_steps} steps at lr {args.lucent_lr}\n")
     print("| row | prototypes | wall time (s) | prototypes/s | mean act | median act | dead fraction |")
     print("|---|---|---|---|---|---|---|")
     for name, row in rows.items():
