@@ -48,18 +48,23 @@ from protoviz_core.synthesis import Prototypes  # noqa: E402
 
 THUMB = 64
 
-CHROMIUM_SCRIPT = """
-import sys, tempfile, time
+# Headless Chromium through Selenium, in a child process (a hung page cannot stall the bench).
+DRIVER = """
+import json, sys, tempfile, time
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
-url, condition, timeout = sys.argv[1], sys.argv[2], float(sys.argv[3])
 options = webdriver.ChromeOptions()
 options.binary_location = "/usr/bin/chromium"
 for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
              "--disable-background-networking", f"--user-data-dir={tempfile.mkdtemp()}"):
     options.add_argument(flag)
 driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+"""
+CHROMIUM_SCRIPT = DRIVER + """
+url, condition, timeout = sys.argv[1], sys.argv[2], float(sys.argv[3])
 driver.set_page_load_timeout(timeout)
 started = time.perf_counter()
 try:
@@ -73,20 +78,8 @@ finally:
 """
 ATLAS_READY = ("const t = [...document.querySelectorAll('.tile')];"
                "return t.length > 0 && t.every((e) => e.dataset.state === 'loaded');")
-SCRUB_SCRIPT = """
-import json, sys, tempfile
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
-from selenium.webdriver.common.by import By
-from selenium.webdriver.common.keys import Keys
-from selenium.webdriver.support.ui import WebDriverWait
+SCRUB_SCRIPT = DRIVER + """
 url, condition, steps = sys.argv[1], sys.argv[2], int(sys.argv[3])
-options = webdriver.ChromeOptions()
-options.binary_location = "/usr/bin/chromium"
-for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-             "--disable-background-networking", f"--user-data-dir={tempfile.mkdtemp()}"):
-    options.add_argument(flag)
-driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
 try:
     driver.get(url)
     WebDriverWait(driver, 60).until(lambda d: d.execute_script(condition))
