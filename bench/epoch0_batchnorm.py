@@ -15,7 +15,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -23,7 +22,7 @@ from protoviz_core.checkpoints import load_backbone  # noqa: E402
 from protoviz_core.config import load_params  # noqa: E402
 from protoviz_core.probe import extract_features, probe_accuracies  # noqa: E402
 from protoviz_core.stl10 import read_images, read_labels  # noqa: E402
-from protoviz_core.training import CALIBRATION_IMAGES  # noqa: E402
+from protoviz_core.training import CALIBRATION_IMAGES, with_measured_batchnorm  # noqa: E402
 
 
 def main() -> None:
@@ -38,22 +37,18 @@ def main() -> None:
     labels = {name: read_labels(args.data, name) for name in ("train", "test")}
     unlabeled = read_images(args.data, "unlabeled", size)[:CALIBRATION_IMAGES]
     backbone, meta = load_backbone(args.checkpoint)
-    mean = torch.tensor(meta["normalize"]["mean"]).view(1, 3, 1, 1)
-    std = torch.tensor(meta["normalize"]["std"]).view(1, 3, 1, 1)
     batch = params.train.batch_size
     print(f"{args.checkpoint}; {args.data}; probe params of {args.params}\n")
     print("| BatchNorm running statistics | logreg | linearsvc | adam |")
     print("|---|---|---|---|")
-    for label in ("placeholders (mean 0, variance 1)", f"measured on {len(unlabeled)} unlabeled images"):
+    measured = len(unlabeled) // batch * batch
+    for label in ("placeholders (mean 0, variance 1)", f"measured on {measured} unlabeled images"):
         if label.startswith("placeholders"):
             for module in backbone.modules():
                 if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
                     module.reset_running_stats()
         else:
-            batches = ((torch.from_numpy(np.ascontiguousarray(unlabeled[i : i + batch])).float() / 255 - mean) / std
-                       for i in range(0, len(unlabeled), batch))
-            with torch.no_grad():
-                torch.optim.swa_utils.update_bn(batches, backbone)
+            backbone = with_measured_batchnorm(backbone, unlabeled, torch.device("cpu"), batch)  # the train stage's
         features = {name: extract_features(backbone, images, meta["normalize"]).numpy()
                     for name, images in splits.items()}
         scores = probe_accuracies(features["train"], labels["train"], features["test"], labels["test"], params.probe)

@@ -151,35 +151,45 @@ def _backbone_weights(model: SimCLR) -> dict[str, torch.Tensor]:
 CALIBRATION_IMAGES = 10_000  # at most this many unlabeled images measure epoch 0's BatchNorm statistics
 
 
-def _initial_backbone_weights(model: SimCLR, images: np.ndarray, device: torch.device,
-                              batch_size: int) -> dict[str, torch.Tensor]:
-    """The backbone before training, as epoch 0's checkpoint: its weights, BatchNorm statistics measured on data.
+def with_measured_batchnorm(backbone: torch.nn.Module, images: np.ndarray, device: torch.device,
+                            batch_size: int) -> torch.nn.Module:
+    """A copy of ``backbone`` whose BatchNorm running statistics are measured on ``images``.
 
-    A fresh network's BatchNorm running statistics are placeholders (mean 0, variance 1)
-    that no data produced. Evaluated with them, epoch 0 would compute a function the
-    network never computes in training, where BatchNorm normalises with batch
-    statistics, while every later checkpoint holds statistics gathered from training
-    batches; on the demo data the placeholders alone moved epoch 0's linear probe by
-    about 20 points. So epoch 0 gets statistics averaged over the first
-    :data:`CALIBRATION_IMAGES` images, un-augmented and normalised
-    (``torch.optim.swa_utils.update_bn``, no weight changes, no random numbers drawn).
-    Training itself starts from ``model`` untouched.
+    Epoch 0's checkpoint is the initial weights with such statistics. A fresh
+    network's BatchNorm running statistics are placeholders (mean 0, variance 1) that
+    no data produced. Evaluated with them, epoch 0 would compute a function the network
+    never computes in training, where BatchNorm normalises with batch statistics, while
+    every later checkpoint holds statistics gathered from training batches; on the demo
+    data the placeholders alone moved epoch 0's linear probe by about 20 points
+    (bench/epoch0_batchnorm.py). The statistics are averaged over the full batches of
+    the first :data:`CALIBRATION_IMAGES` images, un-augmented and normalised
+    (``torch.optim.swa_utils.update_bn``): no weight changes, no random numbers drawn.
 
     Args:
-        images: uint8 (N, 3, S, S), the training images.
+        images: uint8 (N, 3, S, S), N >= batch_size (e.g. the training images).
 
     Returns:
-        The backbone's state dict, on the CPU.
+        The copy, on ``device``; ``backbone`` itself is untouched.
     """
-    backbone = copy.deepcopy(model.backbone).to(device)
+    measured = copy.deepcopy(backbone).to(device)
     mean = torch.tensor(NORMALIZE["mean"]).view(1, 3, 1, 1)
     std = torch.tensor(NORMALIZE["std"]).view(1, 3, 1, 1)
-    count = min(len(images), CALIBRATION_IMAGES)
-    batches = ((torch.from_numpy(np.ascontiguousarray(images[start : min(start + batch_size, count)])).float() / 255
+    # Full batches only, as in training (drop_last): a leftover of one image cannot be
+    # normalised at a 1x1 feature map, and update_bn weights every batch alike.
+    count = max(min(len(images), CALIBRATION_IMAGES) // batch_size, 1) * batch_size
+    batches = ((torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size])).float() / 255
                 - mean) / std for start in range(0, count, batch_size))
     with torch.no_grad():
-        torch.optim.swa_utils.update_bn(batches, backbone, device=device)
-    return {k: v.detach().to("cpu", copy=True) for k, v in backbone.state_dict().items()}
+        torch.optim.swa_utils.update_bn(batches, measured, device=device)
+    return measured
+
+
+def _initial_backbone_weights(model: SimCLR, images: np.ndarray, device: torch.device,
+                              batch_size: int) -> dict[str, torch.Tensor]:
+    """Epoch 0's checkpoint: the backbone before training, BatchNorm statistics measured
+    (:func:`with_measured_batchnorm`); training itself starts from ``model`` untouched. On the CPU."""
+    measured = with_measured_batchnorm(model.backbone, images, device, batch_size)
+    return {k: v.detach().to("cpu", copy=True) for k, v in measured.state_dict().items()}
 
 
 def _same_weights(saved: dict[str, torch.Tensor], replayed: dict[str, torch.Tensor]) -> bool:
@@ -337,6 +347,10 @@ def _refill(holes, last_finished, state, *, seed, config, device, run_epochs, sa
     checkpoint on disk (or against the resume state when the last hole is the last
     finished epoch), and against every intact checkpoint on the way; only when all
     agree are the missing checkpoints written.
+
+    A missing epoch 0 is made again from the seeded initial weights and a new measurement
+    of its BatchNorm statistics, which nothing on disk can check: on a CPU it is
+    bit-exact (tested); on a GPU it matches up to the device's rounding.
 
     Raises:
         CheckpointError: the replay does not reproduce the run (a non-deterministic device).
