@@ -29,11 +29,8 @@ import argparse
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import torch
@@ -42,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.store_scale import LAYER_CHANNELS, size_on_disk, smooth_images, timed  # noqa: E402
 from protoviz_core.store import ShardId, build_index, open_prototypes, write_shard  # noqa: E402
 from protoviz_core.synthesis import Prototypes  # noqa: E402
+from tests.helpers import free_port, wait_until_answering  # noqa: E402
 
 RUNS = [f"{aug}-seed{seed}" for aug in ("clrjit", "keepclr") for seed in (1, 2, 3)]
 BIN = Path(sys.executable).parent  # dvc and moto_server of this environment
@@ -99,24 +97,16 @@ def new_repo(path: Path) -> Path:
 @contextlib.contextmanager
 def s3_server():
     """moto's S3 API server on a free port of 127.0.0.1 with the bucket ``protoviz``; yields its URL."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     server = subprocess.Popen([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     endpoint = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(600):
-            try:
-                urllib.request.build_opener(urllib.request.ProxyHandler({})).open(endpoint, timeout=1)
-                break
-            except OSError:
-                time.sleep(0.1)
+        wait_until_answering(endpoint, server, 60)
         import boto3
 
-        boto3.client("s3", endpoint_url=endpoint, **{k.lower(): v for k, v in S3_ENV.items()
-                                                      if k != "AWS_DEFAULT_REGION"},
-                     region_name="us-east-1").create_bucket(Bucket="protoviz")
+        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing",
+                     aws_secret_access_key="testing").create_bucket(Bucket="protoviz")
         yield endpoint
     finally:
         server.terminate()
@@ -177,10 +167,12 @@ def main() -> None:
     status_seconds = [dvc(study, "status") for _ in range(3)]
     open_seconds, unit_seconds, unit_images = unit_read(study / "study" / RUNS[0])
     everywhere = {}
-    across_runs = timed(lambda: everywhere.update(n=sum(
-        len(open_prototypes(study / "study" / RUNS[i % len(RUNS)]).images(
-            open_prototypes(study / "study" / RUNS[i % len(RUNS)]).select(layer="layer4", channel=17)))
-        for i in range(args.runs))))
+
+    def unit_in_every_run():
+        stores = [open_prototypes(study / "study" / RUNS[i % len(RUNS)]) for i in range(args.runs)]
+        everywhere["n"] = sum(len(s.images(s.select(layer="layer4", channel=17))) for s in stores)
+
+    across_runs = timed(unit_in_every_run)
     shutil.rmtree(study)  # room for the transfer rows
 
     # 2. One run, raw and png, pushed and pulled to both remotes.

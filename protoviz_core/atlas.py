@@ -88,6 +88,7 @@ def write_run_part(
     channels = {layer: sorted(int(c) for c in index[index.layer == layer].channel.unique()) for layer in layers}
     columns = {layer: max(1, math.ceil(math.sqrt(len(chosen)))) for layer, chosen in channels.items()}
     sprites: dict[str, str] = {}
+    shard_keys: dict[str, list[str]] = {layer: [] for layer in layers}  # every shard's, for the strips' names
     activations = {layer: [] for layer in layers}  # [epoch index][repeat index][channel index]
     for epoch in epochs:
         for layer in layers:
@@ -97,7 +98,9 @@ def write_run_part(
                 if list(rows.channel) != channels[layer]:
                     raise MissingInputError(f"{store.root}: epoch {epoch} {layer} repeat {repeat} lacks channels; "
                                      "rerun the extract stage")
-                key = f"{store.shard_keys(epoch=epoch, layer=layer, repeat=repeat)}:{thumb}:{columns[layer]}"
+                shard_key = store.shard_keys(epoch=epoch, layer=layer, repeat=repeat)
+                shard_keys[layer].append(str(shard_key))
+                key = f"{shard_key}:{thumb}:{columns[layer]}"
                 digest = hashlib.sha256(key.encode()).hexdigest()[:12]
                 cell = f"e{epoch:04d}-{layer}-r{repeat}"
                 sprites[cell] = f"sprites/{cell}-{digest}.jpg"
@@ -111,7 +114,7 @@ def write_run_part(
         on_epoch(epoch)
     prune(folder / "sprites", [Path(p).name for p in sprites.values()], log, pattern="*.jpg")
     log(f"atlas {name}: one strip per unit across epochs (for scrubbing)")
-    strips = _write_strips(store, folder, channels, epochs, repeats, thumb)
+    strips = _write_strips(store, folder, channels, shard_keys, epochs, repeats, thumb)
     prune(folder / "strips", [Path(p).name for p in strips.values()], log, pattern="*.jpg")
 
     mask_files: dict[str, str] = {}
@@ -139,8 +142,8 @@ def strip_name(layer: str, channel: int) -> str:
 
 
 def _write_strips(
-    store: PrototypeStore, folder: Path, channels: dict[str, list[int]], epochs: list[int], repeats: list[int],
-    thumb: int,
+    store: PrototypeStore, folder: Path, channels: dict[str, list[int]], shard_keys: dict[str, list[str]],
+    epochs: list[int], repeats: list[int], thumb: int,
 ) -> dict[str, str]:
     """One JPEG strip per (layer, unit): row r = repeat r, column e = epoch e, in manifest order.
 
@@ -148,12 +151,16 @@ def _write_strips(
     holds that block's images at every epoch and repeat (about 0.2 GB per copy for a
     101-epoch run at 96 px), whatever the layer's width.
 
+    Args:
+        shard_keys: per layer, the keys of all its shards (every epoch and repeat): a strip
+            is named by them, so it is remade when any of them changes.
+
     Returns:
         {``strip_name(layer, channel)``: path relative to ``folder``}.
     """
     strips: dict[str, str] = {}
     for layer, chosen in channels.items():
-        layer_key = "|".join(store.shard_keys(layer=layer))  # every epoch's and repeat's shard
+        layer_key = "|".join(shard_keys[layer])
         todo = []
         for channel in chosen:
             digest = hashlib.sha256(f"{layer_key}:{thumb}:{channel}:{epochs}:{repeats}".encode()).hexdigest()[:12]
