@@ -39,7 +39,8 @@ from protoviz_core.masks import MaskSet
 from protoviz_core.metric_keys import QUANTITIES, READOUTS, distance_key, in_view, layer_of, probe_key, view_label
 from protoviz_core.montage import grid, thumbnails
 from protoviz_core.store import PrototypeStore
-from protoviz_core.units import spaced_channels
+from protoviz_core.simclr import build_backbone
+from protoviz_core.units import spaced_channels, unit_position
 from protoviz_core.work import prune
 
 if TYPE_CHECKING:
@@ -50,6 +51,23 @@ PAGE_THUMB = 48  # pixels per prototype in the page's inlined grids
 
 class ReportError(ProtovizError, ValueError):
     """The inputs cannot make the report asked for; the message names the param or file."""
+
+
+def unit_position_note(layer: str, image_size: int) -> str:
+    """Where the unit whose prototypes are shown sits, e.g. for layer4 at 48 px (a 2 x 2 map).
+
+    Every prototype maximises one unit per channel, the middle one of the layer's map.
+    A map with an even side has no middle unit; the one read is up and left of the
+    centre by half a unit's stride, and its prototypes and receptive field with it.
+    """
+    (height, width), (row, column) = unit_position(build_backbone().eval(), layer, image_size)
+    where = f"{layer}'s map is {height} x {width} at {image_size} px; the unit read is ({row}, {column})"
+    if height % 2 and width % 2:
+        return f"{where}, its centre."
+    up = image_size / 2 - (row + 0.5) * image_size / height  # pixels from the image's centre
+    left = image_size / 2 - (column + 0.5) * image_size / width
+    return (f"{where}: an even side has no middle unit, so it is {up:g} px up and {left:g} px left of the "
+            "image's centre, and its prototypes and receptive field sit off-centre by as much.")
 
 
 def montage_units(store: PrototypeStore, settings: ReportParams) -> list[tuple[str, int]]:
@@ -120,7 +138,7 @@ def write_run_report(
         images = masked_images(store.images(rows), last_masks[layer])
         path = save_image(grid(images), out / f"prototypes_{layer}.png")
         page.text(f"{layer}: {len(rows)} channels ({int(rows.channel.min())}..{int(rows.channel.max())}), "
-                  "row by row in channel order")
+                  f"row by row in channel order. {unit_position_note(layer, images.shape[-1])}")
         # The page stays small at full scale (960 channels): it inlines thumbnails, the file has every pixel.
         small = io.BytesIO()
         grid(thumbnails(images, PAGE_THUMB)).save(small, format="PNG")

@@ -1,10 +1,22 @@
-"""An offline, STL10-like data set where shape carries the class and colour does not.
+"""An offline, STL10-like data set built so that SimCLR's augmentations leave only the class.
 
-Ten classes differ by shape or texture (stripes, checkerboard, rings, disc, ...);
-every image gets its own random two-colour palette. Colour therefore identifies an
-image but says nothing about its class: a SimCLR network trained without colour
-jitter can match two views by palette alone and learns weaker shape features —
-the paper's clrjit-vs-keepclr effect (Sec. 2.2) in miniature.
+Each image is a scatter of one class's element (disc, ring, square, triangle, plus,
+...) on a jittered grid. Everything else that varies between images of a class is
+what SimCLR's augmentations already vary between two views of one image:
+
+- position, spacing and size of the elements: random resized crops move and rescale
+  them, and any crop of 8% of the image or more still holds an element, so the
+  class survives cropping;
+- colour: each image has its own palette (a hue and its complement, with random
+  saturation and value), and the hues span 0.4 of the colour wheel, the range of
+  the colour jitter's hue shift (+-0.2).
+
+With colour jitter (``aug: clrjit``), two views of one image differ in colour as
+much as two images do, so matching views needs the element's shape: the class.
+Without it (``keepclr``), the palette alone tells images apart and the network learns
+that shortcut instead: the paper's clrjit-vs-keepclr effect (Sec. 2.2) in miniature.
+A randomly initialised network reads the class poorly from these images (its
+features mix colour with shape), so learning shows in the linear probes.
 
 The set is a pure function of (seed, sizes, image size) and is written in the exact
 STL10 binary layout (:mod:`protoviz_core.stl10`), so the real reader runs on it.
@@ -12,6 +24,7 @@ STL10 binary layout (:mod:`protoviz_core.stl10`), so the real reader runs on it.
 
 from __future__ import annotations
 
+import colorsys
 from pathlib import Path
 from typing import Callable
 
@@ -20,92 +33,87 @@ import numpy as np
 from protoviz_core.stl10 import SplitWriter
 
 CLASS_NAMES = (
-    "horizontal_stripes",
-    "vertical_stripes",
-    "diagonal_stripes",
-    "checkerboard",
-    "rings",
     "disc",
+    "ring",
     "square",
+    "hollow_square",
     "triangle",
+    "plus",
     "cross",
-    "dots",
+    "horizontal_bar",
+    "vertical_bar",
+    "diamond",
 )
 _SPLIT_STREAM = {"unlabeled": 0, "train": 1, "test": 2}  # independent RNG stream per split
 _CHUNK = 1024  # images generated and written at a time: bounds memory at any size
+_HUE_SPAN = 0.4  # palette hues span what the colour jitter's hue shift (+-0.2) covers
+# Element spacing in pixels at 48 px (scaled with the image size): 3-5 elements across,
+# so a crop of 8% of the image (14 px at 48 px) still holds one.
+_SPACING_AT_48 = (9.0, 16.0)
+_POSITION_JITTER = 0.15  # of the spacing, per element
+_DROPOUT = 0.15  # fraction of grid cells left empty, so the grid is not perfect
 
 
-def _smooth_step(signed_distance: np.ndarray, width: float) -> np.ndarray:
-    """0 outside, 1 inside, a soft (anti-aliased) edge of ``width`` around 0."""
-    return np.clip(0.5 + signed_distance / width, 0.0, 1.0)
+def _element_distance(label: int, dy: np.ndarray, dx: np.ndarray, radius: float) -> np.ndarray:
+    """Signed distance in pixels, positive inside the class's element centred at (0, 0).
 
-
-def _class_masks(labels: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
-    """Foreground masks (n, S, S) in [0, 1], one pattern per class, randomly placed.
-
-    Position, scale, spatial frequency and a small tilt vary per image so that a
-    class is a family of images, not one picture.
+    Args:
+        dy, dx: (S, S) offsets from the nearest element's centre, in pixels.
+        radius: the element's half size in pixels.
     """
-    n = len(labels)
-    axis = np.linspace(-1.0, 1.0, size, dtype=np.float32)
-    y, x = np.meshgrid(axis, axis, indexing="ij")  # (S, S) each, y down, x right
-    y, x = y[None], x[None]  # (1, S, S)
-
-    def per_image(low: float, high: float) -> np.ndarray:
-        return rng.uniform(low, high, size=(n, 1, 1)).astype(np.float32)
-
-    centre_y, centre_x = per_image(-0.3, 0.3), per_image(-0.3, 0.3)
-    radius = per_image(0.35, 0.65)
-    frequency = per_image(3.0, 6.0)  # stripe periods across the image
-    phase = per_image(0.0, 2 * np.pi)
-    tilt = per_image(-0.15, 0.15)  # radians
-    edge = 4.0 / size  # about two pixels of soft edge
-    dy, dx = y - centre_y, x - centre_x
-    ty = np.cos(tilt) * y + np.sin(tilt) * x  # tilted coordinates for the textures
-    tx = np.cos(tilt) * x - np.sin(tilt) * y
-    diagonal_sign = np.where(rng.random((n, 1, 1)) < 0.5, -1.0, 1.0).astype(np.float32)
-    wave = lambda u: np.sin(np.pi * frequency * u + phase)  # noqa: E731
-
-    patterns: dict[int, Callable[[], np.ndarray]] = {
-        0: lambda: _smooth_step(wave(ty), 0.3),
-        1: lambda: _smooth_step(wave(tx), 0.3),
-        2: lambda: _smooth_step(wave((tx + diagonal_sign * ty) / np.sqrt(2)), 0.3),
-        3: lambda: _smooth_step(wave(tx) * np.sin(np.pi * frequency * ty), 0.1),
-        4: lambda: _smooth_step(np.sin(np.pi * frequency * np.hypot(dy, dx) + phase), 0.3),
-        5: lambda: _smooth_step(radius - np.hypot(dy, dx), edge),
-        6: lambda: _smooth_step(radius * 0.85 - np.maximum(abs(dy), abs(dx)), edge),
-        # upward triangle: below the apex lines and above the base
-        7: lambda: _smooth_step(
-            np.minimum(radius * 0.6 - dy, (dy + radius) * 0.5 - abs(dx)), edge
-        ),
-        8: lambda: _smooth_step(
-            np.maximum(radius * 0.3 - abs(dy), radius * 0.3 - abs(dx))
-            * (np.maximum(abs(dy), abs(dx)) < radius),
-            edge,
-        ),
-        9: lambda: _smooth_step(
-            0.6 - np.hypot(np.sin(np.pi * frequency * ty / 2), np.sin(np.pi * frequency * tx / 2)),
-            0.2,
-        ),
-    }
-    masks = np.empty((n, size, size), dtype=np.float32)
-    for label, pattern in patterns.items():
-        chosen = labels == label
-        if chosen.any():
-            masks[chosen] = np.broadcast_to(pattern(), (n, size, size))[chosen]
-    return masks
+    r = radius
+    ady, adx = np.abs(dy), np.abs(dx)
+    round_distance = np.hypot(dy, dx)
+    box_distance = np.maximum(ady, adx)
+    stroke = 0.28 * r  # half width of the plus's, cross's and bars' strokes
+    if label == 0:  # disc
+        return r - round_distance
+    if label == 1:  # ring
+        return 0.25 * r - np.abs(round_distance - 0.7 * r)
+    if label == 2:  # square
+        return 0.8 * r - box_distance
+    if label == 3:  # hollow square
+        return 0.2 * r - np.abs(box_distance - 0.7 * r)
+    if label == 4:  # triangle, apex up: below both slanted sides and above the base
+        return np.minimum(0.6 * r - dy, (dy + r) * 0.5 - adx)
+    if label == 5:  # plus
+        return np.minimum(np.maximum(stroke - ady, stroke - adx), r - box_distance)
+    if label == 6:  # cross (x)
+        u, v = np.abs(dx + dy) / np.sqrt(2), np.abs(dx - dy) / np.sqrt(2)
+        return np.minimum(np.maximum(stroke - u, stroke - v), r - round_distance)
+    if label == 7:  # horizontal bar
+        return np.minimum(stroke - ady, r - adx)
+    if label == 8:  # vertical bar
+        return np.minimum(stroke - adx, r - ady)
+    if label == 9:  # diamond
+        return 0.95 * r - (ady + adx)
+    raise ValueError(f"label {label} is not a class (0..{len(CLASS_NAMES) - 1})")
 
 
-def _random_palettes(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Foreground and background RGB colours (n, 3) in [0, 1] that stay distinguishable."""
-    foreground = rng.random((n, 3), dtype=np.float32)
-    background = rng.random((n, 3), dtype=np.float32)
-    # Push pairs with too little contrast apart so that the shape stays visible.
-    gap = background - foreground
-    too_close = np.linalg.norm(gap, axis=1) < 0.45
-    direction = np.where(foreground[too_close] < 0.5, 1.0, -1.0)
-    foreground[too_close] = np.clip(foreground[too_close] + 0.5 * direction, 0, 1)
-    return foreground, background
+def _element_mask(label: int, size: int, rng: np.random.Generator) -> np.ndarray:
+    """(S, S) foreground in [0, 1]: the class's element on a randomly placed, jittered grid."""
+    spacing = rng.uniform(*_SPACING_AT_48) * size / 48.0  # pixels between element centres
+    radius = spacing * rng.uniform(0.28, 0.36)
+    origin = rng.uniform(0.0, spacing, size=2)  # (y, x) of the grid, so elements sit anywhere
+    cells = int(np.ceil(size / spacing)) + 2
+    jitter = rng.uniform(-_POSITION_JITTER, _POSITION_JITTER, size=(cells, cells, 2))
+    present = rng.random((cells, cells)) >= _DROPOUT
+    pixel = np.arange(size) + 0.5
+    grid_y, grid_x = (pixel - origin[0]) / spacing, (pixel - origin[1]) / spacing  # (S,) in cells
+    cell_y, cell_x = np.floor(grid_y).astype(int), np.floor(grid_x).astype(int)
+    rows, cols = cell_y[:, None] + 1, cell_x[None, :] + 1  # +1: the origin shift can reach cell -1
+    dy = ((grid_y - cell_y)[:, None] - 0.5 - jitter[rows, cols, 0]) * spacing  # (S, S) pixels
+    dx = ((grid_x - cell_x)[None, :] - 0.5 - jitter[rows, cols, 1]) * spacing
+    inside = _element_distance(int(label), dy, dx, radius)
+    return np.clip(0.5 + inside, 0.0, 1.0) * present[rows, cols]  # one pixel of soft edge
+
+
+def _palette(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Foreground and background RGB (3,) in [0, 1]: a light hue on its dark complement."""
+    hue = rng.uniform(0.0, _HUE_SPAN)
+    foreground = colorsys.hsv_to_rgb(hue, rng.uniform(0.4, 0.9), rng.uniform(0.65, 0.95))
+    background = colorsys.hsv_to_rgb((hue + 0.5) % 1.0, rng.uniform(0.4, 0.9), rng.uniform(0.2, 0.45))
+    return np.array(foreground, np.float32), np.array(background, np.float32)
 
 
 def generate_images(labels: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
@@ -119,9 +127,11 @@ def generate_images(labels: np.ndarray, size: int, rng: np.random.Generator) -> 
     Returns:
         uint8 (n, 3, S, S), rows first.
     """
-    masks = _class_masks(labels, size, rng)[:, None]  # (n, 1, S, S)
-    foreground, background = _random_palettes(len(labels), rng)
-    images = background[:, :, None, None] * (1 - masks) + foreground[:, :, None, None] * masks
+    images = np.empty((len(labels), 3, size, size), dtype=np.float32)
+    for i, label in enumerate(labels):
+        mask = _element_mask(int(label), size, rng)[None]  # (1, S, S)
+        foreground, background = _palette(rng)
+        images[i] = background[:, None, None] * (1 - mask) + foreground[:, None, None] * mask
     images += rng.normal(0.0, 0.03, size=images.shape).astype(np.float32)  # sensor noise
     return np.clip(np.rint(images * 255), 0, 255).astype(np.uint8)
 

@@ -105,8 +105,25 @@ def unit_reader(model: nn.Module, layer: str) -> Iterator[Callable[[torch.Tensor
             module.inplace = flag
 
 
+def centre_index(height: int, width: int) -> tuple[int, int]:
+    """(row, column) of the unit read on an (h, w) map: the middle one; where a side is
+    even there is no middle, and it is the one before (up and left of the centre)."""
+    return (height - 1) // 2, (width - 1) // 2
+
+
+def unit_position(model: nn.Module, layer: str, image_size: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """``((h, w), (row, column))``: the layer's map size for ``image_size`` inputs and the unit read.
+
+    ``model`` on the CPU, in eval mode (one probe image). A linear layer is ``((1, 1), (0, 0))``.
+    """
+    with torch.no_grad(), layer_reader(model, layer) as read:
+        features = read(torch.zeros(1, 3, image_size, image_size))
+    height, width = features.shape[2:] if features.ndim == 4 else (1, 1)
+    return (height, width), centre_index(height, width)
+
+
 def centre_activation(features: torch.Tensor, channels: torch.Tensor) -> torch.Tensor:
-    """Each image's own unit: ``features[i, channels[i], (h-1)//2, (w-1)//2]``.
+    """Each image's own unit: ``features[i, channels[i], row, column]`` at :func:`centre_index`.
 
     Args:
         features: (B, C, h, w) or (B, C).
@@ -120,8 +137,8 @@ def centre_activation(features: torch.Tensor, channels: torch.Tensor) -> torch.T
         return features[rows, channels]
     if features.ndim != 4:
         raise ValueError(f"expected (B, C, h, w) or (B, C) features, got shape {tuple(features.shape)}")
-    h, w = features.shape[2:]
-    return features[rows, channels, (h - 1) // 2, (w - 1) // 2]
+    row, column = centre_index(*features.shape[2:])
+    return features[rows, channels, row, column]
 
 
 def channel_count(model: nn.Module, layer: str, image_size: int, device: torch.device | str = "cpu") -> int:

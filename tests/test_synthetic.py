@@ -1,7 +1,11 @@
+import colorsys
+
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
 from protoviz_core.stl10 import read_split
+from numpy.lib.stride_tricks import sliding_window_view
+
 from protoviz_core.synthetic import CLASS_NAMES, generate_images, write_synthetic_stl10
 
 
@@ -45,3 +49,32 @@ def test_colour_is_a_nuisance_and_shape_is_the_class():
     spectrum = np.abs(np.fft.fft2(grey)).reshape(600, -1)  # position- and polarity-free
     assert accuracy(colour) < 0.3  # chance is 0.1
     assert accuracy(spectrum) > 0.8
+
+
+def _foreground(images: np.ndarray) -> np.ndarray:
+    """(n, S, S) bool: the light element pixels (value above 0.55; backgrounds stay below 0.45)."""
+    return images.max(axis=1) > 0.55
+
+
+def test_a_crop_of_eight_percent_of_the_image_still_holds_an_element():
+    # SimCLR's random resized crops go down to 8% of the image (14 x 14 px at 48 px):
+    # the class must survive them, so almost every such window shows part of an element.
+    labels = np.repeat(np.arange(10), 20)
+    images = generate_images(labels, 48, np.random.default_rng(2)).astype(np.float32) / 255
+    windows = sliding_window_view(_foreground(images), (14, 14), axis=(1, 2))  # (200, 35, 35, 14, 14)
+    holds_an_element = windows.any(axis=(-1, -2))
+    assert holds_an_element.mean() > 0.9
+    assert holds_an_element.reshape(len(labels), -1).mean(axis=1).min() > 0.5  # no image is mostly empty
+
+
+def test_palette_hues_span_only_what_colour_jitter_shifts():
+    # Colour jitter shifts hue by up to +-0.2 of the wheel; the palettes' foreground hues
+    # span that range (0 to 0.4), so under jitter an image's colour no longer identifies it.
+    labels = np.repeat(np.arange(10), 20)
+    images = generate_images(labels, 48, np.random.default_rng(3)).astype(np.float32) / 255
+    foreground = _foreground(images)
+    hues = np.array([colorsys.rgb_to_hsv(*image[:, mask].mean(axis=1))[0]
+                     for image, mask in zip(images, foreground)])
+    distance_from_middle = np.abs((hues - 0.2 + 0.5) % 1.0 - 0.5)  # on the hue circle
+    assert distance_from_middle.max() < 0.21
+    assert np.ptp(hues) > 0.3  # and they do vary: colour is a per-image nuisance

@@ -4,7 +4,11 @@ import pytest
 import torch
 from torch import nn
 
-from protoviz_core.units import centre_activation, channel_count, check_channels, find_layer, layer_reader, unit_reader
+from protoviz_core.simclr import build_backbone
+from protoviz_core.units import (
+    centre_activation, centre_index, channel_count, check_channels, find_layer, layer_reader, unit_position,
+    unit_reader,
+)
 
 
 class _MustNotRun(nn.Module):
@@ -77,3 +81,12 @@ def test_unit_reader_gives_the_value_before_the_final_relu():
     with torch.no_grad(), unit_reader(model, "conv") as read:  # no ReLU at the end: the output itself
         output, before = read(images)
     assert before is output
+
+
+def test_unit_position_is_the_middle_of_an_odd_map_and_before_the_middle_of_an_even_one():
+    backbone = build_backbone().eval()
+    assert unit_position(backbone, "layer4", 96) == ((3, 3), (1, 1))
+    assert unit_position(backbone, "layer4", 48) == ((2, 2), (0, 0))  # no middle unit: up and left of it
+    assert unit_position(backbone, "layer1", 48) == ((12, 12), (5, 5))
+    assert unit_position(backbone, "avgpool", 48) == ((1, 1), (0, 0))
+    assert centre_index(5, 4) == (2, 1)
