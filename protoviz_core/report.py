@@ -12,7 +12,7 @@ Run report (paper Fig. 1-8 for one run), in ``<out>/``:
 
 Comparison (:func:`write_comparison`): the same curves with both conditions in
 every panel as mean ± SEM over seeds (Fig. 2, 4B, 5-7), a table of final probe
-accuracies, and the list of runs used and skipped.
+accuracies, and the list of runs used (also ``runs.csv``) and skipped.
 """
 
 from __future__ import annotations
@@ -211,7 +211,9 @@ def write_comparison(
     used = selection.used
     page = HtmlPage("protoviz comparison: " + ", ".join(sorted(used.aug.unique())))
     page.heading("Runs used")
-    page.table(used[["aug", "seed", "name", "dvc_exp", "run_id"]])
+    runs = used[["aug", "seed", "name", "dvc_exp", "run_id"]]
+    page.table(runs)
+    runs.to_csv(out / "runs.csv", index=False)  # which MLflow runs the figures and tables are made of
     if not selection.skipped.empty:
         page.text("Skipped: " + "; ".join(f"{r.name} ({r.run_id}): {r.reason}" for r in selection.skipped.itertuples()))
     if selection.differing_params:

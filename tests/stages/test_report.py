@@ -89,6 +89,8 @@ def test_report_and_comparison_of_both_conditions(project):
     final = pd.read_csv(comparison / "final_probe.csv")
     assert set(final.condition) == {"clrjit", "keepclr"} and set(final.readout) == {"logreg", "linearsvc", "adam"}
     assert (final.seeds == 1).all() and final["sem"].isna().all()
+    runs = pd.read_csv(comparison / "runs.csv")  # the runs behind every number
+    assert sorted(runs.aug) == ["clrjit", "keepclr"] and (runs.seed == 1).all()
     keepclr_probe = pd.read_csv(tmp_path / "plots/probe.csv")  # the workspace now holds the keepclr run
     assert final.set_index(["condition", "readout"]).loc[("keepclr", "logreg"), "mean"] == \
         pytest.approx(keepclr_probe.logreg.iloc[-1])
