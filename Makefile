@@ -5,13 +5,20 @@ VENV := .venv
 BIN := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup browser demo test bench clean-venv
+.PHONY: setup setup-test browser demo test bench clean-venv
 
+# The pipeline's dependencies; the test extra (pytest, pycma, selenium, moto, ...) only
+# where tests or benchmarks need it, so `make demo` installs no more than it runs.
 setup: $(VENV)/.installed
+setup-test: $(VENV)/.installed-test
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
@@ -25,10 +32,10 @@ browser:
 	  $$SUDO apt-get update -qq && \
 	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver; }
 
-test: setup browser
+test: setup-test browser
 	pytest -q
 
-bench: setup
+bench: setup-test
 	pip install --quiet --no-deps torch-lucent==0.1.8
 	pip install --quiet kornia==0.4.1 decorator ipython
 	python bench/train_throughput.py
