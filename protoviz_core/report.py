@@ -12,7 +12,8 @@ Run report (paper Fig. 1-8 for one run), in ``<out>/``:
 
 Comparison (:func:`write_comparison`): the same curves with both conditions in
 every panel as mean ± SEM over seeds (Fig. 2, 4B, 5-7), a table of final probe
-accuracies, and the list of runs used (also ``runs.csv``) and skipped.
+accuracies, each run's own curves (``per_run.csv``: SimCLR loss and probe accuracies
+per epoch), and the list of runs used (also ``runs.csv``) and skipped.
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ from protoviz_core.figures import (
 )
 from protoviz_core.htmlpage import HtmlPage
 from protoviz_core.masks import MaskSet
-from protoviz_core.metric_keys import QUANTITIES, READOUTS, distance_key, in_view, layer_of, probe_key, view_label
+from protoviz_core.metric_keys import (
+    QUANTITIES, READOUTS, TRAIN_LOSS, distance_key, in_view, layer_of, probe_key, view_label,
+)
 from protoviz_core.montage import grid, thumbnails
 from protoviz_core.store import PrototypeStore
 from protoviz_core.simclr import build_backbone
@@ -219,6 +222,15 @@ def write_comparison(
     if selection.differing_params:
         page.text("Warning: the runs differ in more than condition and seed: " + "; ".join(
             f"{key} = {', '.join(values)}" for key, values in selection.differing_params.items()))
+
+    # Each run's own curves, the numbers behind every mean: one row per (run, epoch).
+    per_run = histories[histories.key.isin([TRAIN_LOSS] + [probe_key(r) for r in READOUTS])]
+    if not per_run.empty:
+        wide = per_run.pivot_table(index=["aug", "seed", "run_id", "epoch"], columns="key", values="value")
+        wide = wide.rename(columns=lambda key: "loss" if key == TRAIN_LOSS else key.split("/", 1)[1]).reset_index()
+        wide = wide.merge(runs[["run_id", "name"]], on="run_id")
+        columns = ["aug", "seed", "name", "run_id", "epoch"] + [c for c in ["loss", *READOUTS] if c in wide]
+        wide[columns].to_csv(out / "per_run.csv", index=False)
 
     probe = histories[histories.key.isin([probe_key(r) for r in READOUTS])]
     readout_of = {probe_key(r): r for r in READOUTS}

@@ -21,7 +21,7 @@ from mlflow.tracking import MlflowClient
 from protoviz_core.atlas import read_manifest
 from protoviz_core.comparison import choose_runs, find_runs, metric_histories
 from protoviz_core.config import DistanceParams, load_params
-from protoviz_core.metric_keys import comparison_keys, distance_layers
+from protoviz_core.metric_keys import TRAIN_LOSS, comparison_keys, distance_layers
 from protoviz_core.report import write_comparison
 from protoviz_core.tracking import tracking_uri
 from stages import _cli
@@ -72,7 +72,8 @@ def main(argv=None) -> None:
         print(f"compare: warning: runs differ in {key}: {', '.join(values)}")
 
     layers = distance_layers(key for run_id in selection.used.run_id for key in client.get_run(run_id).data.metrics)
-    histories = metric_histories(client, selection.used, comparison_keys(layers, view))
+    # The SimCLR loss too: per_run.csv shows it beside each run's probe accuracies.
+    histories = metric_histories(client, selection.used, [TRAIN_LOSS] + comparison_keys(layers, view))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     page = write_comparison(out, selection=selection, histories=histories, view=view,

@@ -92,6 +92,12 @@ def test_report_and_comparison_of_both_conditions(project):
     runs = pd.read_csv(comparison / "runs.csv")  # the runs behind every number
     assert sorted(runs.aug) == ["clrjit", "keepclr"] and (runs.seed == 1).all()
     keepclr_probe = pd.read_csv(tmp_path / "plots/probe.csv")  # the workspace now holds the keepclr run
+    per_run = pd.read_csv(comparison / "per_run.csv")  # each run's own curves
+    keepclr_run = per_run[per_run.aug == "keepclr"].set_index("epoch")
+    assert keepclr_run.logreg.tolist() == pytest.approx(keepclr_probe.logreg.tolist())
+    keepclr_loss = pd.read_csv(tmp_path / "plots/train_loss.csv").set_index("epoch").loss
+    assert keepclr_run.loss.loc[keepclr_loss.index].tolist() == pytest.approx(keepclr_loss.tolist())
+    assert pd.isna(keepclr_run.loss.loc[0]) and set(per_run.name) == set(runs.name)  # no loss before training
     assert final.set_index(["condition", "readout"]).loc[("keepclr", "logreg"), "mean"] == \
         pytest.approx(keepclr_probe.logreg.iloc[-1])
     per_epoch = pd.read_csv(comparison / "probe.csv")  # the probe figure's numbers
