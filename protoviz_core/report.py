@@ -56,21 +56,25 @@ class ReportError(ProtovizError, ValueError):
     """The inputs cannot make the report asked for; the message names the param or file."""
 
 
-def unit_position_note(layer: str, image_size: int) -> str:
-    """Where the unit whose prototypes are shown sits, e.g. for layer4 at 48 px (a 2 x 2 map).
+def unit_position_note(layer: str, image_size: int, mask: torch.Tensor, epoch: int) -> str:
+    """Which unit of the layer's map the prototypes belong to, and where in the image it looks.
 
-    Every prototype maximises one unit per channel, the middle one of the layer's map.
-    A map with an even side has no middle unit; the one read is up and left of the
-    centre by half a unit's stride, and its prototypes and receptive field with it.
+    Every prototype maximises one unit per channel: the middle one of the layer's map,
+    or where a side is even (no middle) the one up and left of it. With padded strided
+    convolutions even a middle unit need not look at the image's centre, so the note
+    quotes where the layer's receptive-field mask (rfmask stage) peaks.
+
+    Args:
+        mask: (S, S) the layer's RF mask at ``epoch``.
     """
     (height, width), (row, column) = unit_position(build_backbone().eval(), layer, image_size)
-    where = f"{layer}'s map is {height} x {width} at {image_size} px; the unit read is ({row}, {column})"
-    if height % 2 and width % 2:
-        return f"{where}, its centre."
-    up = image_size / 2 - (row + 0.5) * image_size / height  # pixels from the image's centre
-    left = image_size / 2 - (column + 0.5) * image_size / width
-    return (f"{where}: an even side has no middle unit, so it is {up:g} px up and {left:g} px left of the "
-            "image's centre, and its prototypes and receptive field sit off-centre by as much.")
+    which = ("the map's middle" if height % 2 and width % 2
+             else "up and left of the map's middle (a map with an even side has none)")
+    peak_y, peak_x = divmod(int(mask.argmax()), mask.shape[1])
+    centre = (image_size - 1) / 2
+    return (f"{layer}'s map is {height} x {width} at {image_size} px; the unit read is ({row}, {column}), {which}. "
+            f"Its receptive field peaks at pixel ({peak_y}, {peak_x}) at epoch {epoch} (the image's centre is "
+            f"({centre:g}, {centre:g})): its prototypes show what it prefers there.")
 
 
 def montage_units(store: PrototypeStore, settings: ReportParams) -> list[tuple[str, int]]:
@@ -141,7 +145,8 @@ def write_run_report(
         images = masked_images(store.images(rows), last_masks[layer])
         path = save_image(grid(images), out / f"prototypes_{layer}.png")
         page.text(f"{layer}: {len(rows)} channels ({int(rows.channel.min())}..{int(rows.channel.max())}), "
-                  f"row by row in channel order. {unit_position_note(layer, images.shape[-1])}")
+                  f"row by row in channel order. "
+                  f"{unit_position_note(layer, images.shape[-1], last_masks[layer], masks.source_epoch(last))}")
         # The page stays small at full scale (960 channels): it inlines thumbnails, the file has every pixel.
         small = io.BytesIO()
         grid(thumbnails(images, PAGE_THUMB)).save(small, format="PNG")

@@ -5,7 +5,8 @@ Each image is a scatter of one class's element (disc, ring, square, triangle, pl
 what SimCLR's augmentations already vary between two views of one image:
 
 - position, spacing and size of the elements: random resized crops move and rescale
-  them, and any crop of 8% of the image or more still holds an element, so the
+  them, and almost every crop of 8% of the image or more still holds an element
+  (about 96% of 14 px windows at 48 px; some grid cells are left empty), so the
   class survives cropping;
 - colour: each image has its own palette (a hue and its complement, with random
   saturation and value), and the hues span 0.4 of the colour wheel, the range of
@@ -48,7 +49,7 @@ _SPLIT_STREAM = {"unlabeled": 0, "train": 1, "test": 2}  # independent RNG strea
 _CHUNK = 1024  # images generated and written at a time: bounds memory at any size
 _HUE_SPAN = 0.4  # palette hues span what the colour jitter's hue shift (+-0.2) covers
 # Element spacing in pixels at 48 px (scaled with the image size): 3-5 elements across,
-# so a crop of 8% of the image (14 px at 48 px) still holds one.
+# so a crop of 8% of the image (14 px at 48 px) almost always holds one.
 _SPACING_AT_48 = (9.0, 16.0)
 _POSITION_JITTER = 0.15  # of the spacing, per element
 _DROPOUT = 0.15  # fraction of grid cells left empty, so the grid is not perfect
@@ -58,7 +59,9 @@ def _element_distance(label: int, dy: np.ndarray, dx: np.ndarray, radius: float)
     """Signed distance in pixels, positive inside the class's element centred at (0, 0).
 
     Args:
-        dy, dx: (S, S) offsets from the nearest element's centre, in pixels.
+        dy, dx: (S, S) offsets from the centre of the element of each pixel's own grid
+            cell, in pixels (the largest elements, jittered, can reach up to a pixel past
+            their cell and are cut flat at its border there).
         radius: the element's half size in pixels.
     """
     r = radius

@@ -89,4 +89,6 @@ def test_unit_position_is_the_middle_of_an_odd_map_and_before_the_middle_of_an_e
     assert unit_position(backbone, "layer4", 48) == ((2, 2), (0, 0))  # no middle unit: up and left of it
     assert unit_position(backbone, "layer1", 48) == ((12, 12), (5, 5))
     assert unit_position(backbone, "avgpool", 48) == ((1, 1), (0, 0))
+    linear = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 4)).eval()
+    assert unit_position(linear, "1", 8) == ((1, 1), (0, 0))  # (B, C) features: one unit per channel
     assert centre_index(5, 4) == (2, 1)

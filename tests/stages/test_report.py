@@ -55,12 +55,12 @@ def test_report_and_comparison_of_both_conditions(project):
         == [1, 2, 2, 2]  # the readouts in one panel; one panel per layer
     references = _references_exist(report / "index.html")
     assert "atlas/index.html" in references and sum(r.startswith("data:") for r in references) == 7  # 2 grids + 5 figures
-    # The page says which unit the prototypes belong to: at 24 px layer2's 3 x 3 map has a
-    # middle unit, layer1's 6 x 6 map does not (its unit sits half a 4 px stride off-centre).
+    # The page says which unit the prototypes belong to and where its receptive field peaks:
+    # at 24 px layer2's 3 x 3 map has a middle unit, layer1's 6 x 6 map does not.
     html = (report / "index.html").read_text()
-    assert "layer2&#x27;s map is 3 x 3 at 24 px; the unit read is (1, 1), its centre." in html
-    assert "layer1&#x27;s map is 6 x 6 at 24 px; the unit read is (2, 2): an even side has no middle unit, " \
-           "so it is 2 px up and 2 px left" in html
+    assert re.search(r"layer2&#x27;s map is 3 x 3 at 24 px; the unit read is \(1, 1\), the map&#x27;s middle\. "
+                     r"Its receptive field peaks at pixel \(\d+, \d+\) at epoch 2", html)
+    assert "layer1&#x27;s map is 6 x 6 at 24 px; the unit read is (2, 2), up and left of the map&#x27;s middle" in html
 
     client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
     run = newest_run(client)
