@@ -56,7 +56,7 @@ class ReportError(ProtovizError, ValueError):
     """The inputs cannot make the report asked for; the message names the param or file."""
 
 
-def unit_position_note(layer: str, image_size: int, mask: torch.Tensor, epoch: int) -> str:
+def unit_position_note(backbone: torch.nn.Module, layer: str, image_size: int, mask: torch.Tensor, epoch: int) -> str:
     """Which unit of the layer's map the prototypes belong to, and where in the image it looks.
 
     Every prototype maximises one unit per channel: the middle one of the layer's map,
@@ -65,9 +65,11 @@ def unit_position_note(layer: str, image_size: int, mask: torch.Tensor, epoch: i
     quotes where the layer's receptive-field mask (rfmask stage) peaks.
 
     Args:
+        backbone: an (untrained) backbone of the run's architecture in eval mode: only its
+            map sizes are read.
         mask: (S, S) the layer's RF mask at ``epoch``.
     """
-    (height, width), (row, column) = unit_position(build_backbone().eval(), layer, image_size)
+    (height, width), (row, column) = unit_position(backbone, layer, image_size)
     which = ("the map's middle" if height % 2 and width % 2
              else "up and left of the map's middle (a map with an even side has none)")
     peak_y, peak_x = divmod(int(mask.argmax()), mask.shape[1])
@@ -140,13 +142,14 @@ def write_run_report(
 
     page.heading(f"Prototypes at epoch {last} (RF-masked, repeat {first_repeat})")
     last_masks = masks.for_epoch(last, layers)
+    untrained = build_backbone().eval()  # for the layers' map sizes in the unit notes
     for layer in layers:
         rows = store.select(epoch=last, layer=layer, repeat=first_repeat).sort_values("channel")
         images = masked_images(store.images(rows), last_masks[layer])
         path = save_image(grid(images), out / f"prototypes_{layer}.png")
         page.text(f"{layer}: {len(rows)} channels ({int(rows.channel.min())}..{int(rows.channel.max())}), "
                   f"row by row in channel order. "
-                  f"{unit_position_note(layer, images.shape[-1], last_masks[layer], masks.source_epoch(last))}")
+                  f"{unit_position_note(untrained, layer, images.shape[-1], last_masks[layer], masks.source_epoch(last))}")
         # The page stays small at full scale (960 channels): it inlines thumbnails, the file has every pixel.
         small = io.BytesIO()
         grid(thumbnails(images, PAGE_THUMB)).save(small, format="PNG")

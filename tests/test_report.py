@@ -6,6 +6,7 @@ import torch
 
 from protoviz_core.config import DistanceParams, ReportParams
 from protoviz_core.report import ReportError, _curves, montage_units, unit_position_note
+from protoviz_core.simclr import build_backbone
 
 
 class _Store:
@@ -30,12 +31,13 @@ def test_curves_show_only_the_configured_view():
 
 
 def test_unit_position_note_names_the_unit_read_and_where_its_receptive_field_peaks():
+    backbone = build_backbone().eval()
     mask = torch.zeros(48, 48)
     mask[0, 2] = 1.0  # layer4's (0, 0) unit at 48 px looks at the image's corner
-    note = unit_position_note("layer4", 48, mask, epoch=5)
+    note = unit_position_note(backbone, "layer4", 48, mask, epoch=5)
     assert note.startswith("layer4's map is 2 x 2 at 48 px; the unit read is (0, 0), up and left of the map's middle")
     assert "peaks at pixel (0, 2) at epoch 5 (the image's centre is (23.5, 23.5))" in note
     mask = torch.zeros(96, 96)
     mask[30, 33] = 1.0
-    note = unit_position_note("layer4", 96, mask, epoch=0)
+    note = unit_position_note(backbone, "layer4", 96, mask, epoch=0)
     assert "3 x 3 at 96 px; the unit read is (1, 1), the map's middle." in note and "pixel (30, 33)" in note
