@@ -51,7 +51,7 @@ def main() -> None:
     for rate in (float(r) for r in args.rates.split(",")):
         started, means = time.perf_counter(), []
         for layer in layers:
-            channels = spaced_channels(channel_count(model, layer, size, "cpu"), args.channels)
+            channels = spaced_channels(channel_count(model, layer, size), args.channels)
             result = synthesize(model, layer, channels, generator="fourier", seed=0, image_size=size,
                                 cma_steps=x.cma_steps, cma_popsize=x.cma_popsize, cma_sigma=x.cma_sigma,
                                 adam_steps=x.adam_steps, adam_lr=rate, device="cpu", normalize=normalize)

@@ -5,18 +5,28 @@ ready for bench/RESULTS.md:
 
 1. extraction at the paper's schedule (configs/paper.yaml: ``deepsim_fc6``, 20
    generations of 30 samples, 100 Adam steps) on all 960 channels of layer1-4 of one
-   ResNet18 checkpoint at 96 px: prototypes/s and peak GPU memory. The checkpoint and
-   the DeePSiM weights are random, written in their real formats and read by the
-   extract stage's own code (``make_shard``); ``max_batch`` is left to the engine
-   (chosen from free memory). Target >= 80 prototypes/s on one H200 (the paper: about 3.4/s);
+   ResNet18 checkpoint at 96 px: prototypes/s and the peak GPU memory of the whole
+   extraction (the highest of its shards' peaks: the engine resets the peak counter when
+   it sizes each shard's passes), beside the free memory that sizing saw. The engine
+   sizes its passes to a fraction of the free memory, so the peak says how well that
+   rule's estimate held, not how much the work needs. The checkpoint and the DeePSiM
+   weights are random, written in their real formats and read by the extract stage's
+   own code (``make_shard``); ``max_batch`` is left to the engine. Target >= 80
+   prototypes/s on one H200 (the paper: about 3.4/s);
 2. the train stage's images/s at 96 px, batch 256 (``train_simclr``, the stage's own
    call, checkpoints included), and what that makes of an STL10 epoch of 100,000
    images (target < 30 s);
 3. the distance stage's seconds per epoch at the paper's shape: 960 channels, 2
    repeats, the pixel space (27,648-d) and ten 2,048-d network spaces, both metrics,
-   masked and plain (``epoch_rows``, the stage's own computation).
+   masked and plain. Measured as the stage runs it: its work items read two epochs'
+   embedding files (in the embed stage's dtypes) and compute on the CPU (the stage takes
+   no device).
+
+Each row is printed as soon as it is measured, so a failure late in the run still
+leaves the rows before it.
 
     python bench/gpu_check.py                      # on the GPU machine
+    python bench/gpu_check.py --device cuda:1      # another GPU of the machine
     python bench/gpu_check.py --device cpu --tiny  # seconds on a CPU: the test suite runs this
 """
 
@@ -36,11 +46,14 @@ sys.path.insert(0, str(ROOT))
 
 from protoviz_core.checkpoints import CHECKPOINT_FORMAT  # noqa: E402
 from protoviz_core.config import TrainParams, load_params  # noqa: E402
-from protoviz_core.distance import epoch_rows  # noqa: E402
+from protoviz_core.distance import distance_work  # noqa: E402
+from protoviz_core.embedding import stored_dtype  # noqa: E402
 from protoviz_core.extraction import SYNTHESIS_OPTIONS, make_shard  # noqa: E402
 from protoviz_core.generators import DeePSiMGenerator  # noqa: E402
 from protoviz_core.simclr import BACKBONE_ARCH, NORMALIZE, build_backbone  # noqa: E402
+from protoviz_core.synthesis import MEMORY_FRACTION  # noqa: E402
 from protoviz_core.training import train_simclr  # noqa: E402
+from protoviz_core.work import KEY, epoch_file  # noqa: E402
 
 LAYERS = {"layer1": 64, "layer2": 128, "layer3": 256, "layer4": 512}
 STL10_EPOCH = 100_000
@@ -80,18 +93,25 @@ def check_extraction(folder: Path, device: torch.device, tiny: bool) -> dict:
     checkpoint = str(write_checkpoint(folder / "epoch_0000.pt", image_size))
     layers = {"layer1": 64, "layer4": 512} if tiny else LAYERS
     channels = 2 if tiny else None
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+    gpu = device.type == "cuda"
+    free = torch.cuda.mem_get_info(device)[0] if gpu else 0
+    peak = 0  # the highest shard peak: the engine resets the counter when it sizes a shard's passes
     made, started = 0, time.perf_counter()
     for seed, layer in enumerate(layers):
+        if gpu:
+            torch.cuda.reset_peak_memory_stats(device)
         shard = make_shard(checkpoint, layer, channels_per_layer=channels, seed=seed, options=options,
                            image_size=image_size, max_batch=None, device=str(device))
         made += len(shard["channels"])
         if not torch.isfinite(shard["activations"]).all():
             raise SystemExit(f"extraction: non-finite activations in {layer}")
+        if gpu:
+            _sync(device)
+            peak = max(peak, torch.cuda.max_memory_allocated(device))
     _sync(device)
     seconds = time.perf_counter() - started
-    peak = f"{torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB" if device.type == "cuda" else "n/a (CPU)"
+    peak = (f"{peak / 2**30:.1f} GiB of {free / 2**30:.1f} GiB free at the start "
+            f"(passes sized to {MEMORY_FRACTION:.0%} of free)") if gpu else "n/a (CPU)"
     schedule = f"{options['cma_steps']} x {options['cma_popsize']} evolution, {options['adam_steps']} Adam"
     return {"what": f"extraction: {made} channels of {', '.join(layers)}, deepsim_fc6, {image_size} px, {schedule}",
             "value": f"{made / seconds:.2f} prototypes/s ({seconds:.1f} s); peak GPU memory {peak}",
@@ -113,46 +133,44 @@ def check_training(folder: Path, device: torch.device, tiny: bool) -> dict:
             "target": "" if tiny else "< 30 s per epoch"}
 
 
-def check_distance(device: torch.device, tiny: bool) -> dict:
+def check_distance(folder: Path, device: torch.device, tiny: bool) -> dict:
     layers = {"layer1": 8, "layer2": 8} if tiny else LAYERS
     dims = {"pixel": 3 * 16 * 16, "net": 64} if tiny else {"pixel": 3 * 96 * 96, **{f"net{i}": 2048 for i in range(10)}}
     generator = torch.Generator().manual_seed(0)
-
-    def epoch() -> dict[str, dict]:
-        return {space: {layer: {"channels": torch.arange(c).to(device), "repeats": torch.tensor([1, 2]).to(device),
-                                **{kind: torch.rand(2, c, dim, generator=generator).half().to(device)
-                                   for kind in ("plain", "masked")}}
-                        for layer, c in layers.items()}
-                for space, dim in dims.items()}
-
-    current, following = epoch(), epoch()
-    _sync(device)
+    for space, dim in dims.items():  # two epochs of embeddings in the embed stage's files
+        (folder / "embeddings" / space).mkdir(parents=True)
+        for epoch in (0, 1):
+            torch.save({KEY: f"gpu-check {space} {epoch}", **{
+                layer: {"channels": torch.arange(c), "repeats": torch.tensor([1, 2]),
+                        **{kind: torch.rand(2, c, dim, generator=generator).to(stored_dtype(space))
+                           for kind in ("plain", "masked")}}
+                for layer, c in layers.items()}}, folder / "embeddings" / space / epoch_file(epoch))
     started = time.perf_counter()
-    rows = sum(len(epoch_rows(space, 0, current[space], following[space])) for space in dims)
-    _sync(device)
+    rows = sum(len(distance_work(folder / "embeddings", space, [0, 1])[0].compute()["rows"]) for space in dims)
     seconds = time.perf_counter() - started
     return {"what": f"distance: one epoch, {sum(layers.values())} channels x 2 repeats, {len(dims)} spaces "
-                    f"({rows} values)",
+                    f"({rows} values), read and computed as the stage does (CPU)",
             "value": f"{seconds:.2f} s per epoch", "target": ""}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--device", default="cuda", help="cuda, cuda:N or cpu")
     parser.add_argument("--tiny", action="store_true", help="seconds-long sizes (the test suite's form)")
     args = parser.parse_args()
     device = torch.device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
-    with tempfile.TemporaryDirectory() as folder:
-        rows = [check(Path(folder), device, args.tiny) for check in (check_extraction, check_training)]
-    rows.append(check_distance(device, args.tiny))
     print(f"\n{time.strftime('%Y-%m-%d')}, {name}, torch {torch.__version__}, "
           f"`python bench/gpu_check.py{' --device ' + args.device if args.device != 'cuda' else ''}"
           f"{' --tiny' if args.tiny else ''}`\n")
     print("| check | result | target |")
-    print("|---|---|---|")
-    for row in rows:
-        print(f"| {row['what']} | {row['value']} | {row['target']} |")
+    print("|---|---|---|", flush=True)
+    with tempfile.TemporaryDirectory() as folder:
+        for check in (check_extraction, check_training, check_distance):
+            scratch = Path(folder) / check.__name__
+            scratch.mkdir()
+            row = check(scratch, device, args.tiny)
+            print(f"| {row['what']} | {row['value']} | {row['target']} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -177,7 +177,7 @@ def main() -> None:
 
     reach = {"c": [], "d": []}  # per layer: (a)'s time per prototype to reach (c) / (d), and theirs
     for layer in args.layers.split(","):
-        total = channel_count(model, layer, args.image_size, device)
+        total = channel_count(model, layer, args.image_size)
         chosen = torch.arange(total) if args.all_channels else torch.arange(min(args.channels, total))
         compared = torch.arange(min(args.pycma_channels, len(chosen)))
         seconds, acts, dead, trajectory = run_batched(model, layer, chosen, args, schedule)

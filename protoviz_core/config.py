@@ -12,15 +12,26 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from protoviz_core.errors import ProtovizError
 from protoviz_core.networks import NETWORKS
 
 Augmentation = Literal["clrjit", "keepclr"]
+
+
+def _check_device(value: str) -> str:
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
+        raise ValueError(f"{value!r} is not a device; use auto, cpu, cuda, or cuda:N for GPU N")
+    return value
+
+
+# auto: a GPU no other protoviz process holds, else the CPU; cuda: the same, but a GPU is required;
+# cuda:N: GPU N as given (see protoviz_core.devices).
+Device = Annotated[str, AfterValidator(_check_device)]
 
 
 class _Section(BaseModel):
@@ -74,7 +85,7 @@ class TrainParams(_Section):
     cj_strength: float = Field(1.0, ge=0)  # colour-jitter strength (clrjit only)
     gaussian_blur: float = Field(0.5, ge=0, le=1)  # blur probability
     num_workers: int = Field(2, ge=0)  # DataLoader worker processes
-    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when available
+    device: Device = "auto"  # auto: a free GPU when there is one, else the CPU; cuda:N: that GPU
 
 
 class ProbeParams(_Section):
@@ -82,7 +93,7 @@ class ProbeParams(_Section):
 
     every: int = Field(1, ge=1)  # probe every k-th checkpoint (first and last always)
     batch_size: int = Field(256, ge=1)  # images per forward pass when extracting features
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Device = "auto"
     logreg_c: float = Field(1.0, gt=0)  # inverse L2 strength of LogisticRegression
     logreg_max_iter: int = Field(1000, ge=1)
     svc_c: float = Field(0.1, gt=0)  # LinearSVC's C (squared hinge loss)
@@ -116,7 +127,7 @@ class RFMaskParams(_Section):
     samples: int = Field(200, ge=1)  # uniform-noise images averaged over
     channels_per_layer: Optional[int] = Field(None, ge=1)  # evenly spaced subset; null = all
     max_batch: int = Field(256, ge=1)  # (channel, sample) images per forward/backward
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Device = "auto"
     seed: int = Field(0, ge=0)  # noise images
 
     _layers_exist = field_validator("layers")(_check_layers)
@@ -142,7 +153,7 @@ class ExtractParams(_Section):
     adam_steps: int = Field(100, ge=0)
     adam_lr: float = Field(0.01, gt=0)
     max_batch: Optional[int] = Field(None, ge=1)  # images per forward pass; null = all at once
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Device = "auto"
     executor: Literal["local", "ray"] = "local"  # ray: one Ray task per shard
     ray_address: Optional[str] = None  # existing cluster; null starts a local Ray instance
     # raw: uint8 pixels; png: each image lossless PNG (smaller for smooth images, slower to read).
@@ -171,7 +182,7 @@ class EmbedParams(_Section):
     nets: list[Literal[tuple(NETWORKS)]] = list(NETWORKS)  # pixel space is always included
     weights: Literal["imagenet", "random"] = "imagenet"  # random: tests and offline demos only
     batch_size: int = Field(64, ge=1)  # images per forward pass (the memory budget)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Device = "auto"
 
 
 class DistanceParams(_Section):

@@ -4,8 +4,10 @@
 see every GPU. With ``device: auto`` (or ``cuda``) each stage process claims the
 first GPU no other protoviz process holds, by an exclusive lock on
 ``<repository>/.dvc/tmp/gpu-locks/<index>.lock`` that it keeps until it exits; with
-more processes than GPUs the extra ones wait for a GPU to come free. A device
-named in params (``cuda:1``) is used as given, and Ray tasks see only the GPU Ray
+more processes than GPUs the extra ones wait for a GPU to come free. That holds for a
+single GPU too: each stage sizes its passes to the free memory it sees when it starts,
+so two stages sharing one GPU could each take most of it. A device named in params
+(``cuda:1``) is used as given, without a claim, and Ray tasks see only the GPU Ray
 assigned them.
 """
 
@@ -60,16 +62,19 @@ def visible_device() -> torch.device:
 
 
 def resolve_device(device: str) -> torch.device:
-    """``auto`` -> a claimed GPU when there is one, else CPU; ``cuda`` without a GPU is an error."""
-    if device == "cuda" and not torch.cuda.is_available():
-        raise DeviceError("device is 'cuda' but no CUDA device is available; use 'auto' or 'cpu'")
-    if device not in ("auto", "cuda"):
-        return torch.device(device)
+    """``auto`` -> a claimed GPU when there is one, else CPU; ``cuda`` claims a GPU and
+    ``cuda:N`` names one; either without that GPU is an error."""
+    chosen = torch.device(device if device != "auto" else "cpu")
+    if chosen.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (chosen.index or 0) >= count:
+            present = f"this machine has cuda:0 to cuda:{count - 1}" if count else "no CUDA device is available"
+            raise DeviceError(f"device is {device!r} but {present}; use 'auto' or 'cpu'")
+    if chosen.index is not None or device == "cpu":
+        return chosen
     if not torch.cuda.is_available():
         return torch.device("cpu")
     count = torch.cuda.device_count()
-    if count == 1:
-        return torch.device("cuda:0")
     if not _CLAIMED:
         slot, handle = claim_slot(gpu_lock_dir(), count)
         _CLAIMED.append(handle)

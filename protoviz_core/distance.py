@@ -14,10 +14,11 @@ Diversity and rate of change are measured per repeat and averaged over repeats.
 
 Metrics: ``mse`` (squared Euclidean distance / dimension, i.e. the mean squared
 difference) and ``cosine`` (1 - cosine similarity; a blank, all-zero vector is at
-distance 1 from everything). Computed with torch in float32, on the GPU when given
-one, in a few passes over the data (the stage is memory-bound): diversity from the
-per-dimension variance (mse) or the mean unit vector (cosine), O(N D) without an
-N x N matrix; paired distances row by row; each row's norm computed once. Values
+distance 1 from everything). Computed with torch in float32 wherever the tensors are
+(the stage reads them into host memory and runs on the CPU: it is memory-bound, and a
+GPU would add a copy of every vector for little arithmetic), in a few passes over the
+data: diversity from the per-dimension variance (mse) or the mean unit vector
+(cosine), O(N D) without an N x N matrix; paired distances row by row; each row's norm computed once. Values
 carry float32 rounding: about 1e-6 absolute for cosine diversity, relative 1e-5 otherwise.
 """
 

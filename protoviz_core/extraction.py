@@ -113,7 +113,7 @@ def make_shard(
     backbone, meta = _backbone_on(checkpoint, (stat.st_mtime_ns, stat.st_size), str(device))
     options = dict(options)
     prior = image_prior(options.pop("generator"), options.pop("generator_weights"), image_size, device)
-    channels = spaced_channels(channel_count(backbone, layer, image_size, device), channels_per_layer)
+    channels = spaced_channels(channel_count(backbone, layer, image_size), channels_per_layer)
     prototypes = synthesize(backbone, layer, channels, generator=prior, image_size=image_size, seed=seed,
                             device=device, max_batch=max_batch, normalize=meta["normalize"], **options)
     return pack_shard(prototypes, image_format)
@@ -155,11 +155,12 @@ def shard_work(
     return work
 
 
-def ray_executor(address: str | None):
+def ray_executor(address: str | None, *, gpus: bool = True):
     """A :func:`~protoviz_core.work.run_work` executor computing each item as a Ray task.
 
     Tasks run on the cluster at ``address``, or on a local instance started here when
-    None, one GPU each where the cluster has GPUs. Workers read checkpoints by path (on
+    None, one GPU each where the cluster has GPUs and ``gpus`` is True (False: on the CPU,
+    reserving no GPU: for ``device: cpu``). Workers read checkpoints by path (on
     a multi-machine cluster the repository must be on a shared file system) and return
     the shard's contents; this process writes them.
     """
@@ -172,8 +173,8 @@ def ray_executor(address: str | None):
         if started_here:
             ray.init(address=address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
         try:
-            gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
-            remote = ray.remote(num_gpus=gpus, num_cpus=1, max_retries=2)(_compute)
+            per_task = 1 if gpus and ray.cluster_resources().get("GPU", 0) >= 1 else 0
+            remote = ray.remote(num_gpus=per_task, num_cpus=1, max_retries=2)(_compute)
             waiting = {remote.remote(item.compute): item for item in items}
             while waiting:
                 (done,), _ = ray.wait(list(waiting), num_returns=1)

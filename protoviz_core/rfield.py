@@ -168,7 +168,7 @@ def receptive_field(
     was_training = model.training
     model.eval().to(device)
     try:
-        chosen = check_channels(channels, channel_count(model, layer, image_size, device), layer)
+        chosen = check_channels(channels, channel_count(model, layer, image_size), layer)
         maps = gradient_maps(model, layer, chosen, image_size=image_size, samples=samples, seed=seed,
                              device=device, normalize=normalize or NORMALIZE, max_batch=max_batch)
     finally:
@@ -202,7 +202,7 @@ def layer_fields(
     """
     fields = {}
     for layer in layers:
-        chosen = spaced_channels(channel_count(model, layer, image_size, device), channels_per_layer)
+        chosen = spaced_channels(channel_count(model, layer, image_size), channels_per_layer)
         field = receptive_field(model, layer, image_size=image_size, samples=samples, channels=chosen,
                                 seed=seed, device=device, normalize=normalize, max_batch=max_batch)
         fields[layer] = {

@@ -102,3 +102,10 @@ class ViewPairs(torch.utils.data.Dataset):
         pixels = np.ascontiguousarray(self.images[index].transpose(1, 2, 0))  # (S, S, 3)
         view_a, view_b = self.transform(Image.fromarray(pixels))
         return view_a, view_b
+
+
+def stack_view_pairs(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """A DataLoader's ``collate_fn`` for :class:`ViewPairs`: B pairs -> (2B, 3, S', S'), every
+    first view, then every second view. One tensor per batch, so that a pinning DataLoader
+    pins what is copied to the GPU (``torch.cat`` of two pinned batches would not be pinned)."""
+    return torch.stack([a for a, _ in pairs] + [b for _, b in pairs])

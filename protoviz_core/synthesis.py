@@ -313,7 +313,7 @@ def synthesize(
     for module in (model, prior):
         module.requires_grad_(False)  # gradients flow to the codes only
 
-    channel_index = check_channels(channels, channel_count(model, layer, image_size, device), layer)
+    channel_index = check_channels(channels, channel_count(model, layer, image_size), layer)
     on_device = channel_index.to(device)
     try:
         with unit_reader(model, layer) as read:
@@ -323,7 +323,8 @@ def synthesize(
                 objective.max_batch = _fit_to_memory(objective, start, on_device, transforms)
             codes, evolved = _evolve(objective, start, channel_index, sigma=cma_sigma, popsize=cma_popsize,
                                      steps=cma_steps, seed=stream_seed(seed, "evolution"), monitor=monitor)
-            silent = (evolved <= 0).nonzero().flatten() if redraw_dead else torch.zeros(0, dtype=torch.int64)
+            # On the host: ``channel_index`` is, and a device index cannot index a host tensor.
+            silent = (evolved <= 0).nonzero().flatten().cpu() if redraw_dead else torch.zeros(0, dtype=torch.int64)
             if len(silent):
                 codes, evolved = _redraw(objective, prior, codes, evolved, silent, channel_index,
                                          sigma=cma_sigma, popsize=cma_popsize, steps=cma_steps, seed=seed,
@@ -340,7 +341,7 @@ def synthesize(
             parameter.requires_grad_(flag)
     return Prototypes(
         images=images.clamp(0, 1).cpu(), activations=final.cpu(), latents=codes.cpu(),
-        channels=channel_index, dead=(final <= 0).cpu(), redrawn=_mask(silent.cpu(), len(channel_index)),
+        channels=channel_index, dead=(final <= 0).cpu(), redrawn=_mask(silent, len(channel_index)),
         evolution_activations=evolved.cpu(),
     )
 

@@ -34,7 +34,7 @@ from protoviz_core.checkpoints import (
 )
 from protoviz_core.config import ParamsError, TrainParams
 from protoviz_core.errors import ProtovizError
-from protoviz_core.simclr import BACKBONE_ARCH, NORMALIZE, SimCLR, ViewPairs, simclr_transform
+from protoviz_core.simclr import BACKBONE_ARCH, NORMALIZE, SimCLR, ViewPairs, simclr_transform, stack_view_pairs
 
 STATE_FORMAT = "protoviz.train_state/1"
 
@@ -280,9 +280,7 @@ def train_simclr(
     train_seconds = [0.0]  # in the training loop only, for images_per_s
 
     def run_epochs(model, optimizer, scheduler, epochs, on_epoch_done):
-        model.to(device)
-        if device.type == "cuda":
-            model.to(memory_format=torch.channels_last)
+        _place(model, device)
         for epoch in epochs:
             started = time.perf_counter()
             loss = _train_one_epoch(model, dataset, optimizer, criterion, config, device, seed, epoch,
@@ -301,6 +299,8 @@ def train_simclr(
     losses: dict[int, float] = {}
     if state is not None:
         model.load_state_dict(state["model"])
+        # Placed first: the optimizer puts its loaded state (momentum) where the parameters are.
+        _place(model, device)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         losses = {int(k): float(v) for k, v in state["losses"].items()}
@@ -385,6 +385,13 @@ def _refill(holes, last_finished, state, *, seed, config, device, run_epochs, sa
         save_backbone(weights, epoch, loss)
 
 
+def _place(model: SimCLR, device: torch.device) -> None:
+    """Move ``model`` to ``device``; on a GPU in channels_last, the layout its convolutions prefer."""
+    model.to(device)
+    if device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+
+
 def _diverged(what: str, epoch: int, step: int | None, config: TrainParams) -> TrainingDiverged:
     where = f"epoch {epoch}, step {step}" if step is not None else f"the end of epoch {epoch}"
     return TrainingDiverged(
@@ -420,12 +427,13 @@ def _train_one_epoch(
         generator=torch.Generator().manual_seed(epoch_seed),  # shuffling and worker seeds
         pin_memory=device.type == "cuda",
         persistent_workers=False,
+        collate_fn=stack_view_pairs,  # (2B, 3, S, S) in one pinned tensor
     )
     model.train()
     use_amp = device.type == "cuda"
     total, batches = 0.0, 0
-    for view_a, view_b in loader:
-        views = torch.cat([view_a, view_b]).to(device, non_blocking=True)  # (2B, 3, S, S)
+    for views in loader:
+        views = views.to(device, non_blocking=True)  # (2B, 3, S, S): both views of each image
         if use_amp:
             views = views.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):

@@ -141,8 +141,11 @@ def centre_activation(features: torch.Tensor, channels: torch.Tensor) -> torch.T
     return features[rows, channels, row, column]
 
 
-def channel_count(model: nn.Module, layer: str, image_size: int, device: torch.device | str = "cpu") -> int:
-    """Number of channels of ``layer`` for ``image_size`` inputs (one probe image)."""
+def channel_count(model: nn.Module, layer: str, image_size: int) -> int:
+    """Number of channels of ``layer`` for ``image_size`` inputs (one probe image, made where
+    the model's weights are, so that it runs wherever the model has been moved)."""
+    weights = next(model.parameters(), None)
+    device = weights.device if weights is not None else torch.device("cpu")
     with torch.no_grad(), layer_reader(model, layer) as read:
         return read(torch.zeros(1, 3, image_size, image_size, device=device)).shape[1]
 

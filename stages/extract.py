@@ -57,7 +57,8 @@ def extract(argv=None) -> None:
         started = time.perf_counter()
         with tqdm(total=len(work), desc="extract", unit="shard") as bar:
             shards = run_work(list(work.values()), shards_dir(args.store), on_done=done,
-                              executor=ray_executor(x.ray_address) if x.executor == "ray" else compute_here)
+                              executor=ray_executor(x.ray_address, gpus=x.device != "cpu")
+                              if x.executor == "ray" else compute_here)
         seconds = time.perf_counter() - started
         convert_shards(args.store, list(work), x.shard_format)  # shards reused from a run with the other format
         index = build_index(args.store, list(work), aug=params.aug, seed=params.seed)

@@ -51,3 +51,46 @@ def test_only_stages_claim_devices():
     library = Path(__file__).resolve().parents[1] / "protoviz_core"
     claiming = [p.name for p in library.glob("*.py") if p.name != "devices.py" and "resolve_device" in p.read_text()]
     assert claiming == []
+
+
+def _one_gpu(monkeypatch, tmp_path):
+    """This process sees one (unused) GPU and claims it under ``tmp_path``."""
+    import protoviz_core.devices as devices
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda index: None)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(devices, "_CLAIMED", [])
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+
+
+def test_with_one_gpu_a_second_stage_process_waits_for_it(monkeypatch, tmp_path):
+    """`dvc queue start -j 2` on one GPU: the second stage waits rather than share its memory."""
+    import threading
+
+    from protoviz_core.devices import gpu_lock_dir
+
+    _one_gpu(monkeypatch, tmp_path)
+    holder, slot = _holder(gpu_lock_dir(), 1)  # another stage process holds the GPU
+    resolved = []
+    waiting = threading.Thread(target=lambda: resolved.append(resolve_device("auto")), daemon=True)
+    try:
+        waiting.start()
+        waiting.join(timeout=2)
+        assert slot == 0 and resolved == []  # still waiting
+    finally:
+        holder.kill()
+        holder.wait()
+    waiting.join(timeout=20)
+    assert resolved == [torch.device("cuda", 0)]
+
+
+def test_a_gpu_named_by_index_is_checked_against_the_machine(monkeypatch, tmp_path):
+    _one_gpu(monkeypatch, tmp_path)
+    assert resolve_device("cuda:0") == torch.device("cuda", 0)
+    with pytest.raises(DeviceError, match=r"'cuda:1' but this machine has cuda:0 to cuda:0"):
+        resolve_device("cuda:1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(DeviceError, match="'cuda:0' but no CUDA device is available"):
+        resolve_device("cuda:0")

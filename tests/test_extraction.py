@@ -152,3 +152,24 @@ def test_ray_executor_matches_local(tmp_path, checkpoints):
     pd.testing.assert_frame_equal(local, remote)
     a, b = open_prototypes(tmp_path / "local"), open_prototypes(tmp_path / "ray")
     assert torch.equal(a.images(a.index), b.images(b.index))
+
+
+def test_ray_tasks_reserve_a_gpu_only_when_the_device_may_be_one(monkeypatch):
+    """`executor: ray` with `device: cpu` must not hold the cluster's GPUs."""
+    import sys
+    import types
+
+    from protoviz_core.work import WorkItem
+
+    asked = []
+    fake = types.SimpleNamespace(
+        is_initialized=lambda: True, cluster_resources=lambda: {"GPU": 1.0, "CPU": 2.0},
+        remote=lambda **resources: asked.append(resources["num_gpus"]) or (
+            lambda function: types.SimpleNamespace(remote=lambda compute: compute)),
+        wait=lambda waiting, num_returns: ([waiting[0]], waiting[1:]), get=lambda done: done(),
+    )
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    item = WorkItem("a.pt", "k", lambda: {"value": 1})
+    for gpus in (False, True):
+        assert [contents for _, contents in ray_executor(None, gpus=gpus)([item])] == [{"value": 1}]
+    assert asked == [0, 1]

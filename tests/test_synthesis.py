@@ -8,6 +8,7 @@ from protoviz_core.generators import make_generator
 from protoviz_core.rng import stream_keys
 from protoviz_core import synthesize
 from protoviz_core.synthesis import stream_seed
+from tests.fake_cuda import fake_cuda
 
 SIZE = 16
 SCHEDULE = dict(image_size=SIZE, cma_steps=4, cma_popsize=8, cma_sigma=1.0, adam_steps=10, adam_lr=0.05,
@@ -62,11 +63,16 @@ def test_chunking_changes_nothing_and_runs_are_reproducible():
     assert not torch.equal(other_seed.latents, whole.latents)
 
 
-def test_silent_channel_gets_really_redrawn_codes():
+def _cnn_with_a_silent_channel():
     model = _cnn()
     with torch.no_grad():  # channel 4 can never fire: no weights, negative bias
         model.conv2.weight[4] = 0
         model.conv2.bias[4] = -1
+    return model
+
+
+def test_silent_channel_gets_really_redrawn_codes():
+    model = _cnn_with_a_silent_channel()
     result = synthesize(model, "relu2", generator="pixel", seed=2, **SCHEDULE)
     assert result.redrawn[4] and result.dead[4]
     assert not result.dead[[0, 1, 2, 3, 5]].any()  # the others respond (re-drawn or not)
@@ -75,6 +81,33 @@ def test_silent_channel_gets_really_redrawn_codes():
     second_draw = prior.sample(stream_keys(stream_seed(2, "redraw start"), torch.tensor([4])))[0]
     assert not torch.equal(result.latents[4], first_draw)
     torch.testing.assert_close(result.latents[4], second_draw)  # the re-drawn code was kept
+
+
+def test_a_channel_still_silent_after_the_evolution_is_redrawn_on_a_gpu():
+    """On CUDA the evolution's scores live on the device and the channel index on the host; the
+    re-draw must index each where it lives (a GPU refuses a device index into a host tensor)."""
+    with fake_cuda() as gpu:
+        result = synthesize(_cnn_with_a_silent_channel(), "relu2", generator="pixel", seed=2,
+                            **{**SCHEDULE, "device": "cuda"})
+    assert gpu.memory.resets == 1  # the GPU branch ran: passes sized from a probe pass
+    assert result.redrawn[4] and result.dead[4] and not result.dead[[0, 1, 2, 3, 5]].any()
+    second_draw = make_generator("pixel", SIZE).sample(stream_keys(stream_seed(2, "redraw start"), torch.tensor([4])))
+    torch.testing.assert_close(result.latents[4], second_draw[0])
+
+
+def test_gpu_passes_are_sized_to_free_memory_and_their_size_changes_nothing():
+    model = _cnn()
+    batches = []
+    model.conv1.register_forward_hook(lambda module, inputs, output: batches.append(len(inputs[0])))
+    with fake_cuda(free_bytes=2**40):
+        roomy = synthesize(model, "relu2", generator="pixel", seed=7, **{**SCHEDULE, "device": "cuda"})
+    widest = max(batches)
+    batches.clear()
+    with fake_cuda(free_bytes=1):  # room for no more than the probe's own 8 images
+        tight = synthesize(model, "relu2", generator="pixel", seed=7, **{**SCHEDULE, "device": "cuda"})
+    assert widest == 6 * SCHEDULE["cma_popsize"] and max(batches) == 8
+    torch.testing.assert_close(tight.activations, roomy.activations)
+    torch.testing.assert_close(tight.latents, roomy.latents)
 
 
 def test_a_unit_below_zero_on_every_image_tried_is_brought_alive():

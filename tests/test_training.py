@@ -202,3 +202,27 @@ def test_checkpoint_of_another_architecture_is_named(tmp_path, tiny_images, tiny
     torch.save(raw, path)
     with pytest.raises(CheckpointError, match="epoch_0000.pt: weights do not match 'resnet18'"):
         load_backbone(path)
+
+
+def test_training_on_a_gpu_copies_pinned_batches_and_resumes(tmp_path, tiny_images, tiny_train):
+    """The GPU branches on the suite's fake CUDA device: bfloat16 autocast, channels_last, pinned
+    batches (a non-blocking copy from pageable memory would block), and a resume whose state
+    was saved from device tensors."""
+    from tests.fake_cuda import fake_cuda
+
+    on_gpu = tiny_train.model_copy(update={"epochs": 1})
+    with fake_cuda() as gpu:
+        first = train_simclr(tiny_images, on_gpu, aug="clrjit", seed=1, image_size=TINY_IMAGE_SIZE,
+                             checkpoint_dir=tmp_path / "checkpoints", state_path=tmp_path / "state.pt",
+                             training_hash="h", device=torch.device("cuda"), log=lambda message: None)
+        resumed = train_simclr(tiny_images, tiny_train, aug="clrjit", seed=1, image_size=TINY_IMAGE_SIZE,
+                               checkpoint_dir=tmp_path / "checkpoints", state_path=tmp_path / "state.pt",
+                               training_hash="h", device=torch.device("cuda"), log=lambda message: None)
+    assert first.trained_epochs == [1] and resumed.trained_epochs == [2]
+    assert gpu.blocking_copies == []
+    for path in resumed.checkpoints.values():
+        weights = torch.load(path, weights_only=True)["backbone"]  # loads on a machine without a GPU
+        assert all(torch.isfinite(value.float()).all() for value in weights.values())
+    cpu_run = _train(tiny_images, on_gpu, tmp_path / "cpu")
+    # bfloat16 changes the numbers, not the training: the first epoch's loss within a few percent
+    assert first.losses[1] == pytest.approx(cpu_run.losses[1], rel=0.05)

@@ -1,0 +1,39 @@
+"""The stages that take a device, run as DVC runs them, on the suite's fake CUDA device
+(tests/fake_cuda.py): every ``device.type == "cuda"`` branch on the CPU, with a device-placement
+check that fails where a GPU would."""
+
+import json
+
+import torch
+
+from protoviz_core.checkpoints import list_checkpoints
+from protoviz_core.store import open_prototypes
+from tests.fake_cuda import fake_cuda
+from tests.helpers import run_pipeline, tiny_params, write_params
+
+
+def test_train_probe_rfmask_extract_and_embed_run_their_gpu_branches(project, monkeypatch):
+    import protoviz_core.devices as devices
+
+    monkeypatch.setattr(devices, "_CLAIMED", [])  # this process claims the fake GPU afresh
+    params = tiny_params(epochs=1, device="auto")
+    params["probe"] = {"adam_epochs": 5}
+    params["rfmask"] = {"layers": ["layer1", "layer4"], "samples": 2, "channels_per_layer": 2}
+    params["extract"] = {"layers": ["layer1", "layer4"], "channels_per_layer": 2, "repeats": 1, "cma_steps": 2,
+                         "cma_popsize": 4, "adam_steps": 3}
+    params["embed"] = {"nets": ["mobilenet_v2"], "weights": "random", "batch_size": 4}
+    write_params(project / "params.yaml", params)
+    with fake_cuda() as gpu:
+        run_pipeline(project, "train", "probe", "rfmask", "extract", "embed")
+    assert gpu.memory.resets == 4  # every shard sized its passes to the free memory
+    assert gpu.blocking_copies == []  # training batches were pinned
+    assert (project / ".dvc/tmp/gpu-locks/0.lock").exists()  # the stages claimed the GPU
+
+    assert list(list_checkpoints(project / "out/checkpoints")) == [0, 1]
+    probe = json.loads((project / "metrics/probe.json").read_text())
+    assert all(0 <= value <= 1 for value in probe.values() if isinstance(value, float))
+    store = open_prototypes(project / "out/prototypes")
+    assert len(store.index) == 2 * 2 * 2 and torch.isfinite(torch.tensor(store.index["activation"].values)).all()
+    assert store.index["activation"].gt(0).mean() > 0.5
+    for space in ("pixel", "mobilenet_v2"):
+        assert len(list((project / "out/embeddings" / space).glob("*.pt"))) == 2, space
