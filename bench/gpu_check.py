@@ -64,6 +64,11 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def size(nbytes: int) -> str:
+    """Bytes as GiB, or MiB below one GiB (the --tiny sizes)."""
+    return f"{nbytes / 2**30:.1f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.1f} MiB"
+
+
 def write_checkpoint(path: Path, image_size: int) -> Path:
     """A seeded random ResNet18 backbone in the train stage's checkpoint format."""
     torch.manual_seed(0)
@@ -110,7 +115,7 @@ def check_extraction(folder: Path, device: torch.device, tiny: bool) -> dict:
             peak = max(peak, torch.cuda.max_memory_allocated(device))
     _sync(device)
     seconds = time.perf_counter() - started
-    peak = (f"{peak / 2**30:.1f} GiB of {free / 2**30:.1f} GiB free at the start "
+    peak = (f"{size(peak)} of {size(free)} free at the start "
             f"(passes sized to {MEMORY_FRACTION:.0%} of free)") if gpu else "n/a (CPU)"
     schedule = f"{options['cma_steps']} x {options['cma_popsize']} evolution, {options['adam_steps']} Adam"
     return {"what": f"extraction: {made} channels of {', '.join(layers)}, deepsim_fc6, {image_size} px, {schedule}",

@@ -94,6 +94,20 @@ class _Objective:
             output, before = self.read(normalised)
             return centre_activation(before, channels).float(), centre_activation(output, channels).float()
 
+    def exact_activations(self, images: torch.Tensor, channels: torch.Tensor) -> torch.Tensor:
+        """images (B, 3, S, S), channels (B,) -> (B,) activations in float32, without autocast.
+
+        What is reported and decides ``dead``: bfloat16 scores are spaced 0.4-0.8% apart
+        and can flip a unit near zero (bench/RESULTS.md, bfloat16 section).
+        """
+        use_amp, self.use_amp = self.use_amp, False
+        try:
+            return torch.cat([self.images_to_units(images[start:start + self.max_batch],
+                                                   channels[start:start + self.max_batch])[1]
+                              for start in range(0, len(images), self.max_batch)])
+        finally:
+            self.use_amp = use_amp
+
     def __call__(self, latents: torch.Tensor, channels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """latents (B, d), channels (B,) -> (B,) scores and (B,) activations, without gradients."""
         scores, activations = [], []
@@ -281,8 +295,9 @@ def synthesize(
             channel gets the same prototype alone or in any batch. Start codes,
             evolution samples and re-draws each use their own stream
             (:func:`stream_seed`).
-        device: where to run (the caller resolves it). On CUDA: bfloat16 autocast and
-            channels_last; on the CPU: float32.
+        device: where to run (the caller resolves it). On CUDA: the search under bfloat16
+            autocast, channels_last; on the CPU: float32. The images and the activations
+            returned are computed in float32 on either.
         max_batch: most images per forward pass (channels x samples). Default: on a
             GPU, as many as fit in :data:`MEMORY_FRACTION` of the free memory (measured
             with a probe pass); on the CPU, all at once.
@@ -331,10 +346,10 @@ def synthesize(
                                          monitor=monitor)
             codes = _ascend(objective, codes, on_device, steps=adam_steps, lr=adam_lr, transforms=transforms,
                             monitor=monitor)
-            _, final = objective(codes, on_device)
             with torch.no_grad():
                 images = torch.cat([prior(codes[i:i + objective.max_batch]).float()
                                     for i in range(0, len(codes), objective.max_batch)])
+                final = objective.exact_activations(images, on_device)
     finally:
         model.train(was_training)
         for parameter, flag in zip(model.parameters(), trainable):

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -17,3 +19,32 @@ def test_gpu_check_runs_on_the_cpu_and_prints_its_table():
     assert re.search(r"\| [\d.]+ prototypes/s \([\d.]+ s\)", rows[0])
     assert re.search(r"\| [\d.]+ images/s; an STL10 epoch", rows[1])
     assert re.search(r"\| [\d.]+ s per epoch", rows[2])
+
+
+def test_gpu_check_runs_its_gpu_branches_on_a_fake_gpu_and_reports_the_peak_of_every_shard(monkeypatch, capsys):
+    """The GPU form, on the suite's fake CUDA device: rows print as they are measured, and the
+    memory row is the highest of the shards' peaks, not the last shard's alone."""
+    import importlib.util
+
+    from tests.fake_cuda import fake_cuda
+
+    spec = importlib.util.spec_from_file_location("gpu_check", REPO / "bench" / "gpu_check.py")
+    gpu_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_check)
+    peaks = []
+    shard = gpu_check.make_shard
+
+    def measured_shard(*args, **kwargs):
+        contents = shard(*args, **kwargs)
+        peaks.append(torch.cuda.max_memory_allocated())
+        return contents
+
+    monkeypatch.setattr(gpu_check, "make_shard", measured_shard)
+    monkeypatch.setattr(sys, "argv", ["gpu_check.py", "--tiny"])
+    with fake_cuda(free_bytes=2**30) as gpu:
+        gpu_check.main()
+    output = capsys.readouterr().out
+    assert "fake CUDA (CPU)" in output
+    rows = [line for line in output.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert len(rows) == 3 and gpu.memory.resets >= 2 * len(peaks)  # the check's resets and the engine's
+    assert f"peak GPU memory {gpu_check.size(max(peaks))} of 1.0 GiB free" in rows[0]

@@ -95,6 +95,18 @@ def test_a_channel_still_silent_after_the_evolution_is_redrawn_on_a_gpu():
     torch.testing.assert_close(result.latents[4], second_draw[0])
 
 
+def test_on_a_gpu_the_search_runs_in_bfloat16_and_the_reported_activations_are_float32():
+    model = _cnn()
+    with fake_cuda():
+        result = synthesize(model, "relu2", generator="pixel", seed=7, **{**SCHEDULE, "device": "cuda"})
+    model.to("cpu")
+    with torch.no_grad():
+        normalised = (result.images - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / \
+            torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+        exact = model.relu2(model.conv2(model.relu1(model.conv1(normalised))))[torch.arange(6), torch.arange(6), 3, 3]
+    torch.testing.assert_close(result.activations, exact, rtol=1e-5, atol=1e-6)  # not bfloat16's 0.4% steps
+
+
 def test_gpu_passes_are_sized_to_free_memory_and_their_size_changes_nothing():
     model = _cnn()
     batches = []
