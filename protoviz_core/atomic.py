@@ -8,6 +8,7 @@ for a whole folder), so DVC never tracks it.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import tempfile
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import IO, Any, Iterator
 
 import torch
+
+from protoviz_core.errors import ProtovizError
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)  # reading the umask means setting it; put it back at once
@@ -41,6 +44,29 @@ def remove_leftovers(folder: str | Path) -> list[Path]:
     return found
 
 
+class OutputError(ProtovizError, OSError):
+    """An output cannot be written (permissions, a read-only or full file system); names the path."""
+
+
+# The environment's refusals, as opposed to a bug: they become one OutputError line.
+_REFUSED = {errno.EACCES: "permission denied", errno.EPERM: "operation not permitted",
+            errno.EROFS: "read-only file system", errno.ENOSPC: "no space left on the device",
+            errno.EDQUOT: "disk quota exceeded"}
+
+
+@contextmanager
+def _refusals_named(path: Path) -> Iterator[None]:
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in _REFUSED or isinstance(exc, ProtovizError):
+            raise
+        raise OutputError(
+            f"{path}: cannot write it ({_REFUSED[exc.errno]}); make {path.parent} writable or free space "
+            "there, then rerun: the previous file is kept and finished work is reused"
+        ) from None
+
+
 @contextmanager
 def atomic_write(path: str | Path, mode: str = "w") -> Iterator[IO]:
     """Open a temporary file beside ``path``; rename it over ``path`` when the block ends.
@@ -48,22 +74,26 @@ def atomic_write(path: str | Path, mode: str = "w") -> Iterator[IO]:
     On an error the temporary file is removed and ``path`` keeps its old content.
     Temporary files that killed writes of ``path`` left behind are removed first.
     Two processes must not write the same ``path`` at once (none of the stages do).
+
+    Raises:
+        OutputError: the file system refuses the write (permissions, read-only, full).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for leftover in _leftovers(path.parent, path.name):  # a killed earlier write of this file
-        leftover.unlink(missing_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TEMP_SUFFIX, dir=path.parent)
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs get the usual permissions
-    try:
-        with os.fdopen(handle, mode) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with _refusals_named(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for leftover in _leftovers(path.parent, path.name):  # a killed earlier write of this file
+            leftover.unlink(missing_ok=True)
+        handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TEMP_SUFFIX, dir=path.parent)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs get the usual permissions
+        try:
+            with os.fdopen(handle, mode) as f:
+                yield f
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
 
 def save_atomic(obj: Any, path: str | Path) -> None:

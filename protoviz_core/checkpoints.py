@@ -48,10 +48,26 @@ def list_checkpoints(directory: str | Path) -> dict[int, Path]:
 
 
 def require_checkpoints(directory: str | Path) -> dict[int, Path]:
-    """:func:`list_checkpoints`, but an empty folder is a :class:`CheckpointError`."""
+    """:func:`list_checkpoints` of one training run, each file holding the epoch its name says.
+
+    Every file's metadata is read (memory-mapped, without the weights): a later stage
+    must never measure one epoch's weights under another epoch's name, or mix runs.
+
+    Raises:
+        CheckpointError: an empty folder; a file that is unreadable, holds another epoch
+            than its name, or comes from another training configuration than the rest.
+    """
     found = list_checkpoints(directory)
     if not found:
         raise CheckpointError(f"{directory}: no epoch_XXXX.pt checkpoints; run the train stage (dvc repro train)")
+    runs = {path: read_checkpoint(path, mmap=True)["training_hash"] for path in found.values()}
+    first = runs[found[min(found)]]
+    for path, training_hash in runs.items():
+        if training_hash != first:
+            raise CheckpointError(
+                f"{path}: from another training configuration than {found[min(found)].name} "
+                f"({training_hash} != {first}); rerun the train stage (dvc repro train), which removes it"
+            )
     return found
 
 
@@ -89,7 +105,8 @@ def read_checkpoint(path: str | Path, *, mmap: bool = False) -> dict[str, Any]:
     metadata is needed.
 
     Raises:
-        CheckpointError: missing, unreadable, or not a protoviz checkpoint.
+        CheckpointError: missing, unreadable, not a protoviz checkpoint, or named
+            ``epoch_NNNN.pt`` while holding another epoch.
     """
     path = Path(path)
     if not path.is_file():
@@ -103,6 +120,13 @@ def read_checkpoint(path: str | Path, *, mmap: bool = False) -> dict[str, Any]:
         ) from None
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path}: not a protoviz checkpoint (expected format {CHECKPOINT_FORMAT})")
+    named = _NAME.match(path.name)
+    if named and int(named.group(1)) != checkpoint.get("epoch"):
+        raise CheckpointError(
+            f"{path}: holds epoch {checkpoint.get('epoch')}, not the epoch its name says (a file copied or "
+            "renamed over it); rerun the train stage (dvc repro train), which makes it again, or restore it "
+            "with `dvc checkout`"
+        )
     return checkpoint
 
 

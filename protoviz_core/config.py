@@ -250,6 +250,26 @@ class Params(_Section):
         return self
 
     @model_validator(mode="after")
+    def _epochs_and_units_exist(self) -> "Params":
+        """What later stages would find missing, checked from params alone before any stage runs."""
+        for key, epochs in (("extract.epochs", self.extract.epochs), ("report.montage_epochs",
+                                                                         self.report.montage_epochs)):
+            beyond = sorted(e for e in epochs if not 0 <= e <= self.train.epochs) if isinstance(epochs, list) else []
+            if beyond:
+                raise ValueError(f"{key}: epochs {beyond} are not in this run's 0..{self.train.epochs} "
+                                 f"(train.epochs); list epochs of that range")
+        if self.report.units:
+            from protoviz_core.simclr import backbone_layer_widths  # builds a ResNet18: only when validating
+
+            widths = backbone_layer_widths()
+            for unit in self.report.units:
+                layer, _, channel = unit.partition(":")
+                if layer in widths and int(channel) >= widths[layer]:
+                    raise ValueError(f"report.units: {unit!r} names channel {channel} of {layer}, which has "
+                                     f"channels 0..{widths[layer] - 1}")
+        return self
+
+    @model_validator(mode="after")
     def _distance_space_is_embedded(self) -> "Params":
         if self.distance.space != "pixel" and self.distance.space not in self.embed.nets:
             raise ValueError(

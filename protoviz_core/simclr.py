@@ -45,6 +45,28 @@ def backbone_layer_names(arch: str = BACKBONE_ARCH) -> tuple[str, ...]:
     return tuple(name for name, _ in build_backbone(arch).named_modules() if name)
 
 
+@functools.cache
+def backbone_layer_widths(arch: str = BACKBONE_ARCH) -> dict[str, int]:
+    """{dotted module name: channels of its output} for the backbone's modules with a 4-D output
+    (one 32 px probe image; the count of channels does not depend on the image size)."""
+    backbone, widths, hooks = build_backbone(arch).eval(), {}, []
+
+    def record(name: str):
+        def hook(module, inputs, output) -> None:  # returns None: the output is left as it is
+            if output.dim() == 4:
+                widths.setdefault(name, output.shape[1])
+        return hook
+
+    for name, module in backbone.named_modules():
+        if name:
+            hooks.append(module.register_forward_hook(record(name)))
+    with torch.no_grad():
+        backbone(torch.zeros(1, 3, 32, 32))
+    for hook in hooks:
+        hook.remove()
+    return widths
+
+
 class SimCLR(nn.Module):
     """Backbone + projection head: images (B, 3, H, W) -> projections (B, 128)."""
 

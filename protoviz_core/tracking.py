@@ -61,6 +61,22 @@ def repository_root() -> Path:
     return Path(os.environ.get("DVC_ROOT") or os.getcwd()).resolve()
 
 
+def database_failure(exc: BaseException) -> str | None:
+    """One line for an error that comes from the tracking database (damaged, not a database,
+    locked by another process), naming it and what to do; None for any other error."""
+    import sqlalchemy.exc
+
+    seen = exc
+    while seen is not None and not isinstance(seen, sqlalchemy.exc.DatabaseError):
+        seen = seen.__cause__ or seen.__context__
+    if seen is None:
+        return None
+    reason = str(getattr(seen, "orig", None) or seen).splitlines()[0]
+    return (f"{tracking_uri()}: the MLflow database cannot be used ({reason}). If another process holds "
+            "it, wait for it and rerun; if it is damaged, restore it from a backup or move it aside (a new "
+            "one is made), or point MLFLOW_TRACKING_URI at another database. Results already written are kept")
+
+
 def tracking_uri() -> str:
     """MLFLOW_TRACKING_URI if set, else ``sqlite:///<repository root>/mlflow.db``."""
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{repository_root() / 'mlflow.db'}"

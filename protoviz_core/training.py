@@ -127,7 +127,7 @@ def _remove_stale_checkpoints(directory: Path, keep_up_to: int, training_hash: s
             log(f"removing {path}: from an unfinished run")
             path.unlink()
         elif not _is_ours(path, training_hash):
-            log(f"removing {path}: damaged or from another configuration")
+            log(f"removing {path}: damaged, holding another epoch, or from another configuration")
             path.unlink()
     return sorted(set(range(keep_up_to + 1)) - set(list_checkpoints(directory)))
 

@@ -28,13 +28,14 @@ def main(argv=None) -> None:
     store = open_prototypes(args.prototypes)
     # Unique per configuration and the same on every machine: the report's content stays reproducible.
     run_name = f"{params.aug}-seed{params.seed}-{params.measurement_hash()[:8]}"
-    with tqdm(total=store.index.epoch.nunique(), desc="report atlas", unit="epoch") as bar:
+    # Built inside the run, so that a report that fails to write ends its run FAILED.
+    with pipeline_run(params, "report"), \
+            tqdm(total=store.index.epoch.nunique(), desc="report atlas", unit="epoch") as bar:
         page = write_run_report(
             args.out, store=store, masks=load_masks(args.rfmasks), distances=pd.read_parquet(args.distances),
             probe=pd.read_csv(args.probe), settings=params.report, view=params.distance, run_name=run_name,
             on_atlas_epoch=lambda epoch: bar.update(),
         )
-    with pipeline_run(params, "report"):
         mlflow.log_artifacts(args.out, artifact_path="report")
     print(f"report: {page}")
 

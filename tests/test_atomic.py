@@ -1,7 +1,9 @@
+import errno
 import json
 import os
 import subprocess
 import sys
+import tempfile
 
 import pytest
 import torch
@@ -57,3 +59,29 @@ def test_leftovers_of_killed_writes_are_removed_and_nothing_else(tmp_path):
     assert remove_leftovers(tmp_path) == [tmp_path / "sub" / nested]
     assert sorted(os.listdir(tmp_path)) == sorted([*kept, "shard.pt", "sub"])
     assert os.listdir(tmp_path / "sub") == []
+
+
+@pytest.mark.parametrize("refusal", [errno.ENOSPC, errno.EPERM, errno.EACCES, errno.EROFS])
+def test_a_refused_write_is_one_line_naming_the_file_and_keeps_the_old_one(tmp_path, monkeypatch, refusal):
+    """A full disk (refused at the flush) or an unwritable folder (refused at the temporary file)."""
+    from protoviz_core.atomic import OutputError
+    from protoviz_core.errors import ProtovizError
+
+    (tmp_path / "m.json").write_text('{"a": 1}')
+    where = "fsync" if refusal == errno.ENOSPC else "mkstemp"
+
+    def refuse(*args, **kwargs):
+        raise OSError(refusal, os.strerror(refusal))
+
+    monkeypatch.setattr(os if where == "fsync" else tempfile, where, refuse)
+    with pytest.raises(OutputError, match=r"m.json: cannot write it \(.+\); make .* writable or free space") as caught:
+        with atomic_write(tmp_path / "m.json") as f:
+            f.write('{"a": 2}')
+    assert isinstance(caught.value, ProtovizError) and "\n" not in str(caught.value)
+    assert (tmp_path / "m.json").read_text() == '{"a": 1}' and os.listdir(tmp_path) == ["m.json"]
+
+
+def test_other_errors_inside_a_write_are_not_disguised(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        with atomic_write(tmp_path / "m.json"):
+            open(tmp_path / "absent")

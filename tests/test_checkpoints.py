@@ -42,3 +42,25 @@ def test_choose_epochs_takes_all_a_stride_or_a_list():
     assert choose_epochs([0, 1, 2, 3], [3, 1, 1]) == [1, 3]
     with pytest.raises(ValueError, match=r"report.montage_epochs: epochs \[7\]"):
         choose_epochs([0, 1, 2, 3], [1, 7], key="report.montage_epochs")
+
+
+def test_a_checkpoint_copied_over_another_epoch_is_refused_by_every_reader(tmp_path, trained_checkpoints):
+    import shutil
+
+    for epoch, path in trained_checkpoints.items():
+        shutil.copy(path, tmp_path / path.name)
+    shutil.copy(trained_checkpoints[1], tmp_path / "epoch_0002.pt")  # valid file, wrong content
+    for read in (read_checkpoint, checkpoint_identity, require_checkpoints):
+        with pytest.raises(CheckpointError, match=r"epoch_0002.pt: holds epoch 1, not the epoch its name says"):
+            read(tmp_path / "epoch_0002.pt" if read is not require_checkpoints else tmp_path)
+
+
+def test_a_checkpoint_of_another_training_run_is_not_mixed_in(tmp_path, trained_checkpoints):
+    import shutil
+
+    for epoch, path in trained_checkpoints.items():
+        shutil.copy(path, tmp_path / path.name)
+    foreign = torch.load(trained_checkpoints[2], weights_only=True)
+    torch.save({**foreign, "training_hash": "another run"}, tmp_path / "epoch_0002.pt")
+    with pytest.raises(CheckpointError, match="epoch_0002.pt: from another training configuration than epoch_0000"):
+        require_checkpoints(tmp_path)

@@ -130,3 +130,18 @@ def test_report_units_are_checked(unit, message):
 def test_non_finite_numbers_are_refused_with_their_key(section, key, value):
     with pytest.raises(ParamsError, match=rf"{section}\.{key}: .*finite"):
         parse_params({section: {key: value}})
+
+
+@pytest.mark.parametrize("section, key, value, expected", [
+    ("extract", "epochs", [0, 99], "extract.epochs: epochs [99] are not in this run's 0..2 (train.epochs)"),
+    ("report", "montage_epochs", [3], "report.montage_epochs: epochs [3] are not in this run's 0..2"),
+    ("report", "units", ["layer3:9999"], "report.units: 'layer3:9999' names channel 9999 of layer3, which has "
+                                          "channels 0..255"),
+    ("report", "units", ["layer1.0.conv1:64"], "channel 64 of layer1.0.conv1, which has channels 0..63"),
+])
+def test_epochs_and_channels_the_run_will_not_have_are_refused_before_any_stage(section, key, value, expected):
+    raw = tiny_params(epochs=2)
+    raw[section] = {key: value}
+    assert expected in _error(raw)
+    raw[section] = {key: value[:-1] + ([2] if key.endswith("epochs") else ["layer3:255"])}
+    parse_params(raw)  # the last epoch and the last channel are fine

@@ -175,3 +175,32 @@ def test_parallel_processes_share_a_new_database(tmp_path, monkeypatch):
     runs = client.search_runs([client.get_experiment_by_name(EXPERIMENT_NAME).experiment_id])
     assert len(runs) == 4
     assert all(len(client.get_metric_history(r.info.run_id, "train/loss")) == 50 for r in runs)
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_a_damaged_database_stops_a_stage_with_one_line_and_its_results_are_kept(project, damage):
+    from tests.helpers import STAGE_ARGS, call_stage
+
+    database = project / "mlflow.db"
+    assert os.environ["MLFLOW_TRACKING_URI"] == f"sqlite:///{database}"
+    content = database.read_bytes()
+    database.write_bytes(b"not a database " * 4096 if damage == "garbage" else content[: len(content) // 2])
+    checkpoints = {p.name: p.read_bytes() for p in (project / "out/checkpoints").iterdir()}
+    status, _, stderr = call_stage("train", project, *STAGE_ARGS["train"])
+    assert status == 2 and "Traceback" not in stderr
+    line = stderr.strip().splitlines()[-1]
+    assert f"{database}: the MLflow database cannot be used (" in line and "MLFLOW_TRACKING_URI" in line
+    assert {p.name: p.read_bytes() for p in (project / "out/checkpoints").iterdir()} == checkpoints
+
+
+def test_a_locked_database_is_named_and_other_errors_are_not():
+    import sqlalchemy.exc
+
+    from protoviz_core.tracking import database_failure
+
+    locked = sqlalchemy.exc.OperationalError("INSERT ...", {}, Exception("database is locked"))
+    try:  # as MLflow raises it: its own exception, from sqlalchemy's
+        raise RuntimeError("mlflow failed") from locked
+    except RuntimeError as exc:
+        assert "(database is locked). If another process holds it, wait" in database_failure(exc)
+    assert database_failure(ValueError("x")) is None

@@ -76,6 +76,23 @@ def test_a_truncated_checkpoint_of_a_finished_run_is_made_again(project):
     assert (project / "metrics/train.json").read_text() == metrics
 
 
+def test_a_checkpoint_copied_over_another_epoch_is_replayed_and_no_later_stage_uses_it(project):
+    import shutil
+
+    checkpoints = list_checkpoints(project / "out/checkpoints")
+    saved = torch.load(checkpoints[2], weights_only=True)["backbone"]
+    shutil.copy(checkpoints[1], checkpoints[2])  # a valid file holding epoch 1, named epoch 2
+    for stage in ("probe", "rfmask", "extract"):
+        status, _, stderr = call_stage(stage, project, *STAGE_ARGS[stage])
+        assert status == 2 and "Traceback" not in stderr, stage
+        assert "epoch_0002.pt: holds epoch 1, not the epoch its name says" in stderr.strip().splitlines()[-1]
+
+    stdout = run_stage("train", project, *STAGE_ARGS["train"])
+    assert "holding another epoch" in stdout and "epochs [2] are missing inside the finished run 0..2" in stdout
+    again = torch.load(checkpoints[2], weights_only=True)
+    assert again["epoch"] == 2 and all(torch.equal(again["backbone"][k], saved[k]) for k in saved)
+
+
 def test_a_diverging_run_stops_with_one_line_and_keeps_its_good_epochs(workdir):
     write_params(workdir / "params.yaml", tiny_params(epochs=4, lr=1e6))
     status, _, stderr = call_stage("train", workdir, *TRAIN_ARGS)
