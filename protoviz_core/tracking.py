@@ -45,6 +45,7 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 from protoviz_core.config import Params
+from protoviz_core.errors import ProtovizError
 
 EXPERIMENT_NAME = "protoviz"
 TAG_PREFIX = "protoviz."
@@ -295,6 +296,10 @@ def _adopt_training_curves(client: MlflowClient, experiment_id: str, run_id: str
             return
 
 
+class TrackingError(ProtovizError, RuntimeError):
+    """The MLflow database cannot be used (damaged, not a database, locked); names it and the fix."""
+
+
 @contextmanager
 def pipeline_run(params: Params, stage: str) -> Iterator[mlflow.ActiveRun]:
     """Open (or create) the MLflow run of this pipeline run, as the active run.
@@ -303,7 +308,23 @@ def pipeline_run(params: Params, stage: str) -> Iterator[mlflow.ActiveRun]:
     tag ``protoviz.stage.<stage>`` records ``running``, then ``done``, ``failed`` or
     ``killed``; the run ends with :func:`_final_status`. SIGTERM inside the block is
     raised as an exception (so the run closes as KILLED) and re-raised to the caller.
+
+    Raises:
+        TrackingError: the database fails, on opening the run or inside the block (one line;
+            what the stage wrote before is kept).
     """
+    try:
+        with _open_run(params, stage) as active:
+            yield active
+    except Exception as exc:
+        problem = database_failure(exc)
+        if problem is None:
+            raise
+        raise TrackingError(problem) from None
+
+
+@contextmanager
+def _open_run(params: Params, stage: str) -> Iterator[mlflow.ActiveRun]:
     uri = tracking_uri()
     default_database = not os.environ.get("MLFLOW_TRACKING_URI")  # before mlflow exports it
     mlflow.set_tracking_uri(uri)

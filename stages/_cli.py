@@ -16,9 +16,8 @@ def parser(description: str) -> argparse.ArgumentParser:
 
 
 def run(main: Callable[[Sequence[str] | None], None], argv: Sequence[str] | None = None) -> int:
-    """Call a stage's ``main``; a user error (:class:`ProtovizError`) or an unusable MLflow database
-    prints one line and exits with status 2, Ctrl-C one line and status 130 (what was finished is
-    kept: a rerun resumes)."""
+    """Call a stage's ``main``; a user error (:class:`ProtovizError`) prints one line and exits with status 2,
+    Ctrl-C one line and status 130 (what was finished is kept: a rerun resumes)."""
     try:
         main(argv)
     except ProtovizError as exc:
@@ -27,12 +26,4 @@ def run(main: Callable[[Sequence[str] | None], None], argv: Sequence[str] | None
     except KeyboardInterrupt:
         print("interrupted; finished work is kept and a rerun resumes from it", file=sys.stderr)
         return 130
-    except Exception as exc:
-        from protoviz_core.tracking import database_failure  # (mlflow: only when something failed)
-
-        problem = database_failure(exc)
-        if problem is None:
-            raise
-        print(f"error: {problem}", file=sys.stderr)
-        return 2
     return 0
