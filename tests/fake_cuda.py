@@ -206,13 +206,17 @@ def _names_cuda(value) -> bool:
     return isinstance(value, (str, torch.device)) and torch.device(value).type == "cuda"
 
 
-class _Autocast(torch.amp.autocast_mode.autocast):
-    """``torch.autocast`` with ``"cuda"`` mapped to the CPU's autocast (bfloat16)."""
+def _autocast(reduced_precision: bool):
+    """``torch.autocast`` with ``"cuda"`` mapped to the CPU's autocast (bfloat16), or with
+    ``reduced_precision=False`` to an autocast that is entered but stays off."""
 
-    def __init__(self, device_type, dtype=None, enabled=True, cache_enabled=None):
-        if device_type == "cuda":
-            device_type = "cpu"
-        super().__init__(device_type, dtype=dtype, enabled=enabled, cache_enabled=cache_enabled)
+    class Autocast(torch.amp.autocast_mode.autocast):
+        def __init__(self, device_type, dtype=None, enabled=True, cache_enabled=None):
+            if device_type == "cuda":
+                device_type, enabled = "cpu", enabled and reduced_precision
+            super().__init__(device_type, dtype=dtype, enabled=enabled, cache_enabled=cache_enabled)
+
+    return Autocast
 
 
 class _Stream:
@@ -226,9 +230,13 @@ class _Stream:
 
 
 @contextlib.contextmanager
-def fake_cuda(free_bytes: int = 8 * 2**30):
+def fake_cuda(free_bytes: int = 8 * 2**30, reduced_precision: bool = True):
     """Run the body as if one CUDA device were present (see the module docstring); yields the
-    :class:`FakeCuda` mode (its ``memory`` and ``blocking_copies`` can be read and set)."""
+    :class:`FakeCuda` mode (its ``memory`` and ``blocking_copies`` can be read and set).
+
+    ``reduced_precision=False`` keeps autocast off: for tests whose subject is not precision,
+    as CPU bfloat16 is slow without the instructions a GPU has (DeePSiM's 4096-wide layers).
+    """
     mode = FakeCuda(FakeMemory(free=free_bytes))
 
     def pin_batch(data, device=None):
@@ -260,7 +268,7 @@ def fake_cuda(free_bytes: int = 8 * 2**30):
         patch(torch.accelerator, "current_stream", lambda device=None: _Stream())
         patch(torch.cuda, "is_current_stream_capturing", lambda: False)
         patch(torch.utils.data._utils.pin_memory, "pin_memory", pin_batch)
-        patch(torch, "autocast", _Autocast)
+        patch(torch, "autocast", _autocast(reduced_precision))
         stack.enter_context(mode)
         yield mode
 

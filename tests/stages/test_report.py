@@ -1,5 +1,6 @@
 """report and compare on micro runs of both conditions: files, panels, links, MLflow artifacts."""
 
+import errno
 import os
 import re
 
@@ -76,6 +77,18 @@ def test_report_and_comparison_of_both_conditions(project):
     assert status == 2 and "report.units: layer1:62 was not extracted" in stderr
     assert (report / "index.html").read_bytes() == before
     (tmp_path / "params.yaml").write_text(params.replace("layer1:62", "layer1:63"))
+
+    # A full disk while writing: one line naming the file, the old report stays, the run ends FAILED.
+    def full_disk(descriptor):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(os, "fsync", full_disk)
+        status, _, stderr = call_stage("report", tmp_path, *REPORT_ARGS)
+    assert status == 2 and "cannot write it (no space left on the device)" in stderr.strip().splitlines()[-1]
+    assert (report / "index.html").read_bytes() == before
+    failed = client.get_run(run.info.run_id)
+    assert failed.info.status == "FAILED" and failed.data.tags["protoviz.stage.report"] == "failed"
     stale = report / "atlas/runs/clrjit-seed1-0123abcd"
     stale.mkdir()
 
