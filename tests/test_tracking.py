@@ -204,3 +204,23 @@ def test_a_locked_database_is_named_and_other_errors_are_not():
     except RuntimeError as exc:
         assert "(database is locked). If another process holds it, wait" in database_failure(exc)
     assert database_failure(ValueError("x")) is None
+
+
+def test_a_database_locked_by_another_process_stops_a_stage_with_one_line(project):
+    from tests.helpers import STAGE_ARGS, call_stage
+
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sqlite3, sys, time\n"
+        "db = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+        "db.execute('BEGIN EXCLUSIVE')\n"
+        "print('locked', flush=True)\n"
+        "time.sleep(600)\n"), str(project / "mlflow.db")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        status, _, stderr = call_stage("train", project, *STAGE_ARGS["train"])
+    finally:
+        holder.kill()
+        holder.wait()
+    assert status == 2 and "Traceback" not in stderr
+    assert "the MLflow database cannot be used (database is locked). If another process holds it, wait" \
+        in stderr.strip().splitlines()[-1]
