@@ -13,7 +13,9 @@ setup: $(VENV)/.installed
 setup-test: $(VENV)/.installed-test
 
 # --no-compile: pip would byte-compile all ~23,000 installed modules (about 80 s on 2 cores);
-# Python compiles the few thousand a stage imports on first use and caches them.
+# instead the first stage compiles the few thousand modules it imports and caches them for
+# the others (env -u PYTHONDONTWRITEBYTECODE below: some machines set it, and then every
+# stage process would compile them all again).
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --no-compile --upgrade pip
@@ -25,7 +27,7 @@ $(VENV)/.installed-test: $(VENV)/.installed
 	touch $@
 
 demo: setup
-	dvc repro
+	env -u PYTHONDONTWRITEBYTECODE dvc repro
 
 # The atlas is tested in headless Chromium: Debian's chromium and chromium-driver packages.
 browser:
@@ -35,7 +37,7 @@ browser:
 	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver; }
 
 test: setup-test browser
-	pytest -q
+	env -u PYTHONDONTWRITEBYTECODE pytest -q
 
 bench: setup-test
 	pip install --quiet --no-deps torch-lucent==0.1.8
