@@ -9,6 +9,7 @@ for a whole folder), so DVC never tracks it.
 from __future__ import annotations
 
 import errno
+import io
 import os
 import re
 import tempfile
@@ -97,9 +98,15 @@ def atomic_write(path: str | Path, mode: str = "w") -> Iterator[IO]:
 
 
 def save_atomic(obj: Any, path: str | Path) -> None:
-    """``torch.save`` through :func:`atomic_write`."""
+    """``torch.save`` through :func:`atomic_write`.
+
+    Serialised in memory first: torch's zip writer reports a full disk as a RuntimeError of
+    its own, a plain file write as the OSError that :class:`OutputError` names.
+    """
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
     with atomic_write(path, "wb") as f:
-        torch.save(obj, f)
+        f.write(buffer.getbuffer())
 
 
 def save_image(image, path: str | Path, **options) -> Path:

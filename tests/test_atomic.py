@@ -85,3 +85,43 @@ def test_other_errors_inside_a_write_are_not_disguised(tmp_path):
     with pytest.raises(FileNotFoundError):
         with atomic_write(tmp_path / "m.json"):
             open(tmp_path / "absent")
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """(folder, full): a 64 KiB tmpfs where mounting is allowed (root with CAP_SYS_ADMIN), and
+    ``full()`` a no-op; elsewhere a plain folder, and ``full()`` a context in which writes end
+    as on a full disk (ENOSPC when the data is flushed)."""
+    import contextlib
+
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)],
+                      capture_output=True).returncode == 0:
+        yield folder, contextlib.nullcontext
+        subprocess.run(["umount", str(folder)], check=True)
+        return
+
+    @contextlib.contextmanager
+    def full():
+        def refuse(descriptor):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(os, "fsync", refuse)
+            yield
+
+    yield folder, full
+
+
+def test_a_full_disk_is_one_line_for_tensors_and_images(small_disk):
+    from protoviz_core.atomic import OutputError
+
+    folder, full = small_disk
+    save_atomic({"x": torch.zeros(2)}, folder / "small.pt")
+    before = (folder / "small.pt").read_bytes()
+    with full(), pytest.raises(OutputError, match=r"small.pt: cannot write it \(no space left on the device\)"):
+        save_atomic({"x": torch.rand(100_000)}, folder / "small.pt")  # 400 KB into 64 KiB
+    assert (folder / "small.pt").read_bytes() == before and os.listdir(folder) == ["small.pt"]
+    with full(), pytest.raises(OutputError, match="big.png: cannot write it"):
+        save_image(Image.effect_noise((400, 400), 64).convert("RGB"), folder / "big.png")
