@@ -17,7 +17,8 @@ channels per layer, fourier prior, 5 x 12 evolution, 30 Adam steps at lr 0.8, 48
    re-evolution distance (two float32 runs with different seeds) and the diversity;
 3. **embedding distances**: the diversity (MSE and cosine) of the float32 prototypes in
    the demo's embedding network (mobilenet_v2, random weights), embedded in float32
-   and under bfloat16 autocast (what the embed stage did on a GPU before it kept float32).
+   and under CPU bfloat16 autocast (close to what the embed stage did on a GPU before it
+   kept float32; CPU and CUDA autocast cast not quite the same operations).
 
     python bench/bf16_scores.py            # about 3 minutes on 2 cores; a markdown table
 """

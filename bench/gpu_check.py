@@ -7,7 +7,7 @@ ready for bench/RESULTS.md:
    generations of 30 samples, 100 Adam steps) on all 960 channels of layer1-4 of one
    ResNet18 checkpoint at 96 px: prototypes/s and the peak GPU memory of the whole
    extraction (the highest of its shards' peaks: the engine resets the peak counter when
-   it sizes each shard's passes), beside the free memory that sizing saw. The engine
+   it sizes each shard's passes), beside the free memory at the start. The engine
    sizes its passes to a fraction of the free memory, so the peak says how well that
    rule's estimate held, not how much the work needs. The checkpoint and the DeePSiM
    weights are random, written in their real formats and read by the extract stage's

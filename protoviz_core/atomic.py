@@ -60,7 +60,11 @@ def _refusals_named(path: Path) -> Iterator[None]:
     try:
         yield
     except OSError as exc:
-        if exc.errno not in _REFUSED or isinstance(exc, ProtovizError):
+        # Only refusals of the output itself: a write (no file name) or its folder's files;
+        # a file the caller reads inside the block keeps its own error.
+        about_output = exc.filename is None or Path(exc.filename).parent == path.parent or \
+            Path(exc.filename) == path.parent
+        if exc.errno not in _REFUSED or isinstance(exc, ProtovizError) or not about_output:
             raise
         raise OutputError(
             f"{path}: cannot write it ({_REFUSED[exc.errno]}); make {path.parent} writable or free space "

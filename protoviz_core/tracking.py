@@ -360,8 +360,13 @@ def _open_run(params: Params, stage: str) -> Iterator[mlflow.ActiveRun]:
             killed = isinstance(exc, (KeyboardInterrupt, _Terminated)) or (
                 # Ray's own SIGTERM handler (ray.init replaces ours) exits with the signal number
                 isinstance(exc, SystemExit) and exc.code in (signal.SIGTERM, 128 + signal.SIGTERM))
-            mlflow.set_tag(stage_tag, "killed" if killed else "failed")
-            mlflow.end_run("KILLED" if killed else "FAILED")
+            try:
+                mlflow.set_tag(stage_tag, "killed" if killed else "failed")
+                mlflow.end_run("KILLED" if killed else "FAILED")
+            except Exception as cleanup:
+                if database_failure(cleanup) is None:
+                    raise
+                # The database failed too; the stage's own error is the one to report.
             raise
         mlflow.set_tag(stage_tag, "done")
         mlflow.end_run(_final_status(client, run_id))

@@ -175,10 +175,16 @@ class FakeCuda(TorchFunctionMode):
             if self.is_on_device(source):
                 self._tag(result)
             return result
+        if (target.type == "cuda") == self.is_on_device(source):  # already there: CUDA returns it (or a cast)
+            result = func(*tree_map(lambda v: HOST if _names_cuda(v) else v, args),
+                          **tree_map(lambda v: HOST if _names_cuda(v) else v, kwargs))
+            if target.type == "cuda" and result is not source:
+                self._tag(result)
+            return result
         rest = tree_map(lambda v: HOST if _names_cuda(v) else v, (args[1:], kwargs))
         if func == _Tensor.cuda:
             result = source.clone()
-        else:
+        else:  # crossing devices
             result = _Tensor.to(source, *rest[0], **rest[1])
         if result is source or result.data_ptr() == source.data_ptr():
             result = result.clone()  # crossing devices is always a copy

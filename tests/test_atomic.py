@@ -85,6 +85,9 @@ def test_other_errors_inside_a_write_are_not_disguised(tmp_path):
     with pytest.raises(FileNotFoundError):
         with atomic_write(tmp_path / "m.json"):
             open(tmp_path / "absent")
+    with pytest.raises(PermissionError):  # refused to read another file: not a refusal of the output
+        with atomic_write(tmp_path / "m.json"):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), "/elsewhere/viewer.html")
 
 
 @pytest.fixture

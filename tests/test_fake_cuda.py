@@ -16,6 +16,7 @@ def test_tensors_and_modules_moved_to_the_device_say_so_and_results_follow():
         on_device = host.to("cuda")
         assert on_device.device == torch.device("cuda", 0) and on_device.is_cuda
         assert host.device.type == "cpu"  # moving copies: the host tensor stays where it was
+        assert on_device.to("cuda") is on_device and host.to("cpu") is host  # no move: the tensor itself
         assert model.weight.device.type == "cuda" and model.bias.is_cuda
         output = model(on_device)
         assert output.is_cuda and (output * 2).sum().is_cuda
