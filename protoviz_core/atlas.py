@@ -19,6 +19,13 @@ Layout::
     <atlas>/runs/<run>/sprites/*.jpg        one sheet per shard, named by a hash of its content
     <atlas>/runs/<run>/strips/*.jpg         one strip per (layer, unit), named by a hash of its content
     <atlas>/runs/<run>/masks/*.png          the RF mask of each (epoch, layer), white = inside
+    <atlas>/runs/<run>/exemplars/*.jpg      per (layer, unit): its top natural images, a row per epoch
+    <atlas>/runs/<run>/exemplar_sheets/*.jpg  per (epoch, layer): every unit's best natural image,
+                                            laid out like the layer's prototype sheet
+
+Exemplars (:mod:`protoviz_core.exemplars`) are the data set's images that drive a unit
+hardest at that epoch; the manifest holds their activations and each prototype's
+superstimulus ratio (its activation over the best exemplar's), the viewer's default curve.
 
 ``runs.js`` is a script, not JSON, because browsers refuse to fetch files from a
 page opened as file://. Run parts from several runs (the comparison command
@@ -38,6 +45,7 @@ from PIL import Image
 
 from protoviz_core.atomic import atomic_write, save_image
 from protoviz_core.errors import MissingInputError
+from protoviz_core.exemplars import ExemplarSet
 from protoviz_core.masks import MaskSet
 from protoviz_core.montage import grid, thumbnails
 from protoviz_core.store import PrototypeStore
@@ -57,6 +65,7 @@ def write_run_part(
     *,
     name: str,
     thumb_size: int,
+    exemplars: ExemplarSet | None = None,
     log: Callable[[str], None] = print,
     on_epoch: Callable[[int], None] = lambda epoch: None,
 ) -> dict:
@@ -68,6 +77,7 @@ def write_run_part(
 
     Args:
         masks: the rfmask stage's masks.
+        exemplars: the run's natural exemplars (every epoch of the store); None: an atlas without them.
         on_epoch: called after each epoch's sheets (progress).
         name: the run's folder and label, e.g. ``clrjit-seed1-1a2b3c4d``.
 
@@ -90,9 +100,10 @@ def write_run_part(
     sprites: dict[str, str] = {}
     shard_keys: dict[str, list[str]] = {layer: [] for layer in layers}  # every shard's, for the strips' names
     activations = {layer: [] for layer in layers}  # [epoch index][repeat index][channel index]
+    ratios = {layer: [] for layer in layers}  # the same, superstimulus ratio (None: no yardstick)
     for epoch in epochs:
         for layer in layers:
-            per_repeat = []
+            per_repeat, per_repeat_ratio = [], []
             for repeat in repeats:
                 rows = store.select(epoch=epoch, layer=layer, repeat=repeat).sort_values("channel")
                 if list(rows.channel) != channels[layer]:
@@ -110,7 +121,9 @@ def write_run_part(
                     sheet = grid(thumbnails(store.images(rows), thumb), columns[layer], gap=0)
                     save_image(sheet, path, quality=90)
                 per_repeat.append([round(float(a), 4) for a in rows.activation])
+                per_repeat_ratio.append([None if math.isnan(r) else round(float(r), 4) for r in rows.superstimulus])
             activations[layer].append(per_repeat)
+            ratios[layer].append(per_repeat_ratio)
         on_epoch(epoch)
     prune(folder / "sprites", [Path(p).name for p in sprites.values()], log, pattern="*.jpg")
     log(f"atlas {name}: one strip per unit across epochs (for scrubbing)")
@@ -130,7 +143,11 @@ def write_run_part(
         "name": name, "aug": str(rows0["aug"]), "seed": int(rows0["seed"]), "thumb": thumb,
         "epochs": epochs, "repeats": repeats, "layers": layers, "channels": channels, "columns": columns,
         "sprites": sprites, "strips": strips, "masks": mask_files, "activations": activations,
+        "superstimulus": ratios,
     }
+    if exemplars is not None:
+        log(f"atlas {name}: each unit's top natural images per epoch")
+        manifest["exemplars"] = _write_exemplars(exemplars, folder, channels, columns, epochs, thumb, log)
     with atomic_write(folder / MANIFEST) as f:
         json.dump(manifest, f)
     return manifest
@@ -181,6 +198,48 @@ def _write_strips(
                 strip = grid(small[i * per_unit : (i + 1) * per_unit], len(epochs), gap=0)
                 save_image(strip, folder / strips[strip_name(layer, channel)], quality=90)
     return strips
+
+
+def _write_exemplars(
+    exemplars: ExemplarSet, folder: Path, channels: dict[str, list[int]], columns: dict[str, int],
+    epochs: list[int], thumb: int, log: Callable[[str], None],
+) -> dict:
+    """Exemplar strips (per unit: a row per epoch, its top k images) and sheets (per epoch and layer:
+    every unit's best image, cell i where the prototype sheet has unit i); their manifest entry.
+
+    Files are named by a hash of the exemplar files' keys, so a rerun writes only what changed.
+    """
+    missing = sorted(set(epochs) - set(exemplars.by_epoch))
+    if missing:
+        raise MissingInputError(f"no exemplars for epochs {missing}; rerun dvc repro exemplars")
+    keys = "|".join(str(exemplars.by_epoch[epoch]["key"]) for epoch in epochs)
+    strips: dict[str, str] = {}
+    sheets: dict[str, str] = {}
+    found: dict[str, list] = {layer: [] for layer in channels}  # [epoch index][channel index] -> k activations
+    for layer, chosen in channels.items():
+        tops = [exemplars.top(epoch, layer, chosen) for epoch in epochs]  # per epoch: (C, k) values, positions
+        for values, _ in tops:
+            found[layer].append([[round(float(v), 4) for v in row] for row in values])
+        for epoch, (_, positions) in zip(epochs, tops):
+            digest = hashlib.sha256(f"{exemplars.by_epoch[epoch]['key']}:{layer}:{thumb}:{columns[layer]}:"
+                                    f"{chosen}".encode()).hexdigest()[:12]
+            cell = f"e{epoch:04d}-{layer}"
+            sheets[cell] = f"exemplar_sheets/{cell}-{digest}.jpg"
+            if not (folder / sheets[cell]).is_file():
+                best = torch.from_numpy(exemplars.pool.images(positions[:, 0].numpy()))
+                save_image(grid(thumbnails(best, thumb), columns[layer], gap=0), folder / sheets[cell], quality=90)
+        by_unit = torch.stack([positions for _, positions in tops], dim=1)  # (C, E, k)
+        for i, channel in enumerate(chosen):
+            digest = hashlib.sha256(f"{keys}:{layer}:{channel}:{thumb}".encode()).hexdigest()[:12]
+            strips[strip_name(layer, channel)] = f"exemplars/{layer}-c{channel:04d}-{digest}.jpg"
+            path = folder / strips[strip_name(layer, channel)]
+            if not path.is_file():
+                images = torch.from_numpy(exemplars.pool.images(by_unit[i].flatten().numpy()))
+                save_image(grid(thumbnails(images, thumb), by_unit.shape[2], gap=0), path, quality=90)
+    prune(folder / "exemplars", [Path(p).name for p in strips.values()], log, pattern="*.jpg")
+    prune(folder / "exemplar_sheets", [Path(p).name for p in sheets.values()], log, pattern="*.jpg")
+    return {"k": exemplars.top_k, "sample": exemplars.sample_size, "strips": strips, "sheets": sheets,
+            "activations": found}
 
 
 def read_manifest(folder: str | Path) -> dict:

@@ -176,6 +176,24 @@ class ExtractParams(_Section):
         return self
 
 
+class ExemplarParams(_Section):
+    """Natural exemplars: each extracted unit's top images of a fixed sample of the data set."""
+
+    splits: list[Literal["train", "unlabeled", "test"]] = Field(["train", "unlabeled"], min_length=1)
+    images: Optional[int] = Field(10_000, ge=1)  # sample size; null = every image of the splits
+    top_k: int = Field(8, ge=1)  # exemplars kept per unit
+    seed: int = Field(0, ge=0)  # draws the sample (the same images for every checkpoint)
+    batch_size: int = Field(256, ge=1)
+    device: Device = "auto"
+
+    @field_validator("splits")
+    @classmethod
+    def _distinct(cls, splits: list[str]) -> list[str]:
+        if len(set(splits)) != len(splits):
+            raise ValueError(f"exemplars.splits: each split once, got {splits}")
+        return splits
+
+
 class EmbedParams(_Section):
     """Prototypes in pixel space and pretrained networks (paper Sec. 6.4)."""
 
@@ -236,6 +254,7 @@ class Params(_Section):
     probe: ProbeParams = ProbeParams()
     rfmask: RFMaskParams = RFMaskParams()
     extract: ExtractParams = ExtractParams()
+    exemplars: ExemplarParams = ExemplarParams()
     embed: EmbedParams = EmbedParams()
     distance: DistanceParams = DistanceParams()
     report: ReportParams = ReportParams()

@@ -42,7 +42,7 @@ from protoviz_core.work import Contents, WorkItem, identity
 
 # Bump when a change alters prototypes for the same settings (e.g. how streams are derived):
 # it is part of every shard's identity, so old shards are redone, not reused.
-SYNTHESIS_VERSION = 3  # 3: units maximised before their final ReLU
+SYNTHESIS_VERSION = 4  # 3: units maximised before their final ReLU; 4: activations of the 8-bit images
 
 # The extract params handed to synthesize() as they are; with the image size, the channel
 # subset and the shard's seed they are everything that shapes a prototype.

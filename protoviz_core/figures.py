@@ -49,14 +49,18 @@ def line_panels(
     title: str,
     colors: dict[str, str] | None = None,
     panel_order: list[str] | None = None,
+    reference: tuple[float, str] | None = None,
+    log_y: bool = False,
 ) -> Figure:
     """Curves vs epoch, one panel per value of ``panel``, one line per value of ``line``.
 
     Args:
         frame: columns ``epoch``, ``mean``, ``panel``, ``line`` and optionally ``sem``
-            (drawn as a mean +- SEM band where it is a number) and ``n`` (runs averaged,
-            shown in the legend).
+            (drawn as a mean +- SEM band where it is a number), or ``low`` and ``high``
+            (a band between them, e.g. quartiles), and ``n`` (runs averaged, shown in the legend).
         panel_order: panel values in drawing order; default: network order of the names.
+        reference: (y, label) of a dashed horizontal line in every panel.
+        log_y: a logarithmic y axis (for ratios).
     """
     if frame.empty:
         raise ValueError(f"{title}: nothing to draw")
@@ -70,9 +74,16 @@ def line_panels(
             runs = f" (n={int(curve['n'].max())})" if "n" in curve and curve["n"].max() > 1 else ""
             ax.plot(curve["epoch"], curve["mean"], marker="o", markersize=3, color=colors.get(label),
                     label=f"{label}{runs}")
-            if "sem" in curve and curve["sem"].notna().any():
+            if {"low", "high"} <= set(curve):
+                ax.fill_between(curve["epoch"], curve["low"], curve["high"], alpha=0.25, color=colors.get(label),
+                                linewidth=0)
+            elif "sem" in curve and curve["sem"].notna().any():
                 low, high = curve["mean"] - curve["sem"], curve["mean"] + curve["sem"]
                 ax.fill_between(curve["epoch"], low, high, alpha=0.25, color=colors.get(label), linewidth=0)
+        if reference is not None:
+            ax.axhline(reference[0], color="0.3", linestyle="--", linewidth=1, label=reference[1])
+        if log_y:
+            ax.set_yscale("log")
         ax.set_title(str(name))
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -120,6 +131,47 @@ def development_montage(
                 ax.set_title(f"epoch {epochs[column]}", fontsize="small")
             if column == 0:
                 ax.set_ylabel(units[row], fontsize="small")
+    figure.suptitle(title)
+    return figure
+
+
+def exemplar_rows(
+    prototypes: torch.Tensor,
+    exemplars: torch.Tensor,
+    *,
+    units: list[str],
+    prototype_labels: list[str],
+    exemplar_labels: list[list[str]],
+    title: str,
+) -> Figure:
+    """Each unit's prototype (first column) beside its top natural images, a row per unit.
+
+    Args:
+        prototypes: uint8 (U, 3, S, S).
+        exemplars: uint8 (U, k, 3, S, S), best first.
+        units: U row labels; prototype_labels: U captions (e.g. its activation and ratio);
+        exemplar_labels: U x k captions (e.g. activations).
+    """
+    count, k = exemplars.shape[:2]
+    size = 1.15
+    figure, axes = plt.subplots(count, k + 1, figsize=(size * (k + 1) + 1.2, (size + 0.25) * count + 0.8),
+                                squeeze=False, constrained_layout=True)
+    for row in range(count):
+        pictures = [prototypes[row], *exemplars[row]]
+        captions = [prototype_labels[row], *exemplar_labels[row]]
+        for column, (image, caption) in enumerate(zip(pictures, captions)):
+            ax = axes[row][column]
+            ax.imshow(image.permute(1, 2, 0).numpy(), interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_xlabel(caption, fontsize="x-small")
+            if column == 0:
+                ax.set_ylabel(units[row], fontsize="small")
+                for spine in ax.spines.values():
+                    spine.set_edgecolor("tab:red")
+                    spine.set_linewidth(2)
+            if row == 0:
+                ax.set_title("prototype" if column == 0 else f"natural #{column}", fontsize="small")
     figure.suptitle(title)
     return figure
 

@@ -3,7 +3,8 @@
     train/loss, train/images_per_s
     probe/<readout>                                    readout in READOUTS
     rfmask/sigma/<layer>
-    extract/activation/<layer>, extract/dead_fraction/<layer>, extract/prototypes_per_s
+    extract/activation/<layer>, extract/dead_fraction/<layer>, extract/superstimulus/<layer>,
+    extract/prototypes_per_s
     <quantity>/<space>/<metric>[-masked]/<layer>       quantity in QUANTITIES
 
 Each metric is logged with the epoch as its step. The distance stage measures every
@@ -36,7 +37,8 @@ def rfmask_sigma_key(layer: str) -> str:
 
 
 def extract_key(statistic: str, layer: str) -> str:
-    """``statistic``: ``activation`` (mean centre activation) or ``dead_fraction``."""
+    """``statistic``: ``activation`` (mean centre activation), ``dead_fraction`` or ``superstimulus``
+    (median over the layer's prototypes of activation / best natural activation)."""
     return f"extract/{statistic}/{layer}"
 
 

@@ -4,6 +4,9 @@ Run report (paper Fig. 1-8 for one run), in ``<out>/``:
 
     prototypes_<layer>.png   every extracted channel at the last epoch, RF-masked (Fig. 1)
     development.png          chosen units x epochs 0, k, 2k, ... and the last, or listed ones (Fig. 3, 8)
+    superstimulus.png, .csv  per layer vs epoch: prototype activation / best natural activation
+                             (median and quartiles; protoviz's measure, not the paper's)
+    exemplars.png            the montage's units at the last epoch: prototype beside its top natural images
     probe.png                linear-probe accuracy vs epoch, three readouts (Fig. 4A)
     diversity.png, rate_of_change.png, consistency.png
                              per layer vs epoch in the configured space and metric (Fig. 2, 5-7)
@@ -31,9 +34,10 @@ from protoviz_core.atomic import save_image
 from protoviz_core.checkpoints import choose_epochs
 from protoviz_core.config import DistanceParams, ReportParams
 from protoviz_core.errors import ProtovizError
+from protoviz_core.exemplars import ExemplarSet
 from protoviz_core.figures import (
-    CONDITION_COLORS, QUANTITY_LABELS, READOUT_COLORS, development_montage, line_panels, masked_images,
-    save_figure,
+    CONDITION_COLORS, QUANTITY_LABELS, READOUT_COLORS, development_montage, exemplar_rows, line_panels,
+    masked_images, save_figure,
 )
 from protoviz_core.htmlpage import HtmlPage
 from protoviz_core.masks import MaskSet
@@ -43,6 +47,7 @@ from protoviz_core.metric_keys import (
 from protoviz_core.montage import grid, thumbnails
 from protoviz_core.store import PrototypeStore
 from protoviz_core.simclr import build_backbone
+from protoviz_core.superstimulus import ratio_summary
 from protoviz_core.units import spaced_channels, unit_position
 from protoviz_core.work import prune
 
@@ -117,6 +122,7 @@ def write_run_report(
     settings: ReportParams,
     view: DistanceParams,
     run_name: str,
+    exemplars: ExemplarSet | None = None,
     log: Callable[[str], None] = print,
     on_atlas_epoch: Callable[[int], None] = lambda epoch: None,
 ) -> Path:
@@ -128,6 +134,7 @@ def write_run_report(
         distances: the distance stage's tidy table (space, metric, masked, layer, epoch, quantity, value).
         probe: the probe stage's table (epoch, logreg, linearsvc, adam).
         run_name: the atlas folder and label of this run.
+        exemplars: the exemplars stage's natural exemplars; None: a report without them.
         on_atlas_epoch: called after each epoch of the atlas is written (progress).
     """
     out = Path(out)
@@ -173,6 +180,8 @@ def write_run_report(
                                  epochs=shown_epochs, title=f"{aug}, seed {seed}: units over training")
     page.image(save_figure(figure, out / "development.png"), "development montage")
 
+    _superstimulus_section(page, out, store, units, exemplars, last, first_repeat, title=f"{aug}, seed {seed}")
+
     page.heading("Linear-probe accuracy")
     readouts = pd.concat([probe[["epoch"]].assign(line=name, mean=probe[name], panel="frozen features")
                           for name in READOUTS if name in probe])
@@ -196,10 +205,62 @@ def write_run_report(
     prune(out, [f"prototypes_{layer}.png" for layer in layers], log, pattern="prototypes_*.png")
     prune(out / "atlas" / "runs", [run_name], log, pattern="*/")
     manifest = write_run_part(store, masks, out / "atlas" / "runs" / run_name, name=run_name,
-                              thumb_size=settings.thumb_size, log=log, on_epoch=on_atlas_epoch)
+                              thumb_size=settings.thumb_size, exemplars=exemplars, log=log, on_epoch=on_atlas_epoch)
     write_viewer(out / "atlas", [manifest])
     page.link("atlas/index.html", "Open the atlas: any unit, any epoch, both repeats (opens from disk)")
     return page.write(out / "index.html")
+
+
+def check_exemplars_match(store: PrototypeStore, exemplars: ExemplarSet) -> None:
+    """Refuse exemplars other than those the store's ratios were computed with.
+
+    Raises:
+        ReportError: an exemplar file's best activation differs from the index's ``natural_best``.
+    """
+    for (epoch, layer), rows in store.index.groupby(["epoch", "layer"]):
+        if int(epoch) not in exemplars.by_epoch:
+            raise ReportError(f"no exemplars for epoch {epoch}; run dvc repro (exemplars, then extract)")
+        best, _ = exemplars.top(int(epoch), layer, rows.channel.tolist())
+        if not torch.allclose(best[:, 0].double(), torch.tensor(rows.natural_best.to_numpy()), rtol=1e-5,
+                              equal_nan=True):
+            raise ReportError(f"the exemplars of epoch {epoch}, {layer} are not those the prototype index was "
+                              "built with; run dvc repro (exemplars, then extract)")
+
+
+def _superstimulus_section(page: HtmlPage, out: Path, store: PrototypeStore, units: list[tuple[str, int]],
+                           exemplars: ExemplarSet | None, last: int, repeat: int, title: str) -> None:
+    """The superstimulus ratio over training per layer, and the montage's units beside their exemplars."""
+    page.heading("Prototypes against the data (superstimulus ratio)")
+    stats = ratio_summary(store.index)
+    if stats.empty:
+        page.text("No ratios: the prototype index was built without natural exemplars.", note=True)
+        return
+    stats.to_csv(out / "superstimulus.csv", index=False)
+    frame = stats.assign(panel=stats.layer, line="median, quartile band", mean=stats["median"],
+                         low=stats.q25, high=stats.q75)
+    figure = line_panels(frame, panel="panel", line="line", y_label="prototype / best natural image",
+                         reference=(1.0, "best natural image"), log_y=True,
+                         title=f"{title}: prototype activation / best activation of sampled data images")
+    page.image(save_figure(figure, out / "superstimulus.png"), "superstimulus ratio vs epoch per layer")
+    final = stats[stats.epoch == last]
+    page.text(f"Epoch {last}, median ratio per layer: " + "; ".join(
+        f"{r.layer} {r.median:.2f} (n={r.n}{f', {r.no_yardstick} units no sampled image drives' if r.no_yardstick else ''})"
+        for r in final.itertuples()) + ". Above 1, a prototype drives its unit harder than any sampled image.")
+    if exemplars is None:
+        return
+    check_exemplars_match(store, exemplars)
+    rows = pd.concat([store.select(epoch=last, layer=layer, channel=channel, repeat=repeat) for layer, channel in units])
+    prototypes = store.images(rows)
+    tops = [exemplars.top(last, layer, [channel]) for layer, channel in units]
+    pictures = torch.stack([torch.from_numpy(exemplars.pool.images(positions[0].numpy())) for _, positions in tops])
+    figure = exemplar_rows(
+        prototypes, pictures, units=[f"{layer}:{channel}" for layer, channel in units],
+        prototype_labels=[f"{r.activation:.2f} ({r.superstimulus:.2f}x)" if pd.notna(r.superstimulus)
+                          else f"{r.activation:.2f} (no image drives it)" for r in rows.itertuples()],
+        exemplar_labels=[[f"{v:.2f}" for v in values[0].tolist()] for values, _ in tops],
+        title=f"{title}, epoch {last}: prototype (activation, x best natural) beside the top "
+              f"{exemplars.top_k} of {exemplars.sample_size} sampled images")
+    page.image(save_figure(figure, out / "exemplars.png"), "prototypes beside their natural exemplars")
 
 
 def write_comparison(

@@ -15,7 +15,10 @@ all channels of that layer::
         channels     int64 (C,)
         redrawn      bool (C,)
     <store>/index.parquet   one row per prototype:
-        aug, seed, repeat, epoch, layer, channel, activation, dead, shard, offset, shard_key
+        aug, seed, repeat, epoch, layer, channel, activation, dead, shard, offset, shard_key,
+        natural_best    the highest activation any sampled image of the data set gives the unit
+                        (protoviz_core.exemplars; NaN when the store was built without exemplars)
+        superstimulus   activation / natural_best: above 1, the prototype beats the data
 
 Shards are written to a temporary name and renamed when complete, so a killed run
 leaves only whole shards; :func:`open_prototypes` reads them lazily (memory-mapped,
@@ -39,13 +42,17 @@ from PIL import Image
 
 from protoviz_core.atomic import atomic_write, save_atomic
 from protoviz_core.errors import MissingInputError
+from protoviz_core.superstimulus import superstimulus_ratio
 from protoviz_core.work import KEY
 
 INDEX_NAME = "index.parquet"
 SHARDS_DIR = "shards"
 INDEX_COLUMNS = [
     "aug", "seed", "repeat", "epoch", "layer", "channel", "activation", "dead", "shard", "offset", "shard_key",
+    "natural_best", "superstimulus",
 ]
+# natural_best(epoch, layer, channels (N,)) -> (N,): each unit's best natural activation (the exemplars')
+NaturalBest = Callable[[int, str, np.ndarray], np.ndarray]
 IMAGE_FORMATS = ("raw", "png")  # how a shard holds its images; the same pixels either way
 _RERUN = "run dvc repro (the extract stage rebuilds the store; dvc checkout restores a committed one)"
 
@@ -174,19 +181,28 @@ def convert_shards(store: str | Path, shards: Iterable[ShardId], image_format: s
     return converted
 
 
-def build_index(store: str | Path, shards: Iterable[ShardId], *, aug: str, seed: int) -> pd.DataFrame:
-    """Index rows of ``shards`` (read lazily) and write ``index.parquet`` atomically."""
+def build_index(store: str | Path, shards: Iterable[ShardId], *, aug: str, seed: int,
+                natural_best: NaturalBest | None = None) -> pd.DataFrame:
+    """Index rows of ``shards`` (read lazily) and write ``index.parquet`` atomically.
+
+    ``natural_best`` gives each prototype's yardstick for the ``superstimulus`` column
+    (the extract stage reads it from the exemplars); without it both columns are NaN.
+    """
     frames = []
     for shard in shards:
         contents = read_shard(shard_path(store, shard))
         if contents is None:
             raise StoreError(f"{shard_path(store, shard)}: missing or unreadable shard; {_RERUN}")
         count = len(contents["channels"])
+        channels = contents["channels"].numpy()
+        best = (np.full(count, np.nan) if natural_best is None
+                else np.asarray(natural_best(shard.epoch, shard.layer, channels), dtype=np.float64))
         frames.append(pd.DataFrame({
             "aug": aug, "seed": seed, "repeat": shard.repeat, "epoch": shard.epoch, "layer": shard.layer,
             "channel": contents["channels"].numpy(), "activation": contents["activations"].numpy(),
             "dead": contents["dead"].numpy(), "shard": shard.name, "offset": range(count),
-            "shard_key": contents[KEY],
+            "shard_key": contents[KEY], "natural_best": best,
+            "superstimulus": superstimulus_ratio(contents["activations"].numpy(), best),
         }))
     index = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=INDEX_COLUMNS)
     with atomic_write(Path(store) / INDEX_NAME, "wb") as f:

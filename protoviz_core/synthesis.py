@@ -67,8 +67,8 @@ def stream_seed(seed: int, use: str) -> int:
 class Prototypes:
     """One prototype per channel. N = number of channels."""
 
-    images: torch.Tensor  # (N, 3, S, S) float in [0, 1], on the CPU
-    activations: torch.Tensor  # (N,) centre activation of each channel on its own image
+    images: torch.Tensor  # (N, 3, S, S) float in [0, 1] on the 8-bit grid (k / 255) the store keeps, on the CPU
+    activations: torch.Tensor  # (N,) centre activation of each channel on its own image (exactly that image)
     latents: torch.Tensor  # (N, d) the generator codes
     channels: torch.Tensor  # (N,) int64 channel indices
     dead: torch.Tensor  # (N,) bool: activation still <= 0
@@ -349,13 +349,15 @@ def synthesize(
             with torch.no_grad():
                 images = torch.cat([prior(codes[i:i + objective.max_batch]).float()
                                     for i in range(0, len(codes), objective.max_batch)])
+                # What is reported is what the store keeps: the image on its 8-bit grid.
+                images = images.clamp(0, 1).mul(255).round().div(255)
                 final = objective.exact_activations(images, on_device)
     finally:
         model.train(was_training)
         for parameter, flag in zip(model.parameters(), trainable):
             parameter.requires_grad_(flag)
     return Prototypes(
-        images=images.clamp(0, 1).cpu(), activations=final.cpu(), latents=codes.cpu(),
+        images=images.cpu(), activations=final.cpu(), latents=codes.cpu(),
         channels=channel_index, dead=(final <= 0).cpu(), redrawn=_mask(silent, len(channel_index)),
         evolution_activations=evolved.cpu(),
     )

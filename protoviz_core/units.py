@@ -35,35 +35,49 @@ def find_layer(model: nn.Module, layer: str) -> nn.Module:
 
 
 @contextmanager
-def layer_reader(model: nn.Module, layer: str) -> Iterator[Callable[[torch.Tensor], torch.Tensor]]:
-    """Context manager giving ``read(images) -> features`` of ``layer``.
+def layers_reader(model: nn.Module, layers: Sequence[str]) -> Iterator[Callable[[torch.Tensor], dict[str, torch.Tensor]]]:
+    """Context manager giving ``read(images) -> {layer: features}`` for several layers in one pass.
 
-    ``images`` (B, 3, H, W) go through ``model`` only up to ``layer``; ``features`` is
-    that layer's output, (B, C, h, w) for a convolution or (B, C) for a linear layer,
-    with gradients when ``images`` require them. The hook is removed on exit.
+    ``images`` (B, 3, H, W) go through ``model`` only until every one of ``layers`` has
+    run; ``features[layer]`` is that layer's output, (B, C, h, w) for a convolution or
+    (B, C) for a linear layer, with gradients when ``images`` require them. The hooks
+    are removed on exit.
     """
-    captured: list[torch.Tensor] = []
+    wanted = list(dict.fromkeys(layers))
+    captured: dict[str, torch.Tensor] = {}
 
-    def hook(module, inputs, output):
-        captured.append(output)
-        raise _StopForward
+    def hook_for(name: str):
+        def hook(module, inputs, output):
+            captured[name] = output
+            if len(captured) == len(wanted):
+                raise _StopForward
+        return hook
 
-    handle = find_layer(model, layer).register_forward_hook(hook)
+    handles = [find_layer(model, name).register_forward_hook(hook_for(name)) for name in wanted]
 
-    def read(images: torch.Tensor) -> torch.Tensor:
+    def read(images: torch.Tensor) -> dict[str, torch.Tensor]:
         captured.clear()
         try:
             model(images)
         except _StopForward:
             pass
-        if not captured:
-            raise RuntimeError(f"layer {layer!r} did not run in the model's forward pass")
-        return captured[0]
+        missing = [name for name in wanted if name not in captured]
+        if missing:
+            raise RuntimeError(f"layer {missing[0]!r} did not run in the model's forward pass")
+        return {name: captured[name] for name in wanted}
 
     try:
         yield read
     finally:
-        handle.remove()
+        for handle in handles:
+            handle.remove()
+
+
+@contextmanager
+def layer_reader(model: nn.Module, layer: str) -> Iterator[Callable[[torch.Tensor], torch.Tensor]]:
+    """:func:`layers_reader` of one layer: ``read(images) -> features`` (B, C, h, w) or (B, C)."""
+    with layers_reader(model, [layer]) as read_layers:
+        yield lambda images: read_layers(images)[layer]
 
 
 @contextmanager
@@ -139,6 +153,16 @@ def centre_activation(features: torch.Tensor, channels: torch.Tensor) -> torch.T
         raise ValueError(f"expected (B, C, h, w) or (B, C) features, got shape {tuple(features.shape)}")
     row, column = centre_index(*features.shape[2:])
     return features[rows, channels, row, column]
+
+
+def centre_units(features: torch.Tensor) -> torch.Tensor:
+    """Every channel's unit of every image: features (B, C, h, w) or (B, C) -> (B, C) at :func:`centre_index`."""
+    if features.ndim == 2:
+        return features
+    if features.ndim != 4:
+        raise ValueError(f"expected (B, C, h, w) or (B, C) features, got shape {tuple(features.shape)}")
+    row, column = centre_index(*features.shape[2:])
+    return features[:, :, row, column]
 
 
 def channel_count(model: nn.Module, layer: str, image_size: int) -> int:

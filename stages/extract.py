@@ -1,6 +1,7 @@
 """extract stage: a prototype per checkpoint, layer, channel and repeat, in a packed store.
 
-    python -m stages.extract --checkpoints out/checkpoints --store out/prototypes --metrics ...
+    python -m stages.extract --checkpoints out/checkpoints --exemplars out/exemplars --store out/prototypes \
+        --metrics metrics/extract.json
     python -m stages.extract export --store out/prototypes --out grid.png --epoch 5 --layer layer2
 """
 
@@ -10,12 +11,14 @@ import sys
 import time
 
 import mlflow
+import pandas as pd
 from tqdm import tqdm
 
 from protoviz_core.checkpoints import choose_epochs, load_backbone, require_checkpoints
 from protoviz_core.config import ParamsError, load_params
 from protoviz_core.devices import resolve_device
 from protoviz_core.dvc_files import write_json
+from protoviz_core.exemplars import best_natural, read_exemplars
 from protoviz_core.extraction import image_prior, ray_executor, shard_work
 from protoviz_core.metric_keys import EXTRACT_PROTOTYPES_PER_S, extract_key
 from protoviz_core.montage import grid
@@ -29,6 +32,7 @@ from stages import _cli
 def extract(argv=None) -> None:
     p = _cli.parser(__doc__)
     p.add_argument("--checkpoints", required=True, help="folder of epoch_XXXX.pt (train stage output)")
+    p.add_argument("--exemplars", required=True, help="folder of e{epoch}.pt natural exemplars (exemplars stage output)")
     p.add_argument("--store", required=True, help="prototype store folder (shards + index.parquet)")
     p.add_argument("--metrics", required=True, help="JSON summary of the last epoch per layer")
     args = p.parse_args(argv)
@@ -43,6 +47,7 @@ def extract(argv=None) -> None:
     device = resolve_device(x.device) if x.executor == "local" or x.device == "cpu" else None
     work = shard_work({e: checkpoints[e] for e in epochs}, x, run_seed=params.seed,
                       image_size=params.data.image_size, device=device)
+    exemplars = read_exemplars(args.exemplars, {e: checkpoints[e] for e in epochs})  # missing: stop before synthesis
     image_prior(x.generator, x.generator_weights, params.data.image_size, device or "cpu")  # bad weights: stop now
     for line in oversized_selections(load_backbone(checkpoints[epochs[0]])[0], x.layers, x.channels_per_layer,
                                      params.data.image_size, "extract.channels_per_layer"):
@@ -61,11 +66,15 @@ def extract(argv=None) -> None:
                               if x.executor == "ray" else compute_here)
         seconds = time.perf_counter() - started
         convert_shards(args.store, list(work), x.shard_format)  # shards reused from a run with the other format
-        index = build_index(args.store, list(work), aug=params.aug, seed=params.seed)
-        per_layer = index.groupby(["epoch", "layer"]).agg(activation=("activation", "mean"), dead=("dead", "mean"))
+        index = build_index(args.store, list(work), aug=params.aug, seed=params.seed,
+                            natural_best=lambda epoch, layer, channels: best_natural(exemplars[epoch], layer, channels))
+        per_layer = index.groupby(["epoch", "layer"]).agg(activation=("activation", "mean"), dead=("dead", "mean"),
+                                                          superstimulus=("superstimulus", "median"))
         for (epoch, layer), row in per_layer.iterrows():
-            mlflow.log_metrics({extract_key("activation", layer): row.activation,
-                                extract_key("dead_fraction", layer): row.dead}, step=int(epoch))
+            logged = {extract_key("activation", layer): row.activation, extract_key("dead_fraction", layer): row.dead}
+            if pd.notna(row.superstimulus):  # NaN: no sampled image drives any of the layer's units
+                logged[extract_key("superstimulus", layer)] = row.superstimulus
+            mlflow.log_metrics(logged, step=int(epoch))
         if computed:
             made = sum(len(contents["channels"]) for item, contents in zip(work.values(), shards) if item.name in computed)
             mlflow.log_metric(EXTRACT_PROTOTYPES_PER_S, made / seconds)
@@ -73,7 +82,9 @@ def extract(argv=None) -> None:
     last = per_layer.loc[max(epochs)]
     write_json(args.metrics, {
         "prototypes": len(index), "epoch": max(epochs),
-        **{layer: {"activation": row.activation, "dead_fraction": row.dead} for layer, row in last.iterrows()},
+        **{layer: {"activation": row.activation, "dead_fraction": row.dead,
+                   "superstimulus_median": row.superstimulus if pd.notna(row.superstimulus) else None}
+           for layer, row in last.iterrows()},
     })
 
 

@@ -82,12 +82,14 @@ STAGE_ARGS = {
               "--metrics", "metrics/probe.json", "--plot", "plots/probe.csv"],
     "rfmask": ["--checkpoints", "out/checkpoints", "--out", "out/rfmasks", "--metrics", "metrics/rfmask.json",
                "--plot", "plots/rfmask.csv"],
-    "extract": ["--checkpoints", "out/checkpoints", "--store", "out/prototypes", "--metrics", "metrics/extract.json"],
+    "exemplars": ["--data", "data", "--checkpoints", "out/checkpoints", "--out", "out/exemplars"],
+    "extract": ["--checkpoints", "out/checkpoints", "--exemplars", "out/exemplars", "--store", "out/prototypes",
+                "--metrics", "metrics/extract.json"],
     "embed": ["--prototypes", "out/prototypes", "--rfmasks", "out/rfmasks", "--out", "out/embeddings"],
     "distance": ["--embeddings", "out/embeddings", "--parts", "out/parts", "--table", "out/distances.parquet",
                  "--metrics", "metrics/distance.json", "--plot", "plots/diversity.csv"],
     "report": ["--prototypes", "out/prototypes", "--rfmasks", "out/rfmasks", "--distances", "out/distances.parquet",
-               "--probe", "plots/probe.csv", "--out", "report"],
+               "--exemplars", "out/exemplars", "--data", "data", "--probe", "plots/probe.csv", "--out", "report"],
 }
 
 

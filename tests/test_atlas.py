@@ -10,7 +10,9 @@ import torch
 from PIL import Image
 
 from protoviz_core.atlas import read_manifest, write_run_part, write_viewer
+from protoviz_core.exemplars import ExemplarSet, Pool, best_natural
 from protoviz_core.masks import MaskSet
+from protoviz_core.stl10 import SplitWriter
 from protoviz_core.store import ShardId, build_index, open_prototypes, write_shard
 from protoviz_core.synthesis import Prototypes
 
@@ -212,3 +214,136 @@ def test_a_run_part_from_before_strips_is_shown_from_its_layer_sheets(tmp_path, 
     sources = [tile.get_attribute("data-src") for tile in tiles]
     assert sources[:2] == [f"runs/{manifests[0]['name']}/{manifests[0]['strips']['layer3-c7']}"] * 2
     assert sources[2:] == [f"runs/{old['name']}/{old['sprites'][f'e0001-layer3-r{r}']}" for r in (1, 2)]
+
+
+# Natural exemplars: a pool of flat grey levels, image i has level 10 * i + 5.
+POOL_IMAGES = 24
+TOP_K = 3
+
+
+def _exemplar_set(root, size=16) -> ExemplarSet:
+    with SplitWriter(root / "data", "unlabeled") as writer:
+        writer.write(np.stack([np.full((3, size, size), 10 * i + 5, np.uint8) for i in range(POOL_IMAGES)]))
+    by_epoch = {}
+    for epoch in EPOCHS:
+        layers = {}
+        for layer in ("layer1", "layer3"):
+            channels = torch.arange(10)[:, None]
+            positions = (channels + 2 * epoch + torch.arange(TOP_K)[None]) % POOL_IMAGES  # (10, k): per unit and epoch
+            activations = (40.0 - torch.arange(TOP_K, dtype=torch.float32))[None].repeat(10, 1) + channels
+            layers[layer] = {"activations": activations, "positions": positions}
+        by_epoch[epoch] = {"key": f"ex{epoch}", "pool": {"splits": ["unlabeled"], "sizes": [POOL_IMAGES]},
+                           "sample": POOL_IMAGES, "layers": layers}
+    return ExemplarSet(by_epoch, Pool(root / "data", ("unlabeled",), size))
+
+
+def _store_with_ratios(root, exemplars, aug="clrjit"):
+    store = _store(root, aug=aug)
+    shards = [ShardId(e, layer, r) for e in EPOCHS for layer in ("layer1", "layer3") for r in (1, 2)]
+    build_index(root, shards, aug=aug, seed=1, natural_best=lambda epoch, layer, channels: best_natural(
+        exemplars.by_epoch[epoch], layer, channels))
+    return open_prototypes(store.root)
+
+
+def test_exemplar_strips_and_sheets_hold_each_units_top_images_per_epoch(tmp_path):
+    exemplars = _exemplar_set(tmp_path)
+    store = _store_with_ratios(tmp_path / "store", exemplars)
+    manifest = write_run_part(store, _masks(), tmp_path / "part", name="r", thumb_size=8, exemplars=exemplars)
+    part = manifest["exemplars"]
+    assert part["k"] == TOP_K and part["sample"] == POOL_IMAGES
+    strip = np.asarray(Image.open(tmp_path / "part" / part["strips"]["layer3-c7"]))
+    assert strip.shape == (len(EPOCHS) * 8, TOP_K * 8, 3)  # a row per epoch, a column per exemplar
+    for row, epoch in enumerate(EPOCHS):
+        for column in range(TOP_K):
+            level = strip[row * 8 + 2: row * 8 + 6, column * 8 + 2: column * 8 + 6].mean()
+            assert abs(level - (10 * ((7 + 2 * epoch + column) % POOL_IMAGES) + 5)) < 6, (epoch, column, level)
+    sheet = np.asarray(Image.open(tmp_path / "part" / part["sheets"]["e0002-layer1"]))
+    assert sheet.shape == (2 * 8, 3 * 8, 3)  # the prototype sheet's layout: 5 units in 3 columns
+    for position, channel in enumerate(CHANNELS):
+        row, column = divmod(position, 3)
+        level = sheet[row * 8 + 2: row * 8 + 6, column * 8 + 2: column * 8 + 6].mean()
+        assert abs(level - (10 * ((channel + 4) % POOL_IMAGES) + 5)) < 6, (channel, level)
+    assert part["activations"]["layer3"][1][3] == [47.0, 46.0, 45.0]  # epoch 1, channel 7: 40 + 7 - j
+    # Each prototype's ratio: its activation over the unit's best exemplar's.
+    assert manifest["superstimulus"]["layer3"][2][1][3] == pytest.approx((3 + 2.2) / 47, abs=1e-4)
+    again = write_run_part(store, _masks(), tmp_path / "part", name="r", thumb_size=8, exemplars=exemplars)
+    assert again["exemplars"] == part  # a rerun finds every file in place
+
+
+def _atlas_with_exemplars(root):
+    manifests = []
+    for aug in ("clrjit", "keepclr"):
+        name = f"{aug}-seed1-ex"
+        exemplars = _exemplar_set(root / aug)
+        store = _store_with_ratios(root / f"store-{aug}", exemplars, aug=aug)
+        manifests.append(write_run_part(store, _masks(), root / "atlas/runs" / name, name=name, thumb_size=16,
+                                        exemplars=exemplars))
+    return write_viewer(root / "atlas", manifests), manifests
+
+
+def test_unit_view_shows_exemplars_of_the_epoch_and_the_ratio_curve_in_chromium(tmp_path, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    page, manifests = _atlas_with_exemplars(tmp_path)
+    browser.get(page.as_uri() + "#layer=layer3&unit=7&epoch=2")
+    _wait_loaded(browser)
+    rows = browser.find_elements(By.CSS_SELECTOR, "section.run .exemplars")
+    assert len(rows) == 2  # beside the prototypes of both conditions
+    tiles = rows[0].find_elements(By.CSS_SELECTOR, ".exemplar")
+    assert len(tiles) == TOP_K
+    assert tiles[0].get_attribute("data-src") == f"runs/{manifests[0]['name']}/{manifests[0]['exemplars']['strips']['layer3-c7']}"
+    assert [c.text for c in rows[0].find_elements(By.CSS_SELECTOR, "figcaption")] == ["47.00", "46.00", "45.00"]
+    before = tiles[1].screenshot_as_png
+    ratio = browser.find_elements(By.CSS_SELECTOR, ".ratio")[0].text
+    assert float(ratio) == pytest.approx(manifests[0]["superstimulus"]["layer3"][2][0][3], abs=0.01)
+    curve = browser.find_elements(By.CSS_SELECTOR, "section.run svg.curve")[0]
+    assert curve.get_attribute("data-quantity") == "ratio" and curve.find_elements(By.CSS_SELECTOR, "line.unity")
+
+    browser.find_element(By.ID, "epoch").send_keys(Keys.ARROW_LEFT)  # epoch 1: the unit's exemplars of epoch 1
+    _wait_loaded(browser)
+    tiles = browser.find_elements(By.CSS_SELECTOR, "section.run .exemplars .exemplar")
+    assert tiles[1].screenshot_as_png != before
+    assert tiles[1].value_of_css_property("background-position") == f"-{1 * 64}px -{1 * 64}px"
+
+    # The raw activation, on request; its top label fits the margin (304.75 once showed as "04.75").
+    browser.execute_script("document.getElementById('curve').value = 'activation';"
+                           "document.getElementById('curve').dispatchEvent(new Event('change'));")
+    curve = browser.find_elements(By.CSS_SELECTOR, "section.run svg.curve")[0]
+    assert curve.get_attribute("data-quantity") == "activation" and "curve=activation" in browser.current_url
+    top = curve.find_element(By.CSS_SELECTOR, "text.top")
+    assert top.text == "5.2" and top.location["x"] >= curve.location["x"]
+    errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert errors == []
+
+
+def test_curve_labels_fit_for_large_activations_in_chromium(tmp_path, browser):
+    from selenium.webdriver.common.by import By
+
+    _, manifests = _atlas_with_exemplars(tmp_path)
+    big = json.loads(json.dumps(manifests[0]))
+    big["activations"]["layer3"][0][0][3] = 304.75
+    page = write_viewer(tmp_path / "atlas", [big])
+    browser.get(page.as_uri() + "#layer=layer3&unit=7&epoch=0&curve=activation")
+    curve = browser.find_element(By.CSS_SELECTOR, "svg.curve")
+    top = curve.find_element(By.CSS_SELECTOR, "text.top")
+    assert top.text == "305" and top.location["x"] >= curve.location["x"]
+
+
+def test_layer_overview_shows_each_units_best_natural_image_beside_its_prototype(tmp_path, browser):
+    from selenium.webdriver import ActionChains
+    from selenium.webdriver.common.by import By
+
+    page, manifests = _atlas_with_exemplars(tmp_path)
+    browser.get(page.as_uri() + "#view=layer&layer=layer3&unit=0&epoch=2")
+    _wait_loaded(browser)
+    sheets = browser.find_elements(By.CSS_SELECTOR, ".overview")
+    assert [s.get_attribute("data-kind") for s in sheets] == ["prototypes", "exemplars"]
+    assert sheets[1].get_attribute("data-src") == \
+        f"runs/{manifests[0]['name']}/{manifests[0]['exemplars']['sheets']['e0002-layer3']}"
+    assert sheets[1].size == sheets[0].size
+    ActionChains(browser).move_to_element_with_offset(sheets[1], -sheets[1].size["width"] // 2 + 48 + 24,
+                                                      -sheets[1].size["height"] // 2 + 24).click().perform()
+    _wait_loaded(browser)  # the second cell of the exemplar sheet is unit 3
+    assert browser.find_element(By.ID, "view").get_attribute("value") == "unit"
+    assert browser.find_element(By.ID, "unit").get_attribute("value") == "3"

@@ -27,7 +27,7 @@ from tests.helpers import free_port, tiny_params, wait_until_answering, write_pa
 from tests.test_dvc_deps import code_closure
 
 REPO = Path(__file__).resolve().parents[1]
-STAGES = ["params", "data", "train", "probe", "rfmask", "extract", "embed", "distance", "report"]
+STAGES = ["params", "data", "train", "probe", "rfmask", "exemplars", "extract", "embed", "distance", "report"]
 DVC = str(Path(sys.executable).parent / "dvc")
 
 

@@ -88,7 +88,7 @@ def test_paper_configuration_runs_every_branch(tmp_path, published_torch_home, m
         images, labels = read_split(tmp_path / "data", split)
         assert np.array_equal(images, written[split]) and labels.max() == 9
 
-    run_pipeline(tmp_path, "train", "probe", "rfmask", "extract", "embed", "distance", "report")
+    run_pipeline(tmp_path, "train", "probe", "rfmask", "exemplars", "extract", "embed", "distance", "report")
 
     checkpoint = torch.load(tmp_path / "out/checkpoints/epoch_0001.pt", weights_only=True)
     assert checkpoint["image_size"] == 96

@@ -25,7 +25,7 @@ def test_embed_and_distance_stages(project):
     params["embed"] = {"nets": ["mobilenet_v2"], "weights": "random", "batch_size": 4}
     params["distance"] = {"space": "pixel", "metric": "mse", "masked": True}
     write_params(tmp_path / "params.yaml", params)
-    run_pipeline(tmp_path, "rfmask", "extract", "embed", "distance")
+    run_pipeline(tmp_path, "rfmask", "exemplars", "extract", "embed", "distance")
 
     info = json.loads((tmp_path / "out/embeddings/info.json").read_text())
     assert info == {"spaces": ["pixel", "mobilenet_v2"], "weights": "random", "epochs": [0, 1, 2]}

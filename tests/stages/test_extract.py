@@ -6,14 +6,19 @@ import signal
 import time
 
 import pandas as pd
+import pytest
 import torch
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from protoviz_core.store import open_prototypes
-from tests.helpers import call_stage, newest_run, run_stage, start_stage, tiny_params, write_params
+from tests.helpers import STAGE_ARGS, call_stage, newest_run, run_stage, start_stage, tiny_params, write_params
 
-EXTRACT_ARGS = ["--checkpoints", "out/checkpoints", "--store", "out/prototypes", "--metrics", "metrics/extract.json"]
+EXTRACT_ARGS = STAGE_ARGS["extract"]
+
+
+def _find_exemplars(project) -> None:
+    run_stage("exemplars", project, *STAGE_ARGS["exemplars"])
 
 
 def test_killed_extraction_resumes_and_exports(project):
@@ -22,6 +27,7 @@ def test_killed_extraction_resumes_and_exports(project):
     params["extract"] = {"layers": ["layer1", "layer2"], "channels_per_layer": 2, "repeats": 2,
                          "cma_steps": 2, "cma_popsize": 6, "adam_steps": 3, "device": "cpu"}
     write_params(tmp_path / "params.yaml", params)
+    _find_exemplars(tmp_path)
 
     process = start_stage("extract", tmp_path, *EXTRACT_ARGS)
     shards = tmp_path / "out/prototypes/shards"
@@ -47,6 +53,14 @@ def test_killed_extraction_resumes_and_exports(project):
     run = newest_run(client)
     steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "extract/activation/layer1"))
     assert steps == [0, 1, 2]
+    # The superstimulus ratio: each prototype's activation over its unit's best sampled image's.
+    assert (index.natural_best > 0).all() and ((index.superstimulus - index.activation / index.natural_best).abs()
+                                              < 1e-9).all()
+    ratios = client.get_metric_history(run.info.run_id, "extract/superstimulus/layer2")
+    assert sorted(m.step for m in ratios) == [0, 1, 2]
+    assert {m.step: m.value for m in ratios}[2] == pytest.approx(
+        index[(index.epoch == 2) & (index.layer == "layer2")].superstimulus.median())
+    assert metrics["layer2"]["superstimulus_median"] == pytest.approx({m.step: m.value for m in ratios}[2])
 
     out = run_stage("extract", tmp_path, "export", "--store", "out/prototypes", "--out", "grid.png",
                     "--layer", "layer1", "--epoch", "0", "1", "--columns", "4")
@@ -54,8 +68,8 @@ def test_killed_extraction_resumes_and_exports(project):
     with Image.open(tmp_path / "grid.png") as picture:
         assert picture.size == (4 * 24 + 3 * 2, 2 * 24 + 2)
 
-    run_stage("extract", tmp_path, "--checkpoints", "out/checkpoints", "--store", "out/straight",
-              "--metrics", "metrics/straight.json")  # an uninterrupted run of the same configuration
+    run_stage("extract", tmp_path, "--checkpoints", "out/checkpoints", "--exemplars", "out/exemplars",
+              "--store", "out/straight", "--metrics", "metrics/straight.json")  # an uninterrupted run of the same configuration
     for name in after:
         resumed, straight = (torch.load(folder / "shards" / name, weights_only=True)
                              for folder in (tmp_path / "out/prototypes", tmp_path / "out/straight"))
@@ -72,6 +86,7 @@ def _extract_params(**extract) -> dict:
 
 def test_bad_generator_weights_stop_with_one_line_before_any_shard_is_touched(project):
     write_params(project / "params.yaml", _extract_params())
+    _find_exemplars(project)
     run_stage("extract", project, *EXTRACT_ARGS)
     shards = {p.name: p.read_bytes() for p in (project / "out/prototypes/shards").iterdir()}
     truncated = project / "upconvGAN_fc6.pt"
@@ -94,6 +109,7 @@ def test_bad_generator_weights_stop_with_one_line_before_any_shard_is_touched(pr
 
 def test_a_selection_larger_than_a_layer_uses_all_its_channels_and_says_so(project):
     write_params(project / "params.yaml", _extract_params(channels_per_layer=1000))
+    _find_exemplars(project)
     stdout = run_stage("extract", project, *EXTRACT_ARGS)
     assert "extract.channels_per_layer: 1000 is more than the 64 channels of layer1; using all 64" in stdout
     assert sorted(open_prototypes(project / "out/prototypes").index.channel) == list(range(64))
@@ -101,6 +117,7 @@ def test_a_selection_larger_than_a_layer_uses_all_its_channels_and_says_so(proje
 
 def test_png_shards_hold_the_same_prototypes_and_switching_format_does_not_resynthesise(project):
     write_params(project / "params.yaml", _extract_params(shard_format="png"))
+    _find_exemplars(project)
     run_stage("extract", project, *EXTRACT_ARGS)
     shard = project / "out/prototypes/shards/e0002-layer1-r1.pt"
     as_png = torch.load(shard, weights_only=True)
@@ -117,3 +134,18 @@ def test_png_shards_hold_the_same_prototypes_and_switching_format_does_not_resyn
     write_params(project / "params.yaml", _extract_params(shard_format="raw", cma_steps=2))  # a real change
     run_stage("extract", project, *EXTRACT_ARGS)
     assert torch.load(shard, weights_only=True)["key"] != as_raw["key"]
+
+
+def test_missing_or_foreign_exemplars_stop_extraction_before_synthesis(project):
+    write_params(project / "params.yaml", _extract_params())
+    status, _, stderr = call_stage("extract", project, *EXTRACT_ARGS)
+    assert status == 2 and "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1] == ("error: out/exemplars/e0002.pt: missing or unreadable; run dvc repro "
+                                               "exemplars (it writes one file per extracted checkpoint)")
+    assert not (project / "out/prototypes/shards").exists()
+    write_params(project / "params.yaml", _extract_params(epochs=[1]))
+    _find_exemplars(project)  # epoch 1's file, then renamed as epoch 2's: found on another checkpoint
+    (project / "out/exemplars/e0001.pt").rename(project / "out/exemplars/e0002.pt")
+    write_params(project / "params.yaml", _extract_params())
+    status, _, stderr = call_stage("extract", project, *EXTRACT_ARGS)
+    assert status == 2 and "e0002.pt: found on another checkpoint than" in stderr.strip().splitlines()[-1]

@@ -25,7 +25,7 @@ def test_train_probe_rfmask_extract_and_embed_run_their_gpu_branches(project, mo
     write_params(project / "params.yaml", params)
     # Placement is the subject here; bfloat16 (slow on a CPU) is tested in test_synthesis and test_training.
     with fake_cuda(reduced_precision=False) as gpu:
-        run_pipeline(project, "train", "probe", "rfmask", "extract", "embed")
+        run_pipeline(project, "train", "probe", "rfmask", "exemplars", "extract", "embed")
     assert gpu.memory.resets == 4  # every shard sized its passes to the free memory
     assert gpu.blocking_copies == []  # training batches were pinned
     assert (project / ".dvc/tmp/gpu-locks/0.lock").exists()  # the stages claimed the GPU

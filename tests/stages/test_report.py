@@ -26,7 +26,7 @@ def _micro_run(folder, aug):
     params["embed"] = {"nets": [], "weights": "random"}
     params["report"] = {"units": ["layer2:0", "layer1:63"], "montage_epochs": 2, "thumb_size": 16}
     write_params(folder / "params.yaml", params)
-    run_pipeline(folder, "data", "train", "probe", "rfmask", "extract", "embed", "distance", "report")
+    run_pipeline(folder, "data", "train", "probe", "rfmask", "exemplars", "extract", "embed", "distance", "report")
 
 
 def _panels(png):

@@ -1,0 +1,45 @@
+"""exemplars stage: each extracted unit's top images of a fixed sample of the data set, per checkpoint.
+
+    python -m stages.exemplars --data data/stl10_binary --checkpoints out/checkpoints --out out/exemplars
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from protoviz_core.checkpoints import choose_epochs, require_checkpoints
+from protoviz_core.config import ParamsError, load_params
+from protoviz_core.devices import resolve_device
+from protoviz_core.exemplars import Pool, exemplar_work, sample_positions
+from protoviz_core.work import run_work
+from stages import _cli
+
+
+def main(argv=None) -> None:
+    p = _cli.parser(__doc__)
+    p.add_argument("--data", required=True, help="stl10_binary folder (data stage output)")
+    p.add_argument("--checkpoints", required=True, help="folder of epoch_XXXX.pt (train stage output)")
+    p.add_argument("--out", required=True, help="folder for e{epoch}.pt exemplar files")
+    args = p.parse_args(argv)
+    params = load_params(args.params)
+    x = params.exemplars
+    checkpoints = require_checkpoints(args.checkpoints)
+    try:
+        epochs = choose_epochs(list(checkpoints), params.extract.epochs)  # the checkpoints that get prototypes
+    except ValueError as exc:
+        raise ParamsError(f"{args.params}: {exc}") from None
+    pool = Pool(Path(args.data), tuple(x.splits), params.data.image_size)
+    positions = sample_positions(sum(pool.sizes()), x.images, x.seed)
+    items = exemplar_work({e: checkpoints[e] for e in epochs}, pool, positions, params.extract.layers,
+                          top_k=x.top_k, batch_size=x.batch_size, device=resolve_device(x.device))
+    print(f"exemplars: the top {x.top_k} of {len(positions)} images from {', '.join(x.splits)} for every unit "
+          f"of {', '.join(params.extract.layers)}")
+    with tqdm(total=len(items), desc="exemplars", unit="ckpt") as bar:
+        run_work(items, args.out, on_done=lambda item, reused: bar.update())
+
+
+if __name__ == "__main__":
+    sys.exit(_cli.run(main))
