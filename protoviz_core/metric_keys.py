@@ -62,11 +62,12 @@ def distance_layers(keys: Iterable[str]) -> list[str]:
 
 
 def comparison_keys(layers: Iterable[str], view: DistanceParams) -> list[str]:
-    """The metrics the comparison of runs reads: every probe readout, every quantity of ``view``."""
+    """The metrics the comparison of runs reads: every probe readout, every quantity of ``view``,
+    the superstimulus ratio of every layer."""
     layers = list(layers)
     return [probe_key(r) for r in READOUTS] + [
         distance_key(q, view.space, view.metric, view.masked, layer) for q in QUANTITIES for layer in layers
-    ]
+    ] + [extract_key("superstimulus", layer) for layer in layers]
 
 
 def in_view(table: pd.DataFrame, view: DistanceParams) -> pd.DataFrame:

@@ -14,7 +14,7 @@ Run report (paper Fig. 1-8 for one run), in ``<out>/``:
     atlas/                   the prototype atlas of this run (protoviz_core.atlas)
 
 Comparison (:func:`write_comparison`): the same curves with both conditions in
-every panel as mean ± SEM over seeds (Fig. 2, 4B, 5-7), a table of final probe
+every panel as mean ± SEM over seeds (Fig. 2, 4B, 5-7; and the superstimulus ratio), a table of final probe
 accuracies, each run's own curves (``per_run.csv``: SimCLR loss and probe accuracies
 per epoch), and the list of runs used (also ``runs.csv``) and skipped.
 """
@@ -42,7 +42,7 @@ from protoviz_core.figures import (
 from protoviz_core.htmlpage import HtmlPage
 from protoviz_core.masks import MaskSet
 from protoviz_core.metric_keys import (
-    QUANTITIES, READOUTS, TRAIN_LOSS, distance_key, in_view, layer_of, probe_key, view_label,
+    QUANTITIES, READOUTS, TRAIN_LOSS, distance_key, extract_key, in_view, layer_of, probe_key, view_label,
 )
 from protoviz_core.montage import grid, thumbnails
 from protoviz_core.store import PrototypeStore
@@ -236,8 +236,8 @@ def _superstimulus_section(page: HtmlPage, out: Path, store: PrototypeStore, uni
         page.text("No ratios: the prototype index was built without natural exemplars.", note=True)
         return
     stats.to_csv(out / "superstimulus.csv", index=False)
-    frame = stats.assign(panel=stats.layer, line="median, quartile band", mean=stats["median"],
-                         low=stats.q25, high=stats.q75)
+    frame = stats.drop(columns="n").assign(panel=stats.layer, line="median, quartile band", mean=stats["median"],
+                                           low=stats.q25, high=stats.q75)  # n: prototypes, not runs (the legend's n)
     figure = line_panels(frame, panel="panel", line="line", y_label="prototype / best natural image",
                          reference=(1.0, "best natural image"), log_y=True,
                          title=f"{title}: prototype activation / best activation of sampled data images")
@@ -331,6 +331,18 @@ def write_comparison(
                              title=f"{QUANTITY_LABELS[quantity]}; {view_label(view)}; mean ± SEM over seeds")
         page.image(save_figure(figure, out / f"{quantity}.png"), f"{quantity} per condition")
         stats.to_csv(out / f"{quantity}.csv", index=False)
+
+    ratio_keys = {extract_key("superstimulus", layer_of(key)) for key in histories.key}
+    ratios = histories[histories.key.isin(ratio_keys)]
+    if not ratios.empty:
+        stats = mean_sem(ratios.assign(layer=ratios.key.map(layer_of)), ["layer", "aug", "epoch"])
+        page.heading("Prototypes against the data (superstimulus ratio)")
+        figure = line_panels(stats.rename(columns={"aug": "line"}), panel="layer", line="line",
+                             y_label="prototype / best natural image", colors=CONDITION_COLORS, log_y=True,
+                             reference=(1.0, "best natural image"),
+                             title="Median superstimulus ratio per run; mean ± SEM over seeds")
+        page.image(save_figure(figure, out / "superstimulus.png"), "superstimulus ratio per condition")
+        stats.to_csv(out / "superstimulus.csv", index=False)
 
     if atlas_runs:
         page.heading("Prototype atlas")

@@ -15,7 +15,8 @@ def test_names_round_trip_and_views_are_spelt_once():
     view = DistanceParams(space="pixel", metric="mse", masked=True)
     keys = comparison_keys(["layer1"], view)
     assert keys[:3] == ["probe/logreg", "probe/linearsvc", "probe/adam"]
-    assert "rate_of_change/pixel/mse-masked/layer1" in keys and len(keys) == 6
+    assert "rate_of_change/pixel/mse-masked/layer1" in keys and keys[-1] == "extract/superstimulus/layer1"
+    assert len(keys) == 7
     assert view_label(view) == "pixel, mse, RF-masked"
 
 

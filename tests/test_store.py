@@ -34,11 +34,24 @@ def store(tmp_path):
 def test_index_has_one_row_per_prototype_with_all_keys(store):
     index = pd.read_parquet(store / "index.parquet")
     assert list(index.columns) == ["aug", "seed", "repeat", "epoch", "layer", "channel", "activation", "dead",
-                                   "shard", "offset", "shard_key"]
+                                   "shard", "offset", "shard_key", "natural_best", "superstimulus"]
     assert len(index) == 2 * 2 * 2 * 3
     row = index[(index.epoch == 1) & (index.layer == "layer2") & (index.repeat == 2) & (index.channel == 5)]
     assert row.shard.item() == "e0001-layer2-r2.pt" and row.offset.item() == 2 and row.dead.item()
     assert set(index.shard_key) == {"k"}
+    assert index.natural_best.isna().all() and index.superstimulus.isna().all()  # built without exemplars
+
+
+def test_index_holds_each_prototypes_ratio_to_its_units_best_natural_image(store):
+    shards = [ShardId(e, layer, r) for e in (0, 1) for layer in ("layer1", "layer2") for r in (1, 2)]
+    best = {"layer1": {0: 2.0, 3: 0.0, 5: 4.0}, "layer2": {0: 1.0, 3: 0.5, 5: 8.0}}
+    index = build_index(store, shards, aug="clrjit", seed=1, natural_best=lambda epoch, layer, channels: [
+        best[layer][int(c)] * (epoch + 1) for c in channels])
+    row = index[(index.epoch == 1) & (index.layer == "layer2") & (index.repeat == 2) & (index.channel == 3)]
+    assert row.natural_best.item() == 1.0 and row.superstimulus.item() == pytest.approx((1 + 1.2) / 1.0)
+    silent = index[(index.layer == "layer1") & (index.channel == 3)]
+    assert silent.superstimulus.isna().all()  # no image drives the unit: no ratio
+    assert pd.read_parquet(store / "index.parquet").superstimulus.equals(index.superstimulus)
 
 
 def test_open_prototypes_returns_what_was_written(store):

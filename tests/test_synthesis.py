@@ -253,3 +253,17 @@ def test_a_channel_stops_evolving_once_it_responds_and_climbing_once_it_converge
     assert torch.equal(climbing[-1], climbing[-5]) and not torch.equal(climbing[10], climbing[0])  # converged
     channels, steps = len(result.channels), schedule["cma_steps"] * schedule["cma_popsize"] + schedule["adam_steps"]
     assert sum(images_seen) < 0.5 * channels * steps  # most of the work was not needed
+
+
+def test_reported_activations_are_those_of_the_8_bit_images_the_store_keeps():
+    from protoviz_core.store import pack_shard
+
+    model = _cnn()
+    result = synthesize(model, "relu2", generator="fourier", seed=3, **SCHEDULE)
+    stored = pack_shard(result)["images"].float() / 255  # what the prototype store holds
+    assert torch.equal(result.images, stored)
+    with torch.no_grad():
+        normalised = (stored - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / \
+            torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+        exact = model.relu2(model.conv2(model.relu1(model.conv1(normalised))))[torch.arange(6), torch.arange(6), 3, 3]
+    torch.testing.assert_close(result.activations, exact, rtol=1e-6, atol=1e-6)

@@ -48,14 +48,23 @@ def test_report_and_comparison_of_both_conditions(project):
     _micro_run(tmp_path, "clrjit")
     report = tmp_path / "report"
     for name in ("prototypes_layer1.png", "prototypes_layer2.png", "development.png", "probe.png",
-                 "diversity.png", "rate_of_change.png", "consistency.png", "index.html", "atlas/index.html"):
+                 "diversity.png", "rate_of_change.png", "consistency.png", "superstimulus.png", "exemplars.png",
+                 "index.html", "atlas/index.html"):
         assert (report / name).is_file(), name
     # Fig. 1: three extracted channels of 24 px images in a 2 x 2 grid with 2 px gaps.
     assert Image.open(report / "prototypes_layer2.png").size == (2 * 24 + 2, 2 * 24 + 2)
-    assert [_panels(report / f"{name}.png") for name in ("probe", "diversity", "rate_of_change", "consistency")] \
-        == [1, 2, 2, 2]  # the readouts in one panel; one panel per layer
+    assert [_panels(report / f"{name}.png") for name in ("probe", "diversity", "rate_of_change", "consistency",
+                                                          "superstimulus")] \
+        == [1, 2, 2, 2, 2]  # the readouts in one panel; one panel per layer
     references = _references_exist(report / "index.html")
-    assert "atlas/index.html" in references and sum(r.startswith("data:") for r in references) == 7  # 2 grids + 5 figures
+    assert "atlas/index.html" in references and sum(r.startswith("data:") for r in references) == 9  # 2 grids + 7 figures
+    # The ratio figure's numbers: the index's ratios, per layer and epoch.
+    ratios = pd.read_csv(report / "superstimulus.csv")
+    index = pd.read_parquet(tmp_path / "out/prototypes/index.parquet")
+    assert len(ratios) == 2 * 3 and ratios[(ratios.layer == "layer2") & (ratios.epoch == 2)]["median"].item() == \
+        pytest.approx(index[(index.layer == "layer2") & (index.epoch == 2)].superstimulus.median())
+    manifest = (report / "atlas/runs.js").read_text()
+    assert '"exemplars": {"k": 8, "sample": 84' in manifest  # all 84 images of train + unlabeled, the top 8 kept
     # The page says which unit the prototypes belong to and where its receptive field peaks:
     # at 24 px layer2's 3 x 3 map has a middle unit, layer1's 6 x 6 map does not.
     html = (report / "index.html").read_text()
@@ -99,6 +108,10 @@ def test_report_and_comparison_of_both_conditions(project):
     for name in ("probe.png", "diversity.png", "rate_of_change.png", "consistency.png", "final_probe.csv"):
         assert (comparison / name).is_file(), name
     assert _panels(comparison / "probe.png") == 3 and _panels(comparison / "diversity.png") == 2  # readouts; layers
+    assert _panels(comparison / "superstimulus.png") == 2
+    ratio = pd.read_csv(comparison / "superstimulus.csv")  # each condition's one run: its logged median, sem NaN
+    assert ratio[(ratio.aug == "clrjit") & (ratio.layer == "layer2") & (ratio.epoch == 2)]["mean"].item() == \
+        pytest.approx(ratios[(ratios.layer == "layer2") & (ratios.epoch == 2)]["median"].item())
     final = pd.read_csv(comparison / "final_probe.csv")
     assert set(final.condition) == {"clrjit", "keepclr"} and set(final.readout) == {"logreg", "linearsvc", "adam"}
     assert (final.seeds == 1).all() and final["sem"].isna().all()
