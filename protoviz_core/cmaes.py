@@ -12,6 +12,12 @@ family, matching pycma's ``CMA_diagonal`` option.
 Every instance b has its own mean (n,), step size, diagonal covariance and evolution
 paths, and its own random stream: instance b's samples depend only on its key, not
 on which other instances share the tensor.
+
+``adapt=False`` is the evolution of the paper authors' extraction code
+(Animadversio/Prototype_Distribution, ``cma_independent_parallel_optimize``): an
+isotropic (mu/mu_w, lambda) evolution strategy with a fixed step size, whose mean moves to
+the weighted recombination of its best mu = lambda // 2 samples with the lab's weights
+``log(mu + 1) - log(i)``; no step-size or covariance adaptation.
 """
 
 from __future__ import annotations
@@ -30,11 +36,14 @@ class BatchedCMAES:
         mean0: (B, n) initial means.
         sigma0: initial step size (same for all instances), > 0.
         popsize: samples per instance per generation (lambda), >= 4. Hansen's
-            default is ``4 + floor(3 ln n)`` (40 for n = 4096).
+            default is ``4 + floor(3 ln n)``, 28 for n = 4096 (the lab's
+            ``4 + floor(3 log2 n)`` gives 40).
         seed: the random seed.
         keys: (B,) integer ids of the instances (e.g. channel indices) that, with
             ``seed``, select each instance's random stream; default 0..B-1.
         device: where the state lives (default: mean0's device).
+        adapt: False: the authors' fixed-step evolution (module docstring): sigma and the
+            covariance stay as they started, only the mean moves.
 
     Use: ``x = es.ask()`` -> (B, P, n) samples; evaluate; ``es.tell(f)`` with
     fitness (B, P), lower is better. ``es.mean`` (B, n) is the current estimate.
@@ -49,6 +58,7 @@ class BatchedCMAES:
         seed: int = 0,
         keys: torch.Tensor | None = None,
         device: torch.device | str | None = None,
+        adapt: bool = True,
     ):
         if mean0.ndim != 2:
             raise ValueError(f"mean0 must be (B, n), got shape {tuple(mean0.shape)}")
@@ -65,6 +75,7 @@ class BatchedCMAES:
         self.path_sigma = torch.zeros(batch, n, device=device)  # p_sigma
         self.path_c = torch.zeros(batch, n, device=device)  # p_c
         self.generation = 0
+        self.adapt = adapt
         ids = torch.arange(batch) if keys is None else keys.cpu()
         self._keys = stream_keys(seed, ids).to(device)
         self._set_constants(n, popsize, device)
@@ -72,7 +83,9 @@ class BatchedCMAES:
 
     def _set_constants(self, n: int, popsize: int, device) -> None:
         mu = popsize // 2
-        raw = math.log((popsize + 1) / 2) - torch.log(torch.arange(1, mu + 1, dtype=torch.float64))
+        # Hansen's weights; the authors' code uses log(mu + 1) in place of log((lambda + 1) / 2).
+        top = math.log((popsize + 1) / 2) if self.adapt else math.log(mu + 1)
+        raw = top - torch.log(torch.arange(1, mu + 1, dtype=torch.float64))
         weights = raw / raw.sum()
         self.mu = mu
         self.weights = weights.to(device=device, dtype=torch.float32)  # (mu,)
@@ -121,6 +134,10 @@ class BatchedCMAES:
         z_w = torch.einsum("m,bmn->bn", self.weights, z_best)
 
         self.mean = self.mean + self.sigma[:, None] * y_w
+        if not self.adapt:  # the authors' evolution: only the mean moves
+            self.generation += 1
+            self._z = self._y = None
+            return
         # Step-size path: C^(-1/2) y_w is z_w for a diagonal C.
         self.path_sigma = (1 - self.c_sigma) * self.path_sigma + math.sqrt(
             self.c_sigma * (2 - self.c_sigma) * self.mueff

@@ -144,7 +144,8 @@ class ExtractParams(_Section):
     seed: int = Field(0, ge=0)  # with the run's seed, epoch, layer and repeat it seeds each shard
     # false: every epoch draws independent noise (like the repeats); true: all epochs of a
     # (layer, channel, repeat) share theirs (common random numbers; lowers rate of change's noise floor)
-    common_streams: bool = False
+    # starts: the same start codes at every epoch, independent search noise (the authors' code)
+    common_streams: Union[bool, Literal["starts"]] = False
     generator: Literal["deepsim_fc6", "fourier", "pixel"] = "fourier"  # the paper: deepsim_fc6
     generator_weights: Optional[str] = None  # deepsim_fc6: path to upconvGAN_fc6.pt
     cma_steps: int = Field(20, ge=0)  # evolution generations
@@ -152,6 +153,14 @@ class ExtractParams(_Section):
     cma_sigma: float = Field(2.0, gt=0)  # initial step size in latent units
     adam_steps: int = Field(100, ge=0)
     adam_lr: float = Field(0.01, gt=0)
+    # The procedure. Defaults: this project's; configs/paper.yaml sets the paper authors' code's.
+    early_exit: bool = True  # stop evolving at the first response, climbing once converged (speed); false: all steps
+    evolution: Literal["sep_cma", "fixed_sigma"] = "sep_cma"  # fixed_sigma: the authors' (only the mean moves)
+    adam_start: Literal["best", "mean"] = "best"  # Adam from the best sample or the evolution's recombined mean
+    objective: Literal["before_relu", "after_relu"] = "before_relu"  # after_relu: the unit's activation itself
+    precision: Literal["bfloat16", "float32"] = "bfloat16"  # the GPU search's autocast; the CPU is always float32
+    redraw_dead: bool = True  # silent channels get fresh codes and a second evolution
+    resize: Literal["antialias", "legacy"] = "antialias"  # deepsim_fc6's 256 px -> image_size (legacy: the authors')
     max_batch: Optional[int] = Field(None, ge=1)  # images per forward pass; null = all at once
     device: Device = "auto"
     executor: Literal["local", "ray"] = "local"  # ray: one Ray task per shard

@@ -8,7 +8,9 @@ Randomness: each shard has its own seed (:func:`shard_seed`), a hash of the run'
 training seed, ``extract.seed``, epoch, layer and repeat, and inside it every channel
 has its own streams. So consecutive epochs draw independent noise, just as the two
 repeats do, and rate of change (epoch vs next epoch) and re-evolution consistency
-(repeat vs repeat) are measured alike. ``common_streams`` instead gives every epoch
+(repeat vs repeat) are measured alike. ``common_streams: starts`` gives every epoch of
+a (layer, channel, repeat) the same start codes and independent search noise (the
+paper authors' code: start seed 42 or 43 at every checkpoint). ``common_streams: true`` instead gives every epoch
 of a (layer, channel, repeat) the same random numbers (common random numbers).
 
 The unit of work is a shard (one epoch, layer and repeat), a work item of
@@ -46,7 +48,8 @@ SYNTHESIS_VERSION = 4  # 3: units maximised before their final ReLU; 4: activati
 
 # The extract params handed to synthesize() as they are; with the image size, the channel
 # subset and the shard's seed they are everything that shapes a prototype.
-SYNTHESIS_OPTIONS = ("generator", "generator_weights", "cma_steps", "cma_popsize", "cma_sigma", "adam_steps", "adam_lr")
+SYNTHESIS_OPTIONS = ("generator", "generator_weights", "cma_steps", "cma_popsize", "cma_sigma", "adam_steps", "adam_lr",
+                     "early_exit", "evolution", "adam_start", "objective", "precision", "redraw_dead", "resize")
 
 
 def shard_seed(run_seed: int, extract_seed: int, shard: ShardId, *, common_streams: bool = False) -> int:
@@ -69,19 +72,22 @@ def _backbone_on(checkpoint: str, stamp: tuple[int, int], device: str):
 
 @functools.lru_cache(maxsize=1)
 def _generator_on(name: str, image_size: int, weights: str | None, stamp: tuple[int, int] | None,
-                  device: str) -> Generator:
+                  device: str, antialias: bool) -> Generator:
     """The image prior on ``device``, built (DeePSiM: read from disk) once per process;
     ``stamp`` (mtime, size) of the weights file keys a replaced file anew."""
-    return make_generator(name, image_size, weights).to(device).eval()
+    return make_generator(name, image_size, weights, antialias).to(device).eval()
 
 
-def image_prior(name: str, weights: str | None, image_size: int, device: torch.device | str) -> Generator:
+def image_prior(name: str, weights: str | None, image_size: int, device: torch.device | str,
+                resize: str = "antialias") -> Generator:
     """The generator ``name`` on ``device``, kept loaded for every shard this process makes.
+
+    ``resize``: ``antialias`` or ``legacy`` (no antialiasing, the authors' code), for DeePSiM's resize.
 
     Raises:
         GeneratorWeightsError: DeePSiM weights missing, unreadable or of another network.
     """
-    return _generator_on(name, image_size, weights, _file_stamp(weights), str(device))
+    return _generator_on(name, image_size, weights, _file_stamp(weights), str(device), resize == "antialias")
 
 
 def _file_stamp(path: str | None) -> tuple[int, int] | None:
@@ -100,6 +106,7 @@ def make_shard(
     options: dict,
     image_size: int,
     max_batch: int | None,
+    start_seed: int | None = None,
     device: str | None,
     image_format: str = "raw",
 ) -> Contents:
@@ -112,9 +119,11 @@ def make_shard(
     stat = os.stat(checkpoint)
     backbone, meta = _backbone_on(checkpoint, (stat.st_mtime_ns, stat.st_size), str(device))
     options = dict(options)
-    prior = image_prior(options.pop("generator"), options.pop("generator_weights"), image_size, device)
+    prior = image_prior(options.pop("generator"), options.pop("generator_weights"), image_size, device,
+                        options.pop("resize"))
     channels = spaced_channels(channel_count(backbone, layer, image_size), channels_per_layer)
     prototypes = synthesize(backbone, layer, channels, generator=prior, image_size=image_size, seed=seed,
+                            start_seed=start_seed,
                             device=device, max_batch=max_batch, normalize=meta["normalize"], **options)
     return pack_shard(prototypes, image_format)
 
@@ -144,11 +153,14 @@ def shard_work(
         for layer in settings.layers:
             for repeat in range(1, settings.repeats + 1):
                 shard = ShardId(epoch, layer, repeat)
-                seed = shard_seed(run_seed, settings.seed, shard, common_streams=settings.common_streams)
-                key = identity("prototypes", made_from, shard.name, seed, options, weights, image_size,
+                seed = shard_seed(run_seed, settings.seed, shard, common_streams=settings.common_streams is True)
+                start_seed = (shard_seed(run_seed, settings.seed, shard, common_streams=True)
+                              if settings.common_streams == "starts" else None)
+                key = identity("prototypes", made_from, shard.name, seed, start_seed, options, weights, image_size,
                                settings.channels_per_layer, SYNTHESIS_VERSION)
                 work[shard] = WorkItem(shard.name, key, functools.partial(
-                    make_shard, str(Path(path).resolve()), layer, channels_per_layer=settings.channels_per_layer, seed=seed,
+                    make_shard, str(Path(path).resolve()), layer, channels_per_layer=settings.channels_per_layer,
+                    seed=seed, start_seed=start_seed,
                     options=options, image_size=image_size, max_batch=settings.max_batch,
                     device=None if device is None else str(device), image_format=settings.shard_format,
                 ))

@@ -139,12 +139,15 @@ class DeePSiMGenerator(Generator):
     """The paper's prior: DeePSiM fc6, output resized to ``image_size``.
 
     Raw output is BGR, mean-subtracted, 0-255; it is flipped to RGB, the ImageNet
-    mean (123, 117, 104) added back, clamped to 0..255 and divided by 255.
+    mean (123, 117, 104) added back, clamped to 0..255 and divided by 255. The 256 px
+    output is resized bilinearly, antialiased by default; ``antialias=False`` is the
+    authors' code (torchvision ``Resize`` on tensors from before antialiasing was its default).
     """
 
-    def __init__(self, image_size: int):
+    def __init__(self, image_size: int, antialias: bool = True):
         super().__init__()
         self.image_size = image_size
+        self.antialias = antialias
         self.latent_dim = 4096
         self.G = _deepsim_fc6_layers()
         self.register_buffer("rgb_mean", torch.tensor([123.0, 117.0, 104.0]).view(1, 3, 1, 1), persistent=False)
@@ -154,13 +157,13 @@ class DeePSiMGenerator(Generator):
         rgb = (bgr.flip(1) + self.rgb_mean).clamp(0, 255) / 255
         if rgb.shape[-1] != self.image_size:
             rgb = F.interpolate(rgb, size=(self.image_size, self.image_size), mode="bilinear",
-                                antialias=True, align_corners=False)
+                                antialias=self.antialias, align_corners=False)
         return rgb.clamp(0, 1)
 
     @classmethod
-    def random(cls, image_size: int) -> "DeePSiMGenerator":
+    def random(cls, image_size: int, antialias: bool = True) -> "DeePSiMGenerator":
         """Untrained weights scaled so images vary (tests and timing only; seed with torch)."""
-        generator = cls(image_size)
+        generator = cls(image_size, antialias)
         for module in generator.G:
             if isinstance(module, (nn.Linear, nn.ConvTranspose2d)):
                 nn.init.kaiming_normal_(module.weight, a=0.3, nonlinearity="leaky_relu")
@@ -171,7 +174,7 @@ class DeePSiMGenerator(Generator):
         return generator
 
     @classmethod
-    def from_file(cls, path: str | Path, image_size: int) -> "DeePSiMGenerator":
+    def from_file(cls, path: str | Path, image_size: int, antialias: bool = True) -> "DeePSiMGenerator":
         """Load the public fc6 weights (no pickled code is run).
 
         Raises:
@@ -194,7 +197,7 @@ class DeePSiMGenerator(Generator):
             raise GeneratorWeightsError(f"{path}: holds no state dict of tensors; download {DEEPSIM_WEIGHTS_SOURCE}")
         # The public files name keys "defc7.weight" or "G.defc7.weight", some with a stray ".1.".
         state = {k.removeprefix("G.").replace(".1.", "."): v for k, v in state.items()}
-        generator = cls(image_size)
+        generator = cls(image_size, antialias)
         expected = generator.G.state_dict()
         missing = sorted(set(expected) - set(state))
         unexpected = sorted(set(state) - set(expected))
@@ -228,7 +231,8 @@ def weights_identity(weights: str | Path | None) -> str:
     return digest.hexdigest()[:24]
 
 
-def make_generator(name: str | Generator, image_size: int, weights: str | Path | None = None) -> Generator:
+def make_generator(name: str | Generator, image_size: int, weights: str | Path | None = None,
+                   antialias: bool = True) -> Generator:
     """A generator by name, or ``name`` itself when it already is one.
 
     Args:
@@ -236,6 +240,7 @@ def make_generator(name: str | Generator, image_size: int, weights: str | Path |
         image_size: side S of the images it makes.
         weights: ``deepsim_fc6`` only: the weights file, or ``"random"`` for an
             untrained network (tests and timing only).
+        antialias: ``deepsim_fc6`` only: antialias its 256 px -> S resize (False: the authors' code).
     """
     if isinstance(name, Generator):
         return name
@@ -249,6 +254,6 @@ def make_generator(name: str | Generator, image_size: int, weights: str | Path |
                 f"extract.generator_weights: deepsim_fc6 needs its weights file; download {DEEPSIM_WEIGHTS_SOURCE}"
             )
         if str(weights) == "random":
-            return DeePSiMGenerator.random(image_size)
-        return DeePSiMGenerator.from_file(weights, image_size)
+            return DeePSiMGenerator.random(image_size, antialias)
+        return DeePSiMGenerator.from_file(weights, image_size, antialias)
     raise ValueError(f"unknown generator {name!r}; choose one of {GENERATOR_NAMES}")

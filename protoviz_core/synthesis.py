@@ -17,8 +17,16 @@ channels together:
 Stopped channels cost nothing more on a CPU (they leave the batch); on a GPU they stay
 in it, frozen, so that the loops never wait for the host. The result is the same.
 
-What both stages maximise is the unit's *score*: its value before the layer's final
-ReLU (:func:`~protoviz_core.units.unit_reader`). Where the unit responds, score and
+Early exits (``early_exit=True``, the demo's) are this project's speed rules: a channel
+stops evolving at its first responding sample and stops climbing once converged. The
+paper authors' code (``early_exit=False``) runs every channel through all generations
+and a fixed number of Adam steps; it also starts Adam from the evolution's recombined
+mean (``adam_start="mean"``, not the best sample), evolves with a fixed step size
+(``evolution="fixed_sigma"``, :class:`~protoviz_core.cmaes.BatchedCMAES` with
+``adapt=False``) and maximises the unit after its ReLU (``objective="after_relu"``).
+
+By default (``objective="before_relu"``) both stages maximise the unit's *score*: its
+value before the layer's final ReLU (:func:`~protoviz_core.units.unit_reader`). Where the unit responds, score and
 activation are equal, so live channels are optimised exactly as on the activation;
 where a ReLU has cut the unit to 0 for every image tried, the activation gives the
 evolution nothing to rank and Adam a zero gradient, while the score still orders the
@@ -76,11 +84,22 @@ class Prototypes:
     evolution_activations: torch.Tensor  # (N,) best score after the evolution stage (negative: still silent)
 
 
-class _Objective:
-    """Centre scores and activations of each image's own channel, in chunks of ``max_batch`` images."""
+OBJECTIVES = ("before_relu", "after_relu")
+EVOLUTIONS = ("sep_cma", "fixed_sigma")
+ADAM_STARTS = ("best", "mean")
+PRECISIONS = ("bfloat16", "float32")
 
-    def __init__(self, read, generator: Generator, normalize: dict, max_batch: int, device, use_amp: bool):
+
+class _Objective:
+    """Centre scores and activations of each image's own channel, in chunks of ``max_batch`` images.
+
+    The score is what is maximised: the unit before its ReLU (``before_relu``) or the activation itself.
+    """
+
+    def __init__(self, read, generator: Generator, normalize: dict, max_batch: int, device, use_amp: bool,
+                 objective: str = "before_relu"):
         self.read, self.generator, self.max_batch = read, generator, max_batch
+        self.before_relu = objective == "before_relu"
         self.mean = torch.tensor(normalize["mean"], device=device).view(1, 3, 1, 1)
         self.std = torch.tensor(normalize["std"], device=device).view(1, 3, 1, 1)
         self.use_amp, self.device = use_amp, device
@@ -92,7 +111,8 @@ class _Objective:
             normalised = normalised.contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_amp):
             output, before = self.read(normalised)
-            return centre_activation(before, channels).float(), centre_activation(output, channels).float()
+            activation = centre_activation(output, channels).float()
+            return (centre_activation(before, channels).float() if self.before_relu else activation), activation
 
     def exact_activations(self, images: torch.Tensor, channels: torch.Tensor) -> torch.Tensor:
         """images (B, 3, S, S), channels (B,) -> (B,) activations in float32, without autocast.
@@ -161,22 +181,27 @@ def _stopped_leave_the_batch(device: torch.device) -> bool:
 
 def _evolve(objective: _Objective, start: torch.Tensor, channels: torch.Tensor, *, sigma: float,
             popsize: int, steps: int, seed: int, monitor: Monitor | None, stage: str = "evolution",
-            ) -> tuple[torch.Tensor, torch.Tensor]:
-    """CMA-ES from ``start`` (N, d) for each channel until it responds; the best code seen and its score.
+            early_exit: bool = True, adapt: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """CMA-ES from ``start`` (N, d) for each channel; the best code seen, its score, and the final mean.
 
-    A channel whose best score is above zero has what the evolution is for (a start
-    that makes the unit respond, paper Sec. 2.1) and stops evolving. On a CPU it leaves
-    the batch, so its samples cost nothing more; on a GPU, where a smaller batch saves
-    little and deciding would synchronise with the host every generation, it stays in
-    the batch but its best is frozen. Both give the same result.
+    With ``early_exit``, a channel whose best score is above zero has what the evolution
+    is for (a start that makes the unit respond, paper Sec. 2.1) and stops evolving. On a
+    CPU it leaves the batch, so its samples cost nothing more; on a GPU, where a smaller
+    batch saves little and deciding would synchronise with the host every generation, it
+    stays in the batch but its best and mean are frozen. Both give the same result.
+    Without it every channel runs all ``steps`` generations and its best is the best of all.
+
+    Returns:
+        (N, d) best codes, (N,) their scores, (N, d) each channel's recombined mean when it stopped.
     """
     device = start.device
     n_channels = len(channels)
     channels = channels.to(device)
-    es = BatchedCMAES(start, sigma, popsize, seed=seed, keys=channels, device=device)
+    es = BatchedCMAES(start, sigma, popsize, seed=seed, keys=channels, device=device, adapt=adapt)
     best_codes = start.clone()
+    means = start.clone()
     best, _ = objective(start, channels)  # (N,)
-    shrink = _stopped_leave_the_batch(device)
+    shrink = early_exit and _stopped_leave_the_batch(device)
     active = torch.arange(n_channels, device=device)  # channels still in ``es``, in its order
     for step in range(1, steps + 1):
         if shrink:
@@ -189,16 +214,18 @@ def _evolve(objective: _Objective, start: torch.Tensor, channels: torch.Tensor, 
             samples = es.ask()  # (A, P, d)
             scores, _ = objective(samples.reshape(len(active) * popsize, -1), channels[active].repeat_interleave(popsize))
             scores = scores.view(len(active), popsize)
+            searching = best[active] <= 0 if early_exit else torch.ones_like(best[active], dtype=torch.bool)
             es.tell(-scores)  # CMA-ES minimises
+            means[active] = torch.where(searching[:, None], es.mean, means[active])
             top, which = scores.max(dim=1)  # (A,)
             # torch.where, not boolean indexing: no host-device synchronisation inside the loop.
-            improved = (top > best[active]) & (best[active] <= 0)
+            improved = (top > best[active]) & searching
             best[active] = torch.where(improved, top, best[active])
             chosen = samples[torch.arange(len(active), device=device), which]
             best_codes[active] = torch.where(improved[:, None], chosen, best_codes[active])
         if monitor is not None:
             monitor(stage, step, best.clone())  # a copy: ``best`` changes in place
-    return best_codes, best
+    return best_codes, best, means
 
 
 ADAM_BETAS = (0.9, 0.999)  # torch.optim.Adam's defaults
@@ -208,13 +235,13 @@ CONVERGED_GAIN = 1e-3  # (relative) has converged and stops
 
 
 def _ascend(objective: _Objective, codes: torch.Tensor, channels: torch.Tensor, *, steps: int, lr: float,
-            transforms: Sequence[ImageTransform], monitor: Monitor | None) -> torch.Tensor:
-    """Adam on every channel's code at once (loss = -sum of the centre scores) until it converges.
+            transforms: Sequence[ImageTransform], monitor: Monitor | None, early_exit: bool = True) -> torch.Tensor:
+    """Adam on every channel's code at once (loss = -sum of the centre scores), ``steps`` steps.
 
     Adam's update is torch.optim.Adam's, written out per row so that each channel can
-    stop on its own: a channel stops once its score has risen by less than
-    :data:`CONVERGED_GAIN` (relative) over the last :data:`CONVERGED_STEPS` steps. On a
-    CPU it leaves the batch; on a GPU it stays and its code is frozen (no host
+    stop on its own: with ``early_exit`` a channel stops once its score has risen by less
+    than :data:`CONVERGED_GAIN` (relative) over the last :data:`CONVERGED_STEPS` steps. On
+    a CPU it leaves the batch; on a GPU it stays and its code is frozen (no host
     synchronisation inside the loop). Both give the same result.
     """
     device = codes.device
@@ -225,7 +252,7 @@ def _ascend(objective: _Objective, codes: torch.Tensor, channels: torch.Tensor, 
     history = torch.full((CONVERGED_STEPS, count), -float("inf"), device=device)  # scores of the last steps
     running = torch.ones(count, dtype=torch.bool, device=device)
     activations = torch.zeros(count, device=device)
-    shrink = _stopped_leave_the_batch(device)
+    shrink = early_exit and _stopped_leave_the_batch(device)
     for step in range(1, steps + 1):
         rows = running.nonzero().flatten() if shrink else torch.arange(count, device=device)
         if len(rows):
@@ -245,7 +272,8 @@ def _ascend(objective: _Objective, codes: torch.Tensor, channels: torch.Tensor, 
             activations[rows] = torch.cat(current)
             # Converged: less than CONVERGED_GAIN relative gain over CONVERGED_STEPS steps (score before this update).
             gain = score - history[(step - 1) % CONVERGED_STEPS, rows]
-            still = running[rows] & ~(gain <= CONVERGED_GAIN * score.abs().clamp(min=1e-6))
+            still = running[rows] & ~(gain <= CONVERGED_GAIN * score.abs().clamp(min=1e-6)) if early_exit \
+                else running[rows]
             history[(step - 1) % CONVERGED_STEPS, rows] = score
             first[rows] = beta1 * first[rows] + (1 - beta1) * gradient
             second[rows] = beta2 * second[rows] + (1 - beta2) * gradient.square()
@@ -271,11 +299,17 @@ def synthesize(
     adam_steps: int,
     adam_lr: float,
     seed: int,
+    start_seed: int | None = None,
     device: torch.device | str = "cpu",
     max_batch: int | None = None,
     normalize: dict | None = None,
     transforms: Sequence[ImageTransform] = (),
     redraw_dead: bool = True,
+    early_exit: bool = True,
+    evolution: str = "sep_cma",
+    adam_start: str = "best",
+    objective: str = "before_relu",
+    precision: str = "bfloat16",
     generator_weights: str | None = None,
     monitor: Monitor | None = None,
 ) -> Prototypes:
@@ -295,9 +329,11 @@ def synthesize(
             channel gets the same prototype alone or in any batch. Start codes,
             evolution samples and re-draws each use their own stream
             (:func:`stream_seed`).
+        start_seed: the start codes' seed instead of ``seed`` (e.g. the same at every
+            checkpoint while the search's noise differs).
         device: where to run (the caller resolves it). On CUDA: the search under bfloat16
-            autocast, channels_last; on the CPU: float32. The images and the activations
-            returned are computed in float32 on either.
+            autocast (``precision="bfloat16"``), channels_last; on the CPU: float32. The
+            images and the activations returned are computed in float32 on either.
         max_batch: most images per forward pass (channels x samples). Default: on a
             GPU, as many as fit in :data:`MEMORY_FRACTION` of the free memory (measured
             with a probe pass); on the CPU, all at once.
@@ -306,6 +342,16 @@ def synthesize(
         transforms: image -> image functions (e.g. jitter, blur) applied during the
             gradient stage only, for robustness.
         redraw_dead: give silent channels fresh codes and a second evolution.
+        early_exit: stop a channel's evolution at its first response and its ascent once
+            converged (this project's speed rules); False: every generation and every
+            Adam step, as the paper authors' code.
+        evolution: ``sep_cma`` (step size and diagonal covariance adapted) or
+            ``fixed_sigma`` (the authors' code: only the mean moves).
+        adam_start: Adam starts from each channel's ``best`` sample or its evolution's
+            recombined ``mean`` (the authors' code).
+        objective: ``before_relu`` (the score; silent units brought alive) or
+            ``after_relu`` (the activation itself, the authors' code).
+        precision: the GPU search's ``bfloat16`` autocast, or ``float32`` throughout.
         generator_weights: weights file for ``deepsim_fc6`` when given by name.
         monitor: called after every step with the stage, step and activations (N,).
 
@@ -317,8 +363,12 @@ def synthesize(
     """
     if min(cma_steps, adam_steps) < 0 or cma_popsize < 4 or cma_sigma <= 0 or adam_lr <= 0:
         raise ValueError("need cma_steps, adam_steps >= 0, cma_popsize >= 4, cma_sigma > 0, adam_lr > 0")
+    for name, value, allowed in (("objective", objective, OBJECTIVES), ("evolution", evolution, EVOLUTIONS),
+                                 ("adam_start", adam_start, ADAM_STARTS), ("precision", precision, PRECISIONS)):
+        if value not in allowed:
+            raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
     device = torch.device(device)
-    use_amp = device.type == "cuda"
+    use_amp = device.type == "cuda" and precision == "bfloat16"
     was_training = model.training
     model.eval().to(device)
     if use_amp:
@@ -332,20 +382,24 @@ def synthesize(
     on_device = channel_index.to(device)
     try:
         with unit_reader(model, layer) as read:
-            objective = _Objective(read, prior, normalize or NORMALIZE, max_batch or 1 << 62, device, use_amp)
-            start = prior.sample(stream_keys(stream_seed(seed, "start"), channel_index), step=0).to(device)
+            objective = _Objective(read, prior, normalize or NORMALIZE, max_batch or 1 << 62, device, use_amp,
+                                   objective)
+            start = prior.sample(stream_keys(stream_seed(seed if start_seed is None else start_seed, "start"),
+                                             channel_index), step=0).to(device)
             if max_batch is None and device.type == "cuda":
                 objective.max_batch = _fit_to_memory(objective, start, on_device, transforms)
-            codes, evolved = _evolve(objective, start, channel_index, sigma=cma_sigma, popsize=cma_popsize,
-                                     steps=cma_steps, seed=stream_seed(seed, "evolution"), monitor=monitor)
+            search = dict(sigma=cma_sigma, popsize=cma_popsize, steps=cma_steps, monitor=monitor,
+                          early_exit=early_exit, adapt=evolution == "sep_cma")
+            best_codes, evolved, means = _evolve(objective, start, channel_index, seed=stream_seed(seed, "evolution"),
+                                                 **search)
+            codes = means if adam_start == "mean" else best_codes
             # On the host: ``channel_index`` is, and a device index cannot index a host tensor.
             silent = (evolved <= 0).nonzero().flatten().cpu() if redraw_dead else torch.zeros(0, dtype=torch.int64)
             if len(silent):
-                codes, evolved = _redraw(objective, prior, codes, evolved, silent, channel_index,
-                                         sigma=cma_sigma, popsize=cma_popsize, steps=cma_steps, seed=seed,
-                                         monitor=monitor)
+                codes, evolved = _redraw(objective, prior, codes, evolved, silent, channel_index, seed=seed,
+                                         adam_start=adam_start, **search)
             codes = _ascend(objective, codes, on_device, steps=adam_steps, lr=adam_lr, transforms=transforms,
-                            monitor=monitor)
+                            monitor=monitor, early_exit=early_exit)
             with torch.no_grad():
                 images = torch.cat([prior(codes[i:i + objective.max_batch]).float()
                                     for i in range(0, len(codes), objective.max_batch)])
@@ -369,7 +423,7 @@ def _mask(index: torch.Tensor, length: int) -> torch.Tensor:
     return mask
 
 
-def _redraw(objective, prior, codes, evolved, silent, channels, *, sigma, popsize, steps, seed, monitor):
+def _redraw(objective, prior, codes, evolved, silent, channels, *, seed, adam_start, **search):
     """Fresh codes and a second evolution for the channels at ``silent`` (indices into N); each
     channel keeps the better of its two evolutions.
 
@@ -377,8 +431,9 @@ def _redraw(objective, prior, codes, evolved, silent, channels, *, sigma, popsiz
     copies would silently discard the new codes.
     """
     fresh = prior.sample(stream_keys(stream_seed(seed, "redraw start"), channels[silent]), step=0).to(codes.device)
-    new_codes, new_best = _evolve(objective, fresh, channels[silent], sigma=sigma, popsize=popsize, steps=steps,
-                                  seed=stream_seed(seed, "redraw evolution"), monitor=monitor, stage="redraw")
+    best_codes, new_best, means = _evolve(objective, fresh, channels[silent], seed=stream_seed(seed, "redraw evolution"),
+                                          stage="redraw", **search)
+    new_codes = means if adam_start == "mean" else best_codes
     # Keep whichever evolution came closer: with scores below zero, the first may have.
     better = new_best >= evolved[silent]  # a tie goes to the fresh draw
     codes, evolved = codes.clone(), evolved.clone()

@@ -109,3 +109,16 @@ def test_bad_arguments_are_refused():
     es.ask()
     with pytest.raises(ValueError, match="fitness must be"):
         es.tell(torch.zeros(2, 9))
+
+
+def test_the_authors_evolution_moves_only_the_mean_to_its_weighted_best_half():
+    start = torch.zeros(2, 5)
+    es = BatchedCMAES(start, 2.0, 6, seed=3, adapt=False)
+    samples = es.ask()  # (2, 6, 5)
+    fitness = torch.arange(12, dtype=torch.float32).view(2, 6).flip(1)  # the last sample is the best
+    es.tell(fitness)
+    weights = torch.log(torch.tensor(4.0)) - torch.log(torch.arange(1, 4, dtype=torch.float32))  # log(mu + 1) - log i
+    weights = weights / weights.sum()
+    expected = torch.einsum("m,bmn->bn", weights, samples[:, [5, 4, 3]])  # the best three, best first
+    torch.testing.assert_close(es.mean, expected)
+    assert torch.equal(es.sigma, torch.full((2,), 2.0)) and torch.equal(es.variance, torch.ones(2, 5))

@@ -142,6 +142,12 @@ def test_common_streams_share_noise_across_epochs_only(checkpoints):
     assert seed[(0, "layer1", 1)] == seed[(1, "layer1", 1)]
     assert len({seed[(0, layer, r)] for layer in ("layer1", "layer2") for r in (1, 2)}) == 4
     assert {i.key for i in work.values()}.isdisjoint(i.key for i in _work(checkpoints).values())  # another result
+    # starts (the authors' code): the same start codes at every epoch, the search's noise its own.
+    starts = _work(checkpoints, SETTINGS.model_copy(update={"common_streams": "starts"}))
+    keywords = {(s.epoch, s.layer, s.repeat): item.compute.keywords for s, item in starts.items()}
+    assert keywords[(0, "layer1", 1)]["start_seed"] == keywords[(1, "layer1", 1)]["start_seed"] is not None
+    assert keywords[(0, "layer1", 1)]["seed"] != keywords[(1, "layer1", 1)]["seed"]
+    assert keywords[(0, "layer1", 1)]["start_seed"] != keywords[(0, "layer1", 2)]["start_seed"]
 
 
 @pytest.mark.slow

@@ -78,3 +78,17 @@ def test_deepsim_weight_errors_say_where_weights_come_from(tmp_path):
 def test_unknown_generator_lists_the_choices():
     with pytest.raises(ValueError, match="deepsim_fc6.*fourier.*pixel"):
         make_generator("biggan", 32)
+
+
+def test_deepsim_legacy_resize_is_the_authors_bilinear_without_antialiasing():
+    torch.manual_seed(0)
+    smooth = make_generator("deepsim_fc6", 96, "random")
+    legacy = make_generator("deepsim_fc6", 96, "random", antialias=False)
+    legacy.load_state_dict(smooth.state_dict())
+    codes = torch.randn(2, 4096)
+    with torch.no_grad():
+        full = ((smooth.G(codes).flip(1) + smooth.rgb_mean).clamp(0, 255) / 255)  # (2, 3, 256, 256)
+        expected = torch.nn.functional.interpolate(full, size=(96, 96), mode="bilinear", antialias=False,
+                                                   align_corners=False).clamp(0, 1)
+        torch.testing.assert_close(legacy(codes), expected)
+        assert (legacy(codes) - smooth(codes)).abs().max() > 0.05  # the two resizes differ visibly

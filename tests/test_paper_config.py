@@ -113,3 +113,51 @@ def test_paper_configuration_runs_every_branch(tmp_path, published_torch_home, m
     assert run.data.tags["protoviz.embed_weights"] == "imagenet"
     assert len(client.get_metric_history(run.info.run_id, "probe/logreg")) == 2
     assert len(client.get_metric_history(run.info.run_id, "diversity/densenet201/mse-masked/layer4")) == 2
+
+
+def test_the_paper_procedure_runs_every_generation_and_step_and_climbs_from_the_recombined_mean():
+    """configs/paper.yaml's extract procedure, as the authors' code does it, at a tiny size."""
+    from protoviz_core.cmaes import BatchedCMAES
+    from protoviz_core.extraction import SYNTHESIS_OPTIONS
+    from protoviz_core.generators import make_generator
+    from protoviz_core.rng import stream_keys
+    from protoviz_core.simclr import build_backbone
+    from protoviz_core.synthesis import stream_seed, synthesize
+    from protoviz_core.units import centre_activation, layer_reader
+
+    paper = yaml.safe_load((REPO / "configs/paper.yaml").read_text())["extract"]
+    assert (paper["early_exit"], paper["evolution"], paper["adam_start"], paper["objective"], paper["precision"],
+            paper["redraw_dead"], paper["resize"], paper["common_streams"]) == \
+        (False, "fixed_sigma", "mean", "after_relu", "float32", False, "legacy", "starts")
+    assert (paper["cma_steps"], paper["cma_popsize"], paper["cma_sigma"], paper["adam_steps"], paper["adam_lr"]) == \
+        (20, 30, 2.0, 50, 0.01)
+    procedure = {k: paper[k] for k in SYNTHESIS_OPTIONS if k not in ("generator", "generator_weights", "resize")}
+    procedure.update(cma_steps=3, cma_popsize=6, adam_steps=4)  # sizes shrink, nothing else
+
+    torch.manual_seed(0)
+    model = build_backbone().eval()
+    prior = make_generator("deepsim_fc6", 32, "random", antialias=paper["resize"] == "antialias")
+    channels = torch.tensor([0, 5, 9])
+    batches = []
+    hook = model.conv1.register_forward_hook(lambda module, inputs, output: batches.append(len(inputs[0])))
+    result = synthesize(model, "layer2", channels, generator=prior, image_size=32, seed=4, **procedure)
+    hook.remove()
+    # Every channel in every generation (1 start + 3 x 6 samples each), every Adam step (4) for all of
+    # them, then the final images: no channel leaves early.
+    assert batches == [1] + [3] + [3 * 6] * 3 + [3] * 4 + [3]  # first: the channel count's probe image
+
+    # The climb starts from the evolution's recombined mean: with no Adam step, the codes are that mean,
+    # replayed here with the authors' fixed-step evolution on the unit after its ReLU.
+    result = synthesize(model, "layer2", channels, generator=prior, image_size=32, seed=4,
+                        **{**procedure, "adam_steps": 0})
+    start = prior.sample(stream_keys(stream_seed(4, "start"), channels), step=0)
+    es = BatchedCMAES(start, procedure["cma_sigma"], 6, seed=stream_seed(4, "evolution"), keys=channels, adapt=False)
+    mean, std = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    with torch.no_grad(), layer_reader(model, "layer2") as read:
+        for _ in range(3):
+            samples = es.ask()
+            images = prior(samples.reshape(18, -1))
+            scores = centre_activation(read((images - mean) / std), channels.repeat_interleave(6)).view(3, 6)
+            es.tell(-scores)
+    torch.testing.assert_close(result.latents, es.mean)
+    assert torch.equal(es.sigma, torch.full((3,), 2.0))  # the step size never adapted

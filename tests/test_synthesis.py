@@ -267,3 +267,22 @@ def test_reported_activations_are_those_of_the_8_bit_images_the_store_keeps():
             torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
         exact = model.relu2(model.conv2(model.relu1(model.conv1(normalised))))[torch.arange(6), torch.arange(6), 3, 3]
     torch.testing.assert_close(result.activations, exact, rtol=1e-6, atol=1e-6)
+
+
+def test_after_relu_maximises_the_activation_itself_and_early_exits_change_the_work_not_the_kind():
+    model = _cnn()
+    seen = []
+    result = synthesize(model, "relu2", generator="pixel", seed=7, objective="after_relu",
+                        monitor=lambda stage, step, values: seen.append((stage, values.clone())), **SCHEDULE)
+    evolution = torch.stack([values for stage, values in seen if stage == "evolution"])
+    assert (evolution >= 0).all()  # a score after the ReLU is never negative
+    assert (result.evolution_activations >= 0).all()
+    batches = []
+    model.conv1.register_forward_hook(lambda module, inputs, output: batches.append(len(inputs[0])))
+    synthesize(model, "relu2", generator="pixel", seed=7, early_exit=False, **SCHEDULE)
+    full = list(batches)
+    batches.clear()
+    synthesize(model, "relu2", generator="pixel", seed=7, **SCHEDULE)
+    assert sum(batches) < sum(full) and full == [1, 6] + [6 * 8] * 4 + [6] * 10 + [6]  # 1: the probe image
+    with pytest.raises(ValueError, match="objective must be one of"):
+        synthesize(model, "relu2", generator="pixel", seed=7, objective="logit", **SCHEDULE)
