@@ -7,10 +7,12 @@ mid-depth layer, the ``fourier`` prior at 64 px and the demo's budget (params.ya
 
 For each network, side by side on the same channels and seeds:
 
-- "score" is the engine as it is: it maximises each unit's value before the layer's
-  final ReLU (:func:`protoviz_core.units.unit_reader`);
-- "activation" is the same engine maximising the activation after the ReLU (how it
-  worked before), for comparison.
+- "score" is the engine as it is: it maximises each unit's value with the last ReLU on
+  its path left out (:func:`protoviz_core.units.unit_reader`): the layer's own final
+  ReLU, or for a layer that ends in a max pool after a ReLU, the pool of the values
+  before that ReLU;
+- "activation" is the same engine maximising the activation itself
+  (``objective="after_relu"``, the paper authors' code), for comparison.
 
 A channel counts as alive when its prototype's centre activation is above 0. For
 every channel left dead, 256 uniform-noise images are tried: "noise drives" counts
@@ -22,15 +24,14 @@ dead channels that one of them drives above 0 (the target is none).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import time
 
 import torch
 import torchvision
 
-import protoviz_core.synthesis as synthesis
 from protoviz_core.simclr import NORMALIZE
-from protoviz_core.units import centre_activation, channel_count, layer_reader, spaced_channels
+from protoviz_core.synthesis import synthesize
+from protoviz_core.units import channel_count, layer_reader, spaced_channels
 
 # (torchvision name, a mid-depth layer whose output ends with a ReLU or ReLU6)
 NETWORKS = [
@@ -40,27 +41,18 @@ NETWORKS = [
     ("mobilenet_v2", "features.7.conv.0"),
     ("regnet_y_400mf", "trunk_output.block2"),
 ]
+# (torchvision name, a layer that does not end in a ReLU: a max pool after one)
+POOLING = [
+    ("vgg11", "features.10"),
+    ("vgg16", "features.16"),
+    ("alexnet", "features.5"),
+    ("densenet121", "features.pool0"),
+    ("resnet50", "maxpool"),
+]
+# GoogLeNet's blocks apply torch.nn.functional.relu inside their modules' code: no ReLU module to read
+# before, so the engine has no surrogate there (shown as it is).
+FUNCTIONAL = [("googlenet", "inception3a")]
 DEMO_BUDGET = dict(cma_steps=5, cma_popsize=12, cma_sigma=1.0, adam_steps=30, adam_lr=0.8)
-
-
-@contextlib.contextmanager
-def activation_objective():
-    """The engine maximising the activation itself (score = activation), as before."""
-    real = synthesis.unit_reader
-
-    @contextlib.contextmanager
-    def reader(model, layer):
-        with layer_reader(model, layer) as read:
-            def both(images):
-                output = read(images)
-                return output, output
-            yield both
-
-    synthesis.unit_reader = reader
-    try:
-        yield
-    finally:
-        synthesis.unit_reader = real
 
 
 def noise_drives(model, layer, channels: torch.Tensor, image_size: int, samples: int = 256) -> torch.Tensor:
@@ -82,19 +74,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--channels", type=int, default=16)
+    parser.add_argument("--only", choices=["relu", "pooling", "functional"], default=None)
     args = parser.parse_args()
     torch.set_num_threads(max(torch.get_num_threads(), 1))
     rows = []
-    for name, layer in NETWORKS:
+    chosen = {"relu": NETWORKS, "pooling": POOLING, "functional": FUNCTIONAL}
+    for name, layer in (chosen[args.only] if args.only else NETWORKS + POOLING + FUNCTIONAL):
         torch.manual_seed(0)
         model = torchvision.models.get_model(name, weights=None).eval()
         channels = spaced_channels(channel_count(model, layer, args.image_size), args.channels)
         row = {"network": name, "layer": layer}
-        for label, objective in (("score", contextlib.nullcontext), ("activation", activation_objective)):
+        for label, objective in (("score", "before_relu"), ("activation", "after_relu")):
             started = time.perf_counter()
-            with objective():
-                result = synthesis.synthesize(model, layer, channels, generator="fourier",
-                                              image_size=args.image_size, seed=0, **DEMO_BUDGET)
+            result = synthesize(model, layer, channels, generator="fourier", image_size=args.image_size, seed=0,
+                                objective=objective, **DEMO_BUDGET)
             seconds = time.perf_counter() - started
             dead = result.dead
             drivable = noise_drives(model, layer, channels[dead], args.image_size) if dead.any() else torch.zeros(0)

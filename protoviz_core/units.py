@@ -80,35 +80,50 @@ def layer_reader(model: nn.Module, layer: str) -> Iterator[Callable[[torch.Tenso
         yield lambda images: read_layers(images)[layer]
 
 
+# Modules that commute with a ReLU: m(relu(x)) = relu(m(x)) (max pooling is monotone; the rest pass values on).
+_RELUS = (nn.ReLU, nn.ReLU6)
+_COMMUTING = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
+              nn.AdaptiveMaxPool3d, nn.Identity, nn.Dropout, nn.Flatten)
+
+
 @contextmanager
 def unit_reader(model: nn.Module, layer: str) -> Iterator[Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]]:
     """:func:`layer_reader` that also gives ``layer``'s pre-activation: ``read(images) -> (output, before)``.
 
-    ``before`` is the input of the ReLU (or ReLU6) module that produced ``output`` when
-    the layer ends with one (a ResNet block, a VGG ``features.N`` ReLU), else ``output``
-    itself. Where the output is positive the two are equal; where the ReLU has cut a
-    unit to 0, ``before`` still says how far it is from switching on and passes a
-    gradient, so an optimiser can bring a silent unit alive. Inside the block the
-    layer's ReLUs run out of place (their inputs must survive); results are unchanged.
+    ``before`` is the layer's output with the last ReLU (or ReLU6) on its path left out:
+    the input of the ReLU that produced ``output`` when the layer ends with one (a ResNet
+    block, a VGG ``features.N`` ReLU); when the output comes from such a ReLU through
+    modules that commute with it (max pooling, e.g. a VGG pooling layer after its ReLU),
+    those modules applied to the ReLU's input; else ``output`` itself. Where the output
+    is positive the two are equal; where the ReLU has cut a unit to 0, ``before`` still
+    says how far it is from switching on and passes a gradient, so an optimiser can bring
+    a silent unit alive. While reading, the model's ReLUs run out of place (their inputs
+    must survive); results are unchanged.
     """
-    target = find_layer(model, layer)
-    relus = [m for m in target.modules() if isinstance(m, (nn.ReLU, nn.ReLU6))]
+    find_layer(model, layer)  # an unknown name fails here, listing the valid ones
+    watched = [m for m in model.modules() if isinstance(m, _RELUS + _COMMUTING)]
+    relus = [m for m in watched if isinstance(m, _RELUS)]
     in_place = [m.inplace for m in relus]
-    last: list[tuple[torch.Tensor, torch.Tensor]] = []  # (output, input) of the latest ReLU call
+    # The calls since the latest ReLU call: [(module, input, output)], the ReLU first. Only
+    # these can lie on a ReLU -> commuting modules -> output path.
+    calls: list[tuple[nn.Module, torch.Tensor, torch.Tensor]] = []
 
     def remember(module, inputs, output):
-        last[:] = [(output, inputs[0])]
+        if isinstance(module, _RELUS):
+            calls[:] = [(module, inputs[0], output)]
+        elif calls:
+            calls.append((module, inputs[0], output))
 
-    handles = [m.register_forward_hook(remember) for m in relus]
+    handles = [m.register_forward_hook(remember) for m in watched]
     for module in relus:
         module.inplace = False
     try:
         with layer_reader(model, layer) as read_output:
             def read(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-                last.clear()
+                calls.clear()
                 output = read_output(images)
-                before = last[0][1] if last and last[0][0] is output else output
-                last.clear()
+                before = _before_last_relu(calls, output)
+                calls.clear()
                 return output, before
 
             yield read
@@ -117,6 +132,24 @@ def unit_reader(model: nn.Module, layer: str) -> Iterator[Callable[[torch.Tensor
             handle.remove()
         for module, flag in zip(relus, in_place):
             module.inplace = flag
+
+
+def _before_last_relu(calls: list[tuple[nn.Module, torch.Tensor, torch.Tensor]], output: torch.Tensor) -> torch.Tensor:
+    """``output`` recomputed without the ReLU it comes from (``calls``: :func:`unit_reader`'s record), or
+    ``output`` itself when it does not come from a ReLU through commuting modules only."""
+    chain = []  # the commuting modules from the ReLU to the output, last first
+    wanted = output
+    for module, given, made in reversed(calls):
+        if made is not wanted:
+            continue
+        if isinstance(module, _RELUS):
+            before = given
+            for step in reversed(chain):
+                before = step.forward(before)  # forward(), not __call__: the readers' hooks must not fire again
+            return before
+        chain.append(module)
+        wanted = given
+    return output
 
 
 def centre_index(height: int, width: int) -> tuple[int, int]:

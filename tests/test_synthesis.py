@@ -286,3 +286,19 @@ def test_after_relu_maximises_the_activation_itself_and_early_exits_change_the_w
     assert sum(batches) < sum(full) and full == [1, 6] + [6 * 8] * 4 + [6] * 10 + [6]  # 1: the probe image
     with pytest.raises(ValueError, match="objective must be one of"):
         synthesize(model, "relu2", generator="pixel", seed=7, objective="logit", **SCHEDULE)
+
+
+def test_silent_units_of_a_pooling_layer_after_a_relu_are_brought_alive():
+    """A layer that does not itself end in a ReLU (a VGG-style max pool after one): its silent units are
+    optimised through the pool of their pre-activations; the activation alone leaves them at 0."""
+    torch.manual_seed(0)
+    model = nn.Sequential(OrderedDict(conv1=nn.Conv2d(3, 8, 3, padding=1), relu1=nn.ReLU(),
+                                      conv2=nn.Conv2d(8, 6, 3, padding=1), relu2=nn.ReLU(),
+                                      pool=nn.MaxPool2d(2))).eval()
+    with torch.no_grad():
+        model.conv2.bias[:3] -= 1.0  # channels 0-2: silent on every image the search starts from
+    budget = {**SCHEDULE, "adam_steps": 30, "adam_lr": 0.1}
+    paper = synthesize(model, "pool", generator="pixel", seed=7, objective="after_relu", **budget)
+    assert paper.dead[:3].all() and not paper.dead[3:].any()
+    engine = synthesize(model, "pool", generator="pixel", seed=7, **budget)
+    assert not engine.dead.any() and (engine.activations[:3] > 0).all()

@@ -92,3 +92,21 @@ def test_unit_position_is_the_middle_of_an_odd_map_and_before_the_middle_of_an_e
     linear = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 4)).eval()
     assert unit_position(linear, "1", 8) == ((1, 1), (0, 0))  # (B, C) features: one unit per channel
     assert centre_index(5, 4) == (2, 1)
+
+
+def test_a_pooling_layer_after_a_relu_reads_the_pool_of_the_pre_activation():
+    torch.manual_seed(0)
+    model = nn.Sequential(OrderedDict(conv=nn.Conv2d(3, 4, 3, padding=1), relu=nn.ReLU(inplace=True),
+                                      pool=nn.MaxPool2d(2), flat=nn.Flatten(), head=nn.Linear(4 * 8 * 8, 2))).eval()
+    images = torch.randn(5, 3, 16, 16)
+    with torch.no_grad(), unit_reader(model, "pool") as read:
+        output, before = read(images)
+    expected = torch.nn.functional.max_pool2d(model.conv(images), 2)  # the pool of the values before the ReLU
+    assert torch.equal(before, expected) and torch.equal(output, before.clamp(min=0)) and (before < 0).any()
+    assert model.relu.inplace  # restored
+    with torch.no_grad(), unit_reader(model, "flat") as read:  # a flatten after the pool: still the same path
+        output, before = read(images)
+    assert torch.equal(before, expected.flatten(1))
+    with torch.no_grad(), unit_reader(model, "head") as read:  # a linear layer: its output is its own value
+        output, before = read(images)
+    assert before is output
