@@ -14,6 +14,7 @@ from protoviz_core.checkpoints import choose_epochs, require_checkpoints
 from protoviz_core.config import ParamsError, load_params
 from protoviz_core.devices import resolve_device
 from protoviz_core.exemplars import Pool, exemplar_work, sample_positions
+from protoviz_core.tracking import pipeline_run
 from protoviz_core.work import run_work
 from stages import _cli
 
@@ -37,7 +38,7 @@ def main(argv=None) -> None:
                           top_k=x.top_k, batch_size=x.batch_size, device=resolve_device(x.device))
     print(f"exemplars: the top {x.top_k} of {len(positions)} images from {', '.join(x.splits)} for every unit "
           f"of {', '.join(params.extract.layers)}")
-    with tqdm(total=len(items), desc="exemplars", unit="ckpt") as bar:
+    with pipeline_run(params, "exemplars"), tqdm(total=len(items), desc="exemplars", unit="ckpt") as bar:
         run_work(items, args.out, on_done=lambda item, reused: bar.update())
 
 

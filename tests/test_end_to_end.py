@@ -35,8 +35,9 @@ def _params() -> dict:
     params = tiny_params(epochs=2)
     params["probe"] = {"adam_epochs": 5, "device": "cpu"}
     params["rfmask"] = {"layers": ["layer1", "layer4"], "samples": 2, "channels_per_layer": 2}
-    params["extract"] = {"layers": ["layer1", "layer4"], "channels_per_layer": 3, "repeats": 2,
+    params["extract"] = {"epochs": "all", "layers": ["layer1", "layer4"], "channels_per_layer": 3, "repeats": 2,
                          "cma_steps": 1, "cma_popsize": 4, "adam_steps": 2, "device": "cpu"}
+    params["exemplars"] = {"images": 50, "top_k": 4, "device": "cpu"}
     params["embed"] = {"nets": [], "weights": "random"}
     params["distance"] = {"space": "pixel", "metric": "mse", "masked": True}  # DVC wants every section it tracks
     params["report"] = {"units_per_layer": 1, "montage_epochs": 1, "thumb_size": 16}
@@ -100,6 +101,7 @@ def test_dvc_repro_on_a_fresh_clone_and_code_changes_rerun_exactly_their_stages(
     assert probe["epoch"] == epochs and all(0 <= probe[r] <= 1 for r in ("logreg", "linearsvc", "adam"))
     assert distance["epoch"] == epochs and all(distance[layer]["diversity"] > 0 for layer in layers)
     assert all(0 <= extract[layer]["dead_fraction"] < 1 for layer in layers)
+    assert extract["layer1"]["superstimulus_median"] > 0  # the ratio to the exemplars' best
 
     report = clone / "report"
     html = (report / "index.html").read_text()
