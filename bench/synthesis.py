@@ -22,6 +22,8 @@ prototype; the ratio to the row's own time per prototype is the speed-up.
     pip install --no-deps torch-lucent==0.1.8 && pip install kornia==0.4.1 decorator ipython
     python bench/synthesis.py                       # CPU default: 96 px, 8 channels per layer
     python bench/synthesis.py --device cuda --generator deepsim_fc6 --all-channels
+    python bench/synthesis.py --procedure paper --generator deepsim_fc6 --weights upconvGAN_fc6.pt \
+        --cma-steps 20 --cma-popsize 30 --cma-sigma 2 --adam-steps 50 --adam-lr 0.01   # P1 at the paper's schedule
 """
 
 from __future__ import annotations
@@ -40,6 +42,11 @@ from protoviz_core.rng import stream_keys
 from protoviz_core.simclr import NORMALIZE, build_backbone
 from protoviz_core.synthesis import synthesize
 from protoviz_core.units import centre_activation, channel_count, layer_reader
+
+
+# configs/paper.yaml's procedure (the authors' code); its schedule is given by the schedule flags.
+PAPER_PROCEDURE = dict(early_exit=False, evolution="fixed_sigma", adam_start="mean", objective="after_relu",
+                       precision="float32", redraw_dead=False)
 
 
 def score(model, layer, images: torch.Tensor, channels: torch.Tensor, device) -> torch.Tensor:
@@ -152,6 +159,9 @@ def main() -> None:
     p.add_argument("--adam-lr", type=float, default=0.8)
     p.add_argument("--lucent-steps", type=int, default=256)
     p.add_argument("--lucent-lr", type=float, default=0.05, help="Lucent's Adam lr (render_vis's default: 0.05)")
+    p.add_argument("--procedure", choices=["protoviz", "paper"], default="protoviz",
+                   help="paper: (a)/(b) run the paper authors' procedure (configs/paper.yaml: every generation "
+                        "and Adam step, fixed step size, Adam from the recombined mean, the unit after its ReLU)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--max-batch", type=int, default=None)
     args = p.parse_args()
@@ -165,6 +175,8 @@ def main() -> None:
     schedule = dict(image_size=args.image_size, cma_steps=args.cma_steps, cma_popsize=args.cma_popsize,
                     cma_sigma=args.cma_sigma, adam_steps=args.adam_steps, adam_lr=args.adam_lr, device=device,
                     max_batch=args.max_batch)
+    if args.procedure == "paper":
+        schedule.update(PAPER_PROCEDURE)
     skip = set(args.skip.split(","))
     rows: dict[str, dict] = {}
 

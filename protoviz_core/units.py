@@ -13,7 +13,9 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 
 class _StopForward(Exception):
@@ -80,10 +82,68 @@ def layer_reader(model: nn.Module, layer: str) -> Iterator[Callable[[torch.Tenso
         yield lambda images: read_layers(images)[layer]
 
 
-# Modules that commute with a ReLU: m(relu(x)) = relu(m(x)) (max pooling is monotone; the rest pass values on).
-_RELUS = (nn.ReLU, nn.ReLU6)
-_COMMUTING = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
-              nn.AdaptiveMaxPool3d, nn.Identity, nn.Dropout, nn.Flatten)
+class _PathRecorder(TorchFunctionMode):
+    """Records, during a forward pass, every ReLU-like call and every call that commutes with a ReLU.
+
+    Function calls, not modules: ``nn.ReLU`` calls ``F.relu``, and so does code that uses it
+    directly (torchvision's GoogLeNet and Inception blocks). ReLUs run out of place while
+    recording: their inputs must survive. ``made`` maps ``id(output)`` to ``(kind, inputs,
+    redo)``: kind ``relu`` (inputs: the tensor before it), ``commuting`` (max pooling,
+    flatten, dropout; ``redo(x)`` applies the call to another input) or ``cat``.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.made: dict[int, tuple[str, object, Callable | None, torch.Tensor]] = {}
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = dict(kwargs or {})
+        if func in _RELUS:
+            output = func(args[0])  # out of place, whatever the caller asked
+            self.made[id(output)] = ("relu", args[0], None, output)
+            return output
+        if func is F.hardtanh and _hardtanh_bounds(args, kwargs)[0] == 0:  # ReLU6: hardtanh(x, 0, 6)
+            low, high = _hardtanh_bounds(args, kwargs)
+            output = func(args[0], low, high)
+            self.made[id(output)] = ("relu", args[0], None, output)
+            return output
+        output = func(*args, **kwargs)
+        if func in _COMMUTING and isinstance(output, torch.Tensor) and args and isinstance(args[0], torch.Tensor):
+            rest = args[1:]
+            self.made[id(output)] = ("commuting", args[0], lambda x, f=func, a=rest, k=kwargs: f(x, *a, **k), output)
+        elif func is torch.cat and isinstance(output, torch.Tensor):
+            parts = list(args[0] if args else kwargs["tensors"])
+            dim = args[1] if len(args) > 1 else kwargs.get("dim", 0)
+            self.made[id(output)] = ("cat", parts, lambda xs, d=dim: torch.cat(xs, d), output)
+        return output
+
+    def before(self, tensor: torch.Tensor) -> torch.Tensor | None:
+        """``tensor`` recomputed with the last ReLU on each of its paths left out; None where no path has one."""
+        record = self.made.get(id(tensor))
+        if record is None or record[3] is not tensor:
+            return None
+        kind, inputs, redo, _ = record
+        if kind == "relu":
+            return inputs
+        if kind == "commuting":
+            inner = self.before(inputs)
+            return None if inner is None else redo(inner)
+        parts = [self.before(part) for part in inputs]
+        if all(part is None for part in parts):
+            return None
+        return redo([part if part is not None else original for part, original in zip(parts, inputs)])
+
+
+def _hardtanh_bounds(args, kwargs) -> tuple[float, float]:
+    low = args[1] if len(args) > 1 else kwargs.get("min_val", -1.0)
+    high = args[2] if len(args) > 2 else kwargs.get("max_val", 1.0)
+    return low, high
+
+
+_RELUS = {F.relu, torch.relu, torch.Tensor.relu, F.relu6}
+# Calls that commute with a ReLU: m(relu(x)) = relu(m(x)) (max pooling is monotone; the rest move values).
+_COMMUTING = {F.max_pool1d, F.max_pool2d, F.max_pool3d, F.adaptive_max_pool1d, F.adaptive_max_pool2d,
+              F.adaptive_max_pool3d, torch.flatten, torch.Tensor.flatten, F.dropout}
 
 
 @contextmanager
@@ -91,65 +151,24 @@ def unit_reader(model: nn.Module, layer: str) -> Iterator[Callable[[torch.Tensor
     """:func:`layer_reader` that also gives ``layer``'s pre-activation: ``read(images) -> (output, before)``.
 
     ``before`` is the layer's output with the last ReLU (or ReLU6) on its path left out:
-    the input of the ReLU that produced ``output`` when the layer ends with one (a ResNet
-    block, a VGG ``features.N`` ReLU); when the output comes from such a ReLU through
-    modules that commute with it (max pooling, e.g. a VGG pooling layer after its ReLU),
-    those modules applied to the ReLU's input; else ``output`` itself. Where the output
-    is positive the two are equal; where the ReLU has cut a unit to 0, ``before`` still
-    says how far it is from switching on and passes a gradient, so an optimiser can bring
-    a silent unit alive. While reading, the model's ReLUs run out of place (their inputs
-    must survive); results are unchanged.
+    the ReLU's input when the layer ends with one (a ResNet block, a VGG ``features.N``
+    ReLU); when the output comes from ReLUs through calls that commute with them (max
+    pooling, as in a VGG pooling layer; the concatenation of an Inception block's
+    branches), those calls applied to the ReLUs' inputs; else ``output`` itself. Where
+    the output is positive the two are equal; where a ReLU has cut a unit to 0,
+    ``before`` still says how far it is from switching on and passes a gradient, so an
+    optimiser can bring a silent unit alive. While reading, ReLUs run out of place
+    (their inputs must survive); results are unchanged.
     """
-    find_layer(model, layer)  # an unknown name fails here, listing the valid ones
-    watched = [m for m in model.modules() if isinstance(m, _RELUS + _COMMUTING)]
-    relus = [m for m in watched if isinstance(m, _RELUS)]
-    in_place = [m.inplace for m in relus]
-    # The calls since the latest ReLU call: [(module, input, output)], the ReLU first. Only
-    # these can lie on a ReLU -> commuting modules -> output path.
-    calls: list[tuple[nn.Module, torch.Tensor, torch.Tensor]] = []
-
-    def remember(module, inputs, output):
-        if isinstance(module, _RELUS):
-            calls[:] = [(module, inputs[0], output)]
-        elif calls:
-            calls.append((module, inputs[0], output))
-
-    handles = [m.register_forward_hook(remember) for m in watched]
-    for module in relus:
-        module.inplace = False
-    try:
-        with layer_reader(model, layer) as read_output:
-            def read(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-                calls.clear()
+    with layer_reader(model, layer) as read_output:
+        def read(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            recorder = _PathRecorder()
+            with recorder:
                 output = read_output(images)
-                before = _before_last_relu(calls, output)
-                calls.clear()
-                return output, before
+            before = recorder.before(output)
+            return output, output if before is None else before
 
-            yield read
-    finally:
-        for handle in handles:
-            handle.remove()
-        for module, flag in zip(relus, in_place):
-            module.inplace = flag
-
-
-def _before_last_relu(calls: list[tuple[nn.Module, torch.Tensor, torch.Tensor]], output: torch.Tensor) -> torch.Tensor:
-    """``output`` recomputed without the ReLU it comes from (``calls``: :func:`unit_reader`'s record), or
-    ``output`` itself when it does not come from a ReLU through commuting modules only."""
-    chain = []  # the commuting modules from the ReLU to the output, last first
-    wanted = output
-    for module, given, made in reversed(calls):
-        if made is not wanted:
-            continue
-        if isinstance(module, _RELUS):
-            before = given
-            for step in reversed(chain):
-                before = step.forward(before)  # forward(), not __call__: the readers' hooks must not fire again
-            return before
-        chain.append(module)
-        wanted = given
-    return output
+        yield read
 
 
 def centre_index(height: int, width: int) -> tuple[int, int]:

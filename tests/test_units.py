@@ -110,3 +110,25 @@ def test_a_pooling_layer_after_a_relu_reads_the_pool_of_the_pre_activation():
     with torch.no_grad(), unit_reader(model, "head") as read:  # a linear layer: its output is its own value
         output, before = read(images)
     assert before is output
+
+
+class _Branches(nn.Module):
+    """An Inception-style block: each branch ends in ``F.relu`` inside the module's code, then a concatenation."""
+
+    def __init__(self):
+        super().__init__()
+        self.left, self.right = nn.Conv2d(3, 2, 1), nn.Conv2d(3, 3, 3, padding=1)
+
+    def forward(self, x):
+        return torch.cat([torch.nn.functional.relu(self.left(x), inplace=True),
+                          torch.nn.functional.relu(self.right(x), inplace=True)], 1)
+
+
+def test_relus_called_as_functions_and_concatenated_are_left_out_too():
+    torch.manual_seed(0)
+    model = nn.Sequential(OrderedDict(block=_Branches(), pool=nn.MaxPool2d(2))).eval()
+    images = torch.randn(4, 3, 8, 8)
+    with torch.no_grad(), unit_reader(model, "pool") as read:
+        output, before = read(images)
+    expected = torch.nn.functional.max_pool2d(torch.cat([model.block.left(images), model.block.right(images)], 1), 2)
+    assert torch.equal(before, expected) and torch.equal(output, before.clamp(min=0)) and (before < 0).any()
