@@ -75,11 +75,20 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--channels", type=int, default=16)
     parser.add_argument("--only", choices=["relu", "pooling", "functional"], default=None)
+    parser.add_argument("--layer", default=None, help="one NETWORK:LAYER instead, e.g. vgg11:features.10")
+    parser.add_argument("--cma-steps", type=int, default=DEMO_BUDGET["cma_steps"])
+    parser.add_argument("--cma-popsize", type=int, default=DEMO_BUDGET["cma_popsize"])
+    parser.add_argument("--adam-steps", type=int, default=DEMO_BUDGET["adam_steps"])
+    parser.add_argument("--adam-lr", type=float, default=DEMO_BUDGET["adam_lr"])
     args = parser.parse_args()
+    budget = dict(DEMO_BUDGET, cma_steps=args.cma_steps, cma_popsize=args.cma_popsize, adam_steps=args.adam_steps,
+                  adam_lr=args.adam_lr)
     torch.set_num_threads(max(torch.get_num_threads(), 1))
     rows = []
     chosen = {"relu": NETWORKS, "pooling": POOLING, "functional": FUNCTIONAL}
-    for name, layer in (chosen[args.only] if args.only else NETWORKS + POOLING + FUNCTIONAL):
+    plan = [tuple(args.layer.split(":", 1))] if args.layer else (
+        chosen[args.only] if args.only else NETWORKS + POOLING + FUNCTIONAL)
+    for name, layer in plan:
         torch.manual_seed(0)
         model = torchvision.models.get_model(name, weights=None).eval()
         channels = spaced_channels(channel_count(model, layer, args.image_size), args.channels)
@@ -87,7 +96,7 @@ def main() -> None:
         for label, objective in (("score", "before_relu"), ("activation", "after_relu")):
             started = time.perf_counter()
             result = synthesize(model, layer, channels, generator="fourier", image_size=args.image_size, seed=0,
-                                objective=objective, **DEMO_BUDGET)
+                                objective=objective, **budget)
             seconds = time.perf_counter() - started
             dead = result.dead
             drivable = noise_drives(model, layer, channels[dead], args.image_size) if dead.any() else torch.zeros(0)
@@ -95,8 +104,9 @@ def main() -> None:
         rows.append(row)
         print(name, row, flush=True)
 
-    print(f"\n{args.channels} evenly spaced channels, fourier prior, {args.image_size} px, demo budget "
-          f"({DEMO_BUDGET['cma_steps']} x {DEMO_BUDGET['cma_popsize']} evolution, {DEMO_BUDGET['adam_steps']} Adam steps)\n")
+    print(f"\n{args.channels} evenly spaced channels, fourier prior, {args.image_size} px, "
+          f"{budget['cma_steps']} x {budget['cma_popsize']} evolution, {budget['adam_steps']} Adam steps at lr "
+          f"{budget['adam_lr']}\n")
     print("| network | layer | alive, score (engine) | dead that noise drives | alive, activation (before) "
           "| dead that noise drives | seconds (score / activation) |")
     print("|---|---|---|---|---|---|---|")
