@@ -96,6 +96,9 @@ class ProbeParams(_Section):
     device: Device = "auto"
     logreg_c: float = Field(1.0, gt=0)  # inverse L2 strength of LogisticRegression
     logreg_max_iter: int = Field(1000, ge=1)
+    # newton-cg reaches the same (strictly convex) optimum as sklearn's default lbfgs in a few
+    # Newton steps: 0.7 s instead of 5.6 s on the demo's features (bench/RESULTS.md)
+    logreg_solver: Literal["newton-cg", "lbfgs"] = "newton-cg"
     svc_c: float = Field(0.1, gt=0)  # LinearSVC's C (squared hinge loss)
     svc_max_iter: int = Field(5000, ge=1)
     adam_epochs: int = Field(100, ge=1)  # passes of the Adam readout over the train features

@@ -102,7 +102,8 @@ def probe_accuracies(
         # A probe that has not fully converged still gives a usable accuracy; its
         # iteration budget is a param.
         warnings.simplefilter("ignore", ConvergenceWarning)
-        logreg = LogisticRegression(C=settings.logreg_c, max_iter=settings.logreg_max_iter)
+        logreg = LogisticRegression(C=settings.logreg_c, max_iter=settings.logreg_max_iter,
+                                    solver=settings.logreg_solver)
         svc = LinearSVC(C=settings.svc_c, max_iter=settings.svc_max_iter, dual="auto", random_state=0)
         return {
             "logreg": float(logreg.fit(train_x, train_labels).score(test_x, test_labels)),

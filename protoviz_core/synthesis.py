@@ -26,7 +26,7 @@ mean (``adam_start="mean"``, not the best sample), evolves with a fixed step siz
 ``adapt=False``) and maximises the unit after its ReLU (``objective="after_relu"``).
 
 By default (``objective="before_relu"``) both stages maximise the unit's *score*: its
-value before the layer's final ReLU (:func:`~protoviz_core.units.unit_reader`). Where the unit responds, score and
+value with the last ReLU on its path left out (:func:`~protoviz_core.units.unit_reader`). Where the unit responds, score and
 activation are equal, so live channels are optimised exactly as on the activation;
 where a ReLU has cut the unit to 0 for every image tried, the activation gives the
 evolution nothing to rank and Adam a zero gradient, while the score still orders the
@@ -382,30 +382,29 @@ def synthesize(
     on_device = channel_index.to(device)
     try:
         with unit_reader(model, layer) as read:
-            objective = _Objective(read, prior, normalize or NORMALIZE, max_batch or 1 << 62, device, use_amp,
-                                   objective)
+            scorer = _Objective(read, prior, normalize or NORMALIZE, max_batch or 1 << 62, device, use_amp, objective)
             start = prior.sample(stream_keys(stream_seed(seed if start_seed is None else start_seed, "start"),
                                              channel_index), step=0).to(device)
             if max_batch is None and device.type == "cuda":
-                objective.max_batch = _fit_to_memory(objective, start, on_device, transforms)
+                scorer.max_batch = _fit_to_memory(scorer, start, on_device, transforms)
             search = dict(sigma=cma_sigma, popsize=cma_popsize, steps=cma_steps, monitor=monitor,
                           early_exit=early_exit, adapt=evolution == "sep_cma")
-            best_codes, evolved, means = _evolve(objective, start, channel_index, seed=stream_seed(seed, "evolution"),
+            best_codes, evolved, means = _evolve(scorer, start, channel_index, seed=stream_seed(seed, "evolution"),
                                                  **search)
             codes = means if adam_start == "mean" else best_codes
             # On the host: ``channel_index`` is, and a device index cannot index a host tensor.
             silent = (evolved <= 0).nonzero().flatten().cpu() if redraw_dead else torch.zeros(0, dtype=torch.int64)
             if len(silent):
-                codes, evolved = _redraw(objective, prior, codes, evolved, silent, channel_index, seed=seed,
+                codes, evolved = _redraw(scorer, prior, codes, evolved, silent, channel_index, seed=seed,
                                          adam_start=adam_start, **search)
-            codes = _ascend(objective, codes, on_device, steps=adam_steps, lr=adam_lr, transforms=transforms,
+            codes = _ascend(scorer, codes, on_device, steps=adam_steps, lr=adam_lr, transforms=transforms,
                             monitor=monitor, early_exit=early_exit)
             with torch.no_grad():
-                images = torch.cat([prior(codes[i:i + objective.max_batch]).float()
-                                    for i in range(0, len(codes), objective.max_batch)])
+                images = torch.cat([prior(codes[i:i + scorer.max_batch]).float()
+                                    for i in range(0, len(codes), scorer.max_batch)])
                 # What is reported is what the store keeps: the image on its 8-bit grid.
                 images = images.clamp(0, 1).mul(255).round().div(255)
-                final = objective.exact_activations(images, on_device)
+                final = scorer.exact_activations(images, on_device)
     finally:
         model.train(was_training)
         for parameter, flag in zip(model.parameters(), trainable):
