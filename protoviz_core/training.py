@@ -12,7 +12,6 @@ therefore ends with the same weights as an uninterrupted one.
 from __future__ import annotations
 
 import copy
-import hashlib
 import math
 import random
 import time
@@ -32,7 +31,7 @@ from protoviz_core.checkpoints import (
     list_checkpoints,
     read_checkpoint,
 )
-from protoviz_core.config import ParamsError, TrainParams
+from protoviz_core.config import Params, ParamsError, TrainParams
 from protoviz_core.errors import ProtovizError
 from protoviz_core.simclr import BACKBONE_ARCH, NORMALIZE, SimCLR, ViewPairs, simclr_transform, stack_view_pairs
 
@@ -43,18 +42,17 @@ class TrainingDiverged(ProtovizError, FloatingPointError):
     """The loss or the weights became NaN or infinite; names the epoch, the step and the likely param."""
 
 
-def code_version() -> str:
-    """Hash of the code that decides the checkpoints (this loop and the SimCLR model).
+TRAINING_VERSION = 1
+"""The version of what turns a configuration into checkpoints: this loop, the SimCLR model,
+its augmentations and loss. Bump it with any change of their behaviour (not of their
+wording), so that checkpoints of the old behaviour are retrained instead of resumed;
+tests/test_training.py's golden run fails until it is bumped."""
 
-    Part of a checkpoint's identity, so that a change to the training code retrains
-    instead of resuming from checkpoints the old code made.
-    """
-    from protoviz_core import simclr
 
-    digest = hashlib.sha256()
-    for module_file in (__file__, simclr.__file__):
-        digest.update(Path(module_file).read_bytes())
-    return digest.hexdigest()[:12]
+def training_identity(params: Params) -> str:
+    """A checkpoint's configuration identity: the params that change its weights, and
+    :data:`TRAINING_VERSION`."""
+    return f"{params.training_hash()}-v{TRAINING_VERSION}"
 
 
 @dataclass
@@ -199,6 +197,121 @@ def _same_weights(saved: dict[str, torch.Tensor], replayed: dict[str, torch.Tens
     )
 
 
+class _TrainingRun:
+    """One configuration's training on disk: the data it sees, its checkpoints and resume state.
+
+    Holds what every epoch needs (the augmented view pairs, the loss, the device) so that
+    training, saving and replaying a finished range read as single steps.
+    """
+
+    def __init__(self, images: np.ndarray, config: TrainParams, *, aug: str, seed: int, image_size: int,
+                 checkpoint_dir: Path, state_path: Path, training_hash: str, device: torch.device,
+                 on_step: Callable[[int, int, float], None], log: Callable[[str], None]) -> None:
+        self.images, self.config, self.seed, self.device = images, config, seed, device
+        self.checkpoint_dir, self.state_path, self.training_hash = checkpoint_dir, state_path, training_hash
+        self.on_step, self.log = on_step, log
+        transform = simclr_transform(aug, image_size, min_scale=config.min_scale,
+                                     cj_strength=config.cj_strength, gaussian_blur=config.gaussian_blur)
+        self.dataset = ViewPairs(images, transform)
+        self.criterion = NTXentLoss(temperature=config.temperature)
+        self.train_seconds = 0.0  # time spent in training epochs, for images_per_s
+        self.meta = {
+            "format": CHECKPOINT_FORMAT,
+            "arch": BACKBONE_ARCH,
+            "training_hash": training_hash,
+            "image_size": image_size,
+            "normalize": {k: list(v) for k, v in NORMALIZE.items()},
+            "aug": aug,
+            "seed": seed,
+        }
+
+    def fresh_model(self):
+        """The model, optimiser and scheduler before epoch 1 (:func:`_fresh_model`)."""
+        return _fresh_model(self.seed, self.config)
+
+    def initial_weights(self, model: SimCLR) -> dict[str, torch.Tensor]:
+        """Epoch 0's checkpoint weights for the untrained ``model`` (:func:`_initial_backbone_weights`)."""
+        return _initial_backbone_weights(model, self.images, self.device, self.config.batch_size)
+
+    def save(self, weights: dict[str, torch.Tensor], epoch: int, loss: float | None) -> None:
+        """Write epoch ``epoch``'s checkpoint (backbone weights on the CPU)."""
+        save_atomic({**self.meta, "epoch": epoch, "loss": loss, "backbone": weights},
+                    checkpoint_path(self.checkpoint_dir, epoch))
+
+    def save_state(self, model: SimCLR, optimizer, scheduler, epoch: int, losses: dict[int, float]) -> None:
+        """Write the resume state after ``epoch``: model, optimiser, scheduler and the losses so far."""
+        save_atomic(
+            {
+                "format": STATE_FORMAT,
+                "training_hash": self.training_hash,
+                "epoch": epoch,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "losses": {str(k): v for k, v in losses.items()},
+            },
+            self.state_path,
+        )
+
+    def run_epochs(self, model: SimCLR, optimizer, scheduler, epochs: range,
+                   on_epoch_done: Callable[[int, float], None]) -> None:
+        """Train ``epochs`` in order; after each, check the weights and call ``on_epoch_done(epoch, loss)``."""
+        _place(model, self.device)
+        for epoch in epochs:
+            started = time.perf_counter()
+            loss = _train_one_epoch(model, self.dataset, optimizer, self.criterion, self.config, self.device,
+                                    self.seed, epoch, lambda step, loss: self.on_step(epoch, step, loss))
+            scheduler.step()
+            self.train_seconds += time.perf_counter() - started
+            _require_finite_weights(model, epoch, self.config)
+            on_epoch_done(epoch, loss)
+
+    def refill(self, holes: list[int], last_finished: int, state: dict) -> None:
+        """Make the missing checkpoints ``holes`` of a finished run again, by replaying training from epoch 0.
+
+        The replay goes one epoch past the last hole and is checked there against the
+        checkpoint on disk (or against the resume state when the last hole is the last
+        finished epoch), and against every intact checkpoint on the way; only when all
+        agree are the missing checkpoints written.
+
+        A missing epoch 0 is made again from the seeded initial weights and a new measurement
+        of its BatchNorm statistics, which nothing on disk can check: on a CPU it is
+        bit-exact (tested); on a GPU it matches up to the device's rounding.
+
+        Raises:
+            CheckpointError: the replay does not reproduce the run (a non-deterministic device).
+        """
+        self.log(f"{self.checkpoint_dir}: epochs {holes} are missing inside the finished run 0..{last_finished}; "
+                 f"replaying training from the initial weights to make them again")
+        model, optimizer, scheduler = self.fresh_model()
+        made = {0: (self.initial_weights(model), None)} if 0 in holes else {}
+        last_replayed = min(max(holes) + 1, last_finished)
+
+        def refuse(reference: str) -> CheckpointError:
+            return CheckpointError(
+                f"{reference}: replaying training on {self.device.type} does not reproduce it, so the missing "
+                f"epochs {holes} cannot be made again identically; restore them with "
+                f"`dvc checkout {self.checkpoint_dir}`, or delete {self.checkpoint_dir} and {self.state_path} "
+                f"to retrain"
+            )
+
+        def check_or_keep(epoch: int, loss: float) -> None:
+            if epoch in holes:
+                made[epoch] = (_backbone_weights(model), loss)
+                return
+            path = checkpoint_path(self.checkpoint_dir, epoch)
+            if not _same_weights(read_checkpoint(path)["backbone"], _backbone_weights(model)):
+                raise refuse(str(path))
+
+        self.run_epochs(model, optimizer, scheduler, range(1, last_replayed + 1), check_or_keep)
+        if last_replayed in holes:  # no checkpoint after the last hole: the resume state is the reference
+            replayed = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+            if not _same_weights(state["model"], replayed):
+                raise refuse(str(self.state_path))
+        for epoch, (weights, loss) in sorted(made.items()):
+            self.save(weights, epoch, loss)
+
+
 def train_simclr(
     images: np.ndarray,
     config: TrainParams,
@@ -227,8 +340,8 @@ def train_simclr(
         image_size: side of the views fed to the network.
         checkpoint_dir: receives ``epoch_0000.pt`` (initial weights) .. ``epoch_{E:04d}.pt``.
         state_path: model + optimiser + scheduler after the last finished epoch.
-        training_hash: identity of this configuration; checkpoints and state of any
-            other configuration found on disk are discarded, never mixed in.
+        training_hash: identity of this configuration (:func:`training_identity`); checkpoints
+            and state of any other configuration found on disk are discarded, never mixed in.
         device: resolved by the caller (the stage claims GPUs).
         on_step: called with (epoch, step within the epoch from 1, loss) after each step (progress).
         on_epoch_end: called with (epoch, mean loss) after each trained epoch.
@@ -255,47 +368,12 @@ def train_simclr(
     state = _load_state(state_path, training_hash)
     last_finished = int(state["epoch"]) if state is not None else 0
     holes = _remove_stale_checkpoints(checkpoint_dir, last_finished, training_hash, log)
-
-    meta = {
-        "format": CHECKPOINT_FORMAT,
-        "arch": BACKBONE_ARCH,
-        "training_hash": training_hash,
-        "image_size": image_size,
-        "normalize": {k: list(v) for k, v in NORMALIZE.items()},
-        "aug": aug,
-        "seed": seed,
-    }
-
-    def save_backbone(model: SimCLR | dict, epoch: int, loss: float | None) -> None:
-        weights = model if isinstance(model, dict) else _backbone_weights(model)
-        save_atomic({**meta, "epoch": epoch, "loss": loss, "backbone": weights}, checkpoint_path(checkpoint_dir, epoch))
-
-    transform = simclr_transform(
-        aug, image_size, min_scale=config.min_scale,
-        cj_strength=config.cj_strength, gaussian_blur=config.gaussian_blur,
-    )
-    dataset = ViewPairs(images, transform)
-    criterion = NTXentLoss(temperature=config.temperature)
-
-    train_seconds = [0.0]  # in the training loop only, for images_per_s
-
-    def run_epochs(model, optimizer, scheduler, epochs, on_epoch_done):
-        _place(model, device)
-        for epoch in epochs:
-            started = time.perf_counter()
-            loss = _train_one_epoch(model, dataset, optimizer, criterion, config, device, seed, epoch,
-                                    lambda step, loss: on_step(epoch, step, loss))
-            scheduler.step()
-            train_seconds[0] += time.perf_counter() - started
-            _require_finite_weights(model, epoch, config)
-            on_epoch_done(epoch, loss)
-
+    run = _TrainingRun(images, config, aug=aug, seed=seed, image_size=image_size, checkpoint_dir=checkpoint_dir,
+                       state_path=state_path, training_hash=training_hash, device=device, on_step=on_step, log=log)
     if state is not None and holes:
-        _refill(holes, last_finished, state, seed=seed, config=config, device=device, run_epochs=run_epochs,
-                save_backbone=save_backbone, checkpoint_dir=checkpoint_dir, state_path=state_path, log=log,
-                initial_weights=lambda model: _initial_backbone_weights(model, images, device, config.batch_size))
+        run.refill(holes, last_finished, state)
 
-    model, optimizer, scheduler = _fresh_model(seed, config)
+    model, optimizer, scheduler = run.fresh_model()
     losses: dict[int, float] = {}
     if state is not None:
         model.load_state_dict(state["model"])
@@ -306,83 +384,26 @@ def train_simclr(
         losses = {int(k): float(v) for k, v in state["losses"].items()}
         log(f"resuming after epoch {last_finished} from {state_path}")
     else:
-        save_backbone(_initial_backbone_weights(model, images, device, config.batch_size), 0, None)
+        run.save(run.initial_weights(model), 0, None)
 
     trained: list[int] = []
-    train_seconds[0] = 0.0  # a replay above is not this run's throughput
+    run.train_seconds = 0.0  # a replay above is not this run's throughput
 
     def epoch_done(epoch: int, loss: float) -> None:
         losses[epoch] = loss
-        save_backbone(model, epoch, loss)
-        save_atomic(
-            {
-                "format": STATE_FORMAT,
-                "training_hash": training_hash,
-                "epoch": epoch,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "losses": {str(k): v for k, v in losses.items()},
-            },
-            state_path,
-        )
+        run.save(_backbone_weights(model), epoch, loss)
+        run.save_state(model, optimizer, scheduler, epoch, losses)
         trained.append(epoch)
         on_epoch_end(epoch, loss)
 
-    run_epochs(model, optimizer, scheduler, range(last_finished + 1, config.epochs + 1), epoch_done)
-    seen_images = len(trained) * (len(dataset) // config.batch_size) * config.batch_size
+    run.run_epochs(model, optimizer, scheduler, range(last_finished + 1, config.epochs + 1), epoch_done)
+    seen_images = len(trained) * (len(run.dataset) // config.batch_size) * config.batch_size
     return TrainResult(
         losses=losses,
         trained_epochs=trained,
-        images_per_s=seen_images / train_seconds[0] if trained else float("nan"),
+        images_per_s=seen_images / run.train_seconds if trained else float("nan"),
         checkpoints=list_checkpoints(checkpoint_dir),
     )
-
-
-def _refill(holes, last_finished, state, *, seed, config, device, run_epochs, save_backbone, checkpoint_dir,
-            state_path, log, initial_weights) -> None:
-    """Make the missing checkpoints ``holes`` of a finished run again, by replaying training from epoch 0.
-
-    The replay goes one epoch past the last hole and is checked there against the
-    checkpoint on disk (or against the resume state when the last hole is the last
-    finished epoch), and against every intact checkpoint on the way; only when all
-    agree are the missing checkpoints written.
-
-    A missing epoch 0 is made again from the seeded initial weights and a new measurement
-    of its BatchNorm statistics, which nothing on disk can check: on a CPU it is
-    bit-exact (tested); on a GPU it matches up to the device's rounding.
-
-    Raises:
-        CheckpointError: the replay does not reproduce the run (a non-deterministic device).
-    """
-    log(f"{checkpoint_dir}: epochs {holes} are missing inside the finished run 0..{last_finished}; "
-        f"replaying training from the initial weights to make them again")
-    model, optimizer, scheduler = _fresh_model(seed, config)
-    made = {0: (initial_weights(model), None)} if 0 in holes else {}
-    last_replayed = min(max(holes) + 1, last_finished)
-
-    def refuse(reference: str) -> CheckpointError:
-        return CheckpointError(
-            f"{reference}: replaying training on {device.type} does not reproduce it, so the missing epochs "
-            f"{holes} cannot be made again identically; restore them with `dvc checkout {checkpoint_dir}`, "
-            f"or delete {checkpoint_dir} and {state_path} to retrain"
-        )
-
-    def check_or_keep(epoch: int, loss: float) -> None:
-        if epoch in holes:
-            made[epoch] = (_backbone_weights(model), loss)
-            return
-        path = checkpoint_path(checkpoint_dir, epoch)
-        if not _same_weights(read_checkpoint(path)["backbone"], _backbone_weights(model)):
-            raise refuse(str(path))
-
-    run_epochs(model, optimizer, scheduler, range(1, last_replayed + 1), check_or_keep)
-    if last_replayed in holes:  # no checkpoint after the last hole: the resume state is the reference
-        replayed = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-        if not _same_weights(state["model"], replayed):
-            raise refuse(str(state_path))
-    for epoch, (weights, loss) in sorted(made.items()):
-        save_backbone(weights, epoch, loss)
 
 
 def _place(model: SimCLR, device: torch.device) -> None:

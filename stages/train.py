@@ -13,7 +13,7 @@ from protoviz_core.dvc_files import write_csv, write_json
 from protoviz_core.metric_keys import TRAIN_IMAGES_PER_S, TRAIN_LOSS
 from protoviz_core.stl10 import read_images
 from protoviz_core.tracking import pipeline_run
-from protoviz_core.training import code_version, train_simclr
+from protoviz_core.training import train_simclr, training_identity
 from stages import _cli
 
 
@@ -39,7 +39,7 @@ def main(argv=None) -> None:
         result = train_simclr(
             images, params.train, aug=params.aug, seed=params.seed,
             image_size=params.data.image_size, checkpoint_dir=args.checkpoints,
-            state_path=args.state, training_hash=f"{params.training_hash()}-{code_version()}",
+            state_path=args.state, training_hash=training_identity(params),
             device=resolve_device(params.train.device), on_step=step_done,
             on_epoch_end=lambda epoch, loss: mlflow.log_metric(TRAIN_LOSS, loss, step=epoch),
             log=bar.write,

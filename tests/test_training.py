@@ -2,8 +2,9 @@ import pytest
 import torch
 
 from protoviz_core.checkpoints import CheckpointError, list_checkpoints, load_backbone, read_checkpoint
-from protoviz_core.training import TrainingDiverged, train_simclr
-from tests.helpers import TINY_IMAGE_SIZE
+from protoviz_core.training import TRAINING_VERSION, TrainingDiverged, train_simclr, training_identity
+from protoviz_core.config import Params
+from tests.helpers import TINY_IMAGE_SIZE, tiny_params
 
 
 def _train(images, config, directory, training_hash="h", log=lambda message: None, **kwargs):
@@ -225,3 +226,35 @@ def test_training_on_a_gpu_copies_pinned_batches_and_resumes(tmp_path, tiny_imag
         assert all(torch.isfinite(value.float()).all() for value in weights.values())
     # bfloat16 changes the numbers, not the training: the loss of a first epoch on 64 images (ln(63) = 4.14 at chance)
     assert 3.0 < first.losses[1] < 4.3
+
+
+# What one epoch of the tiny run gives, per TRAINING_VERSION: (aug, loss of epoch 1, sum of
+# conv1's weights after it). A change of the training loop, the model, its augmentations or the
+# loss moves these; bump TRAINING_VERSION with it and add the new values.
+TRAINING_GOLDEN = {
+    1: {"clrjit": (4.1182942, -9.7903684), "keepclr": (3.8763647, -4.1436221)},
+}
+
+
+@pytest.mark.parametrize("aug", ["clrjit", "keepclr"])
+def test_training_behaviour_is_that_of_its_version(tmp_path, tiny_images, tiny_train, aug):
+    assert TRAINING_VERSION in TRAINING_GOLDEN, "record this TRAINING_VERSION's golden values"
+    result = train_simclr(
+        tiny_images, tiny_train.model_copy(update={"epochs": 1}), aug=aug, seed=1, image_size=TINY_IMAGE_SIZE,
+        checkpoint_dir=tmp_path / "checkpoints", state_path=tmp_path / "state.pt", training_hash="h",
+        device=torch.device("cpu"), log=lambda message: None,
+    )
+    conv1_sum = float(_weights(result.checkpoints[1])["conv1.weight"].double().sum())
+    golden_loss, golden_conv1_sum = TRAINING_GOLDEN[TRAINING_VERSION][aug]
+    # Tolerances far above float rounding between CPUs, far below any change of behaviour.
+    assert result.losses[1] == pytest.approx(golden_loss, rel=1e-5) and conv1_sum == pytest.approx(
+        golden_conv1_sum, rel=1e-4
+    ), (f"training changed its checkpoints (loss {result.losses[1]!r}, conv1 sum {conv1_sum!r}) but not "
+        f"TRAINING_VERSION ({TRAINING_VERSION}): bump it in protoviz_core/training.py and record the new values")
+
+
+def test_identity_names_the_params_and_the_training_version_not_the_code_bytes():
+    params = Params.model_validate(tiny_params())
+    assert training_identity(params) == f"{params.training_hash()}-v{TRAINING_VERSION}"
+    changed = params.model_copy(update={"seed": params.seed + 1})
+    assert training_identity(changed) != training_identity(params)

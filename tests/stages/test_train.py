@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 
 from protoviz_core.checkpoints import list_checkpoints
 from protoviz_core.tracking import EXPERIMENT_NAME
-from protoviz_core.training import code_version
+from protoviz_core.training import TRAINING_VERSION
 from tests.helpers import STAGE_ARGS, call_stage, run_stage, start_stage, tiny_params, write_params
 
 TRAIN_ARGS = [
@@ -45,8 +45,8 @@ def test_sigkill_mid_training_resumes_without_retraining(workdir):
     assert list(checkpoints) == [0, 1, 2, 3, 4]
     for epoch in (0, 1):  # finished before the kill: never rewritten
         assert checkpoints[epoch].stat().st_mtime_ns == done_before[epoch]
-    for path in checkpoints.values():  # identity: the configuration and the training code
-        assert torch.load(path, weights_only=True)["training_hash"].endswith(f"-{code_version()}")
+    for path in checkpoints.values():  # identity: the configuration and the training version
+        assert torch.load(path, weights_only=True)["training_hash"].endswith(f"-v{TRAINING_VERSION}")
 
     metrics = json.loads((workdir / "metrics/train.json").read_text())
     assert metrics["epochs"] == 4 and metrics["checkpoints"] == 5 and metrics["final_loss"] > 0
