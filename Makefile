@@ -36,7 +36,11 @@ browser:
 	  $$SUDO apt-get update -qq && \
 	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver; }
 
+# ruff first: lint (pycodestyle, pyflakes, import order, pyupgrade) and the format check,
+# configured in pyproject.toml; `ruff format .` fixes the format.
 test: setup-test browser
+	ruff check .
+	ruff format --check .
 	env -u PYTHONDONTWRITEBYTECODE pytest -q
 
 bench: setup-test

@@ -23,9 +23,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from protoviz_core.checkpoints import load_backbone  # noqa: E402
 from protoviz_core.config import load_params  # noqa: E402
+from protoviz_core.engine.synthesis import synthesize  # noqa: E402
+from protoviz_core.engine.units import channel_count, spaced_channels  # noqa: E402
 from protoviz_core.simclr import NORMALIZE, build_backbone  # noqa: E402
-from protoviz_core.synthesis import synthesize  # noqa: E402
-from protoviz_core.units import channel_count, spaced_channels  # noqa: E402
 
 
 def main() -> None:
@@ -43,8 +43,11 @@ def main() -> None:
     else:
         torch.manual_seed(0)
         model, normalize = build_backbone().eval(), NORMALIZE
-    print(f"{args.checkpoint or 'ResNet18, random weights (seed 0)'}; {size} px; fourier; CMA {x.cma_steps} x "
-          f"{x.cma_popsize}, sigma {x.cma_sigma}; {x.adam_steps} Adam steps; {args.channels} channels per layer\n")
+    print(
+        f"{args.checkpoint or 'ResNet18, random weights (seed 0)'}; {size} px; fourier; CMA {x.cma_steps} x "
+        f"{x.cma_popsize}, sigma {x.cma_sigma}; {x.adam_steps} Adam steps; "
+        f"{args.channels} channels per layer\n"
+    )
     layers = list(x.layers)
     print("| Adam lr | " + " | ".join(f"{layer} mean act" for layer in layers) + " | seconds |")
     print("|---" * (len(layers) + 2) + "|")
@@ -52,12 +55,28 @@ def main() -> None:
         started, means = time.perf_counter(), []
         for layer in layers:
             channels = spaced_channels(channel_count(model, layer, size), args.channels)
-            result = synthesize(model, layer, channels, generator="fourier", seed=0, image_size=size,
-                                cma_steps=x.cma_steps, cma_popsize=x.cma_popsize, cma_sigma=x.cma_sigma,
-                                adam_steps=x.adam_steps, adam_lr=rate, device="cpu", normalize=normalize)
+            result = synthesize(
+                model,
+                layer,
+                channels,
+                generator="fourier",
+                seed=0,
+                image_size=size,
+                cma_steps=x.cma_steps,
+                cma_popsize=x.cma_popsize,
+                cma_sigma=x.cma_sigma,
+                adam_steps=x.adam_steps,
+                adam_lr=rate,
+                device="cpu",
+                normalize=normalize,
+            )
             means.append(result.activations.mean().item())
-        print(f"| {rate:g} | " + " | ".join(f"{m:.2f}" for m in means) + f" | {time.perf_counter() - started:.1f} |",
-              flush=True)
+        print(
+            f"| {rate:g} | "
+            + " | ".join(f"{m:.2f}" for m in means)
+            + f" | {time.perf_counter() - started:.1f} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -41,10 +41,10 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.store_scale import LAYER_CHANNELS, smooth_images, timed  # noqa: E402
 from protoviz_core.atlas import write_run_part, write_viewer  # noqa: E402
+from protoviz_core.engine.synthesis import Prototypes  # noqa: E402
 from protoviz_core.masks import MaskSet  # noqa: E402
 from protoviz_core.montage import thumbnails  # noqa: E402
 from protoviz_core.store import ShardId, build_index, open_prototypes, write_shard  # noqa: E402
-from protoviz_core.synthesis import Prototypes  # noqa: E402
 
 THUMB = 64
 
@@ -64,7 +64,9 @@ for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-s
     options.add_argument(flag)
 driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
 """
-CHROMIUM_SCRIPT = DRIVER + """
+CHROMIUM_SCRIPT = (
+    DRIVER
+    + """
 url, condition, timeout = sys.argv[1], sys.argv[2], float(sys.argv[3])
 driver.set_page_load_timeout(timeout)
 started = time.perf_counter()
@@ -77,9 +79,14 @@ except Exception as exc:
 finally:
     driver.quit()
 """
-ATLAS_READY = ("const t = [...document.querySelectorAll('.tile')];"
-               "return t.length > 0 && t.every((e) => e.dataset.state === 'loaded');")
-SCRUB_SCRIPT = DRIVER + """
+)
+ATLAS_READY = (
+    "const t = [...document.querySelectorAll('.tile')];"
+    "return t.length > 0 && t.every((e) => e.dataset.state === 'loaded');"
+)
+SCRUB_SCRIPT = (
+    DRIVER
+    + """
 url, condition, steps = sys.argv[1], sys.argv[2], int(sys.argv[3])
 try:
     driver.get(url)
@@ -97,6 +104,7 @@ try:
 finally:
     driver.quit()
 """
+)
 INLINE_READY = "return document.readyState === 'complete' && [...document.images].every((i) => i.complete);"
 
 
@@ -111,11 +119,20 @@ def write_store(store: Path, epochs: int, size: int) -> int:
         for layer, channels in LAYER_CHANNELS.items():
             for repeat in (1, 2):
                 shard = ShardId(epoch, layer, repeat)
-                write_shard(store, shard, "bench", Prototypes(
-                    images=smooth_images(channels, size, generator), activations=torch.rand(channels),
-                    latents=torch.zeros(channels, 4), channels=torch.arange(channels),
-                    dead=torch.zeros(channels, dtype=torch.bool), redrawn=torch.zeros(channels, dtype=torch.bool),
-                    evolution_activations=torch.zeros(channels)))
+                write_shard(
+                    store,
+                    shard,
+                    "bench",
+                    Prototypes(
+                        images=smooth_images(channels, size, generator),
+                        activations=torch.rand(channels),
+                        latents=torch.zeros(channels, 4),
+                        channels=torch.arange(channels),
+                        dead=torch.zeros(channels, dtype=torch.bool),
+                        redrawn=torch.zeros(channels, dtype=torch.bool),
+                        evolution_activations=torch.zeros(channels),
+                    ),
+                )
                 shards.append(shard)
     return len(build_index(store, shards, aug="clrjit", seed=1))
 
@@ -130,15 +147,21 @@ def write_inline_page(store_path: Path, page: Path) -> None:
                 buffer = io.BytesIO()
                 Image.fromarray(image.permute(1, 2, 0).numpy()).save(buffer, format="PNG")
                 data = base64.b64encode(buffer.getvalue()).decode("ascii")
-                f.write(f'<img title="e{row.epoch} {row.layer} c{row.channel} r{row.repeat}" '
-                        f'src="data:image/png;base64,{data}">\n')
+                f.write(
+                    f'<img title="e{row.epoch} {row.layer} c{row.channel} r{row.repeat}" '
+                    f'src="data:image/png;base64,{data}">\n'
+                )
         f.write("</body></html>\n")
 
 
 def browser_seconds(url: str, condition: str, timeout: float) -> str:
-    result = subprocess.run([sys.executable, "-c", CHROMIUM_SCRIPT, url, condition, str(timeout)],
-                            capture_output=True, text=True, timeout=timeout + 120)
-    return (result.stdout.strip() or result.stderr.strip().splitlines()[-1])
+    result = subprocess.run(
+        [sys.executable, "-c", CHROMIUM_SCRIPT, url, condition, str(timeout)],
+        capture_output=True,
+        text=True,
+        timeout=timeout + 120,
+    )
+    return result.stdout.strip() or result.stderr.strip().splitlines()[-1]
 
 
 def scrub_reads(atlas: Path, unit_url: str, steps: int) -> tuple[list[Path], str]:
@@ -148,8 +171,12 @@ def scrub_reads(atlas: Path, unit_url: str, steps: int) -> tuple[list[Path], str
         The files the viewer fetched (its image requests and every mask it pointed a
         tile at) and the epoch label it ended on.
     """
-    result = subprocess.run([sys.executable, "-c", SCRUB_SCRIPT, unit_url, ATLAS_READY, str(steps)],
-                            capture_output=True, text=True, timeout=1800)
+    result = subprocess.run(
+        [sys.executable, "-c", SCRUB_SCRIPT, unit_url, ATLAS_READY, str(steps)],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     if result.returncode != 0:
         raise RuntimeError(result.stderr.strip().splitlines()[-1])
     found = json.loads(result.stdout.strip().splitlines()[-1])
@@ -178,8 +205,16 @@ def main() -> None:
     manifest = {}
 
     def build_atlas():
-        manifest.update(write_run_part(open_prototypes(store), masks, atlas / "runs" / name, name=name,
-                                       thumb_size=THUMB, log=lambda _: None))
+        manifest.update(
+            write_run_part(
+                open_prototypes(store),
+                masks,
+                atlas / "runs" / name,
+                name=name,
+                thumb_size=THUMB,
+                log=lambda _: None,
+            )
+        )
         write_viewer(atlas, [manifest])
 
     atlas_seconds = timed(build_atlas)
@@ -187,38 +222,53 @@ def main() -> None:
     inline_seconds = timed(lambda: write_inline_page(store, inline))
 
     last = manifest["epochs"][-1]
-    view = [atlas / "runs" / name / manifest["strips"]["layer4-c17"],  # the unit view: one strip and a mask
-            atlas / "runs" / name / manifest["masks"][f"e{last:04d}-layer4"]]
+    view = [
+        atlas / "runs" / name / manifest["strips"]["layer4-c17"],  # the unit view: one strip and a mask
+        atlas / "runs" / name / manifest["masks"][f"e{last:04d}-layer4"],
+    ]
     first_view = sum(p.stat().st_size for p in [atlas / "index.html", atlas / "runs.js", *view])
-    per_epoch_sheets = sum((atlas / "runs" / name / manifest["sprites"][f"e{e:04d}-layer4-r{r}"]).stat().st_size
-                           for e in manifest["epochs"] for r in manifest["repeats"])
+    per_epoch_sheets = sum(
+        (atlas / "runs" / name / manifest["sprites"][f"e{e:04d}-layer4-r{r}"]).stat().st_size
+        for e in manifest["epochs"]
+        for r in manifest["repeats"]
+    )
     strip = (atlas / "runs" / name / manifest["strips"]["layer4-c17"]).stat().st_size
     overview = (atlas / "runs" / name / manifest["sprites"][f"e{last:04d}-layer4-r1"]).stat().st_size
     files = sum(1 for p in atlas.rglob("*") if p.is_file())
-    atlas_browser = browser_seconds((atlas / "index.html").as_uri() + "#layer=layer4&unit=17", ATLAS_READY,
-                                    args.browser_timeout)
+    atlas_browser = browser_seconds(
+        (atlas / "index.html").as_uri() + "#layer=layer4&unit=17", ATLAS_READY, args.browser_timeout
+    )
     inline_browser = browser_seconds(inline.as_uri(), INLINE_READY, args.browser_timeout)
     scrub_started = time.perf_counter()
-    scrub_files, scrub_end = scrub_reads(atlas, (atlas / "index.html").as_uri() + "#layer=layer4&unit=17&epoch=0",
-                                         len(manifest["epochs"]) - 1)
+    scrub_files, scrub_end = scrub_reads(
+        atlas, (atlas / "index.html").as_uri() + "#layer=layer4&unit=17&epoch=0", len(manifest["epochs"]) - 1
+    )
     scrub_seconds = time.perf_counter() - scrub_started
     scrub = sum(p.stat().st_size for p in scrub_files)
 
     print(f"\n{count:,} prototypes ({args.epochs} epochs), thumbnails {THUMB} px\n")
     print("| | atlas (sprite sheets) | one inline page | ratio |")
     print("|---|---|---|---|")
-    print(f"| build (s) | {atlas_seconds:.1f} | {inline_seconds:.1f} | {inline_seconds / atlas_seconds:.1f}x |")
-    print(f"| bytes on disk (MB) | {size_on_disk(atlas) / 1e6:.1f} in {files} files | "
-          f"{inline.stat().st_size / 1e6:.1f} in 1 file | {inline.stat().st_size / size_on_disk(atlas):.2f}x |")
-    print(f"| read before the first view (MB) | {first_view / 1e6:.2f} | {inline.stat().st_size / 1e6:.1f} | "
-          f"{inline.stat().st_size / first_view:.0f}x |")
+    print(
+        f"| build (s) | {atlas_seconds:.1f} | {inline_seconds:.1f} | {inline_seconds / atlas_seconds:.1f}x |"
+    )
+    print(
+        f"| bytes on disk (MB) | {size_on_disk(atlas) / 1e6:.1f} in {files} files | "
+        f"{inline.stat().st_size / 1e6:.1f} in 1 file | {inline.stat().st_size / size_on_disk(atlas):.2f}x |"
+    )
+    print(
+        f"| read before the first view (MB) | {first_view / 1e6:.2f} | {inline.stat().st_size / 1e6:.1f} | "
+        f"{inline.stat().st_size / first_view:.0f}x |"
+    )
     print(f"| Chromium: open to first view loaded (s) | {atlas_browser} | {inline_browser} | |")
-    print(f"\nScrubbing one layer4 unit through all {args.epochs} epochs in Chromium (both repeats, epoch 0 "
-          f"to {scrub_end}, {scrub_seconds:.0f} s with a load wait per step): the viewer read "
-          f"{len(scrub_files)} files, {scrub / 1e6:.2f} MB (the unit's strip {strip / 1e6:.2f} MB, the rest RF "
-          f"masks); the per-epoch layer sheets would be {per_epoch_sheets / 1e6:.1f} MB "
-          f"({per_epoch_sheets / scrub:.0f}x). The layer overview of one epoch reads one sheet: "
-          f"{overview / 1e6:.2f} MB.")
+    print(
+        f"\nScrubbing one layer4 unit through all {args.epochs} epochs in Chromium (both repeats, epoch 0 "
+        f"to {scrub_end}, {scrub_seconds:.0f} s with a load wait per step): the viewer read "
+        f"{len(scrub_files)} files, {scrub / 1e6:.2f} MB (the unit's strip {strip / 1e6:.2f} MB, the rest RF "
+        f"masks); the per-epoch layer sheets would be {per_epoch_sheets / 1e6:.1f} MB "
+        f"({per_epoch_sheets / scrub:.0f}x). The layer overview of one epoch reads one sheet: "
+        f"{overview / 1e6:.2f} MB."
+    )
     if not args.workdir:
         shutil.rmtree(scratch)
 

@@ -1,4 +1,5 @@
-"""What the GPU path's bfloat16 autocast does to unit scores, prototypes, distances and the superstimulus ratio.
+"""What the GPU path's bfloat16 autocast does to unit scores, prototypes, distances and the
+superstimulus ratio.
 
 On a GPU the engine runs the generator and the network under bfloat16 autocast; on the
 CPU in float32. This measures the difference on the CPU, with the demo's trained
@@ -39,26 +40,31 @@ sys.path.insert(0, str(ROOT))
 from protoviz_core.checkpoints import load_backbone  # noqa: E402
 from protoviz_core.distance import epoch_rows  # noqa: E402
 from protoviz_core.embedding import embed_images, load_network  # noqa: E402
-from protoviz_core.generators import make_generator  # noqa: E402
-from protoviz_core.rng import stream_keys  # noqa: E402
+from protoviz_core.engine.generators import make_generator  # noqa: E402
+from protoviz_core.engine.rng import stream_keys  # noqa: E402
+from protoviz_core.engine.synthesis import stream_seed, synthesize  # noqa: E402
+from protoviz_core.engine.units import centre_activation, channel_count, spaced_channels, unit_reader  # noqa: E402
 from protoviz_core.stl10 import read_images  # noqa: E402
-from protoviz_core.synthesis import stream_seed, synthesize  # noqa: E402
-from protoviz_core.units import centre_activation, channel_count, spaced_channels, unit_reader  # noqa: E402
 from tests.fake_cuda import fake_cuda  # noqa: E402
 
 LAYERS = ("layer1", "layer2", "layer3", "layer4")
 SCHEDULE = dict(generator="fourier", cma_steps=5, cma_popsize=12, cma_sigma=1.0, adam_steps=30, adam_lr=0.8)
 
 
-def unit_scores(model, layer, images, channels, normalize, *, bf16: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def unit_scores(
+    model, layer, images, channels, normalize, *, bf16: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
     """images (B, 3, S, S) in [0, 1], channels (B,) -> float32 (B,) scores and activations."""
     mean = torch.tensor(normalize["mean"]).view(1, 3, 1, 1)
     std = torch.tensor(normalize["std"]).view(1, 3, 1, 1)
     normalised = (images - mean) / std
     if bf16:
         normalised = normalised.contiguous(memory_format=torch.channels_last)
-    with torch.no_grad(), unit_reader(model, layer) as read, \
-            torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+    with (
+        torch.no_grad(),
+        unit_reader(model, layer) as read,
+        torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16),
+    ):
         output, before = read(normalised)
         return centre_activation(before, channels).float(), centre_activation(output, channels).float()
 
@@ -67,7 +73,7 @@ def natural_maxima(model, layer, images: np.ndarray, channels, normalize) -> tor
     """(C,) the highest float32 activation of each channel over uint8 images (N, 3, S, S)."""
     best = torch.full((len(channels),), -float("inf"))
     for start in range(0, len(images), 250):
-        batch = torch.from_numpy(np.ascontiguousarray(images[start:start + 250])).float() / 255
+        batch = torch.from_numpy(np.ascontiguousarray(images[start : start + 250])).float() / 255
         wanted = channels.repeat(len(batch), 1)  # (B, C)
         stacked = batch.repeat_interleave(len(channels), dim=0)  # (B*C, 3, S, S)
         _, activation = unit_scores(model, layer, stacked, wanted.flatten(), normalize, bf16=False)
@@ -85,15 +91,18 @@ def score_resolution(model, layer, channels, image_size, normalize) -> dict:
     index = channels.repeat_interleave(popsize)
     exact, _ = unit_scores(model, layer, images, index, normalize, bf16=False)
     rounded, _ = unit_scores(model, layer, images, index, normalize, bf16=True)
-    relative = ((rounded - exact).abs() / exact.abs().clamp(min=1e-6))
+    relative = (rounded - exact).abs() / exact.abs().clamp(min=1e-6)
     exact, rounded = exact.view(-1, popsize), rounded.view(-1, popsize)
     half = popsize // 2
     top_exact = exact.topk(half, dim=1).indices.sort(dim=1).values
     top_rounded = rounded.topk(half, dim=1).indices.sort(dim=1).values
     ties = sum(len(row) - len(torch.unique(row)) for row in rounded)
-    return {"median relative error": float(relative.median()), "max relative error": float(relative.max()),
-            "generations whose top half differs": float((top_exact != top_rounded).any(dim=1).float().mean()),
-            "tied samples per generation": ties / len(rounded)}
+    return {
+        "median relative error": float(relative.median()),
+        "max relative error": float(relative.max()),
+        "generations whose top half differs": float((top_exact != top_rounded).any(dim=1).float().mean()),
+        "tied samples per generation": ties / len(rounded),
+    }
 
 
 def pixel_mse(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -101,14 +110,24 @@ def pixel_mse(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def diversity(images: torch.Tensor, metric: str) -> float:
-    vectors = {"layer": {"channels": torch.arange(len(images)), "repeats": torch.tensor([1]),
-                         "plain": images.flatten(start_dim=1)[None], "masked": images.flatten(start_dim=1)[None]}}
+    vectors = {
+        "layer": {
+            "channels": torch.arange(len(images)),
+            "repeats": torch.tensor([1]),
+            "plain": images.flatten(start_dim=1)[None],
+            "masked": images.flatten(start_dim=1)[None],
+        }
+    }
     rows = epoch_rows("x", 0, vectors, None)
-    return next(r["value"] for r in rows if r["metric"] == metric and not r["masked"] and r["quantity"] == "diversity")
+    return next(
+        r["value"] for r in rows if r["metric"] == metric and not r["masked"] and r["quantity"] == "diversity"
+    )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--checkpoint", default=str(ROOT / "out/checkpoints/epoch_0005.pt"))
     parser.add_argument("--data", default=str(ROOT / "data/stl10_binary"))
     parser.add_argument("--channels", type=int, default=8)
@@ -118,11 +137,15 @@ def main() -> None:
     test_images = read_images(args.data, "test", size)
     network = load_network("mobilenet_v2", "random")
     started = time.perf_counter()
-    print(f"\n{time.strftime('%Y-%m-%d')}, `python bench/bf16_scores.py` on {Path(args.checkpoint).name}, "
-          f"{size} px, {args.channels} channels per layer, {len(test_images)} test images\n")
-    print("| layer | score error (median / max) | CMA-ES top half differs | ties per generation | "
-          "ratio f32 / bf16 path (median) | prototype MSE bf16 vs f32 | re-evolution MSE (f32) | diversity MSE "
-          "| embedding diversity bf16 / f32 - 1 (mse, cosine) |")
+    print(
+        f"\n{time.strftime('%Y-%m-%d')}, `python bench/bf16_scores.py` on {Path(args.checkpoint).name}, "
+        f"{size} px, {args.channels} channels per layer, {len(test_images)} test images\n"
+    )
+    print(
+        "| layer | score error (median / max) | CMA-ES top half differs | ties per generation | "
+        "ratio f32 / bf16 path (median) | prototype MSE bf16 vs f32 | re-evolution MSE (f32) | diversity MSE "
+        "| embedding diversity bf16 / f32 - 1 (mse, cosine) |"
+    )
     print("|---|---|---|---|---|---|---|---|---|", flush=True)
     for layer in LAYERS:
         channels = spaced_channels(channel_count(model, layer, size), args.channels)
@@ -143,12 +166,16 @@ def main() -> None:
                 vectors = embed_images(uint8, "mobilenet_v2", network=network, device="cpu")
             embedded[bf16] = [diversity(vectors, metric) for metric in ("mse", "cosine")]
         change = [embedded[True][i] / embedded[False][i] - 1 for i in range(2)]
-        print(f"| {layer} | {resolution['median relative error']:.2%} / {resolution['max relative error']:.1%} | "
-              f"{resolution['generations whose top half differs']:.0%} | "
-              f"{resolution['tied samples per generation']:.2f} | "
-              f"{ratios['f32']:.2f} / {ratios['bf16']:.2f} | {pixel_mse(rounded.images, exact.images):.4f} | "
-              f"{pixel_mse(again.images, exact.images):.4f} | {diversity(exact.images, 'mse'):.4f} | "
-              f"{change[0]:+.2%}, {change[1]:+.2%} |", flush=True)
+        print(
+            f"| {layer} | {resolution['median relative error']:.2%} / "
+            f"{resolution['max relative error']:.1%} | "
+            f"{resolution['generations whose top half differs']:.0%} | "
+            f"{resolution['tied samples per generation']:.2f} | "
+            f"{ratios['f32']:.2f} / {ratios['bf16']:.2f} | {pixel_mse(rounded.images, exact.images):.4f} | "
+            f"{pixel_mse(again.images, exact.images):.4f} | {diversity(exact.images, 'mse'):.4f} | "
+            f"{change[0]:+.2%}, {change[1]:+.2%} |",
+            flush=True,
+        )
     print(f"\n({time.perf_counter() - started:.0f} s)")
 
 

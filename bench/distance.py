@@ -34,20 +34,31 @@ LAYERS = {"layer1": 64, "layer2": 128, "layer3": 256, "layer4": 512}
 def synthetic_epoch(epoch: int, dim: int) -> dict[str, dict[str, torch.Tensor]]:
     """Embeddings of one epoch laid out like the embed stage's files: two repeats, float16."""
     generator = torch.Generator().manual_seed(epoch * 7 + dim)
-    return {layer: {"channels": torch.arange(channels), "repeats": torch.tensor([1, 2]),
-                    **{kind: torch.rand(2, channels, dim, generator=generator).half() for kind in ("plain", "masked")}}
-            for layer, channels in LAYERS.items()}
+    return {
+        layer: {
+            "channels": torch.arange(channels),
+            "repeats": torch.tensor([1, 2]),
+            **{
+                kind: torch.rand(2, channels, dim, generator=generator).half() for kind in ("plain", "masked")
+            },
+        }
+        for layer, channels in LAYERS.items()
+    }
 
 
 def protoviz_epoch(space: str, epoch: int, current: dict, following: dict | None, values: list | None) -> int:
     rows = epoch_rows(space, epoch, current, following)
     if values is not None:
-        values += [((r["space"], r["metric"], r["masked"], r["layer"], r["epoch"], r["quantity"]), r["value"])
-                   for r in rows]
+        values += [
+            ((r["space"], r["metric"], r["masked"], r["layer"], r["epoch"], r["quantity"]), r["value"])
+            for r in rows
+        ]
     return len(rows)
 
 
-def run_side(compute, epochs: int, dims: list[int], device: str, values: list | None = None) -> tuple[int, float]:
+def run_side(
+    compute, epochs: int, dims: list[int], device: str, values: list | None = None
+) -> tuple[int, float]:
     """Feed ``compute`` every (space, epoch) of synthetic embeddings; (values computed, seconds computing).
 
     Making the synthetic data is not timed: only each side's own computation is.
@@ -58,9 +69,13 @@ def run_side(compute, epochs: int, dims: list[int], device: str, values: list | 
         for epoch in range(epochs):
             current, following = following, synthetic_epoch(epoch + 1, dim) if epoch + 1 < epochs else None
             if device != "cpu":
-                current = {layer: {k: v.to(device) for k, v in part.items()} for layer, part in current.items()}
+                current = {
+                    layer: {k: v.to(device) for k, v in part.items()} for layer, part in current.items()
+                }
                 if following is not None:
-                    following = {layer: {k: v.to(device) for k, v in part.items()} for layer, part in following.items()}
+                    following = {
+                        layer: {k: v.to(device) for k, v in part.items()} for layer, part in following.items()
+                    }
                 torch.cuda.synchronize()
             started = time.perf_counter()
             count += compute(f"d{dim}", epoch, current, following, values)
@@ -98,12 +113,16 @@ def blas_epoch(space: str, epoch: int, current: dict, following: dict | None, va
             reps = current[layer][kind].float().cpu().numpy()  # (2, C, D)
             nxt = following[layer][kind].float().cpu().numpy() if following is not None else None
             for metric in ("mse", "cosine"):
-                found = {"diversity": np.mean([_mean_pairwise(x, metric) for x in reps]),
-                         "consistency": _rowwise(reps[0], reps[1], metric)}
+                found = {
+                    "diversity": np.mean([_mean_pairwise(x, metric) for x in reps]),
+                    "consistency": _rowwise(reps[0], reps[1], metric),
+                }
                 if nxt is not None:
                     found["rate_of_change"] = np.mean([_rowwise(x, y, metric) for x, y in zip(reps, nxt)])
                 if values is not None:
-                    values += [((space, metric, kind == "masked", layer, epoch, q), v) for q, v in found.items()]
+                    values += [
+                        ((space, metric, kind == "masked", layer, epoch, q), v) for q, v in found.items()
+                    ]
                 count += len(found)
     return count
 
@@ -116,7 +135,9 @@ def _measure(compute, epochs, dims, device, queue):
 def measure(compute, epochs, dims, device):
     """(seconds computing, peak RSS in MB, values) of one side, in its own process."""
     queue = multiprocessing.get_context("spawn").Queue()
-    process = multiprocessing.get_context("spawn").Process(target=_measure, args=(compute, epochs, dims, device, queue))
+    process = multiprocessing.get_context("spawn").Process(
+        target=_measure, args=(compute, epochs, dims, device, queue)
+    )
     process.start()
     result = queue.get()
     process.join()
@@ -139,17 +160,23 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     args = p.parse_args()
     dims = [3 * 96 * 96, 2048]
-    results = {"protoviz (closed form, torch)": measure(protoviz_epoch, args.epochs, dims, args.device),
-               "numpy BLAS matrix products (float32)": measure(blas_epoch, args.epochs, dims, "cpu")}
-    print(f"{args.epochs} epochs x 960 channels x 2 repeats; spaces {dims[0]}-d (pixel, 96 px) and "
-          f"{dims[1]}-d; mse and cosine; masked and plain; device {args.device} (the peer: CPU)\n")
+    results = {
+        "protoviz (closed form, torch)": measure(protoviz_epoch, args.epochs, dims, args.device),
+        "numpy BLAS matrix products (float32)": measure(blas_epoch, args.epochs, dims, "cpu"),
+    }
+    print(
+        f"{args.epochs} epochs x 960 channels x 2 repeats; spaces {dims[0]}-d (pixel, 96 px) and "
+        f"{dims[1]}-d; mse and cosine; masked and plain; device {args.device} (the peer: CPU)\n"
+    )
     print("| side | computing (s) | s per epoch | peak RSS (MB) |")
     print("|---|---|---|---|")
     for name, (seconds, rss, _) in results.items():
         print(f"| {name} | {seconds:.1f} | {seconds / args.epochs:.2f} | {rss:.0f} |")
     ours, theirs = results["protoviz (closed form, torch)"], results["numpy BLAS matrix products (float32)"]
-    print(f"\npeer / protoviz: time {theirs[0] / ours[0]:.1f}x, peak memory {theirs[1] / ours[1]:.2f}x; "
-          f"largest relative difference between the sides' values {agreement(dims):.1e}")
+    print(
+        f"\npeer / protoviz: time {theirs[0] / ours[0]:.1f}x, peak memory {theirs[1] / ours[1]:.2f}x; "
+        f"largest relative difference between the sides' values {agreement(dims):.1e}"
+    )
 
 
 if __name__ == "__main__":

@@ -48,12 +48,20 @@ def main() -> None:
                 if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
                     module.reset_running_stats()
         else:
-            backbone = with_measured_batchnorm(backbone, unlabeled, torch.device("cpu"), batch)  # the train stage's
-        features = {name: extract_features(backbone, images, meta["normalize"]).numpy()
-                    for name, images in splits.items()}
-        scores = probe_accuracies(features["train"], labels["train"], features["test"], labels["test"], params.probe)
-        print(f"| {label} | " + " | ".join(f"{scores[r]:.3f}" for r in ("logreg", "linearsvc", "adam")) + " |",
-              flush=True)
+            backbone = with_measured_batchnorm(
+                backbone, unlabeled, torch.device("cpu"), batch
+            )  # the train stage's
+        features = {
+            name: extract_features(backbone, images, meta["normalize"]).numpy()
+            for name, images in splits.items()
+        }
+        scores = probe_accuracies(
+            features["train"], labels["train"], features["test"], labels["test"], params.probe
+        )
+        print(
+            f"| {label} | " + " | ".join(f"{scores[r]:.3f}" for r in ("logreg", "linearsvc", "adam")) + " |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -27,8 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.gpu_check import write_checkpoint, write_deepsim_weights  # noqa: E402
-from protoviz_core import generators  # noqa: E402
 from protoviz_core.config import load_params  # noqa: E402
+from protoviz_core.engine import generators  # noqa: E402
 from protoviz_core.extraction import shard_work  # noqa: E402
 from protoviz_core.store import build_index, shards_dir  # noqa: E402
 from protoviz_core.work import run_work  # noqa: E402
@@ -53,11 +53,14 @@ class Timer:
             finally:
                 self.seconds[kind] += time.perf_counter() - started
                 self.depth -= 1
+
         return timed
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--generator", default=None, help="default: params.yaml's extract.generator")
     args = parser.parse_args()
     params = load_params(ROOT / "params.yaml")
@@ -74,24 +77,36 @@ def main() -> None:
         if args.generator:
             settings = settings.model_copy(update={"generator": args.generator})
         if settings.generator == "deepsim_fc6":
-            settings = settings.model_copy(update={"generator_weights": str(write_deepsim_weights(folder / "g.pt"))})
+            settings = settings.model_copy(
+                update={"generator_weights": str(write_deepsim_weights(folder / "g.pt"))}
+            )
         checkpoint = write_checkpoint(folder / "epoch_0000.pt", params.data.image_size)
         started = time.perf_counter()
-        work = shard_work({0: checkpoint}, settings, run_seed=params.seed, image_size=params.data.image_size,
-                          device=torch.device("cpu"))
+        work = shard_work(
+            {0: checkpoint},
+            settings,
+            run_seed=params.seed,
+            image_size=params.data.image_size,
+            device=torch.device("cpu"),
+        )
         run_work(list(work.values()), shards_dir(folder / "store"), log=lambda line: None)
         index = build_index(folder / "store", list(work), aug=params.aug, seed=params.seed)
         total = time.perf_counter() - started
 
     inside = sum(timer.seconds.values())
-    print(f"\nextract stage work on one checkpoint: {len(index)} prototypes in {len(work)} shards, "
-          f"{settings.generator}, {params.data.image_size} px, {settings.cma_steps} x {settings.cma_popsize} "
-          f"evolution, {settings.adam_steps} Adam steps, CPU ({torch.get_num_threads()} threads)\n")
+    print(
+        f"\nextract stage work on one checkpoint: {len(index)} prototypes in {len(work)} shards, "
+        f"{settings.generator}, {params.data.image_size} px, {settings.cma_steps} x {settings.cma_popsize} "
+        f"evolution, {settings.adam_steps} Adam steps, CPU ({torch.get_num_threads()} threads)\n"
+    )
     print("| part | seconds | share |")
     print("|---|---|---|")
     for kind, seconds in timer.seconds.items():
         print(f"| {kind} | {seconds:.2f} | {seconds / total:.1%} |")
-    print(f"| outside the network and generator passes | {total - inside:.2f} | {(total - inside) / total:.1%} |")
+    print(
+        f"| outside the network and generator passes | {total - inside:.2f} | "
+        f"{(total - inside) / total:.1%} |"
+    )
     print(f"| total | {total:.2f} | 100% |")
 
 

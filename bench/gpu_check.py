@@ -48,10 +48,10 @@ from protoviz_core.checkpoints import CHECKPOINT_FORMAT  # noqa: E402
 from protoviz_core.config import TrainParams, load_params  # noqa: E402
 from protoviz_core.distance import distance_work  # noqa: E402
 from protoviz_core.embedding import stored_dtype  # noqa: E402
+from protoviz_core.engine.generators import DeePSiMGenerator  # noqa: E402
+from protoviz_core.engine.synthesis import MEMORY_FRACTION  # noqa: E402
 from protoviz_core.extraction import SYNTHESIS_OPTIONS, make_shard  # noqa: E402
-from protoviz_core.generators import DeePSiMGenerator  # noqa: E402
 from protoviz_core.simclr import BACKBONE_ARCH, NORMALIZE, build_backbone  # noqa: E402
-from protoviz_core.synthesis import MEMORY_FRACTION  # noqa: E402
 from protoviz_core.training import train_simclr  # noqa: E402
 from protoviz_core.work import KEY, epoch_file  # noqa: E402
 
@@ -73,10 +73,21 @@ def write_checkpoint(path: Path, image_size: int) -> Path:
     """A seeded random ResNet18 backbone in the train stage's checkpoint format."""
     torch.manual_seed(0)
     backbone = build_backbone(BACKBONE_ARCH)
-    torch.save({"format": CHECKPOINT_FORMAT, "arch": BACKBONE_ARCH, "epoch": 0, "loss": None,
-                "training_hash": "gpu-check", "image_size": image_size,
-                "normalize": {k: list(v) for k, v in NORMALIZE.items()}, "aug": "clrjit", "seed": 1,
-                "backbone": backbone.state_dict()}, path)
+    torch.save(
+        {
+            "format": CHECKPOINT_FORMAT,
+            "arch": BACKBONE_ARCH,
+            "epoch": 0,
+            "loss": None,
+            "training_hash": "gpu-check",
+            "image_size": image_size,
+            "normalize": {k: list(v) for k, v in NORMALIZE.items()},
+            "aug": "clrjit",
+            "seed": 1,
+            "backbone": backbone.state_dict(),
+        },
+        path,
+    )
     return path
 
 
@@ -105,8 +116,16 @@ def check_extraction(folder: Path, device: torch.device, tiny: bool) -> dict:
     for seed, layer in enumerate(layers):
         if gpu:
             torch.cuda.reset_peak_memory_stats(device)
-        shard = make_shard(checkpoint, layer, channels_per_layer=channels, seed=seed, options=options,
-                           image_size=image_size, max_batch=None, device=str(device))
+        shard = make_shard(
+            checkpoint,
+            layer,
+            channels_per_layer=channels,
+            seed=seed,
+            options=options,
+            image_size=image_size,
+            max_batch=None,
+            device=str(device),
+        )
         made += len(shard["channels"])
         if not torch.isfinite(shard["activations"]).all():
             raise SystemExit(f"extraction: non-finite activations in {layer}")
@@ -115,12 +134,19 @@ def check_extraction(folder: Path, device: torch.device, tiny: bool) -> dict:
             peak = max(peak, torch.cuda.max_memory_allocated(device))
     _sync(device)
     seconds = time.perf_counter() - started
-    peak = (f"{size(peak)} of {size(free)} free at the start "
-            f"(passes sized to {MEMORY_FRACTION:.0%} of free)") if gpu else "n/a (CPU)"
+    peak = (
+        (f"{size(peak)} of {size(free)} free at the start (passes sized to {MEMORY_FRACTION:.0%} of free)")
+        if gpu
+        else "n/a (CPU)"
+    )
     schedule = f"{options['cma_steps']} x {options['cma_popsize']} evolution, {options['adam_steps']} Adam"
-    return {"what": f"extraction: {made} channels of {', '.join(layers)}, deepsim_fc6, {image_size} px, {schedule}",
-            "value": f"{made / seconds:.2f} prototypes/s ({seconds:.1f} s); peak GPU memory {peak}",
-            "target": "" if tiny else ">= 80 prototypes/s"}
+    return {
+        "what": (
+            f"extraction: {made} channels of {', '.join(layers)}, deepsim_fc6, {image_size} px, {schedule}"
+        ),
+        "value": f"{made / seconds:.2f} prototypes/s ({seconds:.1f} s); peak GPU memory {peak}",
+        "target": "" if tiny else ">= 80 prototypes/s",
+    }
 
 
 def check_training(folder: Path, device: torch.device, tiny: bool) -> dict:
@@ -129,45 +155,85 @@ def check_training(folder: Path, device: torch.device, tiny: bool) -> dict:
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (count, 3, image_size, image_size), dtype=np.uint8)
     config = TrainParams(epochs=1, batch_size=batch, num_workers=0 if tiny else 12, device=str(device))
-    result = train_simclr(images, config, aug="clrjit", seed=1, image_size=image_size,
-                          checkpoint_dir=folder / "checkpoints", state_path=folder / "state.pt",
-                          training_hash="gpu-check", device=device, log=lambda line: None)
+    result = train_simclr(
+        images,
+        config,
+        aug="clrjit",
+        seed=1,
+        image_size=image_size,
+        checkpoint_dir=folder / "checkpoints",
+        state_path=folder / "state.pt",
+        training_hash="gpu-check",
+        device=device,
+        log=lambda line: None,
+    )
     per_s = result.images_per_s
-    return {"what": f"train: {count} images, {image_size} px, batch {batch} (the stage's train_simclr)",
-            "value": f"{per_s:.0f} images/s; an STL10 epoch ({STL10_EPOCH:,} images) {STL10_EPOCH / per_s:.1f} s",
-            "target": "" if tiny else "< 30 s per epoch"}
+    return {
+        "what": f"train: {count} images, {image_size} px, batch {batch} (the stage's train_simclr)",
+        "value": f"{per_s:.0f} images/s; an STL10 epoch ({STL10_EPOCH:,} images) {STL10_EPOCH / per_s:.1f} s",
+        "target": "" if tiny else "< 30 s per epoch",
+    }
 
 
 def check_distance(folder: Path, device: torch.device, tiny: bool) -> dict:
     layers = {"layer1": 8, "layer2": 8} if tiny else LAYERS
-    dims = {"pixel": 3 * 16 * 16, "net": 64} if tiny else {"pixel": 3 * 96 * 96, **{f"net{i}": 2048 for i in range(10)}}
+    dims = (
+        {"pixel": 3 * 16 * 16, "net": 64}
+        if tiny
+        else {"pixel": 3 * 96 * 96, **{f"net{i}": 2048 for i in range(10)}}
+    )
     generator = torch.Generator().manual_seed(0)
     for space, dim in dims.items():  # two epochs of embeddings in the embed stage's files
         (folder / "embeddings" / space).mkdir(parents=True)
         for epoch in (0, 1):
-            torch.save({KEY: f"gpu-check {space} {epoch}", **{
-                layer: {"channels": torch.arange(c), "repeats": torch.tensor([1, 2]),
-                        **{kind: torch.rand(2, c, dim, generator=generator).to(stored_dtype(space))
-                           for kind in ("plain", "masked")}}
-                for layer, c in layers.items()}}, folder / "embeddings" / space / epoch_file(epoch))
+            torch.save(
+                {
+                    KEY: f"gpu-check {space} {epoch}",
+                    **{
+                        layer: {
+                            "channels": torch.arange(c),
+                            "repeats": torch.tensor([1, 2]),
+                            **{
+                                kind: torch.rand(2, c, dim, generator=generator).to(stored_dtype(space))
+                                for kind in ("plain", "masked")
+                            },
+                        }
+                        for layer, c in layers.items()
+                    },
+                },
+                folder / "embeddings" / space / epoch_file(epoch),
+            )
     started = time.perf_counter()
-    rows = sum(len(distance_work(folder / "embeddings", space, [0, 1])[0].compute()["rows"]) for space in dims)
+    rows = sum(
+        len(distance_work(folder / "embeddings", space, [0, 1])[0].compute()["rows"]) for space in dims
+    )
     seconds = time.perf_counter() - started
-    return {"what": f"distance: one epoch, {sum(layers.values())} channels x 2 repeats, {len(dims)} spaces "
-                    f"({rows} values), read and computed as the stage does (CPU)",
-            "value": f"{seconds:.2f} s per epoch", "target": ""}
+    return {
+        "what": f"distance: one epoch, {sum(layers.values())} channels x 2 repeats, {len(dims)} spaces "
+        f"({rows} values), read and computed as the stage does (CPU)",
+        "value": f"{seconds:.2f} s per epoch",
+        "target": "",
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--device", default="cuda", help="cuda, cuda:N or cpu")
     parser.add_argument("--tiny", action="store_true", help="seconds-long sizes (the test suite's form)")
     args = parser.parse_args()
     device = torch.device(args.device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
-    print(f"\n{time.strftime('%Y-%m-%d')}, {name}, torch {torch.__version__}, "
-          f"`python bench/gpu_check.py{' --device ' + args.device if args.device != 'cuda' else ''}"
-          f"{' --tiny' if args.tiny else ''}`\n")
+    name = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"CPU ({torch.get_num_threads()} threads)"
+    )
+    print(
+        f"\n{time.strftime('%Y-%m-%d')}, {name}, torch {torch.__version__}, "
+        f"`python bench/gpu_check.py{' --device ' + args.device if args.device != 'cuda' else ''}"
+        f"{' --tiny' if args.tiny else ''}`\n"
+    )
     print("| check | result | target |")
     print("|---|---|---|", flush=True)
     with tempfile.TemporaryDirectory() as folder:

@@ -33,13 +33,19 @@ import torch
 
 from protoviz_core.checkpoints import list_checkpoints, load_backbone
 from protoviz_core.distance import diversity, mean_paired
+from protoviz_core.engine.synthesis import synthesize
+from protoviz_core.engine.units import channel_count, spaced_channels
 from protoviz_core.extraction import shard_seed
 from protoviz_core.store import ShardId
-from protoviz_core.synthesis import synthesize
-from protoviz_core.units import channel_count, spaced_channels
 
-PAPER = dict(early_exit=False, evolution="fixed_sigma", adam_start="mean", objective="after_relu",
-             redraw_dead=False, streams="starts")
+PAPER = dict(
+    early_exit=False,
+    evolution="fixed_sigma",
+    adam_start="mean",
+    objective="after_relu",
+    redraw_dead=False,
+    streams="starts",
+)
 DEVIATIONS = {
     "the paper's procedure": {},
     "early exits (evolution and Adam)": {"early_exit": True},
@@ -48,8 +54,14 @@ DEVIATIONS = {
     "pre-ReLU score": {"objective": "before_relu"},
     "silent channels redrawn": {"redraw_dead": True},
     "new start codes per epoch": {"streams": "independent"},
-    "all of them (the demo's procedure)": {"early_exit": True, "evolution": "sep_cma", "adam_start": "best",
-                                           "objective": "before_relu", "redraw_dead": True, "streams": "independent"},
+    "all of them (the demo's procedure)": {
+        "early_exit": True,
+        "evolution": "sep_cma",
+        "adam_start": "best",
+        "objective": "before_relu",
+        "redraw_dead": True,
+        "streams": "independent",
+    },
 }
 
 
@@ -65,10 +77,22 @@ def run(procedure: dict, backbones: dict, layers: list[str], channels: dict, arg
                 seed = shard_seed(1, 0, shard)
                 start_seed = shard_seed(1, 0, shard, common_streams=True) if streams == "starts" else None
                 started = time.perf_counter()
-                made = synthesize(model, layer, channels[layer], generator="fourier", image_size=meta["image_size"],
-                                  cma_steps=args.cma_steps, cma_popsize=30, cma_sigma=2.0, adam_steps=50,
-                                  adam_lr=args.adam_lr, seed=seed, start_seed=start_seed,
-                                  normalize=meta["normalize"], **options)
+                made = synthesize(
+                    model,
+                    layer,
+                    channels[layer],
+                    generator="fourier",
+                    image_size=meta["image_size"],
+                    cma_steps=args.cma_steps,
+                    cma_popsize=30,
+                    cma_sigma=2.0,
+                    adam_steps=50,
+                    adam_lr=args.adam_lr,
+                    seed=seed,
+                    start_seed=start_seed,
+                    normalize=meta["normalize"],
+                    **options,
+                )
                 seconds += time.perf_counter() - started
                 images[(epoch, layer, repeat)] = made.images.flatten(1)
                 activations.append(made.activations)
@@ -77,13 +101,29 @@ def run(procedure: dict, backbones: dict, layers: list[str], channels: dict, arg
 
 def measures(result: dict, epochs: list[int], layers: list[str]) -> dict:
     images = result["images"]
-    div = np.mean([diversity(images[(e, layer, r)], "mse") for e in epochs for layer in layers for r in (1, 2)])
-    con = np.mean([mean_paired(images[(e, layer, 1)], images[(e, layer, 2)], "mse") for e in epochs for layer in layers])
-    roc = np.mean([mean_paired(images[(a, layer, r)], images[(b, layer, r)], "mse")
-                   for a, b in zip(epochs, epochs[1:]) for layer in layers for r in (1, 2)])
+    div = np.mean(
+        [diversity(images[(e, layer, r)], "mse") for e in epochs for layer in layers for r in (1, 2)]
+    )
+    con = np.mean(
+        [mean_paired(images[(e, layer, 1)], images[(e, layer, 2)], "mse") for e in epochs for layer in layers]
+    )
+    roc = np.mean(
+        [
+            mean_paired(images[(a, layer, r)], images[(b, layer, r)], "mse")
+            for a, b in zip(epochs, epochs[1:])
+            for layer in layers
+            for r in (1, 2)
+        ]
+    )
     acts = result["activations"]
-    return {"activation": float(acts.mean()), "dead": float((acts <= 0).float().mean()), "diversity": div,
-            "consistency": con, "rate_of_change": roc, "seconds": result["seconds"] / len(acts)}
+    return {
+        "activation": float(acts.mean()),
+        "dead": float((acts <= 0).float().mean()),
+        "diversity": div,
+        "consistency": con,
+        "rate_of_change": roc,
+        "seconds": result["seconds"] / len(acts),
+    }
 
 
 def main() -> None:
@@ -101,8 +141,10 @@ def main() -> None:
     found = list_checkpoints(args.checkpoints)
     backbones = {e: load_backbone(found[e]) for e in epochs}
     first = next(iter(backbones.values()))
-    channels = {layer: spaced_channels(channel_count(first[0], layer, first[1]["image_size"]), args.channels)
-                for layer in layers}
+    channels = {
+        layer: spaced_channels(channel_count(first[0], layer, first[1]["image_size"]), args.channels)
+        for layer in layers
+    }
     rows = list(DEVIATIONS.items())
     if args.only:
         rows = [rows[int(i)] for i in args.only.split(",")]
@@ -111,15 +153,26 @@ def main() -> None:
         results[name] = measures(run({**PAPER, **change}, backbones, layers, channels, args), epochs, layers)
         print(name, results[name], flush=True)
     base = results.get("the paper's procedure")
-    print(f"\n{args.checkpoints}, epochs {epochs}, {args.channels} channels of {', '.join(layers)}, 2 repeats; "
-          f"fourier prior, {args.cma_steps} x 30 evolution, sigma 2, 50 Adam steps at lr {args.adam_lr}\n")
-    print("| procedure | mean activation | dead | diversity | consistency | rate of change | s per prototype |")
+    print(
+        f"\n{args.checkpoints}, epochs {epochs}, {args.channels} channels of {', '.join(layers)}, 2 repeats; "
+        f"fourier prior, {args.cma_steps} x 30 evolution, sigma 2, 50 Adam steps at lr {args.adam_lr}\n"
+    )
+    print(
+        "| procedure | mean activation | dead | diversity | consistency | rate of change | s per prototype |"
+    )
     print("|---|---|---|---|---|---|---|")
     for name, m in results.items():
-        ratio = (lambda key: f"{m[key]:.4f}" + (f" ({m[key] / base[key]:.2f}x)" if base else ""))
-        print(f"| {name} | {m['activation']:.2f} | {m['dead']:.2f} | {ratio('diversity')} | {ratio('consistency')} "
-              f"| {ratio('rate_of_change')} | {m['seconds']:.3f}"
-              + (f" ({m['seconds'] / base['seconds']:.2f}x)" if base else "") + " |")
+
+        def ratio(key):
+            return f"{m[key]:.4f}" + (f" ({m[key] / base[key]:.2f}x)" if base else "")
+
+        print(
+            f"| {name} | {m['activation']:.2f} | {m['dead']:.2f} | {ratio('diversity')} | "
+            f"{ratio('consistency')} "
+            f"| {ratio('rate_of_change')} | {m['seconds']:.3f}"
+            + (f" ({m['seconds'] / base['seconds']:.2f}x)" if base else "")
+            + " |"
+        )
 
 
 if __name__ == "__main__":

@@ -40,8 +40,10 @@ def main() -> None:
     print(f"{args.store}: {count} prototypes at {side} px\n")
     print("| raw image bytes | png image bytes | png / raw | encode per image | decode per image |")
     print("|---|---|---|---|---|")
-    print(f"| {raw_bytes / 1e6:.2f} MB | {png_bytes / 1e6:.2f} MB | {png_bytes / raw_bytes:.2f}x | "
-          f"{encode_seconds / count * 1e3:.2f} ms | {decode_seconds / count * 1e3:.2f} ms |")
+    print(
+        f"| {raw_bytes / 1e6:.2f} MB | {png_bytes / 1e6:.2f} MB | {png_bytes / raw_bytes:.2f}x | "
+        f"{encode_seconds / count * 1e3:.2f} ms | {decode_seconds / count * 1e3:.2f} ms |"
+    )
 
 
 if __name__ == "__main__":

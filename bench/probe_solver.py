@@ -31,7 +31,10 @@ def main() -> None:
     args = p.parse_args()
     settings = load_params().probe
     train_labels, test_labels = read_labels(args.data, "train"), read_labels(args.data, "test")
-    print("| checkpoint | lbfgs s | lbfgs iterations | lbfgs accuracy | newton-cg s | newton-cg iterations | newton-cg accuracy |")
+    print(
+        "| checkpoint | lbfgs s | lbfgs iterations | lbfgs accuracy | "
+        "newton-cg s | newton-cg iterations | newton-cg accuracy |"
+    )
     print("|---|---|---|---|---|---|---|")
     totals = {"lbfgs": 0.0, "newton-cg": 0.0}
     for path in sorted(Path(args.features).glob("*.pt")):
@@ -42,11 +45,17 @@ def main() -> None:
             started = time.perf_counter()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ConvergenceWarning)
-                model = LogisticRegression(C=settings.logreg_c, max_iter=settings.logreg_max_iter, solver=solver)
+                model = LogisticRegression(
+                    C=settings.logreg_c, max_iter=settings.logreg_max_iter, solver=solver
+                )
                 model.fit(train, train_labels)
             seconds = time.perf_counter() - started
             totals[solver] += seconds
-            cells += [f"{seconds:.2f}", str(int(model.n_iter_.max())), f"{model.score(test, test_labels):.4f}"]
+            cells += [
+                f"{seconds:.2f}",
+                str(int(model.n_iter_.max())),
+                f"{model.score(test, test_labels):.4f}",
+            ]
         print(f"| {path.name} | " + " | ".join(cells) + " |")
     print(f"\ntotal: lbfgs {totals['lbfgs']:.1f} s, newton-cg {totals['newton-cg']:.1f} s")
 

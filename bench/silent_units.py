@@ -8,7 +8,7 @@ mid-depth layer, the ``fourier`` prior at 64 px and the demo's budget (params.ya
 For each network, side by side on the same channels and seeds:
 
 - "score" is the engine as it is: it maximises each unit's value with the last ReLU on
-  its path left out (:func:`protoviz_core.units.unit_reader`): the layer's own final
+  its path left out (:func:`protoviz_core.engine.units.unit_reader`): the layer's own final
   ReLU, or for a layer that ends in a max pool after a ReLU, the pool of the values
   before that ReLU;
 - "activation" is the same engine maximising the activation itself
@@ -29,9 +29,9 @@ import time
 import torch
 import torchvision
 
+from protoviz_core.engine.synthesis import synthesize
+from protoviz_core.engine.units import channel_count, layer_reader, spaced_channels
 from protoviz_core.simclr import NORMALIZE
-from protoviz_core.synthesis import synthesize
-from protoviz_core.units import channel_count, layer_reader, spaced_channels
 
 # (torchvision name, a mid-depth layer whose output ends with a ReLU or ReLU6)
 NETWORKS = [
@@ -63,7 +63,7 @@ def noise_drives(model, layer, channels: torch.Tensor, image_size: int, samples:
     best = torch.full((len(channels),), -float("inf"))
     with torch.no_grad(), layer_reader(model, layer) as read:
         for start in range(0, samples, 32):
-            features = read((noise[start:start + 32] - mean) / std)  # (b, C, h, w)
+            features = read((noise[start : start + 32] - mean) / std)  # (b, C, h, w)
             h, w = features.shape[2:]
             centre = features[:, channels, (h - 1) // 2, (w - 1) // 2]  # (b, N)
             best = torch.maximum(best, centre.max(dim=0).values)
@@ -71,7 +71,9 @@ def noise_drives(model, layer, channels: torch.Tensor, image_size: int, samples:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--channels", type=int, default=16)
     parser.add_argument("--only", choices=["relu", "pooling", "functional"], default=None)
@@ -81,13 +83,21 @@ def main() -> None:
     parser.add_argument("--adam-steps", type=int, default=DEMO_BUDGET["adam_steps"])
     parser.add_argument("--adam-lr", type=float, default=DEMO_BUDGET["adam_lr"])
     args = parser.parse_args()
-    budget = dict(DEMO_BUDGET, cma_steps=args.cma_steps, cma_popsize=args.cma_popsize, adam_steps=args.adam_steps,
-                  adam_lr=args.adam_lr)
+    budget = dict(
+        DEMO_BUDGET,
+        cma_steps=args.cma_steps,
+        cma_popsize=args.cma_popsize,
+        adam_steps=args.adam_steps,
+        adam_lr=args.adam_lr,
+    )
     torch.set_num_threads(max(torch.get_num_threads(), 1))
     rows = []
     chosen = {"relu": NETWORKS, "pooling": POOLING, "functional": FUNCTIONAL}
-    plan = [tuple(args.layer.split(":", 1))] if args.layer else (
-        chosen[args.only] if args.only else NETWORKS + POOLING + FUNCTIONAL)
+    plan = (
+        [tuple(args.layer.split(":", 1))]
+        if args.layer
+        else (chosen[args.only] if args.only else NETWORKS + POOLING + FUNCTIONAL)
+    )
     for name, layer in plan:
         torch.manual_seed(0)
         model = torchvision.models.get_model(name, weights=None).eval()
@@ -95,20 +105,34 @@ def main() -> None:
         row = {"network": name, "layer": layer}
         for label, objective in (("score", "before_relu"), ("activation", "after_relu")):
             started = time.perf_counter()
-            result = synthesize(model, layer, channels, generator="fourier", image_size=args.image_size, seed=0,
-                                objective=objective, **budget)
+            result = synthesize(
+                model,
+                layer,
+                channels,
+                generator="fourier",
+                image_size=args.image_size,
+                seed=0,
+                objective=objective,
+                **budget,
+            )
             seconds = time.perf_counter() - started
             dead = result.dead
-            drivable = noise_drives(model, layer, channels[dead], args.image_size) if dead.any() else torch.zeros(0)
+            drivable = (
+                noise_drives(model, layer, channels[dead], args.image_size) if dead.any() else torch.zeros(0)
+            )
             row[label] = (int((~dead).sum()), len(channels), int(drivable.sum()), seconds)
         rows.append(row)
         print(name, row, flush=True)
 
-    print(f"\n{args.channels} evenly spaced channels, fourier prior, {args.image_size} px, "
-          f"{budget['cma_steps']} x {budget['cma_popsize']} evolution, {budget['adam_steps']} Adam steps at lr "
-          f"{budget['adam_lr']}\n")
-    print("| network | layer | alive, score (engine) | dead that noise drives | alive, activation (before) "
-          "| dead that noise drives | seconds (score / activation) |")
+    print(
+        f"\n{args.channels} evenly spaced channels, fourier prior, {args.image_size} px, "
+        f"{budget['cma_steps']} x {budget['cma_popsize']} evolution, {budget['adam_steps']} Adam steps at lr "
+        f"{budget['adam_lr']}\n"
+    )
+    print(
+        "| network | layer | alive, score (engine) | dead that noise drives | alive, activation (before) "
+        "| dead that noise drives | seconds (score / activation) |"
+    )
     print("|---|---|---|---|---|---|---|")
     totals = {"score": [0, 0], "activation": [0, 0]}
     for row in rows:
@@ -118,8 +142,10 @@ def main() -> None:
             totals[label][0] += alive
             totals[label][1] += count
             cells += [f"{alive}/{count}", str(drivable)]
-        print(f"| {row['network']} | `{row['layer']}` | {' | '.join(cells)} | "
-              f"{row['score'][3]:.1f} / {row['activation'][3]:.1f} |")
+        print(
+            f"| {row['network']} | `{row['layer']}` | {' | '.join(cells)} | "
+            f"{row['score'][3]:.1f} / {row['activation'][3]:.1f} |"
+        )
     for label, (alive, count) in totals.items():
         print(f"\n{label}: {alive}/{count} alive = {alive / count:.1%}", end="")
     print()

@@ -33,7 +33,9 @@ def main() -> None:
     write_run(store, 0, args.epochs, 96, "raw")
     setting = Path(f"/sys/block/{args.device}/queue/read_ahead_kb")
     original = setting.read_text().strip()
-    print(f"| read_ahead_kb | open the store, cold | one unit ({args.epochs} epochs x 2 repeats), cold | warm |")
+    print(
+        f"| read_ahead_kb | open the store, cold | one unit ({args.epochs} epochs x 2 repeats), cold | warm |"
+    )
     print("|---|---|---|---|")
     try:
         for readahead in dict.fromkeys([original, "128"]):

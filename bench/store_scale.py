@@ -9,8 +9,9 @@ channels of layer1-4 x 2 repeats x as many epochs as it takes) twice, in one run
 and reports, side by side: bytes on disk, write time, ``dvc add``, ``dvc status``
 and ``dvc push`` (to a local remote) times, and the time to load one (epoch, layer)
 and one channel across all epochs. Each layout lives in its own DVC repository with
-its own remote, so each row's ``dvc status`` walks only its own files. Images are smooth random fields (upsampled
-noise), so PNG compresses them about as well as real prototypes.
+its own remote, so each row's ``dvc status`` walks only its own files. Images are
+smooth random fields (upsampled noise), so PNG compresses them about as well as real
+prototypes.
 
     python bench/store_scale.py                       # 100,000 prototypes (several GB, minutes)
     python bench/store_scale.py --count 5000 --workdir /tmp/store-bench
@@ -30,8 +31,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from protoviz_core.engine.synthesis import Prototypes
 from protoviz_core.store import ShardId, build_index, open_prototypes, write_shard
-from protoviz_core.synthesis import Prototypes
 
 LAYER_CHANNELS = {"layer1": 64, "layer2": 128, "layer3": 256, "layer4": 512}
 
@@ -81,7 +82,9 @@ def main() -> None:
         repo.mkdir(parents=True)
         subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
         subprocess.run(["dvc", "init", "-q"], cwd=repo, check=True)
-        subprocess.run(["dvc", "remote", "add", "-d", "local", str(scratch / f"{name}-remote")], cwd=repo, check=True)
+        subprocess.run(
+            ["dvc", "remote", "add", "-d", "local", str(scratch / f"{name}-remote")], cwd=repo, check=True
+        )
 
     shards = plan(args.count)
     generator = torch.Generator().manual_seed(0)
@@ -92,9 +95,13 @@ def main() -> None:
         channels = LAYER_CHANNELS[shard.layer]
         images = smooth_images(channels, args.size, generator)
         prototypes = Prototypes(
-            images=images, activations=torch.rand(channels, generator=generator), latents=torch.zeros(channels, 16),
-            channels=torch.arange(channels), dead=torch.zeros(channels, dtype=torch.bool),
-            redrawn=torch.zeros(channels, dtype=torch.bool), evolution_activations=torch.zeros(channels),
+            images=images,
+            activations=torch.rand(channels, generator=generator),
+            latents=torch.zeros(channels, 16),
+            channels=torch.arange(channels),
+            dead=torch.zeros(channels, dtype=torch.bool),
+            redrawn=torch.zeros(channels, dtype=torch.bool),
+            evolution_activations=torch.zeros(channels),
         )
         store_seconds += timed(lambda: write_shard(store, shard, "bench", prototypes))
         folder = pngs / f"e{shard.epoch:04d}" / shard.layer / f"r{shard.repeat}"
@@ -109,8 +116,10 @@ def main() -> None:
         written += channels
     store_seconds += timed(lambda: build_index(store, shards, aug="clrjit", seed=1))
 
-    rows = {"protoviz store": {"path": "store", "write": store_seconds},
-            "loose PNG files": {"path": "pngs", "write": png_seconds}}
+    rows = {
+        "protoviz store": {"path": "store", "write": store_seconds},
+        "loose PNG files": {"path": "pngs", "write": png_seconds},
+    }
     for row in rows.values():
         repo = repos[row["path"]]
         row["bytes"] = size_on_disk(repo / row["path"])
@@ -122,9 +131,11 @@ def main() -> None:
     last_epoch = shards[-1].epoch
     opened = open_prototypes(store)
     rows["protoviz store"]["load one (epoch, layer)"] = timed(
-        lambda: opened.images(opened.select(epoch=0, layer="layer4")))
+        lambda: opened.images(opened.select(epoch=0, layer="layer4"))
+    )
     rows["protoviz store"]["load one channel, all epochs"] = timed(
-        lambda: opened.images(opened.select(layer="layer1", channel=5)))
+        lambda: opened.images(opened.select(layer="layer1", channel=5))
+    )
 
     def load_pngs(paths):
         return np.stack([np.asarray(Image.open(path)) for path in paths])
@@ -135,8 +146,16 @@ def main() -> None:
     rows["loose PNG files"]["load one channel, all epochs"] = timed(lambda: load_pngs(one_channel))
 
     print(f"{written} prototypes at {args.size} px, {len(shards)} shards, epochs 0..{last_epoch}\n")
-    columns = ["files", "bytes", "write", "dvc add", "dvc status", "dvc push",
-               "load one (epoch, layer)", "load one channel, all epochs"]
+    columns = [
+        "files",
+        "bytes",
+        "write",
+        "dvc add",
+        "dvc status",
+        "dvc push",
+        "load one (epoch, layer)",
+        "load one channel, all epochs",
+    ]
     print("| | " + " | ".join(columns) + " |")
     print("|---" * (len(columns) + 1) + "|")
     for name, row in rows.items():

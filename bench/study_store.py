@@ -37,22 +37,29 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.store_scale import LAYER_CHANNELS, size_on_disk, smooth_images, timed  # noqa: E402
+from protoviz_core.engine.synthesis import Prototypes  # noqa: E402
 from protoviz_core.store import ShardId, build_index, open_prototypes, write_shard  # noqa: E402
-from protoviz_core.synthesis import Prototypes  # noqa: E402
 from tests.helpers import free_port, wait_until_answering  # noqa: E402
 
 RUNS = [f"{aug}-seed{seed}" for aug in ("clrjit", "keepclr") for seed in (1, 2, 3)]
 BIN = Path(sys.executable).parent  # dvc and moto_server of this environment
-S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+S3_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
 
 
 def dvc(repo: Path, *args: str) -> float:
     """Seconds one dvc command takes in ``repo`` (it must succeed)."""
+
     def run():
-        result = subprocess.run([str(BIN / "dvc"), *args], cwd=repo, capture_output=True, text=True,
-                                env={**os.environ, **S3_ENV})
+        result = subprocess.run(
+            [str(BIN / "dvc"), *args], cwd=repo, capture_output=True, text=True, env={**os.environ, **S3_ENV}
+        )
         if result.returncode != 0:
             raise RuntimeError(f"dvc {' '.join(args)} failed in {repo}: {result.stderr[-2000:]}")
+
     return timed(run)
 
 
@@ -66,11 +73,17 @@ def write_run(store: Path, run_index: int, epochs: int, size: int, image_format:
             for repeat in (1, 2):
                 shard = ShardId(epoch, layer, repeat)
                 prototypes = Prototypes(
-                    images=smooth_images(channels, size, generator), activations=torch.rand(channels),
-                    latents=torch.zeros(channels, 16, dtype=torch.float16), channels=torch.arange(channels),
-                    dead=torch.zeros(channels, dtype=torch.bool), redrawn=torch.zeros(channels, dtype=torch.bool),
-                    evolution_activations=torch.zeros(channels))
-                seconds += timed(lambda: write_shard(store, shard, f"bench-{run_index}", prototypes, image_format))
+                    images=smooth_images(channels, size, generator),
+                    activations=torch.rand(channels),
+                    latents=torch.zeros(channels, 16, dtype=torch.float16),
+                    channels=torch.arange(channels),
+                    dead=torch.zeros(channels, dtype=torch.bool),
+                    redrawn=torch.zeros(channels, dtype=torch.bool),
+                    evolution_activations=torch.zeros(channels),
+                )
+                seconds += timed(
+                    lambda: write_shard(store, shard, f"bench-{run_index}", prototypes, image_format)
+                )
                 shards.append(shard)
     return seconds + timed(lambda: build_index(store, shards, aug=aug, seed=int(seed)))
 
@@ -80,16 +93,20 @@ def unit_read(store: Path) -> tuple[float, float, int]:
     opened = {}
     open_seconds = timed(lambda: opened.update(store=open_prototypes(store)))
     images = {}
-    read_seconds = timed(lambda: images.update(
-        unit=opened["store"].images(opened["store"].select(layer="layer4", channel=17))))
+    read_seconds = timed(
+        lambda: images.update(unit=opened["store"].images(opened["store"].select(layer="layer4", channel=17)))
+    )
     return open_seconds, read_seconds, len(images["unit"])
 
 
 def new_repo(path: Path) -> Path:
     shutil.rmtree(path, ignore_errors=True)
     path.mkdir(parents=True)
-    for command in (["git", "init", "-q"], [str(BIN / "dvc"), "init", "-q"],
-                    [str(BIN / "dvc"), "config", "cache.type", "hardlink"]):
+    for command in (
+        ["git", "init", "-q"],
+        [str(BIN / "dvc"), "init", "-q"],
+        [str(BIN / "dvc"), "config", "cache.type", "hardlink"],
+    ):
         subprocess.run(command, cwd=path, check=True)
     return path
 
@@ -98,15 +115,23 @@ def new_repo(path: Path) -> Path:
 def s3_server():
     """moto's S3 API server on a free port of 127.0.0.1 with the bucket ``protoviz``; yields its URL."""
     port = free_port()
-    server = subprocess.Popen([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     endpoint = f"http://127.0.0.1:{port}"
     try:
         wait_until_answering(endpoint, server, 60)
         import boto3
 
-        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing",
-                     aws_secret_access_key="testing").create_bucket(Bucket="protoviz")
+        boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        ).create_bucket(Bucket="protoviz")
         yield endpoint
     finally:
         server.terminate()
@@ -114,8 +139,11 @@ def s3_server():
 
 
 def add_remotes(repo: Path, local_remote: Path, endpoint: str, prefix: str) -> None:
-    for command in (["add", "local", str(local_remote)], ["add", "s3", f"s3://protoviz/{prefix}"],
-                    ["modify", "s3", "endpointurl", endpoint]):
+    for command in (
+        ["add", "local", str(local_remote)],
+        ["add", "s3", f"s3://protoviz/{prefix}"],
+        ["modify", "s3", "endpointurl", endpoint],
+    ):
         subprocess.run([str(BIN / "dvc"), "remote", *command], cwd=repo, check=True, capture_output=True)
 
 
@@ -127,7 +155,9 @@ def transfer_row(scratch: Path, name: str, epochs: int, size: int, image_format:
     row["dvc add"] = dvc(repo, "add", "store")
     add_remotes(repo, scratch / f"remote-{name}", endpoint, name)
     subprocess.run(["git", "add", "-A"], cwd=repo, check=True)
-    subprocess.run(["git", "-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qm", "store"], cwd=repo, check=True)
+    subprocess.run(
+        ["git", "-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qm", "store"], cwd=repo, check=True
+    )
     for remote in ("local", "s3"):
         row[f"push {remote}"] = dvc(repo, "push", "-r", remote)
         fresh = scratch / f"fresh-{name}-{remote}"
@@ -177,29 +207,47 @@ def main() -> None:
 
     # 2. One run, raw and png, pushed and pulled to both remotes.
     with s3_server() as endpoint:
-        transfer = {fmt: transfer_row(scratch, fmt, args.epochs, args.size, fmt, endpoint) for fmt in ("raw", "png")}
+        transfer = {
+            fmt: transfer_row(scratch, fmt, args.epochs, args.size, fmt, endpoint) for fmt in ("raw", "png")
+        }
 
-    print(f"\n1. The study: {args.runs} runs x {per_run:,} = {args.runs * per_run:,} prototypes at {args.size} px "
-          f"({args.epochs} epochs), raw shards, {shards:,} shard files + {args.runs} indexes\n")
-    print("| bytes | write | dvc add (hardlink cache) | dvc status (3 tries) | open one run's store | "
-          f"one unit, {args.epochs} epochs x 2 repeats | the same unit in all {args.runs} runs |")
+    print(
+        f"\n1. The study: {args.runs} runs x {per_run:,} = {args.runs * per_run:,} prototypes "
+        f"at {args.size} px "
+        f"({args.epochs} epochs), raw shards, {shards:,} shard files + {args.runs} indexes\n"
+    )
+    print(
+        "| bytes | write | dvc add (hardlink cache) | dvc status (3 tries) | open one run's store | "
+        f"one unit, {args.epochs} epochs x 2 repeats | the same unit in all {args.runs} runs |"
+    )
     print("|---|---|---|---|---|---|---|")
-    print(f"| {study_bytes / 1e9:.1f} GB | {write_seconds:.0f} s | {add_seconds:.0f} s | "
-          f"{', '.join(f'{s:.2f}' for s in status_seconds)} s | {open_seconds:.2f} s | "
-          f"{unit_seconds:.2f} s ({unit_images} images) | {across_runs:.2f} s ({everywhere['n']} images) |")
-    print(f"\n2. One run ({per_run:,} prototypes), raw and png shards; push/pull to a local directory remote and "
-          f"to moto's S3 server on 127.0.0.1; pulls into a fresh clone, checked identical with diff -r\n")
+    print(
+        f"| {study_bytes / 1e9:.1f} GB | {write_seconds:.0f} s | {add_seconds:.0f} s | "
+        f"{', '.join(f'{s:.2f}' for s in status_seconds)} s | {open_seconds:.2f} s | "
+        f"{unit_seconds:.2f} s ({unit_images} images) | {across_runs:.2f} s ({everywhere['n']} images) |"
+    )
+    print(
+        f"\n2. One run ({per_run:,} prototypes), raw and png shards; "
+        f"push/pull to a local directory remote and "
+        f"to moto's S3 server on 127.0.0.1; pulls into a fresh clone, checked identical with diff -r\n"
+    )
     columns = ["bytes", "write", "dvc add", "push local", "pull local", "push s3", "pull s3", "unit"]
     print("| shards | " + " | ".join(columns[:-1]) + f" | one unit, {args.epochs} epochs x 2 repeats |")
     print("|---" * (len(columns) + 1) + "|")
     for fmt, row in transfer.items():
-        cells = [f"{row['bytes'] / 1e9:.2f} GB"] + [f"{row[c]:.1f} s" for c in columns[1:-1]] + [f"{row['unit']:.2f} s"]
+        cells = (
+            [f"{row['bytes'] / 1e9:.2f} GB"]
+            + [f"{row[c]:.1f} s" for c in columns[1:-1]]
+            + [f"{row['unit']:.2f} s"]
+        )
         print(f"| {fmt} | " + " | ".join(cells) + " |")
     raw, png = transfer["raw"], transfer["png"]
     print("| png / raw | " + " | ".join(f"{png[c] / raw[c]:.2f}x" for c in columns) + " |")
-    print(f"\nScaled to the study ({args.runs} runs): raw {raw['bytes'] * args.runs / 1e9:.1f} GB, push to S3 "
-          f"{raw['push s3'] * args.runs / 60:.0f} min; png {png['bytes'] * args.runs / 1e9:.1f} GB, push to S3 "
-          f"{png['push s3'] * args.runs / 60:.0f} min")
+    print(
+        f"\nScaled to the study ({args.runs} runs): raw {raw['bytes'] * args.runs / 1e9:.1f} GB, push to S3 "
+        f"{raw['push s3'] * args.runs / 60:.0f} min; png {png['bytes'] * args.runs / 1e9:.1f} GB, push to S3 "
+        f"{png['push s3'] * args.runs / 60:.0f} min"
+    )
     shutil.rmtree(scratch, ignore_errors=True)
 
 

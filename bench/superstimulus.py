@@ -22,7 +22,8 @@ stage's sample). Rows, in one run:
 
 Times are per prototype on this machine, in the same run.
 
-    pip install --no-deps torch-lucent==0.1.8 && pip install kornia==0.4.1 decorator ipython  # as make bench does
+    pip install --no-deps torch-lucent==0.1.8 &&
+        pip install kornia==0.4.1 decorator ipython  # as make bench does
     python bench/superstimulus.py --checkpoint out/checkpoints/epoch_0005.pt --data data/stl10_binary
 """
 
@@ -38,11 +39,11 @@ import yaml
 
 from protoviz_core.checkpoints import load_backbone
 from protoviz_core.config import parse_params
+from protoviz_core.engine.synthesis import synthesize
+from protoviz_core.engine.units import centre_activation, channel_count, layer_reader, spaced_channels
 from protoviz_core.exemplars import Pool, sample_positions, top_exemplars
 from protoviz_core.simclr import NORMALIZE
 from protoviz_core.superstimulus import superstimulus_ratio
-from protoviz_core.synthesis import synthesize
-from protoviz_core.units import centre_activation, channel_count, layer_reader, spaced_channels
 
 
 def score(model, layer, images: torch.Tensor, channels: torch.Tensor, normalize: dict) -> np.ndarray:
@@ -67,17 +68,25 @@ def run_lucent(model, layer, channels, image_size: int, normalize: dict, steps: 
     with torch.no_grad(), layer_reader(model, layer) as read:
         h, w = read(torch.zeros(1, 3, image_size, image_size)).shape[2:]
     y, x = (h - 1) // 2, (w - 1) // 2
-    objective = sum(objectives.neuron(layer.replace(".", "_"), c, x=x, y=y, batch=i)
-                    for i, c in enumerate(channels.tolist()))
+    objective = sum(
+        objectives.neuron(layer.replace(".", "_"), c, x=x, y=y, batch=i)
+        for i, c in enumerate(channels.tolist())
+    )
     # Its defaults: standard_transforms, and preprocess appends ImageNet's normalisation, which is the
     # checkpoints' own (protoviz_core.simclr.NORMALIZE); the caller checks that.
     torch.manual_seed(0)
     started = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        images = render.render_vis(model, objective, lambda: param.image(image_size, batch=len(channels)),
-                                   thresholds=(steps,), show_image=False, progress=False,
-                                   fixed_image_size=image_size)
+        images = render.render_vis(
+            model,
+            objective,
+            lambda: param.image(image_size, batch=len(channels)),
+            thresholds=(steps,),
+            show_image=False,
+            progress=False,
+            fixed_image_size=image_size,
+        )
     elapsed = time.perf_counter() - started
     final = torch.as_tensor(np.asarray(images[-1])).permute(0, 3, 1, 2).float()
     return elapsed, score(model, layer, final, channels, normalize)
@@ -85,20 +94,30 @@ def run_lucent(model, layer, channels, image_size: int, normalize: dict, steps: 
 
 def schedule_of(params_file: str, prior: str) -> dict:
     x = parse_params(yaml.safe_load(open(params_file)) or {}, params_file).extract
-    return dict(generator=prior, cma_steps=x.cma_steps, cma_popsize=x.cma_popsize, cma_sigma=x.cma_sigma,
-                adam_steps=x.adam_steps, adam_lr=x.adam_lr)
+    return dict(
+        generator=prior,
+        cma_steps=x.cma_steps,
+        cma_popsize=x.cma_popsize,
+        cma_sigma=x.cma_sigma,
+        adam_steps=x.adam_steps,
+        adam_lr=x.adam_lr,
+    )
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", default="out/checkpoints/epoch_0005.pt")
     p.add_argument("--data", default="data/stl10_binary")
-    p.add_argument("--params", default="params.yaml", help="the demo's params (its extract and exemplars settings)")
+    p.add_argument(
+        "--params", default="params.yaml", help="the demo's params (its extract and exemplars settings)"
+    )
     p.add_argument("--paper", default="configs/paper.yaml")
     p.add_argument("--layers", default="layer1,layer2,layer3,layer4")
     p.add_argument("--channels", type=int, default=8, help="evenly spaced channels per layer (the demo's)")
     p.add_argument("--lucent-steps", type=int, default=512, help="render_vis's default")
-    p.add_argument("--store", default="out/prototypes", help="the demo's prototype store ('' to leave it out)")
+    p.add_argument(
+        "--store", default="out/prototypes", help="the demo's prototype store ('' to leave it out)"
+    )
     p.add_argument("--skip", default="", help="rows to skip: lucent, paper, old-lr")
     args = p.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -129,9 +148,12 @@ def main() -> None:
     rows: dict[str, dict[str, tuple[float, np.ndarray]]] = {}
     units = sum(len(c) for c in channels.values())
     rows[f"natural maximum ({len(everything)} images)"] = {
-        layer: (natural_seconds / units, natural[layer]) for layer in layers}
+        layer: (natural_seconds / units, natural[layer]) for layer in layers
+    }
     rows[f"exemplars stage's sample ({len(sample)} images)"] = {
-        layer: (sample_seconds / units, sampled[layer]["activations"][channels[layer], 0].numpy()) for layer in layers}
+        layer: (sample_seconds / units, sampled[layer]["activations"][channels[layer], 0].numpy())
+        for layer in layers
+    }
     if args.store:  # the demo's own prototypes, recomputed from the stored images and the checkpoint
         from protoviz_core.store import open_prototypes
 
@@ -142,8 +164,10 @@ def main() -> None:
         for layer in layers:
             chosen = store.select(epoch=epoch, layer=layer).sort_values(["repeat", "channel"])
             if sorted(set(chosen.channel)) != channels[layer].tolist():
-                raise SystemExit(f"{args.store}: {layer} holds channels {sorted(set(chosen.channel))}, "
-                                 f"not {channels[layer].tolist()}; pass --channels as extracted")
+                raise SystemExit(
+                    f"{args.store}: {layer} holds channels {sorted(set(chosen.channel))}, "
+                    f"not {channels[layer].tolist()}; pass --channels as extracted"
+                )
             picked = torch.tensor(chosen.channel.tolist())
             activations = score(model, layer, store.images(chosen).float() / 255, picked, normalize)
             order = {c: i for i, c in enumerate(channels[layer].tolist())}
@@ -151,7 +175,10 @@ def main() -> None:
             rows[name][layer] = (float("nan"), activations, yardstick)
     plans = {"protoviz, demo schedule": schedule_of(args.params, prior)}
     if "old-lr" not in skip:  # the demo's Adam rate before bench/adam_lr.py
-        plans["protoviz, demo schedule at Adam lr 0.05"] = {**schedule_of(args.params, prior), "adam_lr": 0.05}
+        plans["protoviz, demo schedule at Adam lr 0.05"] = {
+            **schedule_of(args.params, prior),
+            "adam_lr": 0.05,
+        }
     if "paper" not in skip:
         plans[f"protoviz, paper schedule ({prior} prior)"] = schedule_of(args.paper, prior)
     for name, schedule in plans.items():
@@ -161,17 +188,24 @@ def main() -> None:
             rows[name][layer] = (seconds / len(channels[layer]), activations)
             print(f"{name} {layer}: {seconds:.1f} s", flush=True)
     if "lucent" not in skip:
-        assert tuple(normalize["mean"]) == NORMALIZE["mean"], "Lucent normalises as ImageNet; this checkpoint does not"
+        assert tuple(normalize["mean"]) == NORMALIZE["mean"], (
+            "Lucent normalises as ImageNet; this checkpoint does not"
+        )
         name = f"Lucent standard recipe ({args.lucent_steps} steps)"
         rows[name] = {}
         for layer in layers:
-            seconds, activations = run_lucent(model, layer, channels[layer], size, normalize, args.lucent_steps)
+            seconds, activations = run_lucent(
+                model, layer, channels[layer], size, normalize, args.lucent_steps
+            )
             rows[name][layer] = (seconds / len(channels[layer]), activations)
             print(f"{name} {layer}: {seconds:.1f} s", flush=True)
 
-    print(f"\ncheckpoint {args.checkpoint} ({size} px); {args.channels} channels per layer; prior {prior}; "
-          f"ratio = activation / the unit's best over all {len(everything)} images; median (min-max) per layer; "
-          f"s = seconds per prototype (per unit for the natural rows)\n")
+    print(
+        f"\ncheckpoint {args.checkpoint} ({size} px); {args.channels} channels per layer; prior {prior}; "
+        f"ratio = activation / the unit's best over all {len(everything)} images; "
+        f"median (min-max) per layer; "
+        f"s = seconds per prototype (per unit for the natural rows)\n"
+    )
     print("| row | " + " | ".join(f"{layer} ratio | {layer} s" for layer in layers) + " |")
     print("|---|" + "---|---|" * len(layers))
     for name, per_layer in rows.items():

@@ -23,7 +23,8 @@ prototype; the ratio to the row's own time per prototype is the speed-up.
     python bench/synthesis.py                       # CPU default: 96 px, 8 channels per layer
     python bench/synthesis.py --device cuda --generator deepsim_fc6 --all-channels
     python bench/synthesis.py --procedure paper --generator deepsim_fc6 --weights upconvGAN_fc6.pt \
-        --cma-steps 20 --cma-popsize 30 --cma-sigma 2 --adam-steps 50 --adam-lr 0.01   # P1 at the paper's schedule
+        --cma-steps 20 --cma-popsize 30 --cma-sigma 2 \
+        --adam-steps 50 --adam-lr 0.01   # P1 at the paper's schedule
 """
 
 from __future__ import annotations
@@ -37,16 +38,21 @@ import numpy as np
 import torch
 
 from protoviz_core.checkpoints import load_backbone
-from protoviz_core.generators import make_generator
-from protoviz_core.rng import stream_keys
+from protoviz_core.engine.generators import make_generator
+from protoviz_core.engine.rng import stream_keys
+from protoviz_core.engine.synthesis import synthesize
+from protoviz_core.engine.units import centre_activation, channel_count, layer_reader
 from protoviz_core.simclr import NORMALIZE, build_backbone
-from protoviz_core.synthesis import synthesize
-from protoviz_core.units import centre_activation, channel_count, layer_reader
-
 
 # configs/paper.yaml's procedure (the authors' code); its schedule is given by the schedule flags.
-PAPER_PROCEDURE = dict(early_exit=False, evolution="fixed_sigma", adam_start="mean", objective="after_relu",
-                       precision="float32", redraw_dead=False)
+PAPER_PROCEDURE = dict(
+    early_exit=False,
+    evolution="fixed_sigma",
+    adam_start="mean",
+    objective="after_relu",
+    precision="float32",
+    redraw_dead=False,
+)
 
 
 def score(model, layer, images: torch.Tensor, channels: torch.Tensor, device) -> torch.Tensor:
@@ -76,15 +82,27 @@ class Trajectory:
 def run_batched(model, layer, channels, args, schedule):
     trajectory = Trajectory()
     started = time.perf_counter()
-    result = synthesize(model, layer, channels, generator=args.generator, seed=0, monitor=trajectory,
-                        generator_weights=args.weights, **schedule)
+    result = synthesize(
+        model,
+        layer,
+        channels,
+        generator=args.generator,
+        seed=0,
+        monitor=trajectory,
+        generator_weights=args.weights,
+        **schedule,
+    )
     return time.perf_counter() - started, result.activations, result.dead, trajectory
 
 
 def run_one_at_a_time(model, layer, channels, args, schedule):
     started = time.perf_counter()
-    results = [synthesize(model, layer, [c], generator=args.generator, seed=0,
-                          generator_weights=args.weights, **schedule) for c in channels.tolist()]
+    results = [
+        synthesize(
+            model, layer, [c], generator=args.generator, seed=0, generator_weights=args.weights, **schedule
+        )
+        for c in channels.tolist()
+    ]
     activations = torch.cat([r.activations for r in results])
     return time.perf_counter() - started, activations, activations <= 0
 
@@ -99,8 +117,13 @@ def run_pycma(model, layer, channels, args, device):
         x0 = prior.sample(stream_keys(0, torch.tensor([channel])))[0].cpu().numpy()
         # Diagonal from 4096-d up (fc6 included): with 4,000 evaluations a full covariance barely
         # adapts there, and its eigendecompositions would only make the peer slower.
-        options = {"popsize": 40, "maxiter": 100, "verbose": -9, "seed": channel + 1,
-                   "CMA_diagonal": prior.latent_dim >= 4096}
+        options = {
+            "popsize": 40,
+            "maxiter": 100,
+            "verbose": -9,
+            "seed": channel + 1,
+            "CMA_diagonal": prior.latent_dim >= 4096,
+        }
         es = cma.CMAEvolutionStrategy(x0, args.pycma_sigma, options)
         target = torch.full((40,), channel)
         for _ in range(100):
@@ -122,17 +145,25 @@ def run_lucent(model, layer, channels, args, device, steps):
     with torch.no_grad(), layer_reader(model, layer) as read:
         h, w = read(torch.zeros(1, 3, size, size, device=device)).shape[2:]
     y, x = (h - 1) // 2, (w - 1) // 2
-    objective = sum(objectives.neuron(layer.replace(".", "_"), c, x=x, y=y, batch=i)
-                    for i, c in enumerate(channels.tolist()))
+    objective = sum(
+        objectives.neuron(layer.replace(".", "_"), c, x=x, y=y, batch=i)
+        for i, c in enumerate(channels.tolist())
+    )
     thresholds = sorted({max(1, steps // 4), max(1, steps // 2), steps})
     torch.manual_seed(0)
     started = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         images = render.render_vis(
-            model, objective, lambda: param.image(size, batch=len(channels)), transforms=[],
+            model,
+            objective,
+            lambda: param.image(size, batch=len(channels)),
+            transforms=[],
             optimizer=lambda params: torch.optim.Adam(params, lr=args.lucent_lr),
-            thresholds=tuple(thresholds), show_image=False, progress=False, fixed_image_size=size,
+            thresholds=tuple(thresholds),
+            show_image=False,
+            progress=False,
+            fixed_image_size=size,
         )
     elapsed = time.perf_counter() - started
     final = torch.as_tensor(np.asarray(images[-1])).permute(0, 3, 1, 2).float()
@@ -158,10 +189,16 @@ def main() -> None:
     p.add_argument("--adam-steps", type=int, default=200)
     p.add_argument("--adam-lr", type=float, default=0.8)
     p.add_argument("--lucent-steps", type=int, default=256)
-    p.add_argument("--lucent-lr", type=float, default=0.05, help="Lucent's Adam lr (render_vis's default: 0.05)")
-    p.add_argument("--procedure", choices=["protoviz", "paper"], default="protoviz",
-                   help="paper: (a)/(b) run the paper authors' procedure (configs/paper.yaml: every generation "
-                        "and Adam step, fixed step size, Adam from the recombined mean, the unit after its ReLU)")
+    p.add_argument(
+        "--lucent-lr", type=float, default=0.05, help="Lucent's Adam lr (render_vis's default: 0.05)"
+    )
+    p.add_argument(
+        "--procedure",
+        choices=["protoviz", "paper"],
+        default="protoviz",
+        help="paper: (a)/(b) run the paper authors' procedure (configs/paper.yaml: every generation "
+        "and Adam step, fixed step size, Adam from the recombined mean, the unit after its ReLU)",
+    )
     p.add_argument("--device", default="cpu")
     p.add_argument("--max-batch", type=int, default=None)
     args = p.parse_args()
@@ -172,9 +209,16 @@ def main() -> None:
         torch.manual_seed(0)
         model = build_backbone().eval()
     model.to(device)
-    schedule = dict(image_size=args.image_size, cma_steps=args.cma_steps, cma_popsize=args.cma_popsize,
-                    cma_sigma=args.cma_sigma, adam_steps=args.adam_steps, adam_lr=args.adam_lr, device=device,
-                    max_batch=args.max_batch)
+    schedule = dict(
+        image_size=args.image_size,
+        cma_steps=args.cma_steps,
+        cma_popsize=args.cma_popsize,
+        cma_sigma=args.cma_sigma,
+        adam_steps=args.adam_steps,
+        adam_lr=args.adam_lr,
+        device=device,
+        max_batch=args.max_batch,
+    )
     if args.procedure == "paper":
         schedule.update(PAPER_PROCEDURE)
     skip = set(args.skip.split(","))
@@ -195,41 +239,66 @@ def main() -> None:
         seconds, acts, dead, trajectory = run_batched(model, layer, chosen, args, schedule)
         add("(a) protoviz batched", seconds, acts, dead)
         if "b" not in skip:
-            add("(b) protoviz one channel at a time", *run_one_at_a_time(model, layer, chosen, args, schedule))
+            add(
+                "(b) protoviz one channel at a time", *run_one_at_a_time(model, layer, chosen, args, schedule)
+            )
         if "c" not in skip:
             c_seconds, c_acts, c_dead = run_pycma(model, layer, chosen[compared], args, device)
             add("(c) per-channel pycma, pop 40 x 100 gens", c_seconds, c_acts, c_dead)
-            reach["c"].append((trajectory.time_to_reach(c_acts.mean().item(), compared) / len(chosen),
-                               c_seconds / len(compared), acts[compared].mean().item(), c_acts.mean().item()))
+            reach["c"].append(
+                (
+                    trajectory.time_to_reach(c_acts.mean().item(), compared) / len(chosen),
+                    c_seconds / len(compared),
+                    acts[compared].mean().item(),
+                    c_acts.mean().item(),
+                )
+            )
         if "d" not in skip:
             d_seconds, d_acts, d_dead = run_lucent(model, layer, chosen, args, device, args.lucent_steps)
             add("(d) Lucent batched", d_seconds, d_acts, d_dead)
             everyone = torch.arange(len(chosen))
-            reach["d"].append((trajectory.time_to_reach(d_acts.mean().item(), everyone) / len(chosen),
-                               d_seconds / len(chosen), acts.mean().item(), d_acts.mean().item()))
+            reach["d"].append(
+                (
+                    trajectory.time_to_reach(d_acts.mean().item(), everyone) / len(chosen),
+                    d_seconds / len(chosen),
+                    acts.mean().item(),
+                    d_acts.mean().item(),
+                )
+            )
         print(f"done {layer}", flush=True)
 
-    print(f"\nmodel: {'checkpoint ' + args.checkpoint if args.checkpoint else 'ResNet18, random weights (seed 0)'}; "
-          f"layers {args.layers}; {args.image_size} px; prior {args.generator}; device {device}; "
-          f"(a)/(b): CMA {args.cma_steps} x {args.cma_popsize}, sigma {args.cma_sigma}, Adam {args.adam_steps} at lr "
-          f"{args.adam_lr}; (d): {args.lucent_steps} steps at lr {args.lucent_lr}\n")
+    print(
+        f"\nmodel: "
+        f"{'checkpoint ' + args.checkpoint if args.checkpoint else 'ResNet18, random weights (seed 0)'}; "
+        f"layers {args.layers}; {args.image_size} px; prior {args.generator}; device {device}; "
+        f"(a)/(b): CMA {args.cma_steps} x {args.cma_popsize}, sigma {args.cma_sigma}, "
+        f"Adam {args.adam_steps} at lr "
+        f"{args.adam_lr}; (d): {args.lucent_steps} steps at lr {args.lucent_lr}\n"
+    )
     print("| row | prototypes | wall time (s) | prototypes/s | mean act | median act | dead fraction |")
     print("|---|---|---|---|---|---|---|")
     for name, row in rows.items():
         acts, dead = torch.cat(row["acts"]), torch.cat(row["dead"])
-        print(f"| {name} | {row['n']} | {row['seconds']:.1f} | {row['n'] / row['seconds']:.3f} | "
-              f"{acts.mean():.3f} | {acts.median():.3f} | {dead.float().mean():.2f} |")
+        print(
+            f"| {name} | {row['n']} | {row['seconds']:.1f} | {row['n'] / row['seconds']:.3f} | "
+            f"{acts.mean():.3f} | {acts.median():.3f} | {dead.float().mean():.2f} |"
+        )
     for peer, label in (("c", "(c) pycma"), ("d", "(d) Lucent")):
         if not reach[peer]:
             continue
         ours = sum(r[0] for r in reach[peer])
         theirs = sum(r[1] for r in reach[peer])
         unreached = [i for i, r in enumerate(reach[peer]) if math.isnan(r[0])]
-        print(f"\n(a) time per prototype to reach {label}'s mean activation: {ours:.3f} s vs {theirs:.3f} s "
-              f"for {label} per prototype -> {theirs / ours:.1f}x sooner"
-              + (f" (not reached on layers {unreached})" if unreached else ""))
+        print(
+            f"\n(a) time per prototype to reach {label}'s mean activation: {ours:.3f} s vs {theirs:.3f} s "
+            f"for {label} per prototype -> {theirs / ours:.1f}x sooner"
+            + (f" (not reached on layers {unreached})" if unreached else "")
+        )
         for layer, (o, t, a_act, p_act) in zip(args.layers.split(","), reach[peer]):
-            print(f"  {layer}: (a) {o:.3f} s vs {t:.3f} s ({t / o:.1f}x); final means (a) {a_act:.3f}, {label} {p_act:.3f}")
+            print(
+                f"  {layer}: (a) {o:.3f} s vs {t:.3f} s ({t / o:.1f}x); "
+                f"final means (a) {a_act:.3f}, {label} {p_act:.3f}"
+            )
 
 
 if __name__ == "__main__":

@@ -25,9 +25,9 @@ import torch
 from lightly.loss import NTXentLoss
 
 from protoviz_core.config import TrainParams
+from protoviz_core.devices import resolve_device
 from protoviz_core.simclr import SimCLR, ViewPairs, simclr_transform
 from protoviz_core.synthetic import generate_images
-from protoviz_core.devices import resolve_device
 from protoviz_core.training import train_simclr
 
 
@@ -39,12 +39,17 @@ def bare_loop(images: np.ndarray, config: TrainParams, image_size: int) -> float
     use_amp = device.type == "cuda"
     if use_amp:
         model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
-                                weight_decay=config.weight_decay)
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+    )
     criterion = NTXentLoss(temperature=config.temperature)
     loader = torch.utils.data.DataLoader(
-        ViewPairs(images, simclr_transform("clrjit", image_size)), batch_size=config.batch_size,
-        shuffle=True, drop_last=True, num_workers=config.num_workers, pin_memory=use_amp,
+        ViewPairs(images, simclr_transform("clrjit", image_size)),
+        batch_size=config.batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=config.num_workers,
+        pin_memory=use_amp,
     )
     seen = 0
     started = time.perf_counter()
@@ -70,9 +75,16 @@ def protoviz_stage(images: np.ndarray, config: TrainParams, image_size: int) -> 
     with tempfile.TemporaryDirectory() as scratch:
         started = time.perf_counter()
         result = train_simclr(
-            images, config, aug="clrjit", seed=0, image_size=image_size,
-            checkpoint_dir=Path(scratch) / "checkpoints", state_path=Path(scratch) / "state.pt",
-            training_hash="bench", device=resolve_device(config.device), log=lambda message: None,
+            images,
+            config,
+            aug="clrjit",
+            seed=0,
+            image_size=image_size,
+            checkpoint_dir=Path(scratch) / "checkpoints",
+            state_path=Path(scratch) / "state.pt",
+            training_hash="bench",
+            device=resolve_device(config.device),
+            log=lambda message: None,
         )
         elapsed = time.perf_counter() - started
     steps = len(images) // config.batch_size
@@ -102,10 +114,14 @@ def main() -> None:
         rates["protoviz train stage"].append(protoviz_stage(images, config, args.image_size))
 
     device = resolve_device("auto")
-    name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU x{torch.get_num_threads()} threads"
+    name = (
+        torch.cuda.get_device_name() if device.type == "cuda" else f"CPU x{torch.get_num_threads()} threads"
+    )
     bare = max(rates["bare PyTorch loop"])
-    print(f"device: {name}; {args.images} images at {args.image_size} px, batch {args.batch_size}, "
-          f"{args.epochs} epoch(s), {args.workers} workers, best of {args.repeats}")
+    print(
+        f"device: {name}; {args.images} images at {args.image_size} px, batch {args.batch_size}, "
+        f"{args.epochs} epoch(s), {args.workers} workers, best of {args.repeats}"
+    )
     print("| side | images/s | ratio (bare / side) | epoch time for these images (s) |")
     print("|---|---|---|---|")
     for side, values in rates.items():

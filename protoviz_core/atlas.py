@@ -34,11 +34,10 @@ collects them from MLflow) are merged by :func:`write_viewer`.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from PIL import Image
@@ -46,6 +45,7 @@ from PIL import Image
 from protoviz_core.atomic import atomic_write, save_image
 from protoviz_core.errors import MissingInputError
 from protoviz_core.exemplars import ExemplarSet
+from protoviz_core.hashing import short_hash
 from protoviz_core.masks import MaskSet
 from protoviz_core.montage import grid, thumbnails
 from protoviz_core.store import PrototypeStore
@@ -87,15 +87,18 @@ def write_run_part(
     folder = Path(folder)
     index = store.index
     if index.empty:
-        raise MissingInputError(f"{store.root}: the prototype store is empty; nothing to put in an atlas; "
-                                "rerun dvc repro extract")
+        raise MissingInputError(
+            f"{store.root}: the prototype store is empty; nothing to put in an atlas; rerun dvc repro extract"
+        )
     epochs = sorted(int(e) for e in index.epoch.unique())
     repeats = sorted(int(r) for r in index["repeat"].unique())
     layers = list(dict.fromkeys(index.layer))  # extraction order = network order
     image_size = int(store.images(index.iloc[:1]).shape[-1])
     thumb = min(thumb_size, image_size)
 
-    channels = {layer: sorted(int(c) for c in index[index.layer == layer].channel.unique()) for layer in layers}
+    channels = {
+        layer: sorted(int(c) for c in index[index.layer == layer].channel.unique()) for layer in layers
+    }
     columns = {layer: max(1, math.ceil(math.sqrt(len(chosen)))) for layer, chosen in channels.items()}
     sprites: dict[str, str] = {}
     shard_keys: dict[str, list[str]] = {layer: [] for layer in layers}  # every shard's, for the strips' names
@@ -107,12 +110,14 @@ def write_run_part(
             for repeat in repeats:
                 rows = store.select(epoch=epoch, layer=layer, repeat=repeat).sort_values("channel")
                 if list(rows.channel) != channels[layer]:
-                    raise MissingInputError(f"{store.root}: epoch {epoch} {layer} repeat {repeat} lacks channels; "
-                                     "rerun the extract stage")
+                    raise MissingInputError(
+                        f"{store.root}: epoch {epoch} {layer} repeat {repeat} lacks channels; "
+                        "rerun the extract stage"
+                    )
                 shard_key = store.shard_keys(epoch=epoch, layer=layer, repeat=repeat)
                 shard_keys[layer].append(str(shard_key))
                 key = f"{shard_key}:{thumb}:{columns[layer]}"
-                digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+                digest = short_hash(key)
                 cell = f"e{epoch:04d}-{layer}-r{repeat}"
                 sprites[cell] = f"sprites/{cell}-{digest}.jpg"
                 path = folder / sprites[cell]
@@ -121,7 +126,9 @@ def write_run_part(
                     sheet = grid(thumbnails(store.images(rows), thumb), columns[layer], gap=0)
                     save_image(sheet, path, quality=90)
                 per_repeat.append([round(float(a), 4) for a in rows.activation])
-                per_repeat_ratio.append([None if math.isnan(r) else round(float(r), 4) for r in rows.superstimulus])
+                per_repeat_ratio.append(
+                    [None if math.isnan(r) else round(float(r), 4) for r in rows.superstimulus]
+                )
             activations[layer].append(per_repeat)
             ratios[layer].append(per_repeat_ratio)
         on_epoch(epoch)
@@ -140,9 +147,19 @@ def write_run_part(
 
     rows0 = index.iloc[0]
     manifest = {
-        "name": name, "aug": str(rows0["aug"]), "seed": int(rows0["seed"]), "thumb": thumb,
-        "epochs": epochs, "repeats": repeats, "layers": layers, "channels": channels, "columns": columns,
-        "sprites": sprites, "strips": strips, "masks": mask_files, "activations": activations,
+        "name": name,
+        "aug": str(rows0["aug"]),
+        "seed": int(rows0["seed"]),
+        "thumb": thumb,
+        "epochs": epochs,
+        "repeats": repeats,
+        "layers": layers,
+        "channels": channels,
+        "columns": columns,
+        "sprites": sprites,
+        "strips": strips,
+        "masks": mask_files,
+        "activations": activations,
         "superstimulus": ratios,
     }
     if exemplars is not None:
@@ -159,8 +176,13 @@ def strip_name(layer: str, channel: int) -> str:
 
 
 def _write_strips(
-    store: PrototypeStore, folder: Path, channels: dict[str, list[int]], shard_keys: dict[str, list[str]],
-    epochs: list[int], repeats: list[int], thumb: int,
+    store: PrototypeStore,
+    folder: Path,
+    channels: dict[str, list[int]],
+    shard_keys: dict[str, list[str]],
+    epochs: list[int],
+    repeats: list[int],
+    thumb: int,
 ) -> dict[str, str]:
     """One JPEG strip per (layer, unit): row r = repeat r, column e = epoch e, in manifest order.
 
@@ -180,7 +202,7 @@ def _write_strips(
         layer_key = "|".join(shard_keys[layer])
         todo = []
         for channel in chosen:
-            digest = hashlib.sha256(f"{layer_key}:{thumb}:{channel}:{epochs}:{repeats}".encode()).hexdigest()[:12]
+            digest = short_hash(f"{layer_key}:{thumb}:{channel}:{epochs}:{repeats}")
             strips[strip_name(layer, channel)] = f"strips/{layer}-c{channel:04d}-{digest}.jpg"
             if not (folder / strips[strip_name(layer, channel)]).is_file():
                 todo.append(channel)
@@ -188,11 +210,16 @@ def _write_strips(
             block = todo[start : start + STRIP_BLOCK]
             rows = store.select(layer=layer, channel=block).sort_values(["channel", "repeat", "epoch"])
             if len(rows) != len(block) * len(repeats) * len(epochs):
-                raise MissingInputError(f"{store.root}: {layer} lacks epochs or repeats of units {block}; "
-                                        "rerun the extract stage")
+                raise MissingInputError(
+                    f"{store.root}: {layer} lacks epochs or repeats of units {block}; rerun the extract stage"
+                )
             full = store.images(rows)  # uint8 (block * repeats * epochs, 3, S, S)
-            small = torch.cat([thumbnails(full[i : i + _THUMBNAIL_CHUNK], thumb)
-                               for i in range(0, len(full), _THUMBNAIL_CHUNK)])
+            small = torch.cat(
+                [
+                    thumbnails(full[i : i + _THUMBNAIL_CHUNK], thumb)
+                    for i in range(0, len(full), _THUMBNAIL_CHUNK)
+                ]
+            )
             per_unit = len(repeats) * len(epochs)
             for i, channel in enumerate(block):
                 strip = grid(small[i * per_unit : (i + 1) * per_unit], len(epochs), gap=0)
@@ -201,8 +228,13 @@ def _write_strips(
 
 
 def _write_exemplars(
-    exemplars: ExemplarSet, folder: Path, channels: dict[str, list[int]], columns: dict[str, int],
-    epochs: list[int], thumb: int, log: Callable[[str], None],
+    exemplars: ExemplarSet,
+    folder: Path,
+    channels: dict[str, list[int]],
+    columns: dict[str, int],
+    epochs: list[int],
+    thumb: int,
+    log: Callable[[str], None],
 ) -> dict:
     """Exemplar strips (per unit: a row per epoch, its top k images) and sheets (per epoch and layer:
     every unit's best image, cell i where the prototype sheet has unit i); their manifest entry.
@@ -215,22 +247,29 @@ def _write_exemplars(
     keys = "|".join(str(exemplars.by_epoch[epoch]["key"]) for epoch in epochs)
     strips: dict[str, str] = {}
     sheets: dict[str, str] = {}
-    found: dict[str, list] = {layer: [] for layer in channels}  # [epoch index][channel index] -> k activations
+    found: dict[str, list] = {
+        layer: [] for layer in channels
+    }  # [epoch index][channel index] -> k activations
     for layer, chosen in channels.items():
-        tops = [exemplars.top(epoch, layer, chosen) for epoch in epochs]  # per epoch: (C, k) values, positions
+        tops = [
+            exemplars.top(epoch, layer, chosen) for epoch in epochs
+        ]  # per epoch: (C, k) values, positions
         for values, _ in tops:
             found[layer].append([[round(float(v), 4) for v in row] for row in values])
         for epoch, (_, positions) in zip(epochs, tops):
-            digest = hashlib.sha256(f"{exemplars.by_epoch[epoch]['key']}:{layer}:{thumb}:{columns[layer]}:"
-                                    f"{chosen}".encode()).hexdigest()[:12]
+            digest = short_hash(
+                f"{exemplars.by_epoch[epoch]['key']}:{layer}:{thumb}:{columns[layer]}:{chosen}"
+            )
             cell = f"e{epoch:04d}-{layer}"
             sheets[cell] = f"exemplar_sheets/{cell}-{digest}.jpg"
             if not (folder / sheets[cell]).is_file():
                 best = torch.from_numpy(exemplars.pool.images(positions[:, 0].numpy()))
-                save_image(grid(thumbnails(best, thumb), columns[layer], gap=0), folder / sheets[cell], quality=90)
+                save_image(
+                    grid(thumbnails(best, thumb), columns[layer], gap=0), folder / sheets[cell], quality=90
+                )
         by_unit = torch.stack([positions for _, positions in tops], dim=1)  # (C, E, k)
         for i, channel in enumerate(chosen):
-            digest = hashlib.sha256(f"{keys}:{layer}:{channel}:{thumb}".encode()).hexdigest()[:12]
+            digest = short_hash(f"{keys}:{layer}:{channel}:{thumb}")
             strips[strip_name(layer, channel)] = f"exemplars/{layer}-c{channel:04d}-{digest}.jpg"
             path = folder / strips[strip_name(layer, channel)]
             if not path.is_file():
@@ -238,8 +277,13 @@ def _write_exemplars(
                 save_image(grid(thumbnails(images, thumb), by_unit.shape[2], gap=0), path, quality=90)
     prune(folder / "exemplars", [Path(p).name for p in strips.values()], log, pattern="*.jpg")
     prune(folder / "exemplar_sheets", [Path(p).name for p in sheets.values()], log, pattern="*.jpg")
-    return {"k": exemplars.top_k, "sample": exemplars.sample_size, "strips": strips, "sheets": sheets,
-            "activations": found}
+    return {
+        "k": exemplars.top_k,
+        "sample": exemplars.sample_size,
+        "strips": strips,
+        "sheets": sheets,
+        "activations": found,
+    }
 
 
 def read_manifest(folder: str | Path) -> dict:

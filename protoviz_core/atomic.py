@@ -13,9 +13,10 @@ import io
 import os
 import re
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any
 
 import torch
 
@@ -31,15 +32,21 @@ def _leftovers(folder: Path, target: str | None = None) -> list[Path]:
     """Temporary files of :func:`atomic_write` in ``folder`` (of one ``target`` name, or any)."""
     if not folder.is_dir():
         return []
-    return [p for p in folder.iterdir()
-            if (m := _LEFTOVER.match(p.name)) and p.is_file() and (target is None or m["target"] == target)]
+    return [
+        p
+        for p in folder.iterdir()
+        if (m := _LEFTOVER.match(p.name)) and p.is_file() and (target is None or m["target"] == target)
+    ]
 
 
 def remove_leftovers(folder: str | Path) -> list[Path]:
     """Delete the temporary files that killed writes left in ``folder`` and below; returns them."""
     folder = Path(folder)
-    found = [p for d in [folder, *(p for p in folder.rglob("*") if p.is_dir())] for p in _leftovers(d)] \
-        if folder.is_dir() else []
+    found = (
+        [p for d in [folder, *(p for p in folder.rglob("*") if p.is_dir())] for p in _leftovers(d)]
+        if folder.is_dir()
+        else []
+    )
     for path in found:
         path.unlink(missing_ok=True)
     return found
@@ -50,9 +57,13 @@ class OutputError(ProtovizError, OSError):
 
 
 # The environment's refusals, as opposed to a bug: they become one OutputError line.
-_REFUSED = {errno.EACCES: "permission denied", errno.EPERM: "operation not permitted",
-            errno.EROFS: "read-only file system", errno.ENOSPC: "no space left on the device",
-            errno.EDQUOT: "disk quota exceeded"}
+_REFUSED = {
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.EROFS: "read-only file system",
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "disk quota exceeded",
+}
 
 
 @contextmanager
@@ -62,8 +73,11 @@ def _refusals_named(path: Path) -> Iterator[None]:
     except OSError as exc:
         # Only refusals of the output itself: a write (no file name) or its folder's files;
         # a file the caller reads inside the block keeps its own error.
-        about_output = exc.filename is None or Path(exc.filename).parent == path.parent or \
-            Path(exc.filename) == path.parent
+        about_output = (
+            exc.filename is None
+            or Path(exc.filename).parent == path.parent
+            or Path(exc.filename) == path.parent
+        )
         if exc.errno not in _REFUSED or isinstance(exc, ProtovizError) or not about_output:
             raise
         raise OutputError(
@@ -111,6 +125,18 @@ def save_atomic(obj: Any, path: str | Path) -> None:
     torch.save(obj, buffer)
     with atomic_write(path, "wb") as f:
         f.write(buffer.getbuffer())
+
+
+def load_or_none(path: str | Path, *, mmap: bool = False) -> Any | None:
+    """A weights-only torch file's contents (:func:`save_atomic`'s files), or None when it is
+    missing, truncated or not a torch file: for caches and resume states, which are remade then.
+
+    ``mmap=True`` maps tensors instead of reading them: cheap when only part is used.
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except Exception:  # torch raises several types for missing, truncated or foreign files
+        return None
 
 
 def save_image(image, path: str | Path, **options) -> Path:

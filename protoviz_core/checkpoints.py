@@ -17,8 +17,9 @@ weights_only=True)`` accepts::
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -59,7 +60,9 @@ def require_checkpoints(directory: str | Path) -> dict[int, Path]:
     """
     found = list_checkpoints(directory)
     if not found:
-        raise CheckpointError(f"{directory}: no epoch_XXXX.pt checkpoints; run the train stage (dvc repro train)")
+        raise CheckpointError(
+            f"{directory}: no epoch_XXXX.pt checkpoints; run the train stage (dvc repro train)"
+        )
     runs = {path: read_checkpoint(path, mmap=True)["training_hash"] for path in found.values()}
     first = runs[found[min(found)]]
     for path, training_hash in runs.items():
@@ -71,27 +74,24 @@ def require_checkpoints(directory: str | Path) -> dict[int, Path]:
     return found
 
 
-def select_epochs(available: list[int], every: int) -> list[int]:
-    """Every ``every``-th epoch of ``available``, always with the first and the last."""
-    if every < 1:
-        raise ValueError(f"every must be >= 1, got {every}")
-    if not available:
-        return []
-    ordered = sorted(available)
-    chosen = {e for e in ordered if (e - ordered[0]) % every == 0} | {ordered[0], ordered[-1]}
-    return sorted(chosen)
-
-
-def choose_epochs(available: Sequence[int], spec: str | int | list[int], key: str = "extract.epochs") -> list[int]:
-    """``"all"``, a stride k (:func:`select_epochs`: every k-th, first and last always), or a list.
+def choose_epochs(
+    available: Sequence[int], spec: str | int | list[int], key: str = "extract.epochs"
+) -> list[int]:
+    """The epochs of ``available`` that ``spec`` names: ``"all"``, a stride k (every k-th from
+    the first, and the last always), or a list.
 
     Raises:
-        ValueError: a listed epoch is not in ``available``; names ``key``.
+        ValueError: a stride below 1, or a listed epoch not in ``available``; names ``key``.
     """
     if spec == "all":
         return sorted(available)
     if isinstance(spec, int):
-        return select_epochs(list(available), spec)
+        if spec < 1:
+            raise ValueError(f"{key}: a stride must be >= 1, got {spec}")
+        if not available:
+            return []
+        ordered = sorted(available)
+        return sorted({e for e in ordered if (e - ordered[0]) % spec == 0} | {ordered[0], ordered[-1]})
     missing = sorted(set(spec) - set(available))
     if missing:
         raise ValueError(f"{key}: epochs {missing} are not available; available: {sorted(available)}")

@@ -40,4 +40,6 @@ def require_informative(values: torch.Tensor, what: str, *, items_must_differ: b
     if not values.any():
         raise DegenerateError(f"{what}: all values are zero")
     if items_must_differ and len(values) >= 2 and bool((values == values[:1]).all()):
-        raise DegenerateError(f"{what}: all {len(values)} items are identical, so every distance between them is 0")
+        raise DegenerateError(
+            f"{what}: all {len(values)} items are identical, so every distance between them is 0"
+        )

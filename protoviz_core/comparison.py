@@ -27,7 +27,9 @@ class ComparisonError(ProtovizError, ValueError):
 
 @dataclass
 class RunSelection:
-    used: pd.DataFrame  # run_id, name, aug, seed, dvc_exp, start_time, stages_done (one per condition and seed)
+    used: (
+        pd.DataFrame
+    )  # run_id, name, aug, seed, dvc_exp, start_time, stages_done (one per condition and seed)
     skipped: pd.DataFrame  # the same columns plus ``reason``
     differing_params: dict[str, list[str]]  # param -> values seen among the used runs
 
@@ -48,16 +50,28 @@ def find_runs(
     """
     experiment = client.get_experiment_by_name(EXPERIMENT_NAME)
     if experiment is None:
-        raise ComparisonError(f"no MLflow experiment {EXPERIMENT_NAME!r} at {client.tracking_uri}; run the pipeline first")
+        raise ComparisonError(
+            f"no MLflow experiment {EXPERIMENT_NAME!r} at {client.tracking_uri}; run the pipeline first"
+        )
     found = client.search_runs([experiment.experiment_id], max_results=50_000)
-    rows = [{
-        "run_id": run.info.run_id, "name": run.info.run_name,
-        "aug": run.data.tags.get(f"{TAG_PREFIX}aug"), "seed": int(run.data.tags.get(f"{TAG_PREFIX}seed", -1)),
-        "dvc_exp": run.data.tags.get(f"{TAG_PREFIX}dvc_exp"), "start_time": run.info.start_time,
-        "stages_done": sum(key.startswith(f"{TAG_PREFIX}stage.") and value == "done"
-                           for key, value in run.data.tags.items()),
-    } for run in found]
-    runs = pd.DataFrame(rows, columns=["run_id", "name", "aug", "seed", "dvc_exp", "start_time", "stages_done"])
+    rows = [
+        {
+            "run_id": run.info.run_id,
+            "name": run.info.run_name,
+            "aug": run.data.tags.get(f"{TAG_PREFIX}aug"),
+            "seed": int(run.data.tags.get(f"{TAG_PREFIX}seed", -1)),
+            "dvc_exp": run.data.tags.get(f"{TAG_PREFIX}dvc_exp"),
+            "start_time": run.info.start_time,
+            "stages_done": sum(
+                key.startswith(f"{TAG_PREFIX}stage.") and value == "done"
+                for key, value in run.data.tags.items()
+            ),
+        }
+        for run in found
+    ]
+    runs = pd.DataFrame(
+        rows, columns=["run_id", "name", "aug", "seed", "dvc_exp", "start_time", "stages_done"]
+    )
     for column, wanted in (("run_id", run_ids), ("dvc_exp", dvc_exps)):
         if wanted:
             unknown = sorted(set(wanted) - set(runs[column]))
@@ -74,8 +88,11 @@ def choose_runs(client: MlflowClient, runs: pd.DataFrame) -> RunSelection:
     ordered = runs.sort_values(["stages_done", "start_time"], ascending=False)
     second = ordered.duplicated(["aug", "seed"], keep="first")
     used = ordered[~second].sort_values(["aug", "seed"]).reset_index(drop=True)
-    skipped = ordered[second].assign(
-        reason="another run of this condition and seed has more finished stages or is newer").reset_index(drop=True)
+    skipped = (
+        ordered[second]
+        .assign(reason="another run of this condition and seed has more finished stages or is newer")
+        .reset_index(drop=True)
+    )
     params = {row.run_id: client.get_run(row.run_id).data.params for row in used.itertuples()}
     keys = sorted(set().union(*params.values()) - VARYING_PARAMS)
     differing = {}
@@ -96,6 +113,14 @@ def metric_histories(client: MlflowClient, runs: pd.DataFrame, keys: list[str]) 
     for run in runs.itertuples():
         for key in keys:
             for metric in client.get_metric_history(run.run_id, key):
-                rows.append({"run_id": run.run_id, "aug": run.aug, "seed": run.seed, "key": key,
-                             "epoch": metric.step, "value": metric.value})
+                rows.append(
+                    {
+                        "run_id": run.run_id,
+                        "aug": run.aug,
+                        "seed": run.seed,
+                        "key": key,
+                        "epoch": metric.step,
+                        "value": metric.value,
+                    }
+                )
     return pd.DataFrame(rows, columns=["run_id", "aug", "seed", "key", "epoch", "value"])

@@ -8,16 +8,24 @@ validated dataclasses (pydantic models) or plain typed arguments.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from protoviz_core.errors import ProtovizError
+from protoviz_core.hashing import short_hash
 from protoviz_core.networks import NETWORKS
 
 Augmentation = Literal["clrjit", "keepclr"]
@@ -52,13 +60,13 @@ class SyntheticParams(_Section):
 class DataParams(_Section):
     name: Literal["synthetic", "stl10"] = "synthetic"
     # stl10: folder that holds (or will receive, by download) stl10_binary/.
-    root: Optional[str] = None
+    root: str | None = None
     # Side of the square images in pixels. STL10 is 96; the demo uses less.
     image_size: int = Field(96, ge=16, le=512)
     synthetic: SyntheticParams = SyntheticParams()
 
     @model_validator(mode="after")
-    def _stl10_needs_root_and_96px(self) -> "DataParams":
+    def _stl10_needs_root_and_96px(self) -> DataParams:
         if self.name == "stl10" and not self.root:
             raise ValueError(
                 "data.root: required with data.name: stl10; the folder that holds "
@@ -97,7 +105,7 @@ class ProbeParams(_Section):
     logreg_c: float = Field(1.0, gt=0)  # inverse L2 strength of LogisticRegression
     logreg_max_iter: int = Field(1000, ge=1)
     # newton-cg reaches the same (strictly convex) optimum as sklearn's default lbfgs in a few
-    # Newton steps: 0.7 s instead of 5.6 s on the demo's features (bench/RESULTS.md)
+    # Newton steps, faster on these few-feature problems (bench/probe_solver.py)
     logreg_solver: Literal["newton-cg", "lbfgs"] = "newton-cg"
     svc_c: float = Field(0.1, gt=0)  # LinearSVC's C (squared hinge loss)
     svc_max_iter: int = Field(5000, ge=1)
@@ -116,7 +124,9 @@ def _check_layers(layers: list[str]) -> list[str]:
     valid = backbone_layer_names()
     unknown = [layer for layer in layers if layer not in valid]
     if unknown:
-        raise ValueError(f"unknown layer {unknown[0]!r}; ResNet18 layers are e.g. {', '.join(valid[:12])}, ...")
+        raise ValueError(
+            f"unknown layer {unknown[0]!r}; ResNet18 layers are e.g. {', '.join(valid[:12])}, ..."
+        )
     if not layers:
         raise ValueError("needs at least one layer")
     return layers
@@ -128,7 +138,7 @@ class RFMaskParams(_Section):
     every: int = Field(1, ge=1)  # every k-th checkpoint (first and last always)
     layers: list[str] = list(DEFAULT_LAYERS)  # dotted module names of the backbone
     samples: int = Field(200, ge=1)  # uniform-noise images averaged over
-    channels_per_layer: Optional[int] = Field(None, ge=1)  # evenly spaced subset; null = all
+    channels_per_layer: int | None = Field(None, ge=1)  # evenly spaced subset; null = all
     max_batch: int = Field(256, ge=1)  # (channel, sample) images per forward/backward
     device: Device = "auto"
     seed: int = Field(0, ge=0)  # noise images
@@ -139,35 +149,47 @@ class RFMaskParams(_Section):
 class ExtractParams(_Section):
     """Prototype synthesis for every checkpoint, layer, channel and repeat (Sec. 2.2, 6.2)."""
 
-    epochs: Union[Literal["all"], int, list[int]] = "all"  # all, a stride k, or a list
+    epochs: Literal["all"] | int | list[int] = "all"  # all, a stride k, or a list
     layers: list[str] = list(DEFAULT_LAYERS)
     # evenly spaced subset (diversity needs two); null = all
-    channels_per_layer: Optional[int] = Field(None, ge=2)
+    channels_per_layer: int | None = Field(None, ge=2)
     repeats: int = Field(2, ge=1)  # independent evolutions per channel (distinct seeds)
     seed: int = Field(0, ge=0)  # with the run's seed, epoch, layer and repeat it seeds each shard
     # false: every epoch draws independent noise (like the repeats); true: all epochs of a
     # (layer, channel, repeat) share theirs (common random numbers; lowers rate of change's noise floor)
     # starts: the same start codes at every epoch, independent search noise (the authors' code)
-    common_streams: Union[bool, Literal["starts"]] = False
+    common_streams: bool | Literal["starts"] = False
     generator: Literal["deepsim_fc6", "fourier", "pixel"] = "fourier"  # the paper: deepsim_fc6
-    generator_weights: Optional[str] = None  # deepsim_fc6: path to upconvGAN_fc6.pt
+    generator_weights: str | None = None  # deepsim_fc6: path to upconvGAN_fc6.pt
     cma_steps: int = Field(20, ge=0)  # evolution generations
     cma_popsize: int = Field(30, ge=4)  # samples per channel and generation
     cma_sigma: float = Field(2.0, gt=0)  # initial step size in latent units
     adam_steps: int = Field(100, ge=0)
     adam_lr: float = Field(0.01, gt=0)
     # The procedure. Defaults: this project's; configs/paper.yaml sets the paper authors' code's.
-    early_exit: bool = True  # stop evolving at the first response, climbing once converged (speed); false: all steps
-    evolution: Literal["sep_cma", "fixed_sigma"] = "sep_cma"  # fixed_sigma: the authors' (only the mean moves)
-    adam_start: Literal["best", "mean"] = "best"  # Adam from the best sample or the evolution's recombined mean
-    objective: Literal["before_relu", "after_relu"] = "before_relu"  # after_relu: the unit's activation itself
-    precision: Literal["bfloat16", "float32"] = "bfloat16"  # the GPU search's autocast; the CPU is always float32
+    early_exit: bool = (
+        True  # stop evolving at the first response, climbing once converged (speed); false: all steps
+    )
+    evolution: Literal["sep_cma", "fixed_sigma"] = (
+        "sep_cma"  # fixed_sigma: the authors' (only the mean moves)
+    )
+    adam_start: Literal["best", "mean"] = (
+        "best"  # Adam from the best sample or the evolution's recombined mean
+    )
+    objective: Literal["before_relu", "after_relu"] = (
+        "before_relu"  # after_relu: the unit's activation itself
+    )
+    precision: Literal["bfloat16", "float32"] = (
+        "bfloat16"  # the GPU search's autocast; the CPU is always float32
+    )
     redraw_dead: bool = True  # silent channels get fresh codes and a second evolution
-    resize: Literal["antialias", "legacy"] = "antialias"  # deepsim_fc6's 256 px -> image_size (legacy: the authors')
-    max_batch: Optional[int] = Field(None, ge=1)  # images per forward pass; null = all at once
+    resize: Literal["antialias", "legacy"] = (
+        "antialias"  # deepsim_fc6's 256 px -> image_size (legacy: the authors')
+    )
+    max_batch: int | None = Field(None, ge=1)  # images per forward pass; null = all at once
     device: Device = "auto"
     executor: Literal["local", "ray"] = "local"  # ray: one Ray task per shard
-    ray_address: Optional[str] = None  # existing cluster; null starts a local Ray instance
+    ray_address: str | None = None  # existing cluster; null starts a local Ray instance
     # raw: uint8 pixels; png: each image lossless PNG (smaller for smooth images, slower to read).
     # Not part of a shard's identity: changing it re-encodes finished shards, it does not resynthesise.
     shard_format: Literal["raw", "png"] = "raw"
@@ -175,7 +197,7 @@ class ExtractParams(_Section):
     _layers_exist = field_validator("layers")(_check_layers)
 
     @model_validator(mode="after")
-    def _epochs_and_weights(self) -> "ExtractParams":
+    def _epochs_and_weights(self) -> ExtractParams:
         if isinstance(self.epochs, int) and self.epochs < 1:
             raise ValueError(f"extract.epochs: a stride must be >= 1, got {self.epochs}")
         if isinstance(self.epochs, list) and not self.epochs:
@@ -192,7 +214,7 @@ class ExemplarParams(_Section):
     """Natural exemplars: each extracted unit's top images of a fixed sample of the data set."""
 
     splits: list[Literal["train", "unlabeled", "test"]] = Field(["train", "unlabeled"], min_length=1)
-    images: Optional[int] = Field(10_000, ge=1)  # sample size; null = every image of the splits
+    images: int | None = Field(10_000, ge=1)  # sample size; null = every image of the splits
     top_k: int = Field(8, ge=1)  # exemplars kept per unit
     seed: int = Field(0, ge=0)  # draws the sample (the same images for every checkpoint)
     batch_size: int = Field(256, ge=1)
@@ -228,15 +250,15 @@ class ReportParams(_Section):
 
     # Development montage (Fig. 3, 8): units as "layer:channel"; null = units_per_layer
     # evenly spaced extracted channels of every extracted layer.
-    units: Optional[list[str]] = None
+    units: list[str] | None = None
     units_per_layer: int = Field(2, ge=1)
     # montage columns: a stride k (every k-th epoch from the first, and the last) or a list of epochs
-    montage_epochs: Union[int, list[int]] = 10
+    montage_epochs: int | list[int] = 10
     thumb_size: int = Field(64, ge=8, le=512)  # atlas thumbnail side in pixels (never above the prototypes')
 
     @field_validator("montage_epochs")
     @classmethod
-    def _montage_stride_positive(cls, value: Union[int, list[int]]) -> Union[int, list[int]]:
+    def _montage_stride_positive(cls, value: int | list[int]) -> int | list[int]:
         if isinstance(value, int) and value < 1:
             raise ValueError(f"report.montage_epochs: a stride must be >= 1, got {value}")
         if isinstance(value, list) and not value:
@@ -245,7 +267,7 @@ class ReportParams(_Section):
 
     @field_validator("units")
     @classmethod
-    def _units_name_layers(cls, units: Optional[list[str]]) -> Optional[list[str]]:
+    def _units_name_layers(cls, units: list[str] | None) -> list[str] | None:
         if units is None:
             return None
         for unit in units:
@@ -272,7 +294,7 @@ class Params(_Section):
     report: ReportParams = ReportParams()
 
     @model_validator(mode="after")
-    def _batch_fits_data(self) -> "Params":
+    def _batch_fits_data(self) -> Params:
         if self.data.name == "synthetic" and self.train.batch_size > self.data.synthetic.n_unlabeled:
             raise ValueError(
                 f"train.batch_size: {self.train.batch_size} exceeds data.synthetic.n_unlabeled "
@@ -281,14 +303,22 @@ class Params(_Section):
         return self
 
     @model_validator(mode="after")
-    def _epochs_and_units_exist(self) -> "Params":
+    def _epochs_and_units_exist(self) -> Params:
         """What later stages would find missing, checked from params alone before any stage runs."""
-        for key, epochs in (("extract.epochs", self.extract.epochs), ("report.montage_epochs",
-                                                                         self.report.montage_epochs)):
-            beyond = sorted(e for e in epochs if not 0 <= e <= self.train.epochs) if isinstance(epochs, list) else []
+        for key, epochs in (
+            ("extract.epochs", self.extract.epochs),
+            ("report.montage_epochs", self.report.montage_epochs),
+        ):
+            beyond = (
+                sorted(e for e in epochs if not 0 <= e <= self.train.epochs)
+                if isinstance(epochs, list)
+                else []
+            )
             if beyond:
-                raise ValueError(f"{key}: epochs {beyond} are not in this run's 0..{self.train.epochs} "
-                                 f"(train.epochs); list epochs of that range")
+                raise ValueError(
+                    f"{key}: epochs {beyond} are not in this run's 0..{self.train.epochs} "
+                    f"(train.epochs); list epochs of that range"
+                )
         if self.report.units:
             from protoviz_core.simclr import backbone_layer_widths  # builds a ResNet18: only when validating
 
@@ -296,12 +326,14 @@ class Params(_Section):
             for unit in self.report.units:
                 layer, _, channel = unit.partition(":")
                 if layer in widths and int(channel) >= widths[layer]:
-                    raise ValueError(f"report.units: {unit!r} names channel {channel} of {layer}, which has "
-                                     f"channels 0..{widths[layer] - 1}")
+                    raise ValueError(
+                        f"report.units: {unit!r} names channel {channel} of {layer}, which has "
+                        f"channels 0..{widths[layer] - 1}"
+                    )
         return self
 
     @model_validator(mode="after")
-    def _distance_space_is_embedded(self) -> "Params":
+    def _distance_space_is_embedded(self) -> Params:
         if self.distance.space != "pixel" and self.distance.space not in self.embed.nets:
             raise ValueError(
                 f"distance.space: {self.distance.space!r} is not embedded; use pixel or one of "
@@ -313,7 +345,7 @@ class Params(_Section):
         """Stable short hash of the named top-level keys (e.g. ``"data", "train"``)."""
         dumped = self.model_dump()
         payload = json.dumps({k: dumped[k] for k in keys}, sort_keys=True)
-        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+        return short_hash(payload)
 
     def training_hash(self) -> str:
         """Identity of the training run: everything that changes its checkpoints."""

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from protoviz_core.config import DataParams
 from protoviz_core.stl10 import (
@@ -22,7 +22,14 @@ from protoviz_core.stl10 import (
 )
 from protoviz_core.synthetic import write_synthetic_stl10
 
-_STL10_FILES = ("unlabeled_X.bin", "train_X.bin", "train_y.bin", "test_X.bin", "test_y.bin", "class_names.txt")
+_STL10_FILES = (
+    "unlabeled_X.bin",
+    "train_X.bin",
+    "train_y.bin",
+    "test_X.bin",
+    "test_y.bin",
+    "class_names.txt",
+)
 
 
 def find_stl10(root: str | Path) -> Path | None:
@@ -84,13 +91,17 @@ def prepare_stl10(root: str | Path, out_dir: Path) -> None:
             ) from None
         source = find_stl10(root)
         if source is None:
-            raise DatasetError(f"{root}: download finished but stl10_binary/ is incomplete; delete it and retry")
+            raise DatasetError(
+                f"{root}: download finished but stl10_binary/ is incomplete; delete it and retry"
+            )
     _check_stl10_sizes(source)
     for name in _STL10_FILES:
         _link_or_copy(source / name, out_dir / name)
 
 
-def prepare_dataset(data: DataParams, out_dir: str | Path, progress: Callable[[int], None] | None = None) -> None:
+def prepare_dataset(
+    data: DataParams, out_dir: str | Path, progress: Callable[[int], None] | None = None
+) -> None:
     """Write the data set described by ``data`` to ``out_dir`` (STL10 binary layout).
 
     Everything is written to a temporary sibling folder first and moved into place
@@ -106,8 +117,13 @@ def prepare_dataset(data: DataParams, out_dir: str | Path, progress: Callable[[i
         else:
             s = data.synthetic
             write_synthetic_stl10(
-                staging, image_size=data.image_size, n_unlabeled=s.n_unlabeled,
-                n_train=s.n_train, n_test=s.n_test, seed=s.seed, progress=progress,
+                staging,
+                image_size=data.image_size,
+                n_unlabeled=s.n_unlabeled,
+                n_train=s.n_train,
+                n_test=s.n_test,
+                seed=s.seed,
+                progress=progress,
             )
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

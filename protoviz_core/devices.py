@@ -68,7 +68,9 @@ def resolve_device(device: str) -> torch.device:
     if chosen.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if (chosen.index or 0) >= count:
-            present = f"this machine has cuda:0 to cuda:{count - 1}" if count else "no CUDA device is available"
+            present = (
+                f"this machine has cuda:0 to cuda:{count - 1}" if count else "no CUDA device is available"
+            )
             raise DeviceError(f"device is {device!r} but {present}; use 'auto' or 'cpu'")
     if chosen.index is not None or device == "cpu":
         return chosen

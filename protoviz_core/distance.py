@@ -58,7 +58,9 @@ def _diversity(x: torch.Tensor, metric: str, norms=None) -> float:
     n = len(x)
     if n < 2:
         raise ValueError("diversity needs at least two prototypes")
-    if metric == "mse":  # sum over pairs of squared distances = 2 N S, S = sum_i |x_i - mean|^2 = (N-1) sum_d var_d
+    if (
+        metric == "mse"
+    ):  # sum over pairs of squared distances = 2 N S, S = sum_i |x_i - mean|^2 = (N-1) sum_d var_d
         return float(2 * x.var(dim=0).sum(dtype=torch.float64) / x.shape[1])
     if metric == "cosine":  # with u the unit rows (k not blank): 1 - k/N + (k - N |mean u|^2) / (N - 1)
         norms = x.norm(dim=-1) if norms is None else norms
@@ -110,10 +112,14 @@ def epoch_rows(space: str, epoch: int, vectors: dict, following: dict | None) ->
     rows = []
     for layer, of_layer in vectors.items():
         after = None if following is None else following[layer]
-        if after is not None and not (torch.equal(of_layer["channels"], after["channels"])
-                                      and torch.equal(of_layer["repeats"], after["repeats"])):
-            raise MissingInputError(f"{space} {layer}: epoch {epoch} and the next epoch hold different channels or "
-                                   "repeats; rerun dvc repro embed")
+        if after is not None and not (
+            torch.equal(of_layer["channels"], after["channels"])
+            and torch.equal(of_layer["repeats"], after["repeats"])
+        ):
+            raise MissingInputError(
+                f"{space} {layer}: epoch {epoch} and the next epoch hold different channels or "
+                "repeats; rerun dvc repro embed"
+            )
         repeats = len(of_layer["repeats"])
         pairs = [(i, j) for i in range(repeats) for j in range(i + 1, repeats)]
         for masked in (False, True):
@@ -123,17 +129,34 @@ def epoch_rows(space: str, epoch: int, vectors: dict, following: dict | None) ->
             norms = current.norm(dim=-1)  # (R, C), for every cosine quantity
             next_norms = None if nxt is None else nxt.norm(dim=-1)
             for metric in METRICS:
+
                 def mean_distance(i, y, y_norms):
                     return float(_paired(current[i], y, metric, norms[i], y_norms).mean())
 
-                values = {"diversity": sum(_diversity(current[r], metric, norms[r]) for r in range(repeats)) / repeats}
+                values = {
+                    "diversity": sum(_diversity(current[r], metric, norms[r]) for r in range(repeats))
+                    / repeats
+                }
                 if pairs:
-                    values["consistency"] = sum(mean_distance(i, current[j], norms[j]) for i, j in pairs) / len(pairs)
+                    values["consistency"] = sum(
+                        mean_distance(i, current[j], norms[j]) for i, j in pairs
+                    ) / len(pairs)
                 if nxt is not None:
-                    values["rate_of_change"] = sum(mean_distance(r, nxt[r], next_norms[r])
-                                                   for r in range(repeats)) / repeats
-                rows += [{"space": space, "metric": metric, "masked": masked, "layer": layer, "epoch": epoch,
-                          "quantity": quantity, "value": value} for quantity, value in values.items()]
+                    values["rate_of_change"] = (
+                        sum(mean_distance(r, nxt[r], next_norms[r]) for r in range(repeats)) / repeats
+                    )
+                rows += [
+                    {
+                        "space": space,
+                        "metric": metric,
+                        "masked": masked,
+                        "layer": layer,
+                        "epoch": epoch,
+                        "quantity": quantity,
+                        "value": value,
+                    }
+                    for quantity, value in values.items()
+                ]
     return rows
 
 

@@ -27,9 +27,9 @@ from __future__ import annotations
 import functools
 import os
 import pickle
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +37,7 @@ import torchvision
 from torch import nn
 
 from protoviz_core.checks import require_informative
+from protoviz_core.engine.normalization import normalize_images
 from protoviz_core.errors import MissingInputError, ProtovizError
 from protoviz_core.masks import MaskSet, mask_digest
 from protoviz_core.networks import NETWORKS
@@ -44,8 +45,6 @@ from protoviz_core.work import WorkItem, epoch_file, identity
 
 # Bump when a change alters embeddings (e.g. how random weights are drawn): it keys the cache.
 EMBEDDING_VERSION = 4
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 SPACES = ("pixel", *NETWORKS)
@@ -94,7 +93,8 @@ def _build_imagenet(name: str) -> nn.Module:
         reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
         if path.is_file():
             raise WeightsError(
-                f"{path}: not loadable as {name}'s ImageNet weights ({reason}); delete it and fetch {url} again"
+                f"{path}: not loadable as {name}'s ImageNet weights ({reason}); "
+                f"delete it and fetch {url} again"
             ) from None
         raise WeightsError(
             f"{path}: ImageNet weights of {name} not cached and the download failed ({reason}); "
@@ -112,7 +112,11 @@ def random_network(name: str) -> nn.Module:
     torchvision builds it for ImageNet weights (``transform_input=True``), without
     its auxiliary head.
     """
-    extra = {"aux_logits": False, "init_weights": False, "transform_input": True} if name == "inception_v3" else {}
+    extra = (
+        {"aux_logits": False, "init_weights": False, "transform_input": True}
+        if name == "inception_v3"
+        else {}
+    )
     size = NETWORKS[name].input_size
     with torch.random.fork_rng():  # seeded here, whatever the caller's random state
         torch.manual_seed(0)
@@ -125,7 +129,7 @@ def random_network(name: str) -> nn.Module:
         norm.momentum = None  # cumulative average over the calibration batch
     model.train()
     with torch.no_grad():
-        model(_normalise(noise))
+        model(normalize_images(noise))
     for norm, momentum in zip(norms, momenta):
         norm.momentum = momentum
     return model.eval()
@@ -138,10 +142,14 @@ def _multiscale_noise(size: int) -> torch.Tensor:
     (prototypes are smooth) then fall below every ReLU threshold of an untrained
     DenseNet, which maps them all to one vector.
     """
-    return torch.cat([
-        F.interpolate(torch.rand(1, 3, side, side), size=(size, size), mode="bilinear", align_corners=False)
-        for side in (4, 8, 16, 32, 48, 64, 96, 128)
-    ])
+    return torch.cat(
+        [
+            F.interpolate(
+                torch.rand(1, 3, side, side), size=(size, size), mode="bilinear", align_corners=False
+            )
+            for side in (4, 8, 16, 32, 48, 64, 96, 128)
+        ]
+    )
 
 
 def load_network(name: str, weights: str = "imagenet") -> nn.Module:
@@ -171,13 +179,6 @@ def load_network(name: str, weights: str = "imagenet") -> nn.Module:
         # the equivalent of ResNet's avgpool (512-d instead of 25,088).
         model.avgpool = nn.AdaptiveAvgPool2d(1)
     return model.eval()
-
-
-def _normalise(images: torch.Tensor) -> torch.Tensor:
-    """(B, 3, s, s) in [0, 1] -> ImageNet-normalised."""
-    mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=images.device).view(1, 3, 1, 1)
-    return (images - mean) / std
 
 
 def embed_images(
@@ -212,8 +213,10 @@ def embed_images(
             continue
         size = NETWORKS[space].input_size
         batch = F.interpolate(batch, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-        with torch.no_grad():  # float32 on a GPU too: bfloat16 moves diversities by up to 4.5% (bench/RESULTS.md)
-            out.append(network.to(device)(_normalise(batch)).float().flatten(start_dim=1).cpu())
+        # float32 on a GPU too: bfloat16 moves the distances measured on these embeddings
+        # (bench/bf16_scores.py)
+        with torch.no_grad():
+            out.append(network.to(device)(normalize_images(batch)).float().flatten(start_dim=1).cpu())
     return torch.cat(out)
 
 
@@ -249,8 +252,11 @@ def embed_epoch(
         MissingInputError: the repeats of a layer hold different channels.
     """
     for layer, mask in masks.items():
-        require_informative(mask, f"RF mask used for epoch {epoch}, {layer} (rfmask stage output; rerun it)",
-                            items_must_differ=False)
+        require_informative(
+            mask,
+            f"RF mask used for epoch {epoch}, {layer} (rfmask stage output; rerun it)",
+            items_must_differ=False,
+        )
     embedded = {}
     for layer, of_layer in store.select(epoch=epoch).groupby("layer", sort=False):
         repeats = sorted(int(r) for r in of_layer["repeat"].unique())
@@ -259,16 +265,24 @@ def embed_epoch(
         for repeat in repeats:
             rows = of_layer[of_layer["repeat"] == repeat].sort_values("channel")
             if rows.channel.tolist() != channels:
-                raise MissingInputError(f"{store.root}: epoch {epoch} {layer}: repeat {repeat} holds other channels than "
-                                 f"repeat {repeats[0]}; rerun the extract stage")
+                raise MissingInputError(
+                    f"{store.root}: epoch {epoch} {layer}: repeat {repeat} holds other channels than "
+                    f"repeat {repeats[0]}; rerun the extract stage"
+                )
             images = store.images(rows)
             for kind, mask in (("plain", None), ("masked", masks[layer])):
-                stored = embed_images(images, space, network=network, mask=mask, batch_size=batch_size,
-                                      device=device).to(stored_dtype(space))
-                require_informative(stored, f"{space} embeddings of epoch {epoch}, {layer}, repeat {repeat} ({kind})")
+                stored = embed_images(
+                    images, space, network=network, mask=mask, batch_size=batch_size, device=device
+                ).to(stored_dtype(space))
+                require_informative(
+                    stored, f"{space} embeddings of epoch {epoch}, {layer}, repeat {repeat} ({kind})"
+                )
                 vectors[kind].append(stored)
-        embedded[layer] = {"channels": torch.tensor(channels), "repeats": torch.tensor(repeats),
-                           **{kind: torch.stack(parts) for kind, parts in vectors.items()}}
+        embedded[layer] = {
+            "channels": torch.tensor(channels),
+            "repeats": torch.tensor(repeats),
+            **{kind: torch.stack(parts) for kind, parts in vectors.items()},
+        }
     return embedded
 
 
@@ -284,18 +298,27 @@ def embed_work(
     """One work item per epoch of ``store``: :func:`embed_epoch` in ``space``, named ``eXXXX.pt``.
 
     The identity is the epoch's shards' identities, the masks it applies (their values),
-    the space, the weights and :data:`EMBEDDING_VERSION`. The network is built on first use and shared by the items.
+    the space, the weights and :data:`EMBEDDING_VERSION`. The network is built on first
+    use and shared by the items.
     """
     layers = list(dict.fromkeys(store.index.layer))
     network = functools.cache(lambda: None if space == "pixel" else load_network(space, weights))
     items = []
     for epoch in sorted(int(e) for e in store.index.epoch.unique()):
         chosen = masks.for_epoch(epoch, layers)
-        key = identity("embeddings", space, weights, EMBEDDING_VERSION, store.shard_keys(epoch=epoch),
-                       mask_digest(chosen))
+        key = identity(
+            "embeddings",
+            space,
+            weights,
+            EMBEDDING_VERSION,
+            store.shard_keys(epoch=epoch),
+            mask_digest(chosen),
+        )
 
         def compute(epoch=epoch, chosen=chosen) -> dict:
-            return embed_epoch(store, epoch, space, chosen, network=network(), batch_size=batch_size, device=device)
+            return embed_epoch(
+                store, epoch, space, chosen, network=network(), batch_size=batch_size, device=device
+            )
 
         items.append(WorkItem(epoch_file(epoch), key, compute))
     return items

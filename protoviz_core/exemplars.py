@@ -8,7 +8,7 @@ natural image does (:func:`protoviz_core.superstimulus.superstimulus_ratio`).
 
 For each checkpoint one forward pass over a fixed sample of the data set (the same
 images for every checkpoint: :func:`sample_positions`) reads every channel of every
-extracted layer at its centre unit (:func:`~protoviz_core.units.centre_units`: the
+extracted layer at its centre unit (:func:`~protoviz_core.engine.units.centre_units`: the
 unit a prototype maximises, after the layer's ReLU, in float32) and keeps each unit's
 ``top_k`` images, as positions in the pool (:class:`Pool`) with their activations.
 Positions are enough: the images are the data set's, read back when shown.
@@ -26,9 +26,9 @@ One result file per checkpoint (:func:`exemplar_work`, a :mod:`protoviz_core.wor
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -36,9 +36,9 @@ from torch import nn
 
 from protoviz_core.checkpoints import checkpoint_identity, load_backbone
 from protoviz_core.checks import require_informative
+from protoviz_core.engine.units import centre_units, layers_reader
 from protoviz_core.errors import MissingInputError
 from protoviz_core.stl10 import read_images
-from protoviz_core.units import centre_units, layers_reader
 from protoviz_core.work import WorkItem, epoch_file, identity, read_result
 
 # Bump when a change alters which exemplars are found for the same checkpoint and sample.
@@ -80,8 +80,10 @@ class Pool:
         bounds = np.cumsum([0, *[len(images) for images in per_split]])
         positions = np.asarray(positions, dtype=np.int64)
         if len(positions) and (positions.min() < 0 or positions.max() >= bounds[-1]):
-            raise ExemplarsError(f"{self.root}: pool position out of range 0..{bounds[-1] - 1} "
-                                 f"(the data set changed since the exemplars were found?); {_RERUN}")
+            raise ExemplarsError(
+                f"{self.root}: pool position out of range 0..{bounds[-1] - 1} "
+                f"(the data set changed since the exemplars were found?); {_RERUN}"
+            )
         out = np.empty((len(positions), 3, self.image_size, self.image_size), dtype=np.uint8)
         which = np.searchsorted(bounds, positions, side="right") - 1
         for split, images in enumerate(per_split):
@@ -92,7 +94,8 @@ class Pool:
 
 
 def sample_positions(pool_size: int, count: int | None, seed: int) -> np.ndarray:
-    """``count`` distinct pool positions drawn with ``seed`` (all when None or ``count >= pool_size``), sorted."""
+    """``count`` distinct pool positions drawn with ``seed`` (all when None or
+    ``count >= pool_size``), sorted."""
     if count is None or count >= pool_size:
         return np.arange(pool_size, dtype=np.int64)
     return np.sort(np.random.default_rng(seed).choice(pool_size, size=count, replace=False)).astype(np.int64)
@@ -127,9 +130,12 @@ def top_exemplars(
     best: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     with torch.no_grad(), layers_reader(model, layers) as read:
         for start in range(0, len(positions), batch_size):
-            chosen = positions[start:start + batch_size]
+            chosen = positions[start : start + batch_size]
             batch = torch.from_numpy(pool.images(chosen)).to(device).float().div_(255)
-            units = {layer: centre_units(features).float().T for layer, features in read((batch - mean) / std).items()}
+            units = {
+                layer: centre_units(features).float().T
+                for layer, features in read((batch - mean) / std).items()
+            }
             where = torch.as_tensor(chosen, device=device)
             for layer, values in units.items():  # values (C, B)
                 candidates = where.expand_as(values)
@@ -165,16 +171,32 @@ def exemplar_work(
 
         def compute(path=path, epoch=epoch, made_from=made_from) -> dict:
             backbone, meta = load_backbone(path)
-            found = top_exemplars(backbone, layers, pool, positions, normalize=meta["normalize"], top_k=top_k,
-                                  batch_size=batch_size, device=device)
+            found = top_exemplars(
+                backbone,
+                layers,
+                pool,
+                positions,
+                normalize=meta["normalize"],
+                top_k=top_k,
+                batch_size=batch_size,
+                device=device,
+            )
             for layer, record in found.items():
-                require_informative(record["activations"], f"exemplar activations of epoch {epoch}, {layer}",
-                                    items_must_differ=False)
-            return {"checkpoint": made_from, "pool": {"splits": list(pool.splits), "sizes": sizes},
-                    "sample": len(positions), "layers": found}
+                require_informative(
+                    record["activations"],
+                    f"exemplar activations of epoch {epoch}, {layer}",
+                    items_must_differ=False,
+                )
+            return {
+                "checkpoint": made_from,
+                "pool": {"splits": list(pool.splits), "sizes": sizes},
+                "sample": len(positions),
+                "layers": found,
+            }
 
-        key = identity("exemplars", made_from, list(pool.splits), sizes, sample, list(layers), top_k,
-                       EXEMPLARS_VERSION)
+        key = identity(
+            "exemplars", made_from, list(pool.splits), sizes, sample, list(layers), top_k, EXEMPLARS_VERSION
+        )
         items.append(WorkItem(epoch_file(epoch), key, compute))
     return items
 
@@ -204,7 +226,9 @@ def read_exemplars(folder: str | Path, checkpoints: dict[int, Path]) -> dict[int
     found = read_exemplar_files(folder, list(checkpoints))
     for epoch, path in checkpoints.items():
         if found[epoch].get("checkpoint") != checkpoint_identity(path):
-            raise ExemplarsError(f"{Path(folder) / epoch_file(epoch)}: found on another checkpoint than {path}; {_RERUN}")
+            raise ExemplarsError(
+                f"{Path(folder) / epoch_file(epoch)}: found on another checkpoint than {path}; {_RERUN}"
+            )
     return found
 
 
@@ -216,8 +240,11 @@ class ExemplarSet:
     pool: Pool
 
     @classmethod
-    def open(cls, folder: str | Path, data: str | Path, image_size: int, epochs: Sequence[int]) -> "ExemplarSet":
-        """The exemplar files of ``epochs`` in ``folder``, over the data set in ``data`` (``stl10_binary``)."""
+    def open(
+        cls, folder: str | Path, data: str | Path, image_size: int, epochs: Sequence[int]
+    ) -> ExemplarSet:
+        """The exemplar files of ``epochs`` in ``folder``, over the data set in ``data``
+        (``stl10_binary``)."""
         files = read_exemplar_files(folder, epochs)
         splits = {tuple(contents["pool"]["splits"]) for contents in files.values()}
         if len(splits) != 1:
@@ -226,8 +253,10 @@ class ExemplarSet:
         sizes = pool.sizes()
         for epoch, contents in files.items():
             if list(contents["pool"]["sizes"]) != sizes:
-                raise ExemplarsError(f"{Path(folder) / epoch_file(epoch)}: found on a data set of "
-                                     f"{contents['pool']['sizes']} images, {data} holds {sizes}; {_RERUN}")
+                raise ExemplarsError(
+                    f"{Path(folder) / epoch_file(epoch)}: found on a data set of "
+                    f"{contents['pool']['sizes']} images, {data} holds {sizes}; {_RERUN}"
+                )
         return cls(files, pool)
 
     @property
@@ -240,7 +269,8 @@ class ExemplarSet:
         return int(next(iter(self.by_epoch.values()))["sample"])
 
     def top(self, epoch: int, layer: str, channels: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """float32 (N, k) activations and int64 (N, k) pool positions of ``channels``' top exemplars at ``epoch``."""
+        """float32 (N, k) activations and int64 (N, k) pool positions of ``channels``' top
+        exemplars at ``epoch``."""
         record = self.by_epoch[epoch]["layers"][layer]
         index = torch.as_tensor(list(channels), dtype=torch.int64)
         return record["activations"][index], record["positions"][index]
@@ -258,5 +288,7 @@ def best_natural(exemplars: dict, layer: str, channels: Sequence[int] | np.ndarr
     top = layers[layer]["activations"][:, 0].numpy()
     channels = np.asarray(channels, dtype=np.int64)
     if len(channels) and channels.max() >= len(top):
-        raise ExemplarsError(f"no exemplars for channel {int(channels.max())} of {layer} (it has {len(top)}); {_RERUN}")
+        raise ExemplarsError(
+            f"no exemplars for channel {int(channels.max())} of {layer} (it has {len(top)}); {_RERUN}"
+        )
     return top[channels]

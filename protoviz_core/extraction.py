@@ -1,7 +1,7 @@
 """Extraction: a prototype for every (checkpoint, layer, channel, repeat), shard by shard.
 
 Paper Sec. 2.2 and 6.2: for each saved epoch, every channel of the chosen layers is
-synthesised (:func:`~protoviz_core.synthesis.synthesize`), twice with independent
+synthesised (:func:`~protoviz_core.engine.synthesis.synthesize`), twice with independent
 seeds ("evolution repeats") to measure re-evolution consistency.
 
 Randomness: each shard has its own seed (:func:`shard_seed`), a hash of the run's
@@ -10,8 +10,9 @@ has its own streams. So consecutive epochs draw independent noise, just as the t
 repeats do, and rate of change (epoch vs next epoch) and re-evolution consistency
 (repeat vs repeat) are measured alike. ``common_streams: starts`` gives every epoch of
 a (layer, channel, repeat) the same start codes and independent search noise (the
-paper authors' code: start seed 42 or 43 at every checkpoint). ``common_streams: true`` instead gives every epoch
-of a (layer, channel, repeat) the same random numbers (common random numbers).
+paper authors' code: start seed 42 or 43 at every checkpoint). ``common_streams: true``
+instead gives every epoch of a (layer, channel, repeat) the same random numbers (common
+random numbers).
 
 The unit of work is a shard (one epoch, layer and repeat), a work item of
 :func:`protoviz_core.work.run_work`: a shard is reused when its file is complete and
@@ -27,19 +28,25 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import torch
 
 from protoviz_core.checkpoints import checkpoint_identity, load_backbone
 from protoviz_core.config import ExtractParams
 from protoviz_core.devices import visible_device
-from protoviz_core.generators import Generator, make_generator, weights_identity
-from protoviz_core.rng import derive_seed
+from protoviz_core.engine.generators import (
+    DEEPSIM_WEIGHTS_SOURCE,
+    Generator,
+    GeneratorWeightsError,
+    make_generator,
+)
+from protoviz_core.engine.rng import derive_seed
+from protoviz_core.engine.synthesis import synthesize
+from protoviz_core.engine.units import channel_count, spaced_channels
+from protoviz_core.hashing import file_hash
 from protoviz_core.store import ShardId, pack_shard
-from protoviz_core.synthesis import synthesize
-from protoviz_core.units import channel_count, spaced_channels
 from protoviz_core.work import Contents, WorkItem, identity
 
 # Bump when a change alters prototypes for the same settings (e.g. how streams are derived):
@@ -48,8 +55,38 @@ SYNTHESIS_VERSION = 4  # 3: units maximised before their final ReLU; 4: activati
 
 # The extract params handed to synthesize() as they are; with the image size, the channel
 # subset and the shard's seed they are everything that shapes a prototype.
-SYNTHESIS_OPTIONS = ("generator", "generator_weights", "cma_steps", "cma_popsize", "cma_sigma", "adam_steps", "adam_lr",
-                     "early_exit", "evolution", "adam_start", "objective", "precision", "redraw_dead", "resize")
+SYNTHESIS_OPTIONS = (
+    "generator",
+    "generator_weights",
+    "cma_steps",
+    "cma_popsize",
+    "cma_sigma",
+    "adam_steps",
+    "adam_lr",
+    "early_exit",
+    "evolution",
+    "adam_start",
+    "objective",
+    "precision",
+    "redraw_dead",
+    "resize",
+)
+
+
+def weights_identity(weights: str | Path | None) -> str:
+    """What a generator weights setting is, for the identity of results made with it:
+    the file's SHA-256 (so replacing the file at the same path redoes the work), or the
+    setting itself (``None``, ``"random"``) when there is no file.
+
+    Raises:
+        GeneratorWeightsError: a path that does not exist.
+    """
+    if weights is None or str(weights) == "random":
+        return str(weights)
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise GeneratorWeightsError(f"{path}: DeePSiM weights not found; download {DEEPSIM_WEIGHTS_SOURCE}")
+    return file_hash(path)
 
 
 def shard_seed(run_seed: int, extract_seed: int, shard: ShardId, *, common_streams: bool = False) -> int:
@@ -71,15 +108,22 @@ def _backbone_on(checkpoint: str, stamp: tuple[int, int], device: str):
 
 
 @functools.lru_cache(maxsize=1)
-def _generator_on(name: str, image_size: int, weights: str | None, stamp: tuple[int, int] | None,
-                  device: str, antialias: bool) -> Generator:
+def _generator_on(
+    name: str,
+    image_size: int,
+    weights: str | None,
+    stamp: tuple[int, int] | None,
+    device: str,
+    antialias: bool,
+) -> Generator:
     """The image prior on ``device``, built (DeePSiM: read from disk) once per process;
     ``stamp`` (mtime, size) of the weights file keys a replaced file anew."""
     return make_generator(name, image_size, weights, antialias).to(device).eval()
 
 
-def image_prior(name: str, weights: str | None, image_size: int, device: torch.device | str,
-                resize: str = "antialias") -> Generator:
+def image_prior(
+    name: str, weights: str | None, image_size: int, device: torch.device | str, resize: str = "antialias"
+) -> Generator:
     """The generator ``name`` on ``device``, kept loaded for every shard this process makes.
 
     ``resize``: ``antialias`` or ``legacy`` (no antialiasing, the authors' code), for DeePSiM's resize.
@@ -119,12 +163,23 @@ def make_shard(
     stat = os.stat(checkpoint)
     backbone, meta = _backbone_on(checkpoint, (stat.st_mtime_ns, stat.st_size), str(device))
     options = dict(options)
-    prior = image_prior(options.pop("generator"), options.pop("generator_weights"), image_size, device,
-                        options.pop("resize"))
+    prior = image_prior(
+        options.pop("generator"), options.pop("generator_weights"), image_size, device, options.pop("resize")
+    )
     channels = spaced_channels(channel_count(backbone, layer, image_size), channels_per_layer)
-    prototypes = synthesize(backbone, layer, channels, generator=prior, image_size=image_size, seed=seed,
-                            start_seed=start_seed,
-                            device=device, max_batch=max_batch, normalize=meta["normalize"], **options)
+    prototypes = synthesize(
+        backbone,
+        layer,
+        channels,
+        generator=prior,
+        image_size=image_size,
+        seed=seed,
+        start_seed=start_seed,
+        device=device,
+        max_batch=max_batch,
+        normalize=meta["normalize"],
+        **options,
+    )
     return pack_shard(prototypes, image_format)
 
 
@@ -153,17 +208,43 @@ def shard_work(
         for layer in settings.layers:
             for repeat in range(1, settings.repeats + 1):
                 shard = ShardId(epoch, layer, repeat)
-                seed = shard_seed(run_seed, settings.seed, shard, common_streams=settings.common_streams is True)
-                start_seed = (shard_seed(run_seed, settings.seed, shard, common_streams=True)
-                              if settings.common_streams == "starts" else None)
-                key = identity("prototypes", made_from, shard.name, seed, start_seed, options, weights, image_size,
-                               settings.channels_per_layer, SYNTHESIS_VERSION)
-                work[shard] = WorkItem(shard.name, key, functools.partial(
-                    make_shard, str(Path(path).resolve()), layer, channels_per_layer=settings.channels_per_layer,
-                    seed=seed, start_seed=start_seed,
-                    options=options, image_size=image_size, max_batch=settings.max_batch,
-                    device=None if device is None else str(device), image_format=settings.shard_format,
-                ))
+                seed = shard_seed(
+                    run_seed, settings.seed, shard, common_streams=settings.common_streams is True
+                )
+                start_seed = (
+                    shard_seed(run_seed, settings.seed, shard, common_streams=True)
+                    if settings.common_streams == "starts"
+                    else None
+                )
+                key = identity(
+                    "prototypes",
+                    made_from,
+                    shard.name,
+                    seed,
+                    start_seed,
+                    options,
+                    weights,
+                    image_size,
+                    settings.channels_per_layer,
+                    SYNTHESIS_VERSION,
+                )
+                work[shard] = WorkItem(
+                    shard.name,
+                    key,
+                    functools.partial(
+                        make_shard,
+                        str(Path(path).resolve()),
+                        layer,
+                        channels_per_layer=settings.channels_per_layer,
+                        seed=seed,
+                        start_seed=start_seed,
+                        options=options,
+                        image_size=image_size,
+                        max_batch=settings.max_batch,
+                        device=None if device is None else str(device),
+                        image_format=settings.shard_format,
+                    ),
+                )
     return work
 
 
@@ -176,6 +257,7 @@ def ray_executor(address: str | None, *, gpus: bool = True):
     a multi-machine cluster the repository must be on a shared file system) and return
     the shard's contents; this process writes them.
     """
+
     def execute(items: Sequence[WorkItem]) -> Iterator[tuple[WorkItem, Contents]]:
         if not items:
             return

@@ -66,17 +66,35 @@ def line_panels(
         raise ValueError(f"{title}: nothing to draw")
     panels = panel_order or sorted(frame[panel].unique(), key=layer_sort_key)
     colors = colors or {}
-    figure, axes = plt.subplots(1, len(panels), figsize=(PANEL_WIDTH * len(panels), 3.2), squeeze=False,
-                                sharex=True, constrained_layout=True)
+    figure, axes = plt.subplots(
+        1,
+        len(panels),
+        figsize=(PANEL_WIDTH * len(panels), 3.2),
+        squeeze=False,
+        sharex=True,
+        constrained_layout=True,
+    )
     for ax, name in zip(axes[0], panels):
         for label, curve in frame[frame[panel] == name].groupby(line, sort=True):
             curve = curve.sort_values("epoch")
             runs = f" (n={int(curve['n'].max())})" if "n" in curve and curve["n"].max() > 1 else ""
-            ax.plot(curve["epoch"], curve["mean"], marker="o", markersize=3, color=colors.get(label),
-                    label=f"{label}{runs}")
+            ax.plot(
+                curve["epoch"],
+                curve["mean"],
+                marker="o",
+                markersize=3,
+                color=colors.get(label),
+                label=f"{label}{runs}",
+            )
             if {"low", "high"} <= set(curve):
-                ax.fill_between(curve["epoch"], curve["low"], curve["high"], alpha=0.25, color=colors.get(label),
-                                linewidth=0)
+                ax.fill_between(
+                    curve["epoch"],
+                    curve["low"],
+                    curve["high"],
+                    alpha=0.25,
+                    color=colors.get(label),
+                    linewidth=0,
+                )
             elif "sem" in curve and curve["sem"].notna().any():
                 low, high = curve["mean"] - curve["sem"], curve["mean"] + curve["sem"]
                 ax.fill_between(curve["epoch"], low, high, alpha=0.25, color=colors.get(label), linewidth=0)
@@ -117,10 +135,13 @@ def development_montage(
     """
     count, steps = images.shape[:2]
     if (count, steps) != (len(units), len(epochs)):
-        raise ValueError(f"images {tuple(images.shape[:2])} do not match {len(units)} units x {len(epochs)} epochs")
+        raise ValueError(
+            f"images {tuple(images.shape[:2])} do not match {len(units)} units x {len(epochs)} epochs"
+        )
     size = 1.1
-    figure, axes = plt.subplots(count, steps, figsize=(size * steps + 1.2, size * count + 0.8),
-                                squeeze=False, constrained_layout=True)
+    figure, axes = plt.subplots(
+        count, steps, figsize=(size * steps + 1.2, size * count + 0.8), squeeze=False, constrained_layout=True
+    )
     for row in range(count):
         for column in range(steps):
             ax = axes[row][column]
@@ -154,8 +175,13 @@ def exemplar_rows(
     """
     count, k = exemplars.shape[:2]
     size = 1.15
-    figure, axes = plt.subplots(count, k + 1, figsize=(size * (k + 1) + 1.2, (size + 0.25) * count + 0.8),
-                                squeeze=False, constrained_layout=True)
+    figure, axes = plt.subplots(
+        count,
+        k + 1,
+        figsize=(size * (k + 1) + 1.2, (size + 0.25) * count + 0.8),
+        squeeze=False,
+        constrained_layout=True,
+    )
     for row in range(count):
         pictures = [prototypes[row], *exemplars[row]]
         captions = [prototype_labels[row], *exemplar_labels[row]]

@@ -60,9 +60,11 @@ class HtmlPage:
         if missing:
             raise FileNotFoundError(f"{path}: links to missing files {missing}")
         body = "\n".join(self._parts)
-        document = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-                    f"<title>{html.escape(self.title)}</title><style>{_STYLE}</style></head>\n"
-                    f"<body>\n{body}\n</body></html>\n")
+        document = (
+            f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f"<title>{html.escape(self.title)}</title><style>{_STYLE}</style></head>\n"
+            f"<body>\n{body}\n</body></html>\n"
+        )
         with atomic_write(path) as f:
             f.write(document)
         return path

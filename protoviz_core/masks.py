@@ -8,13 +8,13 @@ Gaussian mask (S, S) in [0, 1]. It may measure only every k-th checkpoint
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from protoviz_core.errors import ProtovizError
+from protoviz_core.hashing import short_hash
 from protoviz_core.work import read_result, without_key
 
 
@@ -42,8 +42,9 @@ class MaskSet:
         chosen = self.source_epoch(epoch)
         missing = sorted(set(layers) - set(self.masks[chosen]))
         if missing:
-            raise MaskError(f"rfmask has no mask for layers {missing}; add them to rfmask.layers and rerun "
-                            "dvc repro")
+            raise MaskError(
+                f"rfmask has no mask for layers {missing}; add them to rfmask.layers and rerun dvc repro"
+            )
         return {layer: self.masks[chosen][layer] for layer in layers}
 
 
@@ -58,14 +59,18 @@ def load_masks(folder: str | Path) -> MaskSet:
         stored = read_result(path, mmap=False)
         if stored is None:
             raise MaskError(f"{path}: unreadable receptive-field file; delete it and rerun dvc repro rfmask")
-        masks[int(path.stem.split("_")[1])] = {layer: field["mask"] for layer, field in without_key(stored).items()}
+        masks[int(path.stem.split("_")[1])] = {
+            layer: field["mask"] for layer, field in without_key(stored).items()
+        }
     return MaskSet(masks)
 
 
 def mask_digest(masks: dict[str, torch.Tensor]) -> str:
     """A hash of the masks' values, by layer: part of the identity of results made with them."""
-    digest = hashlib.sha256()
-    for layer in sorted(masks):
-        digest.update(layer.encode())
-        digest.update(masks[layer].float().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:24]
+    return short_hash(
+        *(
+            chunk
+            for layer in sorted(masks)
+            for chunk in (layer, masks[layer].float().contiguous().numpy().tobytes())
+        )
+    )

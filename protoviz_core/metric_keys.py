@@ -14,7 +14,7 @@ summaries, plots and figures show.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import pandas as pd
 
@@ -65,9 +65,15 @@ def comparison_keys(layers: Iterable[str], view: DistanceParams) -> list[str]:
     """The metrics the comparison of runs reads: every probe readout, every quantity of ``view``,
     the superstimulus ratio of every layer."""
     layers = list(layers)
-    return [probe_key(r) for r in READOUTS] + [
-        distance_key(q, view.space, view.metric, view.masked, layer) for q in QUANTITIES for layer in layers
-    ] + [extract_key("superstimulus", layer) for layer in layers]
+    return (
+        [probe_key(r) for r in READOUTS]
+        + [
+            distance_key(q, view.space, view.metric, view.masked, layer)
+            for q in QUANTITIES
+            for layer in layers
+        ]
+        + [extract_key("superstimulus", layer) for layer in layers]
+    )
 
 
 def in_view(table: pd.DataFrame, view: DistanceParams) -> pd.DataFrame:

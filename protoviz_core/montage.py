@@ -36,5 +36,7 @@ def thumbnails(images: torch.Tensor, size: int) -> torch.Tensor:
     """uint8 (N, 3, S, S) -> uint8 (N, 3, size, size), antialiased; unchanged when S <= size."""
     if images.shape[-1] <= size:
         return images
-    scaled = F.interpolate(images.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    scaled = F.interpolate(
+        images.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False
+    )
     return scaled.round().clamp(0, 255).to(torch.uint8)

@@ -22,7 +22,8 @@ from torch import nn
 
 from protoviz_core.checkpoints import checkpoint_identity, load_backbone
 from protoviz_core.config import ProbeParams
-from protoviz_core.metric_keys import READOUTS
+from protoviz_core.engine.normalization import normalize_images
+from protoviz_core.engine.precision import autocast, uses_bfloat16
 from protoviz_core.work import WorkItem, identity
 
 
@@ -45,15 +46,13 @@ def extract_features(
     """
     device = torch.device(device)
     backbone.eval().to(device)
-    use_amp = device.type == "cuda"
-    mean = torch.tensor(normalize["mean"], device=device).view(1, 3, 1, 1)
-    std = torch.tensor(normalize["std"], device=device).view(1, 3, 1, 1)
+    use_amp = uses_bfloat16(device)
     chunks = []
     with torch.no_grad():
         for start in range(0, len(images), batch_size):
             batch = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size])).to(device)
-            batch = (batch.float() / 255 - mean) / std
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+            batch = normalize_images(batch.float() / 255, normalize)
+            with autocast(device, use_amp):
                 chunks.append(backbone(batch).flatten(start_dim=1).float().cpu())
     return torch.cat(chunks)
 
@@ -97,13 +96,16 @@ def probe_accuracies(
         train_labels, test_labels: int (N,) and (M,), classes 0..K-1.
         settings: the ``probe`` section of params.yaml (readout hyperparameters).
     """
-    train_x, test_x = standardise(np.asarray(train_features, np.float64), np.asarray(test_features, np.float64))
+    train_x, test_x = standardise(
+        np.asarray(train_features, np.float64), np.asarray(test_features, np.float64)
+    )
     with warnings.catch_warnings():
         # A probe that has not fully converged still gives a usable accuracy; its
         # iteration budget is a param.
         warnings.simplefilter("ignore", ConvergenceWarning)
-        logreg = LogisticRegression(C=settings.logreg_c, max_iter=settings.logreg_max_iter,
-                                    solver=settings.logreg_solver)
+        logreg = LogisticRegression(
+            C=settings.logreg_c, max_iter=settings.logreg_max_iter, solver=settings.logreg_solver
+        )
         svc = LinearSVC(C=settings.svc_c, max_iter=settings.svc_max_iter, dual="auto", random_state=0)
         return {
             "logreg": float(logreg.fit(train_x, train_labels).score(test_x, test_labels)),
@@ -132,11 +134,18 @@ def feature_work(
     """
     items = []
     for path in checkpoints.values():
+
         def compute(path=path) -> dict[str, torch.Tensor]:
             backbone, meta = load_backbone(path)
-            return {name: extract_features(backbone, images, meta["normalize"], batch_size=batch_size, device=device)
-                    for name, images in splits.items()}
+            return {
+                name: extract_features(
+                    backbone, images, meta["normalize"], batch_size=batch_size, device=device
+                )
+                for name, images in splits.items()
+            }
 
-        key = identity("probe features", checkpoint_identity(path), data_key, sorted(splits), FEATURES_VERSION)
+        key = identity(
+            "probe features", checkpoint_identity(path), data_key, sorted(splits), FEATURES_VERSION
+        )
         items.append(WorkItem(Path(path).name, key, compute))
     return items

@@ -22,8 +22,9 @@ per epoch), and the list of runs used (also ``runs.csv``) and skipped.
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import torch
@@ -33,22 +34,36 @@ from protoviz_core.atlas import write_run_part, write_viewer
 from protoviz_core.atomic import save_image
 from protoviz_core.checkpoints import choose_epochs
 from protoviz_core.config import DistanceParams, ReportParams
+from protoviz_core.engine.units import spaced_channels, unit_position
 from protoviz_core.errors import ProtovizError
 from protoviz_core.exemplars import ExemplarSet
 from protoviz_core.figures import (
-    CONDITION_COLORS, QUANTITY_LABELS, READOUT_COLORS, development_montage, exemplar_rows, line_panels,
-    masked_images, save_figure,
+    CONDITION_COLORS,
+    QUANTITY_LABELS,
+    READOUT_COLORS,
+    development_montage,
+    exemplar_rows,
+    line_panels,
+    masked_images,
+    save_figure,
 )
 from protoviz_core.htmlpage import HtmlPage
 from protoviz_core.masks import MaskSet
 from protoviz_core.metric_keys import (
-    QUANTITIES, READOUTS, TRAIN_LOSS, distance_key, extract_key, in_view, layer_of, probe_key, view_label,
+    QUANTITIES,
+    READOUTS,
+    TRAIN_LOSS,
+    distance_key,
+    extract_key,
+    in_view,
+    layer_of,
+    probe_key,
+    view_label,
 )
 from protoviz_core.montage import grid, thumbnails
-from protoviz_core.store import PrototypeStore
 from protoviz_core.simclr import build_backbone
+from protoviz_core.store import PrototypeStore
 from protoviz_core.superstimulus import ratio_summary
-from protoviz_core.units import spaced_channels, unit_position
 from protoviz_core.work import prune
 
 if TYPE_CHECKING:
@@ -61,7 +76,9 @@ class ReportError(ProtovizError, ValueError):
     """The inputs cannot make the report asked for; the message names the param or file."""
 
 
-def unit_position_note(backbone: torch.nn.Module, layer: str, image_size: int, mask: torch.Tensor, epoch: int) -> str:
+def unit_position_note(
+    backbone: torch.nn.Module, layer: str, image_size: int, mask: torch.Tensor, epoch: int
+) -> str:
     """Which unit of the layer's map the prototypes belong to, and where in the image it looks.
 
     Every prototype maximises one unit per channel: the middle one of the layer's map,
@@ -75,13 +92,19 @@ def unit_position_note(backbone: torch.nn.Module, layer: str, image_size: int, m
         mask: (S, S) the layer's RF mask at ``epoch``.
     """
     (height, width), (row, column) = unit_position(backbone, layer, image_size)
-    which = ("the map's middle" if height % 2 and width % 2
-             else "up and left of the map's middle (a map with an even side has none)")
+    which = (
+        "the map's middle"
+        if height % 2 and width % 2
+        else "up and left of the map's middle (a map with an even side has none)"
+    )
     peak_y, peak_x = divmod(int(mask.argmax()), mask.shape[1])
     centre = (image_size - 1) / 2
-    return (f"{layer}'s map is {height} x {width} at {image_size} px; the unit read is ({row}, {column}), {which}. "
-            f"Its receptive field peaks at pixel ({peak_y}, {peak_x}) at epoch {epoch} (the image's centre is "
-            f"({centre:g}, {centre:g})): its prototypes show what it prefers there.")
+    return (
+        f"{layer}'s map is {height} x {width} at {image_size} px; "
+        f"the unit read is ({row}, {column}), {which}. "
+        f"Its receptive field peaks at pixel ({peak_y}, {peak_x}) at epoch {epoch} (the image's centre is "
+        f"({centre:g}, {centre:g})): its prototypes show what it prefers there."
+    )
 
 
 def montage_units(store: PrototypeStore, settings: ReportParams) -> list[tuple[str, int]]:
@@ -90,18 +113,27 @@ def montage_units(store: PrototypeStore, settings: ReportParams) -> list[tuple[s
     Raises:
         ReportError: a unit in ``report.units`` was not extracted.
     """
-    extracted = {layer: sorted(int(c) for c in group.channel.unique())
-                 for layer, group in store.index.groupby("layer", sort=False)}
+    extracted = {
+        layer: sorted(int(c) for c in group.channel.unique())
+        for layer, group in store.index.groupby("layer", sort=False)
+    }
     if settings.units is None:
-        return [(layer, channels[int(i)]) for layer, channels in extracted.items()
-                for i in spaced_channels(len(channels), settings.units_per_layer)]
+        return [
+            (layer, channels[int(i)])
+            for layer, channels in extracted.items()
+            for i in spaced_channels(len(channels), settings.units_per_layer)
+        ]
     units = []
     for unit in settings.units:
         layer, _, channel = unit.partition(":")
         if int(channel) not in extracted.get(layer, []):
-            raise ReportError(f"report.units: {unit} was not extracted; extracted layers and channels: "
-                              + "; ".join(f"{name} {chans[:6]}{'...' if len(chans) > 6 else ''}"
-                                          for name, chans in extracted.items()))
+            raise ReportError(
+                f"report.units: {unit} was not extracted; extracted layers and channels: "
+                + "; ".join(
+                    f"{name} {chans[:6]}{'...' if len(chans) > 6 else ''}"
+                    for name, chans in extracted.items()
+                )
+            )
         units.append((layer, int(channel)))
     return units
 
@@ -144,8 +176,11 @@ def write_run_report(
     epochs = sorted(int(e) for e in index.epoch.unique())
     last, first_repeat = epochs[-1], int(index["repeat"].min())
     page = HtmlPage(f"protoviz report: {aug}, seed {seed}")
-    page.text(f"Run {run_name}. Epochs with prototypes: {epochs[0]}..{last} ({len(epochs)}); "
-              f"layers {', '.join(layers)}; distances in {view_label(view)} space.", note=True)
+    page.text(
+        f"Run {run_name}. Epochs with prototypes: {epochs[0]}..{last} ({len(epochs)}); "
+        f"layers {', '.join(layers)}; distances in {view_label(view)} space.",
+        note=True,
+    )
 
     page.heading(f"Prototypes at epoch {last} (RF-masked, repeat {first_repeat})")
     last_masks = masks.for_epoch(last, layers)
@@ -154,9 +189,13 @@ def write_run_report(
         rows = store.select(epoch=last, layer=layer, repeat=first_repeat).sort_values("channel")
         images = masked_images(store.images(rows), last_masks[layer])
         path = save_image(grid(images), out / f"prototypes_{layer}.png")
-        page.text(f"{layer}: {len(rows)} channels ({int(rows.channel.min())}..{int(rows.channel.max())}), "
-                  f"row by row in channel order. "
-                  f"{unit_position_note(untrained, layer, images.shape[-1], last_masks[layer], masks.source_epoch(last))}")
+        page.text(
+            f"{layer}: {len(rows)} channels ({int(rows.channel.min())}..{int(rows.channel.max())}), "
+            f"row by row in channel order. "
+            + unit_position_note(
+                untrained, layer, images.shape[-1], last_masks[layer], masks.source_epoch(last)
+            )
+        )
         # The page stays small at full scale (960 channels): it inlines thumbnails, the file has every pixel.
         small = io.BytesIO()
         grid(thumbnails(images, PAGE_THUMB)).save(small, format="PNG")
@@ -171,22 +210,47 @@ def write_run_report(
         raise ReportError(f"{exc} (extracted epochs)") from None
     pictures = []
     for layer, channel in units:
-        rows = store.select(layer=layer, channel=channel, repeat=first_repeat, epoch=shown_epochs).sort_values("epoch")
-        pictures.append(torch.stack([
-            masked_images(store.images(rows.iloc[[i]]), masks.for_epoch(int(epoch), [layer])[layer])[0]
-            for i, epoch in enumerate(rows.epoch)
-        ]))
-    figure = development_montage(torch.stack(pictures), units=[f"{layer}:{c}" for layer, c in units],
-                                 epochs=shown_epochs, title=f"{aug}, seed {seed}: units over training")
+        rows = store.select(
+            layer=layer, channel=channel, repeat=first_repeat, epoch=shown_epochs
+        ).sort_values("epoch")
+        pictures.append(
+            torch.stack(
+                [
+                    masked_images(store.images(rows.iloc[[i]]), masks.for_epoch(int(epoch), [layer])[layer])[
+                        0
+                    ]
+                    for i, epoch in enumerate(rows.epoch)
+                ]
+            )
+        )
+    figure = development_montage(
+        torch.stack(pictures),
+        units=[f"{layer}:{c}" for layer, c in units],
+        epochs=shown_epochs,
+        title=f"{aug}, seed {seed}: units over training",
+    )
     page.image(save_figure(figure, out / "development.png"), "development montage")
 
-    _superstimulus_section(page, out, store, units, exemplars, last, first_repeat, title=f"{aug}, seed {seed}")
+    _superstimulus_section(
+        page, out, store, units, exemplars, last, first_repeat, title=f"{aug}, seed {seed}"
+    )
 
     page.heading("Linear-probe accuracy")
-    readouts = pd.concat([probe[["epoch"]].assign(line=name, mean=probe[name], panel="frozen features")
-                          for name in READOUTS if name in probe])
-    figure = line_panels(readouts, panel="panel", line="line", y_label="test accuracy", colors=READOUT_COLORS,
-                         title=f"{aug}, seed {seed}: linear probe")
+    readouts = pd.concat(
+        [
+            probe[["epoch"]].assign(line=name, mean=probe[name], panel="frozen features")
+            for name in READOUTS
+            if name in probe
+        ]
+    )
+    figure = line_panels(
+        readouts,
+        panel="panel",
+        line="line",
+        y_label="test accuracy",
+        colors=READOUT_COLORS,
+        title=f"{aug}, seed {seed}: linear probe",
+    )
     page.image(save_figure(figure, out / "probe.png"), "probe accuracy vs epoch")
     page.table(probe)
 
@@ -196,16 +260,30 @@ def write_run_report(
             log(f"report: no {quantity} in {view_label(view)} space; figure skipped")
             continue
         page.heading(QUANTITY_LABELS[quantity])
-        figure = line_panels(curves, panel="layer", line="line", y_label=quantity.replace("_", " "),
-                             colors=CONDITION_COLORS, title=f"{QUANTITY_LABELS[quantity]}; {view_label(view)}")
+        figure = line_panels(
+            curves,
+            panel="layer",
+            line="line",
+            y_label=quantity.replace("_", " "),
+            colors=CONDITION_COLORS,
+            title=f"{QUANTITY_LABELS[quantity]}; {view_label(view)}",
+        )
         page.image(save_figure(figure, out / f"{quantity}.png"), f"{quantity} vs epoch per layer")
 
     page.heading("Prototype atlas")
     # The report folder persists across configurations: drop what this run did not make.
     prune(out, [f"prototypes_{layer}.png" for layer in layers], log, pattern="prototypes_*.png")
     prune(out / "atlas" / "runs", [run_name], log, pattern="*/")
-    manifest = write_run_part(store, masks, out / "atlas" / "runs" / run_name, name=run_name,
-                              thumb_size=settings.thumb_size, exemplars=exemplars, log=log, on_epoch=on_atlas_epoch)
+    manifest = write_run_part(
+        store,
+        masks,
+        out / "atlas" / "runs" / run_name,
+        name=run_name,
+        thumb_size=settings.thumb_size,
+        exemplars=exemplars,
+        log=log,
+        on_epoch=on_atlas_epoch,
+    )
     write_viewer(out / "atlas", [manifest])
     page.link("atlas/index.html", "Open the atlas: any unit, any epoch, both repeats (opens from disk)")
     return page.write(out / "index.html")
@@ -221,14 +299,25 @@ def check_exemplars_match(store: PrototypeStore, exemplars: ExemplarSet) -> None
         if int(epoch) not in exemplars.by_epoch:
             raise ReportError(f"no exemplars for epoch {epoch}; run dvc repro (exemplars, then extract)")
         best, _ = exemplars.top(int(epoch), layer, rows.channel.tolist())
-        if not torch.allclose(best[:, 0].double(), torch.tensor(rows.natural_best.to_numpy()), rtol=1e-5,
-                              equal_nan=True):
-            raise ReportError(f"the exemplars of epoch {epoch}, {layer} are not those the prototype index was "
-                              "built with; run dvc repro (exemplars, then extract)")
+        if not torch.allclose(
+            best[:, 0].double(), torch.tensor(rows.natural_best.to_numpy()), rtol=1e-5, equal_nan=True
+        ):
+            raise ReportError(
+                f"the exemplars of epoch {epoch}, {layer} are not those the prototype index was "
+                "built with; run dvc repro (exemplars, then extract)"
+            )
 
 
-def _superstimulus_section(page: HtmlPage, out: Path, store: PrototypeStore, units: list[tuple[str, int]],
-                           exemplars: ExemplarSet | None, last: int, repeat: int, title: str) -> None:
+def _superstimulus_section(
+    page: HtmlPage,
+    out: Path,
+    store: PrototypeStore,
+    units: list[tuple[str, int]],
+    exemplars: ExemplarSet | None,
+    last: int,
+    repeat: int,
+    title: str,
+) -> None:
     """The superstimulus ratio over training per layer, and the montage's units beside their exemplars."""
     page.heading("Prototypes against the data (superstimulus ratio)")
     stats = ratio_summary(store.index)
@@ -236,30 +325,54 @@ def _superstimulus_section(page: HtmlPage, out: Path, store: PrototypeStore, uni
         page.text("No ratios: the prototype index was built without natural exemplars.", note=True)
         return
     stats.to_csv(out / "superstimulus.csv", index=False)
-    frame = stats.drop(columns="n").assign(panel=stats.layer, line="median, quartile band", mean=stats["median"],
-                                           low=stats.q25, high=stats.q75)  # n: prototypes, not runs (the legend's n)
-    figure = line_panels(frame, panel="panel", line="line", y_label="prototype / best natural image",
-                         reference=(1.0, "best natural image"), log_y=True,
-                         title=f"{title}: prototype activation / best activation of sampled data images")
+    frame = stats.drop(columns="n").assign(
+        panel=stats.layer, line="median, quartile band", mean=stats["median"], low=stats.q25, high=stats.q75
+    )  # n: prototypes, not runs (the legend's n)
+    figure = line_panels(
+        frame,
+        panel="panel",
+        line="line",
+        y_label="prototype / best natural image",
+        reference=(1.0, "best natural image"),
+        log_y=True,
+        title=f"{title}: prototype activation / best activation of sampled data images",
+    )
     page.image(save_figure(figure, out / "superstimulus.png"), "superstimulus ratio vs epoch per layer")
     final = stats[stats.epoch == last]
-    page.text(f"Epoch {last}, median ratio per layer: " + "; ".join(
-        f"{r.layer} {r.median:.2f} (n={r.n}{f', {r.no_yardstick} units no sampled image drives' if r.no_yardstick else ''})"
-        for r in final.itertuples()) + ". Above 1, a prototype drives its unit harder than any sampled image.")
+    page.text(
+        f"Epoch {last}, median ratio per layer: "
+        + "; ".join(
+            f"{r.layer} {r.median:.2f} (n={r.n}"
+            f"{f', {r.no_yardstick} units no sampled image drives' if r.no_yardstick else ''})"
+            for r in final.itertuples()
+        )
+        + ". Above 1, a prototype drives its unit harder than any sampled image."
+    )
     if exemplars is None:
         return
     check_exemplars_match(store, exemplars)
-    rows = pd.concat([store.select(epoch=last, layer=layer, channel=channel, repeat=repeat) for layer, channel in units])
+    rows = pd.concat(
+        [store.select(epoch=last, layer=layer, channel=channel, repeat=repeat) for layer, channel in units]
+    )
     prototypes = store.images(rows)
     tops = [exemplars.top(last, layer, [channel]) for layer, channel in units]
-    pictures = torch.stack([torch.from_numpy(exemplars.pool.images(positions[0].numpy())) for _, positions in tops])
+    pictures = torch.stack(
+        [torch.from_numpy(exemplars.pool.images(positions[0].numpy())) for _, positions in tops]
+    )
     figure = exemplar_rows(
-        prototypes, pictures, units=[f"{layer}:{channel}" for layer, channel in units],
-        prototype_labels=[f"{r.activation:.2f} ({r.superstimulus:.2f}x)" if pd.notna(r.superstimulus)
-                          else f"{r.activation:.2f} (no image drives it)" for r in rows.itertuples()],
+        prototypes,
+        pictures,
+        units=[f"{layer}:{channel}" for layer, channel in units],
+        prototype_labels=[
+            f"{r.activation:.2f} ({r.superstimulus:.2f}x)"
+            if pd.notna(r.superstimulus)
+            else f"{r.activation:.2f} (no image drives it)"
+            for r in rows.itertuples()
+        ],
         exemplar_labels=[[f"{v:.2f}" for v in values[0].tolist()] for values, _ in tops],
         title=f"{title}, epoch {last}: prototype (activation, x best natural) beside the top "
-              f"{exemplars.top_k} of {exemplars.sample_size} sampled images")
+        f"{exemplars.top_k} of {exemplars.sample_size} sampled images",
+    )
     page.image(save_figure(figure, out / "exemplars.png"), "prototypes beside their natural exemplars")
 
 
@@ -287,16 +400,23 @@ def write_comparison(
     page.table(runs)
     runs.to_csv(out / "runs.csv", index=False)  # which MLflow runs the figures and tables are made of
     if not selection.skipped.empty:
-        page.text("Skipped: " + "; ".join(f"{r.name} ({r.run_id}): {r.reason}" for r in selection.skipped.itertuples()))
+        page.text(
+            "Skipped: "
+            + "; ".join(f"{r.name} ({r.run_id}): {r.reason}" for r in selection.skipped.itertuples())
+        )
     if selection.differing_params:
-        page.text("Warning: the runs differ in more than condition and seed: " + "; ".join(
-            f"{key} = {', '.join(values)}" for key, values in selection.differing_params.items()))
+        page.text(
+            "Warning: the runs differ in more than condition and seed: "
+            + "; ".join(f"{key} = {', '.join(values)}" for key, values in selection.differing_params.items())
+        )
 
     # Each run's own curves, the numbers behind every mean: one row per (run, epoch).
     per_run = histories[histories.key.isin([TRAIN_LOSS] + [probe_key(r) for r in READOUTS])]
     if not per_run.empty:
         wide = per_run.pivot_table(index=["aug", "seed", "run_id", "epoch"], columns="key", values="value")
-        wide = wide.rename(columns=lambda key: "loss" if key == TRAIN_LOSS else key.split("/", 1)[1]).reset_index()
+        wide = wide.rename(
+            columns=lambda key: "loss" if key == TRAIN_LOSS else key.split("/", 1)[1]
+        ).reset_index()
         wide = wide.merge(runs[["run_id", "name"]], on="run_id")
         columns = ["aug", "seed", "name", "run_id", "epoch"] + [c for c in ["loss", *READOUTS] if c in wide]
         wide[columns].to_csv(out / "per_run.csv", index=False)
@@ -306,29 +426,45 @@ def write_comparison(
     if not probe.empty:
         page.heading("Linear-probe accuracy")
         stats = mean_sem(probe.assign(readout=probe.key.map(readout_of)), ["readout", "aug", "epoch"])
-        figure = line_panels(stats.rename(columns={"aug": "line"}), panel="readout", line="line",
-                             y_label="test accuracy", colors=CONDITION_COLORS,
-                             panel_order=[r for r in READOUTS if r in set(stats.readout)],
-                             title="Linear-probe accuracy, mean ± SEM over seeds")
+        figure = line_panels(
+            stats.rename(columns={"aug": "line"}),
+            panel="readout",
+            line="line",
+            y_label="test accuracy",
+            colors=CONDITION_COLORS,
+            panel_order=[r for r in READOUTS if r in set(stats.readout)],
+            title="Linear-probe accuracy, mean ± SEM over seeds",
+        )
         page.image(save_figure(figure, out / "probe.png"), "probe accuracy per condition")
-        stats.to_csv(out / "probe.csv", index=False)  # the figure's numbers: readout, aug, epoch, mean, sem, n
-        final = mean_sem(final_values(probe).assign(readout=lambda f: f.key.map(readout_of)),
-                         ["aug", "readout"])
+        stats.to_csv(
+            out / "probe.csv", index=False
+        )  # the figure's numbers: readout, aug, epoch, mean, sem, n
+        final = mean_sem(
+            final_values(probe).assign(readout=lambda f: f.key.map(readout_of)), ["aug", "readout"]
+        )
         final_table = final.rename(columns={"aug": "condition", "n": "seeds"})
         final_table.to_csv(out / "final_probe.csv", index=False)
         page.text("Final linear-probe accuracy (each run's last epoch), mean and SEM over seeds:")
         page.table(final_table)
 
     for quantity in QUANTITIES:
-        keys = {distance_key(quantity, view.space, view.metric, view.masked, layer_of(key)) for key in histories.key}
+        keys = {
+            distance_key(quantity, view.space, view.metric, view.masked, layer_of(key))
+            for key in histories.key
+        }
         chosen = histories[histories.key.isin(keys)]
         if chosen.empty:
             continue
         stats = mean_sem(chosen.assign(layer=chosen.key.map(layer_of)), ["layer", "aug", "epoch"])
         page.heading(QUANTITY_LABELS[quantity])
-        figure = line_panels(stats.rename(columns={"aug": "line"}), panel="layer", line="line",
-                             y_label=quantity.replace("_", " "), colors=CONDITION_COLORS,
-                             title=f"{QUANTITY_LABELS[quantity]}; {view_label(view)}; mean ± SEM over seeds")
+        figure = line_panels(
+            stats.rename(columns={"aug": "line"}),
+            panel="layer",
+            line="line",
+            y_label=quantity.replace("_", " "),
+            colors=CONDITION_COLORS,
+            title=f"{QUANTITY_LABELS[quantity]}; {view_label(view)}; mean ± SEM over seeds",
+        )
         page.image(save_figure(figure, out / f"{quantity}.png"), f"{quantity} per condition")
         stats.to_csv(out / f"{quantity}.csv", index=False)
 
@@ -337,10 +473,16 @@ def write_comparison(
     if not ratios.empty:
         stats = mean_sem(ratios.assign(layer=ratios.key.map(layer_of)), ["layer", "aug", "epoch"])
         page.heading("Prototypes against the data (superstimulus ratio)")
-        figure = line_panels(stats.rename(columns={"aug": "line"}), panel="layer", line="line",
-                             y_label="prototype / best natural image", colors=CONDITION_COLORS, log_y=True,
-                             reference=(1.0, "best natural image"),
-                             title="Median superstimulus ratio per run; mean ± SEM over seeds")
+        figure = line_panels(
+            stats.rename(columns={"aug": "line"}),
+            panel="layer",
+            line="line",
+            y_label="prototype / best natural image",
+            colors=CONDITION_COLORS,
+            log_y=True,
+            reference=(1.0, "best natural image"),
+            title="Median superstimulus ratio per run; mean ± SEM over seeds",
+        )
         page.image(save_figure(figure, out / "superstimulus.png"), "superstimulus ratio per condition")
         stats.to_csv(out / "superstimulus.csv", index=False)
 

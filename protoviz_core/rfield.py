@@ -25,8 +25,14 @@ from torch import nn
 from protoviz_core.checkpoints import checkpoint_identity, load_backbone
 from protoviz_core.checks import require_informative
 from protoviz_core.config import RFMaskParams
+from protoviz_core.engine.units import (
+    centre_activation,
+    channel_count,
+    check_channels,
+    layer_reader,
+    spaced_channels,
+)
 from protoviz_core.simclr import NORMALIZE
-from protoviz_core.units import centre_activation, channel_count, check_channels, layer_reader, spaced_channels
 from protoviz_core.work import WorkItem, identity
 
 
@@ -119,8 +125,9 @@ def fit_gaussian(field: np.ndarray) -> GaussianFit:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", OptimizeWarning)
-            params, _ = curve_fit(_gaussian, (y.ravel(), x.ravel()), (field / scale).ravel(),
-                                  p0=p0, bounds=bounds, maxfev=5000)
+            params, _ = curve_fit(
+                _gaussian, (y.ravel(), x.ravel()), (field / scale).ravel(), p0=p0, bounds=bounds, maxfev=5000
+            )
     except (RuntimeError, ValueError, OptimizeWarning):
         return start
     amplitude, cy, cx, sy, sx = params
@@ -169,15 +176,27 @@ def receptive_field(
     model.eval().to(device)
     try:
         chosen = check_channels(channels, channel_count(model, layer, image_size), layer)
-        maps = gradient_maps(model, layer, chosen, image_size=image_size, samples=samples, seed=seed,
-                             device=device, normalize=normalize or NORMALIZE, max_batch=max_batch)
+        maps = gradient_maps(
+            model,
+            layer,
+            chosen,
+            image_size=image_size,
+            samples=samples,
+            seed=seed,
+            device=device,
+            normalize=normalize or NORMALIZE,
+            max_batch=max_batch,
+        )
     finally:
         model.train(was_training)
     mean_map = maps.mean(dim=0)  # (S, S)
     fit = fit_gaussian(mean_map.numpy())
     return ReceptiveField(
         map=mean_map if channels is None else maps,
-        center=fit.center, sigma=fit.sigma, mask=gaussian_mask(mean_map.shape, fit), fit_ok=fit.fit_ok,
+        center=fit.center,
+        sigma=fit.sigma,
+        mask=gaussian_mask(mean_map.shape, fit),
+        fit_ok=fit.fit_ok,
     )
 
 
@@ -203,11 +222,24 @@ def layer_fields(
     fields = {}
     for layer in layers:
         chosen = spaced_channels(channel_count(model, layer, image_size), channels_per_layer)
-        field = receptive_field(model, layer, image_size=image_size, samples=samples, channels=chosen,
-                                seed=seed, device=device, normalize=normalize, max_batch=max_batch)
+        field = receptive_field(
+            model,
+            layer,
+            image_size=image_size,
+            samples=samples,
+            channels=chosen,
+            seed=seed,
+            device=device,
+            normalize=normalize,
+            max_batch=max_batch,
+        )
         fields[layer] = {
-            "map": field.map.mean(dim=0), "mask": field.mask, "center": list(field.center),
-            "sigma": list(field.sigma), "fit_ok": field.fit_ok, "channels": chosen,
+            "map": field.map.mean(dim=0),
+            "mask": field.mask,
+            "center": list(field.center),
+            "sigma": list(field.sigma),
+            "fit_ok": field.fit_ok,
+            "channels": chosen,
         }
     return fields
 
@@ -226,12 +258,19 @@ def field_work(checkpoints: dict[int, Path], settings: RFMaskParams, device: tor
     shaping = settings.model_dump(include={"layers", "samples", "channels_per_layer", "seed"})
     items = []
     for path in checkpoints.values():
+
         def compute(path=path) -> dict:
             backbone, meta = load_backbone(path)
             fields = layer_fields(
-                backbone, settings.layers, image_size=meta["image_size"], samples=settings.samples,
-                channels_per_layer=settings.channels_per_layer, seed=settings.seed, device=device,
-                normalize=meta["normalize"], max_batch=settings.max_batch,
+                backbone,
+                settings.layers,
+                image_size=meta["image_size"],
+                samples=settings.samples,
+                channels_per_layer=settings.channels_per_layer,
+                seed=settings.seed,
+                device=device,
+                normalize=meta["normalize"],
+                max_batch=settings.max_batch,
             )
             for layer, field in fields.items():
                 require_informative(field["mask"], f"RF mask of {path} ({layer})", items_must_differ=False)
@@ -248,6 +287,16 @@ def field_rows(epochs: list[int], results: list[dict]) -> list[dict]:
     for epoch, fields in zip(epochs, results):
         for layer, field in fields.items():
             (cy, cx), (sy, sx) = field["center"], field["sigma"]
-            rows.append({"epoch": epoch, "layer": layer, "center_y": cy, "center_x": cx,
-                         "sigma_y": sy, "sigma_x": sx, "sigma": (sy + sx) / 2, "fit_ok": field["fit_ok"]})
+            rows.append(
+                {
+                    "epoch": epoch,
+                    "layer": layer,
+                    "center_y": cy,
+                    "center_x": cx,
+                    "sigma_y": sy,
+                    "sigma_x": sx,
+                    "sigma": (sy + sx) / 2,
+                    "fit_ok": field["fit_ok"],
+                }
+            )
     return rows

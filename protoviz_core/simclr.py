@@ -11,19 +11,22 @@ The two conditions differ only in the augmentation:
 from __future__ import annotations
 
 import functools
+
 import numpy as np
 import torch
 import torchvision
 from lightly.models.modules import SimCLRProjectionHead
 from lightly.transforms import SimCLRTransform
-from lightly.transforms.utils import IMAGENET_NORMALIZE
 from PIL import Image
 from torch import nn
+
+from protoviz_core.engine.normalization import IMAGENET_NORMALIZE
 
 BACKBONE_ARCH = "resnet18"
 FEATURE_DIM = 512  # ResNet18 pooled output
 PROJECTION_DIMS = (512, 512, 128)  # (input, hidden, output) of the projection head
-NORMALIZE = {"mean": tuple(IMAGENET_NORMALIZE["mean"]), "std": tuple(IMAGENET_NORMALIZE["std"])}
+# What the backbone is trained with: lightly's SimCLRTransform normalises with the ImageNet statistics.
+NORMALIZE = IMAGENET_NORMALIZE
 
 
 def build_backbone(arch: str = BACKBONE_ARCH) -> nn.Module:
@@ -55,6 +58,7 @@ def backbone_layer_widths(arch: str = BACKBONE_ARCH) -> dict[str, int]:
         def hook(module, inputs, output) -> None:  # returns None: the output is left as it is
             if output.dim() == 4:
                 widths.setdefault(name, output.shape[1])
+
         return hook
 
     for name, module in backbone.named_modules():

@@ -84,7 +84,9 @@ def read_labels(root: str | Path, split: str) -> np.ndarray:
     return labels
 
 
-def read_split(root: str | Path, split: str, image_size: int = STL10_IMAGE_SIZE) -> tuple[np.ndarray, np.ndarray]:
+def read_split(
+    root: str | Path, split: str, image_size: int = STL10_IMAGE_SIZE
+) -> tuple[np.ndarray, np.ndarray]:
     """Images (N, 3, S, S) uint8 and labels (N,) int64 (0..9, or -1 when unlabeled)."""
     images = read_images(root, split, image_size)
     if split not in LABELLED_SPLITS:
@@ -114,7 +116,7 @@ class SplitWriter:
             self._final.append(labels_path(self.root, split))
         self._tmp = [p.with_name(p.name + ".tmp") for p in self._final]
 
-    def __enter__(self) -> "SplitWriter":
+    def __enter__(self) -> SplitWriter:
         self.root.mkdir(parents=True, exist_ok=True)
         self._files = [open(p, "wb") for p in self._tmp]
         return self

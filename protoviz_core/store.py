@@ -31,16 +31,16 @@ offsets against the index, so a shard rewritten by a later, unfinished extract
 from __future__ import annotations
 
 import io
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 import pandas as pd
 import torch
 from PIL import Image
 
-from protoviz_core.atomic import atomic_write, save_atomic
+from protoviz_core.atomic import atomic_write, load_or_none, save_atomic
 from protoviz_core.errors import MissingInputError
 from protoviz_core.superstimulus import superstimulus_ratio
 from protoviz_core.work import KEY
@@ -48,8 +48,19 @@ from protoviz_core.work import KEY
 INDEX_NAME = "index.parquet"
 SHARDS_DIR = "shards"
 INDEX_COLUMNS = [
-    "aug", "seed", "repeat", "epoch", "layer", "channel", "activation", "dead", "shard", "offset", "shard_key",
-    "natural_best", "superstimulus",
+    "aug",
+    "seed",
+    "repeat",
+    "epoch",
+    "layer",
+    "channel",
+    "activation",
+    "dead",
+    "shard",
+    "offset",
+    "shard_key",
+    "natural_best",
+    "superstimulus",
 ]
 # natural_best(epoch, layer, channels (N,)) -> (N,): each unit's best natural activation (the exemplars')
 NaturalBest = Callable[[int, str, np.ndarray], np.ndarray]
@@ -84,7 +95,8 @@ def shard_path(store: str | Path, shard: ShardId) -> Path:
 
 
 def pack_shard(prototypes, image_format: str = "raw") -> dict:
-    """A :class:`~protoviz_core.synthesis.Prototypes` as a shard's contents (everything but its key)."""
+    """A :class:`~protoviz_core.engine.synthesis.Prototypes` as a shard's contents
+    (everything but its key)."""
     images = (prototypes.images * 255).round().clamp(0, 255).to(torch.uint8)
     return {
         **encode_images(images, image_format),
@@ -100,8 +112,8 @@ def encode_images(images: torch.Tensor, image_format: str) -> dict[str, torch.Te
     """A shard's image fields for uint8 (C, 3, S, S) ``images`` in ``image_format``.
 
     ``png`` compresses each image on its own (lossless), so reading a few channels
-    decodes only those; how much it saves depends on the images (measured in
-    bench/RESULTS.md: little for noisy prototypes, a third for smooth ones).
+    decodes only those; how much it saves depends on the images: little for noisy
+    prototypes, more for smooth ones (bench/png_shards.py).
     """
     if image_format == "raw":
         return {"images": images}
@@ -113,8 +125,10 @@ def encode_images(images: torch.Tensor, image_format: str) -> dict[str, torch.Te
         Image.fromarray(image).save(buffer, format="PNG")
         encoded.append(np.frombuffer(buffer.getvalue(), dtype=np.uint8))
     offsets = np.concatenate([[0], np.cumsum([len(e) for e in encoded])])
-    return {"png": torch.from_numpy(np.concatenate(encoded) if encoded else np.zeros(0, np.uint8)),
-            "png_offsets": torch.from_numpy(offsets.astype(np.int64))}
+    return {
+        "png": torch.from_numpy(np.concatenate(encoded) if encoded else np.zeros(0, np.uint8)),
+        "png_offsets": torch.from_numpy(offsets.astype(np.int64)),
+    }
 
 
 def image_format_of(contents: dict) -> str:
@@ -129,8 +143,10 @@ def decode_images(contents: dict, offsets: torch.Tensor | None = None) -> torch.
     bounds = contents["png_offsets"]
     chosen = range(len(bounds) - 1) if offsets is None else offsets.tolist()
     data = contents["png"].numpy()
-    images = [np.asarray(Image.open(io.BytesIO(data[bounds[i]: bounds[i + 1]].tobytes())).convert("RGB"))
-              for i in chosen]
+    images = [
+        np.asarray(Image.open(io.BytesIO(data[bounds[i] : bounds[i + 1]].tobytes())).convert("RGB"))
+        for i in chosen
+    ]
     if not images:
         return torch.empty(0, 3, 0, 0, dtype=torch.uint8)
     return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
@@ -145,18 +161,16 @@ def write_shard(store: str | Path, shard: ShardId, key: str, prototypes, image_f
 
 def read_shard(path: str | Path, *, mmap: bool = True) -> dict | None:
     """A shard's contents, or None when it is missing, truncated or not a shard."""
-    try:
-        shard = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except Exception:
-        return None
+    shard = load_or_none(path, mmap=mmap)
     needed = {"key", "activations", "latents", "dead", "channels"}
     if not (isinstance(shard, dict) and needed <= shard.keys()):
         return None
     return shard if "images" in shard or {"png", "png_offsets"} <= shard.keys() else None
 
 
-def convert_shards(store: str | Path, shards: Iterable[ShardId], image_format: str,
-                   log: Callable[[str], None] = print) -> int:
+def convert_shards(
+    store: str | Path, shards: Iterable[ShardId], image_format: str, log: Callable[[str], None] = print
+) -> int:
     """Re-encode the shards not in ``image_format`` (atomically; same pixels, same key).
 
     The format is a storage choice, not part of a shard's identity, so changing
@@ -181,8 +195,14 @@ def convert_shards(store: str | Path, shards: Iterable[ShardId], image_format: s
     return converted
 
 
-def build_index(store: str | Path, shards: Iterable[ShardId], *, aug: str, seed: int,
-                natural_best: NaturalBest | None = None) -> pd.DataFrame:
+def build_index(
+    store: str | Path,
+    shards: Iterable[ShardId],
+    *,
+    aug: str,
+    seed: int,
+    natural_best: NaturalBest | None = None,
+) -> pd.DataFrame:
     """Index rows of ``shards`` (read lazily) and write ``index.parquet`` atomically.
 
     ``natural_best`` gives each prototype's yardstick for the ``superstimulus`` column
@@ -195,15 +215,30 @@ def build_index(store: str | Path, shards: Iterable[ShardId], *, aug: str, seed:
             raise StoreError(f"{shard_path(store, shard)}: missing or unreadable shard; {_RERUN}")
         count = len(contents["channels"])
         channels = contents["channels"].numpy()
-        best = (np.full(count, np.nan) if natural_best is None
-                else np.asarray(natural_best(shard.epoch, shard.layer, channels), dtype=np.float64))
-        frames.append(pd.DataFrame({
-            "aug": aug, "seed": seed, "repeat": shard.repeat, "epoch": shard.epoch, "layer": shard.layer,
-            "channel": contents["channels"].numpy(), "activation": contents["activations"].numpy(),
-            "dead": contents["dead"].numpy(), "shard": shard.name, "offset": range(count),
-            "shard_key": contents[KEY], "natural_best": best,
-            "superstimulus": superstimulus_ratio(contents["activations"].numpy(), best),
-        }))
+        best = (
+            np.full(count, np.nan)
+            if natural_best is None
+            else np.asarray(natural_best(shard.epoch, shard.layer, channels), dtype=np.float64)
+        )
+        frames.append(
+            pd.DataFrame(
+                {
+                    "aug": aug,
+                    "seed": seed,
+                    "repeat": shard.repeat,
+                    "epoch": shard.epoch,
+                    "layer": shard.layer,
+                    "channel": contents["channels"].numpy(),
+                    "activation": contents["activations"].numpy(),
+                    "dead": contents["dead"].numpy(),
+                    "shard": shard.name,
+                    "offset": range(count),
+                    "shard_key": contents[KEY],
+                    "natural_best": best,
+                    "superstimulus": superstimulus_ratio(contents["activations"].numpy(), best),
+                }
+            )
+        )
     index = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=INDEX_COLUMNS)
     with atomic_write(Path(store) / INDEX_NAME, "wb") as f:
         index.to_parquet(f, index=False)
@@ -229,7 +264,9 @@ class PrototypeStore:
             raise StoreError(f"{path}: unreadable prototype index ({type(exc).__name__}); {_RERUN}") from None
         missing = sorted(set(INDEX_COLUMNS) - set(self.index.columns))
         if missing:
-            raise StoreError(f"{path}: not a prototype index of this protoviz (no columns {missing}); {_RERUN}")
+            raise StoreError(
+                f"{path}: not a prototype index of this protoviz (no columns {missing}); {_RERUN}"
+            )
 
     def select(self, **keys) -> pd.DataFrame:
         """Rows whose columns equal the given values; a list or tuple value means any of them."""
@@ -254,11 +291,15 @@ class PrototypeStore:
         if contents is None:
             raise StoreError(f"{path}: missing or truncated shard; {_RERUN}")
         if set(rows["shard_key"]) != {contents[KEY]}:
-            raise StoreError(f"{path}: made by another configuration than {self.root / INDEX_NAME} says "
-                             f"(an unfinished extract?); {_RERUN}")
+            raise StoreError(
+                f"{path}: made by another configuration than {self.root / INDEX_NAME} says "
+                f"(an unfinished extract?); {_RERUN}"
+            )
         offsets = torch.tensor(rows["offset"].tolist())
-        if offsets.numel() and (int(offsets.max()) >= len(contents["channels"])
-                                or contents["channels"][offsets].tolist() != rows["channel"].tolist()):
+        if offsets.numel() and (
+            int(offsets.max()) >= len(contents["channels"])
+            or contents["channels"][offsets].tolist() != rows["channel"].tolist()
+        ):
             raise StoreError(f"{path}: holds other channels than {self.root / INDEX_NAME} says; {_RERUN}")
         return contents
 
@@ -290,5 +331,26 @@ class PrototypeStore:
 
 
 def open_prototypes(root: str | Path) -> PrototypeStore:
-    """Open the prototype store at ``root`` (the extract stage's output folder)."""
+    """Open the prototype store at ``root`` (the extract stage's output folder).
+
+    Examples:
+        A store of one shard, written as the extract stage writes it, then read back:
+
+        >>> import tempfile, torch
+        >>> from protoviz_core.engine.synthesis import Prototypes
+        >>> from protoviz_core.store import ShardId, build_index, write_shard
+        >>> root = tempfile.mkdtemp()
+        >>> no = torch.zeros(4, dtype=torch.bool)
+        >>> made = Prototypes(
+        ...     images=torch.rand(4, 3, 8, 8), activations=torch.ones(4), latents=torch.zeros(4, 2),
+        ...     channels=torch.arange(4), dead=no, redrawn=no, evolution_activations=torch.ones(4),
+        ... )
+        >>> shard = ShardId(epoch=5, layer="layer3", repeat=1)
+        >>> _ = write_shard(root, shard, "example", made)
+        >>> _ = build_index(root, [shard], aug="clrjit", seed=1)
+        >>> store = open_prototypes(root)
+        >>> rows = store.select(epoch=5, layer="layer3", repeat=1)
+        >>> rows.channel.tolist(), store.images(rows).shape, store.images(rows).dtype
+        ([0, 1, 2, 3], torch.Size([4, 3, 8, 8]), torch.uint8)
+    """
     return PrototypeStore(root)

@@ -35,8 +35,13 @@ def ratio_summary(index: pd.DataFrame) -> pd.DataFrame:
         where some prototype has a ratio.
     """
     grouped = index.groupby(["layer", "epoch"], sort=False).superstimulus
-    summary = pd.DataFrame({
-        "median": grouped.median(), "q25": grouped.quantile(0.25), "q75": grouped.quantile(0.75),
-        "n": grouped.count(), "no_yardstick": grouped.apply(lambda ratios: int(ratios.isna().sum())),
-    }).reset_index()
+    summary = pd.DataFrame(
+        {
+            "median": grouped.median(),
+            "q25": grouped.quantile(0.25),
+            "q75": grouped.quantile(0.75),
+            "n": grouped.count(),
+            "no_yardstick": grouped.apply(lambda ratios: int(ratios.isna().sum())),
+        }
+    ).reset_index()
     return summary[summary.n > 0].reset_index(drop=True)

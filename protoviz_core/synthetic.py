@@ -26,8 +26,8 @@ STL10 binary layout (:mod:`protoviz_core.stl10`), so the real reader runs on it.
 from __future__ import annotations
 
 import colorsys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 

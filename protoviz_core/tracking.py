@@ -36,9 +36,10 @@ import socket
 import sqlite3
 import subprocess
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import mlflow
 from mlflow.entities import Metric, Param
@@ -53,6 +54,9 @@ TAG_PREFIX = "protoviz."
 # its runs, as charts grouped by metric prefix (train/, probe/, diversity/, ...).
 RUNS_VIEW = "workflowType=machine_learning&compareRunsMode=CHART"
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # what MLflow calls model training
+EMBED_WEIGHTS_TAG = (
+    f"{TAG_PREFIX}embed_weights"  # the embed stage's weights: random ones must not pass as real
+)
 PROCESS_TAG = f"{TAG_PREFIX}process"  # "host:pid" of the stage that last opened the run
 _SAFE_VALUE = re.compile(r"^[A-Za-z0-9_.:-]*$")  # values MLflow's filter syntax takes quoted as they are
 
@@ -73,9 +77,11 @@ def database_failure(exc: BaseException) -> str | None:
     if seen is None:
         return None
     reason = str(getattr(seen, "orig", None) or seen).splitlines()[0]
-    return (f"{tracking_uri()}: the MLflow database cannot be used ({reason}). If another process holds "
-            "it, wait for it and rerun; if it is damaged, restore it from a backup or move it aside (a new "
-            "one is made), or point MLFLOW_TRACKING_URI at another database. Results already written are kept")
+    return (
+        f"{tracking_uri()}: the MLflow database cannot be used ({reason}). If another process holds "
+        "it, wait for it and rerun; if it is damaged, restore it from a backup or move it aside (a new "
+        "one is made), or point MLFLOW_TRACKING_URI at another database. Results already written are kept"
+    )
 
 
 def tracking_uri() -> str:
@@ -91,6 +97,12 @@ def _git_commit(root: Path) -> str:
         return out.stdout.strip() if out.returncode == 0 else "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+
+
+def run_name(params: Params) -> str:
+    """A pipeline run's label, in MLflow and on its report: unique per configuration and the
+    same on every machine, e.g. ``clrjit-seed1-1a2b3c4d``."""
+    return f"{params.aug}-seed{params.seed}-{params.measurement_hash()[:8]}"
 
 
 def run_tags(params: Params) -> dict[str, str]:
@@ -151,8 +163,11 @@ def _creation_lock(uri: str) -> Iterator[None]:
 def artifacts_location(uri: str) -> str:
     """Where runs of the database ``uri`` keep artifacts: ``mlartifacts/`` beside a SQLite file,
     else the repository root's ``mlartifacts/``."""
-    folder = Path(uri.removeprefix("sqlite:///")).resolve().parent if uri.startswith("sqlite:///") \
+    folder = (
+        Path(uri.removeprefix("sqlite:///")).resolve().parent
+        if uri.startswith("sqlite:///")
         else repository_root()
+    )
     return (folder / "mlartifacts").as_uri()
 
 
@@ -168,11 +183,15 @@ def _relocate_artifacts(uri: str, experiment) -> None:
     if old == wanted or not old.endswith("/mlartifacts"):
         return
     with contextlib.closing(sqlite3.connect(uri.removeprefix("sqlite:///"), timeout=30)) as db, db:
-        db.execute("update experiments set artifact_location = ? where experiment_id = ?",
-                   (wanted, experiment.experiment_id))
-        db.execute("update runs set artifact_uri = ? || substr(artifact_uri, ?) "
-                   "where experiment_id = ? and substr(artifact_uri, 1, ?) = ?",
-                   (wanted, len(old) + 1, experiment.experiment_id, len(old), old))
+        db.execute(
+            "update experiments set artifact_location = ? where experiment_id = ?",
+            (wanted, experiment.experiment_id),
+        )
+        db.execute(
+            "update runs set artifact_uri = ? || substr(artifact_uri, ?) "
+            "where experiment_id = ? and substr(artifact_uri, 1, ?) = ?",
+            (wanted, len(old) + 1, experiment.experiment_id, len(old), old),
+        )
 
 
 def ensure_experiment(client: MlflowClient, *, relocate: bool = False) -> str:
@@ -189,8 +208,11 @@ def ensure_experiment(client: MlflowClient, *, relocate: bool = False) -> str:
             _relocate_artifacts(uri, experiment)
         return experiment.experiment_id
     try:
-        return _retry(lambda: client.create_experiment(EXPERIMENT_NAME, artifact_location=artifacts_location(uri),
-                                                       tags=EXPERIMENT_KIND))
+        return _retry(
+            lambda: client.create_experiment(
+                EXPERIMENT_NAME, artifact_location=artifacts_location(uri), tags=EXPERIMENT_KIND
+            )
+        )
     except mlflow.exceptions.MlflowException:
         # Another process created it between our two calls.
         return client.get_experiment_by_name(EXPERIMENT_NAME).experiment_id
@@ -268,6 +290,7 @@ class _Terminated(SystemExit):
 @contextmanager
 def _sigterm_raises() -> Iterator[None]:
     """Turn SIGTERM into :class:`_Terminated` inside the block (main thread only; else unchanged)."""
+
     def handler(signum, frame):
         raise _Terminated
 
@@ -336,9 +359,11 @@ def _open_run(params: Params, stage: str) -> Iterator[mlflow.ActiveRun]:
     identity = {k: tags[k] for k in (f"{TAG_PREFIX}params_hash", f"{TAG_PREFIX}dvc_exp")}
     existing = find_run(client, experiment_id, identity)
     if existing is None:
-        name = f"{params.aug}-seed{params.seed}-{tags[f'{TAG_PREFIX}dvc_exp']}"
-        run = _retry(lambda: client.create_run(experiment_id, run_name=name,
-                                               tags={**tags, PROCESS_TAG: _this_process()}))
+        run = _retry(
+            lambda: client.create_run(
+                experiment_id, run_name=run_name(params), tags={**tags, PROCESS_TAG: _this_process()}
+            )
+        )
         run_id = run.info.run_id
         params_flat = flatten(params.model_dump())
         logged = [Param(key, str(value)) for key, value in params_flat.items()]
@@ -359,7 +384,8 @@ def _open_run(params: Params, stage: str) -> Iterator[mlflow.ActiveRun]:
         except BaseException as exc:
             killed = isinstance(exc, (KeyboardInterrupt, _Terminated)) or (
                 # Ray's own SIGTERM handler (ray.init replaces ours) exits with the signal number
-                isinstance(exc, SystemExit) and exc.code in (signal.SIGTERM, 128 + signal.SIGTERM))
+                isinstance(exc, SystemExit) and exc.code in (signal.SIGTERM, 128 + signal.SIGTERM)
+            )
             try:
                 mlflow.set_tag(stage_tag, "killed" if killed else "failed")
                 mlflow.end_run("KILLED" if killed else "FAILED")

@@ -15,15 +15,15 @@ import copy
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 from lightly.loss import NTXentLoss
 
-from protoviz_core.atomic import remove_leftovers, save_atomic
+from protoviz_core.atomic import load_or_none, remove_leftovers, save_atomic
 from protoviz_core.checkpoints import (
     CHECKPOINT_FORMAT,
     CheckpointError,
@@ -32,10 +32,23 @@ from protoviz_core.checkpoints import (
     read_checkpoint,
 )
 from protoviz_core.config import Params, ParamsError, TrainParams
+from protoviz_core.engine.normalization import normalize_images
+from protoviz_core.engine.precision import autocast, uses_bfloat16
 from protoviz_core.errors import ProtovizError
-from protoviz_core.simclr import BACKBONE_ARCH, NORMALIZE, SimCLR, ViewPairs, simclr_transform, stack_view_pairs
+from protoviz_core.simclr import (
+    BACKBONE_ARCH,
+    NORMALIZE,
+    SimCLR,
+    ViewPairs,
+    simclr_transform,
+    stack_view_pairs,
+)
 
 STATE_FORMAT = "protoviz.train_state/1"
+
+Optimizer = torch.optim.Optimizer
+Scheduler = torch.optim.lr_scheduler.LRScheduler
+Log = Callable[[str], None]
 
 
 class TrainingDiverged(ProtovizError, FloatingPointError):
@@ -75,13 +88,12 @@ def _epoch_seed(seed: int, epoch: int) -> int:
 
 def _load_state(state_path: Path, training_hash: str) -> dict | None:
     """The resume state, or None if absent, unreadable or from another configuration."""
-    if not state_path.is_file():
-        return None
-    try:
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
-    except Exception:
-        return None  # a corrupt state only costs retraining
-    if state.get("format") != STATE_FORMAT or state.get("training_hash") != training_hash:
+    state = load_or_none(state_path)  # a corrupt state only costs retraining
+    if (
+        not isinstance(state, dict)
+        or state.get("format") != STATE_FORMAT
+        or state.get("training_hash") != training_hash
+    ):
         return None
     return state
 
@@ -112,7 +124,7 @@ def _is_ours(path: Path, training_hash: str) -> bool:
         return False
 
 
-def _remove_stale_checkpoints(directory: Path, keep_up_to: int, training_hash: str, log) -> list[int]:
+def _remove_stale_checkpoints(directory: Path, keep_up_to: int, training_hash: str, log: Log) -> list[int]:
     """Delete checkpoints that this run will not keep: later epochs, other configurations, damaged files.
 
     Returns:
@@ -130,7 +142,7 @@ def _remove_stale_checkpoints(directory: Path, keep_up_to: int, training_hash: s
     return sorted(set(range(keep_up_to + 1)) - set(list_checkpoints(directory)))
 
 
-def _fresh_model(seed: int, config: TrainParams):
+def _fresh_model(seed: int, config: TrainParams) -> tuple[SimCLR, Optimizer, Scheduler]:
     """The model, optimiser and scheduler before epoch 1: initial weights come from the training seed."""
     seed_everything(seed)
     model = SimCLR()
@@ -149,18 +161,18 @@ def _backbone_weights(model: SimCLR) -> dict[str, torch.Tensor]:
 CALIBRATION_IMAGES = 10_000  # at most this many unlabeled images measure epoch 0's BatchNorm statistics
 
 
-def with_measured_batchnorm(backbone: torch.nn.Module, images: np.ndarray, device: torch.device,
-                            batch_size: int) -> torch.nn.Module:
+def with_measured_batchnorm(
+    backbone: torch.nn.Module, images: np.ndarray, device: torch.device, batch_size: int
+) -> torch.nn.Module:
     """A copy of ``backbone`` whose BatchNorm running statistics are measured on ``images``.
 
     Epoch 0's checkpoint is the initial weights with such statistics. A fresh
     network's BatchNorm running statistics are placeholders (mean 0, variance 1) that
     no data produced. Evaluated with them, epoch 0 would compute a function the network
     never computes in training, where BatchNorm normalises with batch statistics, while
-    every later checkpoint holds statistics gathered from training batches; on the demo
-    data the placeholders alone moved epoch 0's linear probe by about 20 points
-    (bench/epoch0_batchnorm.py). The statistics are averaged over the full batches of
-    the first :data:`CALIBRATION_IMAGES` images, un-augmented and normalised
+    every later checkpoint holds statistics gathered from training batches
+    (bench/epoch0_batchnorm.py measures the difference on the probe). The statistics are
+    averaged over the full batches of the first :data:`CALIBRATION_IMAGES` images, un-augmented and normalised
     (``torch.optim.swa_utils.update_bn``): no weight changes, no random numbers drawn.
 
     Args:
@@ -170,20 +182,24 @@ def with_measured_batchnorm(backbone: torch.nn.Module, images: np.ndarray, devic
         The copy, on ``device``; ``backbone`` itself is untouched.
     """
     measured = copy.deepcopy(backbone).to(device)
-    mean = torch.tensor(NORMALIZE["mean"]).view(1, 3, 1, 1)
-    std = torch.tensor(NORMALIZE["std"]).view(1, 3, 1, 1)
     # Full batches only, as in training (drop_last): a leftover of one image cannot be
     # normalised at a 1x1 feature map, and update_bn weights every batch alike.
     count = max(min(len(images), CALIBRATION_IMAGES) // batch_size, 1) * batch_size
-    batches = ((torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size])).float() / 255
-                - mean) / std for start in range(0, count, batch_size))
+    batches = (
+        normalize_images(
+            torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size])).float() / 255,
+            NORMALIZE,
+        )
+        for start in range(0, count, batch_size)
+    )
     with torch.no_grad():
         torch.optim.swa_utils.update_bn(batches, measured, device=device)
     return measured
 
 
-def _initial_backbone_weights(model: SimCLR, images: np.ndarray, device: torch.device,
-                              batch_size: int) -> dict[str, torch.Tensor]:
+def _initial_backbone_weights(
+    model: SimCLR, images: np.ndarray, device: torch.device, batch_size: int
+) -> dict[str, torch.Tensor]:
     """Epoch 0's checkpoint: the backbone before training, BatchNorm statistics measured
     (:func:`with_measured_batchnorm`); training itself starts from ``model`` untouched. On the CPU."""
     measured = with_measured_batchnorm(model.backbone, images, device, batch_size)
@@ -204,14 +220,31 @@ class _TrainingRun:
     training, saving and replaying a finished range read as single steps.
     """
 
-    def __init__(self, images: np.ndarray, config: TrainParams, *, aug: str, seed: int, image_size: int,
-                 checkpoint_dir: Path, state_path: Path, training_hash: str, device: torch.device,
-                 on_step: Callable[[int, int, float], None], log: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        images: np.ndarray,
+        config: TrainParams,
+        *,
+        aug: str,
+        seed: int,
+        image_size: int,
+        checkpoint_dir: Path,
+        state_path: Path,
+        training_hash: str,
+        device: torch.device,
+        on_step: Callable[[int, int, float], None],
+        log: Callable[[str], None],
+    ) -> None:
         self.images, self.config, self.seed, self.device = images, config, seed, device
         self.checkpoint_dir, self.state_path, self.training_hash = checkpoint_dir, state_path, training_hash
         self.on_step, self.log = on_step, log
-        transform = simclr_transform(aug, image_size, min_scale=config.min_scale,
-                                     cj_strength=config.cj_strength, gaussian_blur=config.gaussian_blur)
+        transform = simclr_transform(
+            aug,
+            image_size,
+            min_scale=config.min_scale,
+            cj_strength=config.cj_strength,
+            gaussian_blur=config.gaussian_blur,
+        )
         self.dataset = ViewPairs(images, transform)
         self.criterion = NTXentLoss(temperature=config.temperature)
         self.train_seconds = 0.0  # time spent in training epochs, for images_per_s
@@ -225,7 +258,7 @@ class _TrainingRun:
             "seed": seed,
         }
 
-    def fresh_model(self):
+    def fresh_model(self) -> tuple[SimCLR, Optimizer, Scheduler]:
         """The model, optimiser and scheduler before epoch 1 (:func:`_fresh_model`)."""
         return _fresh_model(self.seed, self.config)
 
@@ -235,10 +268,14 @@ class _TrainingRun:
 
     def save(self, weights: dict[str, torch.Tensor], epoch: int, loss: float | None) -> None:
         """Write epoch ``epoch``'s checkpoint (backbone weights on the CPU)."""
-        save_atomic({**self.meta, "epoch": epoch, "loss": loss, "backbone": weights},
-                    checkpoint_path(self.checkpoint_dir, epoch))
+        save_atomic(
+            {**self.meta, "epoch": epoch, "loss": loss, "backbone": weights},
+            checkpoint_path(self.checkpoint_dir, epoch),
+        )
 
-    def save_state(self, model: SimCLR, optimizer, scheduler, epoch: int, losses: dict[int, float]) -> None:
+    def save_state(
+        self, model: SimCLR, optimizer: Optimizer, scheduler: Scheduler, epoch: int, losses: dict[int, float]
+    ) -> None:
         """Write the resume state after ``epoch``: model, optimiser, scheduler and the losses so far."""
         save_atomic(
             {
@@ -253,14 +290,30 @@ class _TrainingRun:
             self.state_path,
         )
 
-    def run_epochs(self, model: SimCLR, optimizer, scheduler, epochs: range,
-                   on_epoch_done: Callable[[int, float], None]) -> None:
-        """Train ``epochs`` in order; after each, check the weights and call ``on_epoch_done(epoch, loss)``."""
+    def run_epochs(
+        self,
+        model: SimCLR,
+        optimizer: Optimizer,
+        scheduler: Scheduler,
+        epochs: range,
+        on_epoch_done: Callable[[int, float], None],
+    ) -> None:
+        """Train ``epochs`` in order; after each, check the weights and call
+        ``on_epoch_done(epoch, loss)``."""
         _place(model, self.device)
         for epoch in epochs:
             started = time.perf_counter()
-            loss = _train_one_epoch(model, self.dataset, optimizer, self.criterion, self.config, self.device,
-                                    self.seed, epoch, lambda step, loss: self.on_step(epoch, step, loss))
+            loss = _train_one_epoch(
+                model,
+                self.dataset,
+                optimizer,
+                self.criterion,
+                self.config,
+                self.device,
+                self.seed,
+                epoch,
+                lambda step, loss: self.on_step(epoch, step, loss),
+            )
             scheduler.step()
             self.train_seconds += time.perf_counter() - started
             _require_finite_weights(model, epoch, self.config)
@@ -281,18 +334,20 @@ class _TrainingRun:
         Raises:
             CheckpointError: the replay does not reproduce the run (a non-deterministic device).
         """
-        self.log(f"{self.checkpoint_dir}: epochs {holes} are missing inside the finished run 0..{last_finished}; "
-                 f"replaying training from the initial weights to make them again")
+        self.log(
+            f"{self.checkpoint_dir}: epochs {holes} are missing inside the finished run 0..{last_finished}; "
+            f"replaying training from the initial weights to make them again"
+        )
         model, optimizer, scheduler = self.fresh_model()
         made = {0: (self.initial_weights(model), None)} if 0 in holes else {}
         last_replayed = min(max(holes) + 1, last_finished)
 
         def refuse(reference: str) -> CheckpointError:
             return CheckpointError(
-                f"{reference}: replaying training on {self.device.type} does not reproduce it, so the missing "
-                f"epochs {holes} cannot be made again identically; restore them with "
-                f"`dvc checkout {self.checkpoint_dir}`, or delete {self.checkpoint_dir} and {self.state_path} "
-                f"to retrain"
+                f"{reference}: replaying training on {self.device.type} does not reproduce it, "
+                f"so the missing epochs {holes} cannot be made again identically; restore them with "
+                f"`dvc checkout {self.checkpoint_dir}`, or delete {self.checkpoint_dir} "
+                f"and {self.state_path} to retrain"
             )
 
         def check_or_keep(epoch: int, loss: float) -> None:
@@ -363,13 +418,28 @@ def train_simclr(
     finished = _finished_run(checkpoint_dir, config.epochs, training_hash)
     if finished is not None:  # e.g. checkpoints restored by `dvc checkout`, without their resume state
         log(f"all {config.epochs} epochs of this configuration are in {checkpoint_dir}; nothing to train")
-        return TrainResult(losses=finished, trained_epochs=[], images_per_s=float("nan"),
-                           checkpoints=list_checkpoints(checkpoint_dir))
+        return TrainResult(
+            losses=finished,
+            trained_epochs=[],
+            images_per_s=float("nan"),
+            checkpoints=list_checkpoints(checkpoint_dir),
+        )
     state = _load_state(state_path, training_hash)
     last_finished = int(state["epoch"]) if state is not None else 0
     holes = _remove_stale_checkpoints(checkpoint_dir, last_finished, training_hash, log)
-    run = _TrainingRun(images, config, aug=aug, seed=seed, image_size=image_size, checkpoint_dir=checkpoint_dir,
-                       state_path=state_path, training_hash=training_hash, device=device, on_step=on_step, log=log)
+    run = _TrainingRun(
+        images,
+        config,
+        aug=aug,
+        seed=seed,
+        image_size=image_size,
+        checkpoint_dir=checkpoint_dir,
+        state_path=state_path,
+        training_hash=training_hash,
+        device=device,
+        on_step=on_step,
+        log=log,
+    )
     if state is not None and holes:
         run.refill(holes, last_finished, state)
 
@@ -429,7 +499,14 @@ def _require_finite_weights(model: SimCLR, epoch: int, config: TrainParams) -> N
 
 
 def _train_one_epoch(
-    model, dataset, optimizer, criterion, config: TrainParams, device, seed: int, epoch: int,
+    model: SimCLR,
+    dataset: ViewPairs,
+    optimizer: Optimizer,
+    criterion: NTXentLoss,
+    config: TrainParams,
+    device: torch.device,
+    seed: int,
+    epoch: int,
     on_step: Callable[[int, float], None],
 ) -> float:
     """One pass over ``dataset``; returns the mean loss. Seeded from (seed, epoch).
@@ -451,13 +528,13 @@ def _train_one_epoch(
         collate_fn=stack_view_pairs,  # (2B, 3, S, S) in one pinned tensor
     )
     model.train()
-    use_amp = device.type == "cuda"
+    use_amp = uses_bfloat16(device)
     total, batches = 0.0, 0
     for views in loader:
         views = views.to(device, non_blocking=True)  # (2B, 3, S, S): both views of each image
         if use_amp:
             views = views.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+        with autocast(device, use_amp):
             projections = model(views)  # (2B, 128)
         z_a, z_b = projections.float().chunk(2)
         loss = criterion(z_a, z_b)

@@ -21,16 +21,15 @@ memory budgets change speed, not results, and stay out.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any
 
-import torch
-
-from protoviz_core.atomic import remove_leftovers, save_atomic
+from protoviz_core.atomic import load_or_none, remove_leftovers, save_atomic
+from protoviz_core.hashing import short_hash
 
 KEY = "key"  # where a result file stores its identity
 
@@ -40,7 +39,7 @@ Contents = dict[str, Any]
 def identity(*parts: Any) -> str:
     """A short stable hash of ``parts`` (JSON-able values; others by ``str``): a work item's key."""
     payload = json.dumps(parts, sort_keys=True, default=str)
-    return hashlib.sha256(payload.encode()).hexdigest()[:24]
+    return short_hash(payload)
 
 
 @dataclass(frozen=True)
@@ -57,10 +56,7 @@ def read_result(path: str | Path, *, mmap: bool = True) -> Contents | None:
 
     ``mmap=True`` maps tensors instead of reading them: cheap when only part is used.
     """
-    try:
-        stored = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except Exception:  # torch raises several types for missing, truncated or foreign files
-        return None
+    stored = load_or_none(path, mmap=mmap)
     return stored if isinstance(stored, dict) and isinstance(stored.get(KEY), str) else None
 
 

@@ -52,14 +52,17 @@ def main(argv=None) -> None:
     p = _cli.parser(__doc__)
     p.add_argument("--out", required=True, help="folder for the figures, CSVs, index.html and atlas/")
     p.add_argument("--run-id", nargs="+", help="only these MLflow run ids")
-    p.add_argument("--dvc-exp", nargs="+", help="only the runs of these DVC experiments ('workspace' for dvc repro)")
+    p.add_argument(
+        "--dvc-exp", nargs="+", help="only the runs of these DVC experiments ('workspace' for dvc repro)"
+    )
     p.add_argument("--space", help="distance space (default: distance.space in --params)")
     p.add_argument("--metric", choices=["mse", "cosine"], help="default: distance.metric in --params")
     p.add_argument("--masked", choices=["yes", "no"], help="RF-masked distances (default: distance.masked)")
     args = p.parse_args(argv)
     default = load_params(args.params).distance if Path(args.params).is_file() else DistanceParams()
     view = DistanceParams(
-        space=args.space or default.space, metric=args.metric or default.metric,
+        space=args.space or default.space,
+        metric=args.metric or default.metric,
         masked=default.masked if args.masked is None else args.masked == "yes",
     )
     client = MlflowClient(tracking_uri())
@@ -71,13 +74,20 @@ def main(argv=None) -> None:
     for key, values in selection.differing_params.items():
         print(f"compare: warning: runs differ in {key}: {', '.join(values)}")
 
-    layers = distance_layers(key for run_id in selection.used.run_id for key in client.get_run(run_id).data.metrics)
+    layers = distance_layers(
+        key for run_id in selection.used.run_id for key in client.get_run(run_id).data.metrics
+    )
     # The SimCLR loss too: per_run.csv shows it beside each run's probe accuracies.
     histories = metric_histories(client, selection.used, [TRAIN_LOSS] + comparison_keys(layers, view))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    page = write_comparison(out, selection=selection, histories=histories, view=view,
-                            atlas_runs=_collect_atlas(client, selection.used, out / "atlas"))
+    page = write_comparison(
+        out,
+        selection=selection,
+        histories=histories,
+        view=view,
+        atlas_runs=_collect_atlas(client, selection.used, out / "atlas"),
+    )
     print(f"compare: {page}")
 
 

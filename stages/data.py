@@ -18,7 +18,9 @@ def main(argv=None) -> None:
     params = load_params(args.params)
     data = params.data
     total = data.synthetic.n_unlabeled + data.synthetic.n_train + data.synthetic.n_test
-    with tqdm(total=total if data.name == "synthetic" else None, desc=f"data ({data.name})", unit="img") as bar:
+    with tqdm(
+        total=total if data.name == "synthetic" else None, desc=f"data ({data.name})", unit="img"
+    ) as bar:
         prepare_dataset(data, args.out, progress=bar.update)
 
 

@@ -24,7 +24,9 @@ def main(argv=None) -> None:
     p = _cli.parser(__doc__)
     p.add_argument("--embeddings", required=True, help="embed stage output folder")
     p.add_argument("--parts", required=True, help="folder for per-(space, epoch) results (resume)")
-    p.add_argument("--table", required=True, help="Parquet: space, metric, masked, layer, epoch, quantity, value")
+    p.add_argument(
+        "--table", required=True, help="Parquet: space, metric, masked, layer, epoch, quantity, value"
+    )
     p.add_argument("--metrics", required=True, help="JSON summary: last epoch per layer, default space")
     p.add_argument("--plot", required=True, help="CSV: diversity per epoch, one column per layer")
     args = p.parse_args(argv)
@@ -44,16 +46,27 @@ def main(argv=None) -> None:
 
     with pipeline_run(params, "distance"):
         for epoch, group in table.groupby("epoch"):  # one batch per epoch: SQLite stays fast
-            mlflow.log_metrics({distance_key(r.quantity, r.space, r.metric, r.masked, r.layer): r.value
-                                for r in group.itertuples()}, step=int(epoch))
+            mlflow.log_metrics(
+                {
+                    distance_key(r.quantity, r.space, r.metric, r.masked, r.layer): r.value
+                    for r in group.itertuples()
+                },
+                step=int(epoch),
+            )
 
     view = params.distance
     shown = in_view(table, view)
     last = shown[shown.epoch == shown.epoch.max()]
-    write_json(args.metrics, {
-        "space": view.space, "metric": view.metric, "masked": view.masked, "epoch": int(shown.epoch.max()),
-        **{layer: dict(zip(group.quantity, group.value)) for layer, group in last.groupby("layer")},
-    })
+    write_json(
+        args.metrics,
+        {
+            "space": view.space,
+            "metric": view.metric,
+            "masked": view.masked,
+            "epoch": int(shown.epoch.max()),
+            **{layer: dict(zip(group.quantity, group.value)) for layer, group in last.groupby("layer")},
+        },
+    )
     diversity = shown[shown.quantity == "diversity"].pivot(index="epoch", columns="layer", values="value")
     write_csv(args.plot, [{"epoch": int(epoch), **row} for epoch, row in diversity.iterrows()])
 

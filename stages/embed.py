@@ -14,7 +14,7 @@ from protoviz_core.dvc_files import write_json
 from protoviz_core.embedding import embed_work
 from protoviz_core.masks import load_masks
 from protoviz_core.store import open_prototypes
-from protoviz_core.tracking import pipeline_run
+from protoviz_core.tracking import EMBED_WEIGHTS_TAG, pipeline_run
 from protoviz_core.work import prune, run_work
 from stages import _cli
 
@@ -35,10 +35,11 @@ def main(argv=None) -> None:
     prune(out, spaces, print, pattern="*/")  # folders of spaces this configuration does not embed
 
     with pipeline_run(params, "embed"):
-        mlflow.set_tag("protoviz.embed_weights", settings.weights)  # random weights must not pass as real
+        mlflow.set_tag(EMBED_WEIGHTS_TAG, settings.weights)
         for space in spaces:
-            items = embed_work(store, masks, space, weights=settings.weights, batch_size=settings.batch_size,
-                               device=device)
+            items = embed_work(
+                store, masks, space, weights=settings.weights, batch_size=settings.batch_size, device=device
+            )
             with tqdm(total=len(items), desc=f"embed {space}", unit="epoch") as bar:
                 run_work(items, out / space, on_done=lambda item, reused: bar.update())
     epochs = sorted(int(e) for e in store.index.epoch.unique())

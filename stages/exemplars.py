@@ -1,6 +1,6 @@
 """exemplars stage: each extracted unit's top images of a fixed sample of the data set, per checkpoint.
 
-    python -m stages.exemplars --data data/stl10_binary --checkpoints out/checkpoints --out out/exemplars
+python -m stages.exemplars --data data/stl10_binary --checkpoints out/checkpoints --out out/exemplars
 """
 
 from __future__ import annotations
@@ -26,18 +26,30 @@ def main(argv=None) -> None:
     p.add_argument("--out", required=True, help="folder for e{epoch}.pt exemplar files")
     args = p.parse_args(argv)
     params = load_params(args.params)
-    x = params.exemplars
+    settings = params.exemplars
     checkpoints = require_checkpoints(args.checkpoints)
     try:
-        epochs = choose_epochs(list(checkpoints), params.extract.epochs)  # the checkpoints that get prototypes
+        epochs = choose_epochs(
+            list(checkpoints), params.extract.epochs
+        )  # the checkpoints that get prototypes
     except ValueError as exc:
         raise ParamsError(f"{args.params}: {exc}") from None
-    pool = Pool(Path(args.data), tuple(x.splits), params.data.image_size)
-    positions = sample_positions(sum(pool.sizes()), x.images, x.seed)
-    items = exemplar_work({e: checkpoints[e] for e in epochs}, pool, positions, params.extract.layers,
-                          top_k=x.top_k, batch_size=x.batch_size, device=resolve_device(x.device))
-    print(f"exemplars: the top {x.top_k} of {len(positions)} images from {', '.join(x.splits)} for every unit "
-          f"of {', '.join(params.extract.layers)}")
+    pool = Pool(Path(args.data), tuple(settings.splits), params.data.image_size)
+    positions = sample_positions(sum(pool.sizes()), settings.images, settings.seed)
+    items = exemplar_work(
+        {e: checkpoints[e] for e in epochs},
+        pool,
+        positions,
+        params.extract.layers,
+        top_k=settings.top_k,
+        batch_size=settings.batch_size,
+        device=resolve_device(settings.device),
+    )
+    print(
+        f"exemplars: the top {settings.top_k} of {len(positions)} images "
+        f"from {', '.join(settings.splits)} for every unit "
+        f"of {', '.join(params.extract.layers)}"
+    )
     with pipeline_run(params, "exemplars"), tqdm(total=len(items), desc="exemplars", unit="ckpt") as bar:
         run_work(items, args.out, on_done=lambda item, reused: bar.update())
 

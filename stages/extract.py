@@ -18,13 +18,13 @@ from protoviz_core.checkpoints import choose_epochs, load_backbone, require_chec
 from protoviz_core.config import ParamsError, load_params
 from protoviz_core.devices import resolve_device
 from protoviz_core.dvc_files import write_json
+from protoviz_core.engine.units import oversized_selections
 from protoviz_core.exemplars import best_natural, read_exemplars
 from protoviz_core.extraction import image_prior, ray_executor, shard_work
 from protoviz_core.metric_keys import EXTRACT_PROTOTYPES_PER_S, extract_key
 from protoviz_core.montage import grid
 from protoviz_core.store import build_index, convert_shards, open_prototypes, shards_dir
 from protoviz_core.tracking import pipeline_run
-from protoviz_core.units import oversized_selections
 from protoviz_core.work import compute_here, run_work
 from stages import _cli
 
@@ -32,25 +32,43 @@ from stages import _cli
 def extract(argv=None) -> None:
     p = _cli.parser(__doc__)
     p.add_argument("--checkpoints", required=True, help="folder of epoch_XXXX.pt (train stage output)")
-    p.add_argument("--exemplars", required=True, help="folder of e{epoch}.pt natural exemplars (exemplars stage output)")
+    p.add_argument(
+        "--exemplars", required=True, help="folder of e{epoch}.pt natural exemplars (exemplars stage output)"
+    )
     p.add_argument("--store", required=True, help="prototype store folder (shards + index.parquet)")
     p.add_argument("--metrics", required=True, help="JSON summary of the last epoch per layer")
     args = p.parse_args(argv)
     params = load_params(args.params)
-    x = params.extract
+    settings = params.extract
     checkpoints = require_checkpoints(args.checkpoints)
     try:
-        epochs = choose_epochs(list(checkpoints), x.epochs)
+        epochs = choose_epochs(list(checkpoints), settings.epochs)
     except ValueError as exc:
         raise ParamsError(f"{args.params}: {exc}") from None
     # Ray tasks use the GPU Ray assigns each of them; this process claims none for them.
-    device = resolve_device(x.device) if x.executor == "local" or x.device == "cpu" else None
-    work = shard_work({e: checkpoints[e] for e in epochs}, x, run_seed=params.seed,
-                      image_size=params.data.image_size, device=device)
-    exemplars = read_exemplars(args.exemplars, {e: checkpoints[e] for e in epochs})  # missing: stop before synthesis
-    image_prior(x.generator, x.generator_weights, params.data.image_size, device or "cpu")  # bad weights: stop now
-    for line in oversized_selections(load_backbone(checkpoints[epochs[0]])[0], x.layers, x.channels_per_layer,
-                                     params.data.image_size, "extract.channels_per_layer"):
+    device = (
+        resolve_device(settings.device) if settings.executor == "local" or settings.device == "cpu" else None
+    )
+    work = shard_work(
+        {e: checkpoints[e] for e in epochs},
+        settings,
+        run_seed=params.seed,
+        image_size=params.data.image_size,
+        device=device,
+    )
+    exemplars = read_exemplars(
+        args.exemplars, {e: checkpoints[e] for e in epochs}
+    )  # missing: stop before synthesis
+    image_prior(
+        settings.generator, settings.generator_weights, params.data.image_size, device or "cpu"
+    )  # bad weights: stop now
+    for line in oversized_selections(
+        load_backbone(checkpoints[epochs[0]])[0],
+        settings.layers,
+        settings.channels_per_layer,
+        params.data.image_size,
+        "extract.channels_per_layer",
+    ):
         print(line)
     computed = set()  # names of the shards this run synthesised
 
@@ -61,31 +79,62 @@ def extract(argv=None) -> None:
     with pipeline_run(params, "extract"):
         started = time.perf_counter()
         with tqdm(total=len(work), desc="extract", unit="shard") as bar:
-            shards = run_work(list(work.values()), shards_dir(args.store), on_done=done,
-                              executor=ray_executor(x.ray_address, gpus=x.device != "cpu")
-                              if x.executor == "ray" else compute_here)
+            shards = run_work(
+                list(work.values()),
+                shards_dir(args.store),
+                on_done=done,
+                executor=ray_executor(settings.ray_address, gpus=settings.device != "cpu")
+                if settings.executor == "ray"
+                else compute_here,
+            )
         seconds = time.perf_counter() - started
-        convert_shards(args.store, list(work), x.shard_format)  # shards reused from a run with the other format
-        index = build_index(args.store, list(work), aug=params.aug, seed=params.seed,
-                            natural_best=lambda epoch, layer, channels: best_natural(exemplars[epoch], layer, channels))
-        per_layer = index.groupby(["epoch", "layer"]).agg(activation=("activation", "mean"), dead=("dead", "mean"),
-                                                          superstimulus=("superstimulus", "median"))
+        convert_shards(
+            args.store, list(work), settings.shard_format
+        )  # shards reused from a run with the other format
+        index = build_index(
+            args.store,
+            list(work),
+            aug=params.aug,
+            seed=params.seed,
+            natural_best=lambda epoch, layer, channels: best_natural(exemplars[epoch], layer, channels),
+        )
+        per_layer = index.groupby(["epoch", "layer"]).agg(
+            activation=("activation", "mean"),
+            dead=("dead", "mean"),
+            superstimulus=("superstimulus", "median"),
+        )
         for (epoch, layer), row in per_layer.iterrows():
-            logged = {extract_key("activation", layer): row.activation, extract_key("dead_fraction", layer): row.dead}
+            logged = {
+                extract_key("activation", layer): row.activation,
+                extract_key("dead_fraction", layer): row.dead,
+            }
             if pd.notna(row.superstimulus):  # NaN: no sampled image drives any of the layer's units
                 logged[extract_key("superstimulus", layer)] = row.superstimulus
             mlflow.log_metrics(logged, step=int(epoch))
         if computed:
-            made = sum(len(contents["channels"]) for item, contents in zip(work.values(), shards) if item.name in computed)
+            made = sum(
+                len(contents["channels"])
+                for item, contents in zip(work.values(), shards)
+                if item.name in computed
+            )
             mlflow.log_metric(EXTRACT_PROTOTYPES_PER_S, made / seconds)
 
     last = per_layer.loc[max(epochs)]
-    write_json(args.metrics, {
-        "prototypes": len(index), "epoch": max(epochs),
-        **{layer: {"activation": row.activation, "dead_fraction": row.dead,
-                   "superstimulus_median": row.superstimulus if pd.notna(row.superstimulus) else None}
-           for layer, row in last.iterrows()},
-    })
+    write_json(
+        args.metrics,
+        {
+            "prototypes": len(index),
+            "epoch": max(epochs),
+            **{
+                layer: {
+                    "activation": row.activation,
+                    "dead_fraction": row.dead,
+                    "superstimulus_median": row.superstimulus if pd.notna(row.superstimulus) else None,
+                }
+                for layer, row in last.iterrows()
+            },
+        },
+    )
 
 
 def export(argv=None) -> None:

@@ -7,7 +7,7 @@ import sys
 import mlflow
 from tqdm import tqdm
 
-from protoviz_core.checkpoints import require_checkpoints, select_epochs
+from protoviz_core.checkpoints import choose_epochs, require_checkpoints
 from protoviz_core.config import load_params
 from protoviz_core.devices import resolve_device
 from protoviz_core.dvc_files import write_csv, write_json
@@ -30,18 +30,24 @@ def main(argv=None) -> None:
     params = load_params(args.params)
     checkpoints = require_checkpoints(args.checkpoints)
     (train_images, train_labels), (test_images, test_labels) = (
-        read_split(args.data, split, params.data.image_size) for split in ("train", "test"))
-    epochs = select_epochs(list(checkpoints), params.probe.every)
-    items = feature_work({e: checkpoints[e] for e in epochs}, {"train": train_images, "test": test_images},
-                         params.section_hash("data"), batch_size=params.probe.batch_size,
-                         device=resolve_device(params.probe.device))
+        read_split(args.data, split, params.data.image_size) for split in ("train", "test")
+    )
+    epochs = choose_epochs(list(checkpoints), params.probe.every, key="probe.every")
+    items = feature_work(
+        {e: checkpoints[e] for e in epochs},
+        {"train": train_images, "test": test_images},
+        params.section_hash("data"),
+        batch_size=params.probe.batch_size,
+        device=resolve_device(params.probe.device),
+    )
 
     rows = []
     with pipeline_run(params, "probe"), tqdm(total=len(items), desc="probe", unit="ckpt") as bar:
         features = run_work(items, args.cache, on_done=lambda item, reused: bar.update())
         for epoch, split in zip(epochs, features):
-            accuracy = probe_accuracies(split["train"].numpy(), train_labels, split["test"].numpy(), test_labels,
-                                        params.probe)
+            accuracy = probe_accuracies(
+                split["train"].numpy(), train_labels, split["test"].numpy(), test_labels, params.probe
+            )
             mlflow.log_metrics({probe_key(name): value for name, value in accuracy.items()}, step=epoch)
             rows.append({"epoch": epoch, **accuracy})
 

@@ -13,7 +13,7 @@ from protoviz_core.exemplars import ExemplarSet
 from protoviz_core.masks import load_masks
 from protoviz_core.report import write_run_report
 from protoviz_core.store import open_prototypes
-from protoviz_core.tracking import pipeline_run
+from protoviz_core.tracking import pipeline_run, run_name
 from stages import _cli
 
 
@@ -23,22 +23,31 @@ def main(argv=None) -> None:
     p.add_argument("--rfmasks", required=True, help="receptive-field masks (rfmask stage output)")
     p.add_argument("--distances", required=True, help="tidy distance table (distance stage output)")
     p.add_argument("--exemplars", required=True, help="natural exemplars (exemplars stage output)")
-    p.add_argument("--data", required=True, help="stl10_binary folder the exemplars come from (data stage output)")
+    p.add_argument(
+        "--data", required=True, help="stl10_binary folder the exemplars come from (data stage output)"
+    )
     p.add_argument("--probe", required=True, help="probe accuracy per epoch (probe stage plot table)")
     p.add_argument("--out", required=True, help="folder for the figures, index.html and atlas/")
     args = p.parse_args(argv)
     params = load_params(args.params)
     store = open_prototypes(args.prototypes)
-    exemplars = ExemplarSet.open(args.exemplars, args.data, params.data.image_size,
-                                 sorted(int(e) for e in store.index.epoch.unique()))
-    # Unique per configuration and the same on every machine: the report's content stays reproducible.
-    run_name = f"{params.aug}-seed{params.seed}-{params.measurement_hash()[:8]}"
+    exemplars = ExemplarSet.open(
+        args.exemplars, args.data, params.data.image_size, sorted(int(e) for e in store.index.epoch.unique())
+    )
     # Built inside the run, so that a report that fails to write ends its run FAILED.
-    with pipeline_run(params, "report"), \
-            tqdm(total=store.index.epoch.nunique(), desc="report atlas", unit="epoch") as bar:
+    with (
+        pipeline_run(params, "report"),
+        tqdm(total=store.index.epoch.nunique(), desc="report atlas", unit="epoch") as bar,
+    ):
         page = write_run_report(
-            args.out, store=store, masks=load_masks(args.rfmasks), distances=pd.read_parquet(args.distances),
-            probe=pd.read_csv(args.probe), settings=params.report, view=params.distance, run_name=run_name,
+            args.out,
+            store=store,
+            masks=load_masks(args.rfmasks),
+            distances=pd.read_parquet(args.distances),
+            probe=pd.read_csv(args.probe),
+            settings=params.report,
+            view=params.distance,
+            run_name=run_name(params),
             exemplars=exemplars,
             on_atlas_epoch=lambda epoch: bar.update(),
         )

@@ -7,14 +7,14 @@ import sys
 import mlflow
 from tqdm import tqdm
 
-from protoviz_core.checkpoints import load_backbone, require_checkpoints, select_epochs
+from protoviz_core.checkpoints import choose_epochs, load_backbone, require_checkpoints
 from protoviz_core.config import load_params
 from protoviz_core.devices import resolve_device
 from protoviz_core.dvc_files import write_csv, write_json
+from protoviz_core.engine.units import oversized_selections
 from protoviz_core.metric_keys import rfmask_sigma_key
 from protoviz_core.rfield import field_rows, field_work
 from protoviz_core.tracking import pipeline_run
-from protoviz_core.units import oversized_selections
 from protoviz_core.work import run_work
 from stages import _cli
 
@@ -28,11 +28,18 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     params = load_params(args.params)
     checkpoints = require_checkpoints(args.checkpoints)
-    epochs = select_epochs(list(checkpoints), params.rfmask.every)
-    items = field_work({e: checkpoints[e] for e in epochs}, params.rfmask, resolve_device(params.rfmask.device))
+    epochs = choose_epochs(list(checkpoints), params.rfmask.every, key="rfmask.every")
+    items = field_work(
+        {e: checkpoints[e] for e in epochs}, params.rfmask, resolve_device(params.rfmask.device)
+    )
     backbone, meta = load_backbone(checkpoints[epochs[0]])
-    for line in oversized_selections(backbone, params.rfmask.layers, params.rfmask.channels_per_layer,
-                                     meta["image_size"], "rfmask.channels_per_layer"):
+    for line in oversized_selections(
+        backbone,
+        params.rfmask.layers,
+        params.rfmask.channels_per_layer,
+        meta["image_size"],
+        "rfmask.channels_per_layer",
+    ):
         print(line)
 
     with pipeline_run(params, "rfmask"), tqdm(total=len(items), desc="rfmask", unit="ckpt") as bar:
@@ -41,8 +48,14 @@ def main(argv=None) -> None:
         for row in rows:
             mlflow.log_metric(rfmask_sigma_key(row["layer"]), row["sigma"], step=row["epoch"])
 
-    write_json(args.metrics, {row["layer"]: {k: row[k] for k in ("sigma_y", "sigma_x", "fit_ok")}
-                              for row in rows if row["epoch"] == epochs[-1]})
+    write_json(
+        args.metrics,
+        {
+            row["layer"]: {k: row[k] for k in ("sigma_y", "sigma_x", "fit_ok")}
+            for row in rows
+            if row["epoch"] == epochs[-1]
+        },
+    )
     write_csv(args.plot, rows)
 
 

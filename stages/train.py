@@ -34,13 +34,23 @@ def main(argv=None) -> None:
         bar.set_description(f"train epoch {epoch}/{params.train.epochs}", refresh=False)
         bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
 
-    with pipeline_run(params, "train"), tqdm(total=steps * params.train.epochs, desc="train", unit="step",
-                                             dynamic_ncols=True, mininterval=1.0) as bar:
+    with (
+        pipeline_run(params, "train"),
+        tqdm(
+            total=steps * params.train.epochs, desc="train", unit="step", dynamic_ncols=True, mininterval=1.0
+        ) as bar,
+    ):
         result = train_simclr(
-            images, params.train, aug=params.aug, seed=params.seed,
-            image_size=params.data.image_size, checkpoint_dir=args.checkpoints,
-            state_path=args.state, training_hash=training_identity(params),
-            device=resolve_device(params.train.device), on_step=step_done,
+            images,
+            params.train,
+            aug=params.aug,
+            seed=params.seed,
+            image_size=params.data.image_size,
+            checkpoint_dir=args.checkpoints,
+            state_path=args.state,
+            training_hash=training_identity(params),
+            device=resolve_device(params.train.device),
+            on_step=step_done,
             on_epoch_end=lambda epoch, loss: mlflow.log_metric(TRAIN_LOSS, loss, step=epoch),
             log=bar.write,
         )
@@ -48,11 +58,14 @@ def main(argv=None) -> None:
             mlflow.log_metric(TRAIN_IMAGES_PER_S, result.images_per_s)
 
     final_epoch = max(result.losses, default=0)
-    write_json(args.metrics, {
-        "epochs": params.train.epochs,
-        "final_loss": result.losses.get(final_epoch),
-        "checkpoints": len(result.checkpoints),
-    })
+    write_json(
+        args.metrics,
+        {
+            "epochs": params.train.epochs,
+            "final_loss": result.losses.get(final_epoch),
+            "checkpoints": len(result.checkpoints),
+        },
+    )
     rows = [{"epoch": e, "loss": loss} for e, loss in sorted(result.losses.items())]
     write_csv(args.plot, rows or [{"epoch": 0, "loss": float("nan")}])
 

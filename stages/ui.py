@@ -29,10 +29,14 @@ def main(argv=None) -> None:
     uri = tracking_uri()
     experiment = MlflowClient(uri).get_experiment_by_name(EXPERIMENT_NAME)
     if experiment is None:
-        raise MissingInputError(f"{uri}: no protoviz experiment yet; run the pipeline first (make demo or dvc repro)")
+        raise MissingInputError(
+            f"{uri}: no protoviz experiment yet; run the pipeline first (make demo or dvc repro)"
+        )
     print(f"open {runs_url(f'http://{args.host}:{args.port}', experiment.experiment_id)}", flush=True)
     mlflow = shutil.which("mlflow") or os.path.join(os.path.dirname(sys.executable), "mlflow")
-    os.execv(mlflow, [mlflow, "server", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)])
+    os.execv(
+        mlflow, [mlflow, "server", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)]
+    )
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ import torch
 from protoviz_core.checkpoints import list_checkpoints
 from protoviz_core.config import TrainParams
 from protoviz_core.synthetic import generate_images
-
 from tests.helpers import TINY_IMAGE_SIZE, run_pipeline, tiny_params, write_params
 
 
@@ -82,17 +81,29 @@ CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 @pytest.fixture
 def browser():
     """Headless Debian Chromium through ChromeDriver (installed by `make test`'s setup)."""
-    assert CHROMIUM and CHROMEDRIVER, "chromium/chromedriver not found: `make test` installs Debian's chromium " \
-                                      "and chromium-driver packages (apt-get)"
+    assert CHROMIUM and CHROMEDRIVER, (
+        "chromium/chromedriver not found: `make test` installs Debian's chromium "
+        "and chromium-driver packages (apt-get)"
+    )
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     profile = tempfile.mkdtemp(prefix="protoviz-chromium-")
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-quic", "--window-size=1400,1000", f"--user-data-dir={profile}"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-quic",
+        "--window-size=1400,1000",
+        f"--user-data-dir={profile}",
+    ):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
     yield driver

@@ -3,10 +3,11 @@
 No GPU has to be present. Inside :func:`fake_cuda`:
 
 - ``torch.cuda`` reports one device (``is_available``, ``device_count``, ``set_device``,
-  ``synchronize``, ``get_device_name``, the random state ``fork_rng`` saves), and its memory queries (``mem_get_info``,
-  ``memory_allocated``, ``memory_reserved``, ``max_memory_allocated``,
-  ``reset_peak_memory_stats``) answer from a :class:`FakeMemory` whose free bytes the test
-  chooses; ``torch.accelerator`` agrees, so DataLoaders pin their batches.
+  ``synchronize``, ``get_device_name``, the random state ``fork_rng`` saves), and its
+  memory queries (``mem_get_info``, ``memory_allocated``, ``memory_reserved``,
+  ``max_memory_allocated``, ``reset_peak_memory_stats``) answer from a
+  :class:`FakeMemory` whose free bytes the test chooses; ``torch.accelerator`` agrees,
+  so DataLoaders pin their batches.
 - ``torch.autocast("cuda", dtype=torch.bfloat16)`` is CPU autocast in bfloat16: the same
   reduced-precision arithmetic a GPU's autocast uses for convolutions and matmuls.
 - Every tensor, module and factory call that names a CUDA device computes on the CPU,
@@ -42,15 +43,30 @@ HOST = torch.device("cpu")
 NAME = "fake CUDA (CPU)"
 
 _Tensor = torch.Tensor
-_PROPERTY_GETTERS = {_Tensor.device.__get__: "device", _Tensor.is_cuda.__get__: "is_cuda",
-                     _Tensor.grad.__get__: "grad"}
+_PROPERTY_GETTERS = {
+    _Tensor.device.__get__: "device",
+    _Tensor.is_cuda.__get__: "is_cuda",
+    _Tensor.grad.__get__: "grad",
+}
 # Operations CUDA allows across devices (or that only move or describe tensors).
 _CROSS_DEVICE = {
-    _Tensor.copy_, _Tensor.data.__set__, _Tensor.__repr__, _Tensor.__format__,
-    torch._has_compatible_shallow_copy_type, _Tensor.untyped_storage, _Tensor.data_ptr,
-    _Tensor.element_size, _Tensor.numel, _Tensor.dim, _Tensor.size, _Tensor.shape.__get__,
-    _Tensor.dtype.__get__, _Tensor.is_floating_point, _Tensor.requires_grad.__get__,
-    _Tensor.grad.__set__, _Tensor.__len__,
+    _Tensor.copy_,
+    _Tensor.data.__set__,
+    _Tensor.__repr__,
+    _Tensor.__format__,
+    torch._has_compatible_shallow_copy_type,
+    _Tensor.untyped_storage,
+    _Tensor.data_ptr,
+    _Tensor.element_size,
+    _Tensor.numel,
+    _Tensor.dim,
+    _Tensor.size,
+    _Tensor.shape.__get__,
+    _Tensor.dtype.__get__,
+    _Tensor.is_floating_point,
+    _Tensor.requires_grad.__get__,
+    _Tensor.grad.__set__,
+    _Tensor.__len__,
 }
 
 
@@ -83,7 +99,9 @@ class FakeCuda(TorchFunctionMode):
     """The torch function mode behind :func:`fake_cuda` (see the module docstring)."""
 
     memory: FakeMemory = field(default_factory=FakeMemory)
-    blocking_copies: list = field(default_factory=list)  # descriptions of non_blocking copies from pageable memory
+    blocking_copies: list = field(
+        default_factory=list
+    )  # descriptions of non_blocking copies from pageable memory
 
     def __post_init__(self):
         super().__init__()
@@ -127,8 +145,10 @@ class FakeCuda(TorchFunctionMode):
         if func in (_Tensor.to, _Tensor.cuda, _Tensor.cpu):  # (== comparisons: method wrappers are made anew)
             return self._move(func, args, kwargs)
         if func == _Tensor.numpy and self.is_on_device(args[0]):
-            raise TypeError("can't convert cuda:0 device type tensor to numpy. Use Tensor.cpu() to copy the "
-                            "tensor to host memory first.")
+            raise TypeError(
+                "can't convert cuda:0 device type tensor to numpy. Use Tensor.cpu() to copy the "
+                "tensor to host memory first."
+            )
         if func == _Tensor.data.__set__:
             result = func(*args, **kwargs)
             if self.is_on_device(args[1]):
@@ -137,7 +157,9 @@ class FakeCuda(TorchFunctionMode):
                 self.on_device.pop(args[0], None)
             return result
         device = kwargs.get("device")
-        if device is not None and torch.device(device).type == "cuda":  # a factory: torch.zeros(..., device=...)
+        if (
+            device is not None and torch.device(device).type == "cuda"
+        ):  # a factory: torch.zeros(..., device=...)
             result = func(*args, **{**kwargs, "device": HOST})
             self._tag(result)
             return result
@@ -154,8 +176,10 @@ class FakeCuda(TorchFunctionMode):
         if func in (_Tensor.__getitem__, _Tensor.__setitem__) and not self.is_on_device(args[0]):
             indices = [t for t in tree_flatten(args[1])[0] if isinstance(t, _Tensor)]
             if any(self.is_on_device(t) for t in indices):
-                raise RuntimeError(f"{name}: indices should be either on cpu or on the same device as the "
-                                   f"indexed tensor (cpu) [fake CUDA]")
+                raise RuntimeError(
+                    f"{name}: indices should be either on cpu or on the same device as the "
+                    f"indexed tensor (cpu) [fake CUDA]"
+                )
         if func == _Tensor.__getitem__ and self.is_on_device(args[0]):
             return  # a device tensor may be indexed with host indices
         if func == _Tensor.__setitem__ and self.is_on_device(args[0]):
@@ -164,8 +188,10 @@ class FakeCuda(TorchFunctionMode):
         placed = [t for t in tensors if self.is_on_device(t) or (t.dim() > 0 and t.device.type != "meta")]
         places = {self.is_on_device(t) for t in placed}
         if len(places) > 1:
-            raise RuntimeError(f"{name}: Expected all tensors to be on the same device, but found at least two "
-                               f"devices, cuda:0 and cpu! [fake CUDA]")
+            raise RuntimeError(
+                f"{name}: Expected all tensors to be on the same device, but found at least two "
+                f"devices, cuda:0 and cpu! [fake CUDA]"
+            )
 
     def _move(self, func, args, kwargs):
         source = args[0]
@@ -176,8 +202,10 @@ class FakeCuda(TorchFunctionMode):
                 self._tag(result)
             return result
         if (target.type == "cuda") == self.is_on_device(source):  # already there: CUDA returns it (or a cast)
-            result = func(*tree_map(lambda v: HOST if _names_cuda(v) else v, args),
-                          **tree_map(lambda v: HOST if _names_cuda(v) else v, kwargs))
+            result = func(
+                *tree_map(lambda v: HOST if _names_cuda(v) else v, args),
+                **tree_map(lambda v: HOST if _names_cuda(v) else v, kwargs),
+            )
             if target.type == "cuda" and result is not source:
                 self._tag(result)
             return result
@@ -252,9 +280,13 @@ def fake_cuda(free_bytes: int = 8 * 2**30, reduced_precision: bool = True):
         return mode.memory.free, mode.memory.total
 
     cuda_patches = {
-        "is_available": lambda: True, "device_count": lambda: 1, "current_device": lambda: 0,
-        "set_device": lambda device: None, "synchronize": lambda device=None: None,
-        "get_device_name": lambda device=None: NAME, "mem_get_info": mem_get_info,
+        "is_available": lambda: True,
+        "device_count": lambda: 1,
+        "current_device": lambda: 0,
+        "set_device": lambda device: None,
+        "synchronize": lambda device=None: None,
+        "get_device_name": lambda device=None: NAME,
+        "mem_get_info": mem_get_info,
         "memory_allocated": lambda device=None: mode.memory.allocated,
         "memory_reserved": lambda device=None: mode.memory.allocated,
         "max_memory_allocated": lambda device=None: mode.memory.peak,

@@ -76,20 +76,80 @@ def run_stage(name: str, cwd, *args) -> str:
 # Each stage's arguments as dvc.yaml passes them, with the outputs in the test's folder.
 STAGE_ARGS = {
     "data": ["--out", "data"],
-    "train": ["--data", "data", "--checkpoints", "out/checkpoints", "--state", "out/state.pt",
-              "--metrics", "metrics/train.json", "--plot", "plots/train_loss.csv"],
-    "probe": ["--data", "data", "--checkpoints", "out/checkpoints", "--cache", "out/features",
-              "--metrics", "metrics/probe.json", "--plot", "plots/probe.csv"],
-    "rfmask": ["--checkpoints", "out/checkpoints", "--out", "out/rfmasks", "--metrics", "metrics/rfmask.json",
-               "--plot", "plots/rfmask.csv"],
+    "train": [
+        "--data",
+        "data",
+        "--checkpoints",
+        "out/checkpoints",
+        "--state",
+        "out/state.pt",
+        "--metrics",
+        "metrics/train.json",
+        "--plot",
+        "plots/train_loss.csv",
+    ],
+    "probe": [
+        "--data",
+        "data",
+        "--checkpoints",
+        "out/checkpoints",
+        "--cache",
+        "out/features",
+        "--metrics",
+        "metrics/probe.json",
+        "--plot",
+        "plots/probe.csv",
+    ],
+    "rfmask": [
+        "--checkpoints",
+        "out/checkpoints",
+        "--out",
+        "out/rfmasks",
+        "--metrics",
+        "metrics/rfmask.json",
+        "--plot",
+        "plots/rfmask.csv",
+    ],
     "exemplars": ["--data", "data", "--checkpoints", "out/checkpoints", "--out", "out/exemplars"],
-    "extract": ["--checkpoints", "out/checkpoints", "--exemplars", "out/exemplars", "--store", "out/prototypes",
-                "--metrics", "metrics/extract.json"],
+    "extract": [
+        "--checkpoints",
+        "out/checkpoints",
+        "--exemplars",
+        "out/exemplars",
+        "--store",
+        "out/prototypes",
+        "--metrics",
+        "metrics/extract.json",
+    ],
     "embed": ["--prototypes", "out/prototypes", "--rfmasks", "out/rfmasks", "--out", "out/embeddings"],
-    "distance": ["--embeddings", "out/embeddings", "--parts", "out/parts", "--table", "out/distances.parquet",
-                 "--metrics", "metrics/distance.json", "--plot", "plots/diversity.csv"],
-    "report": ["--prototypes", "out/prototypes", "--rfmasks", "out/rfmasks", "--distances", "out/distances.parquet",
-               "--exemplars", "out/exemplars", "--data", "data", "--probe", "plots/probe.csv", "--out", "report"],
+    "distance": [
+        "--embeddings",
+        "out/embeddings",
+        "--parts",
+        "out/parts",
+        "--table",
+        "out/distances.parquet",
+        "--metrics",
+        "metrics/distance.json",
+        "--plot",
+        "plots/diversity.csv",
+    ],
+    "report": [
+        "--prototypes",
+        "out/prototypes",
+        "--rfmasks",
+        "out/rfmasks",
+        "--distances",
+        "out/distances.parquet",
+        "--exemplars",
+        "out/exemplars",
+        "--data",
+        "data",
+        "--probe",
+        "plots/probe.csv",
+        "--out",
+        "report",
+    ],
 }
 
 
@@ -105,7 +165,9 @@ def newest_run(client):
     from protoviz_core.tracking import EXPERIMENT_NAME
 
     experiment = client.get_experiment_by_name(EXPERIMENT_NAME)
-    return client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"], max_results=1)[0]
+    return client.search_runs(
+        [experiment.experiment_id], order_by=["attributes.start_time DESC"], max_results=1
+    )[0]
 
 
 def free_port() -> int:
@@ -129,5 +191,7 @@ def wait_until_answering(url: str, server: subprocess.Popen, seconds: float, des
         except urllib.error.HTTPError:
             return  # it answers
         except OSError as error:
-            assert server.poll() is None and time.time() < deadline, f"{url} did not answer ({error!r}) {describe()}"
+            assert server.poll() is None and time.time() < deadline, (
+                f"{url} did not answer ({error!r}) {describe()}"
+            )
             time.sleep(0.5)

@@ -24,14 +24,22 @@ import torch
 import torchvision
 
 from protoviz_core.embedding import NETWORKS, random_network, weights_file
-from protoviz_core.generators import DeePSiMGenerator
+from protoviz_core.engine.generators import DeePSiMGenerator
 
 # (key, shape) of upconvGAN_fc6.pt, written from the published architecture (DESIGN: DeePSiM fc6).
 DEEPSIM_FC6_PUBLISHED = [
-    ("defc7", (4096, 4096)), ("defc6", (4096, 4096)), ("defc5", (4096, 4096)),
-    ("deconv5", (256, 256, 4, 4)), ("conv5_1", (256, 512, 3, 3)), ("deconv4", (512, 256, 4, 4)),
-    ("conv4_1", (256, 256, 3, 3)), ("deconv3", (256, 128, 4, 4)), ("conv3_1", (128, 128, 3, 3)),
-    ("deconv2", (128, 64, 4, 4)), ("deconv1", (64, 32, 4, 4)), ("deconv0", (32, 3, 4, 4)),
+    ("defc7", (4096, 4096)),
+    ("defc6", (4096, 4096)),
+    ("defc5", (4096, 4096)),
+    ("deconv5", (256, 256, 4, 4)),
+    ("conv5_1", (256, 512, 3, 3)),
+    ("deconv4", (512, 256, 4, 4)),
+    ("conv4_1", (256, 256, 3, 3)),
+    ("deconv3", (256, 128, 4, 4)),
+    ("conv3_1", (128, 128, 3, 3)),
+    ("deconv2", (128, 64, 4, 4)),
+    ("deconv1", (64, 32, 4, 4)),
+    ("deconv0", (32, 3, 4, 4)),
 ]
 
 _DENSENET_MODERN = re.compile(r"(denselayer\d+\.(?:norm|relu|conv))([12])\.")
@@ -40,7 +48,9 @@ _DENSENET_MODERN = re.compile(r"(denselayer\d+\.(?:norm|relu|conv))([12])\.")
 def published_imagenet_state(name: str) -> dict[str, torch.Tensor]:
     """Random weights of torchvision network ``name`` laid out as its published ImageNet file."""
     state = dict(random_network(name).state_dict())
-    if name == "inception_v3":  # the auxiliary classifier, as Inception3 builds it on its 768-channel Mixed_6e
+    if (
+        name == "inception_v3"
+    ):  # the auxiliary classifier, as Inception3 builds it on its 768-channel Mixed_6e
         with torch.random.fork_rng():
             torch.manual_seed(1)
             aux = torchvision.models.inception.InceptionAux(768, 1000)

@@ -14,9 +14,15 @@ def test_mean_sem_per_group_matches_numpy():
 
 
 def test_final_values_take_each_runs_own_last_epoch():
-    histories = pd.DataFrame({
-        "run_id": ["r1", "r1", "r2", "r2", "r2"], "aug": "a", "seed": [1, 1, 2, 2, 2], "key": "probe/logreg",
-        "epoch": [0, 3, 0, 1, 5], "value": [0.1, 0.4, 0.2, 0.3, 0.6],
-    })
+    histories = pd.DataFrame(
+        {
+            "run_id": ["r1", "r1", "r2", "r2", "r2"],
+            "aug": "a",
+            "seed": [1, 1, 2, 2, 2],
+            "key": "probe/logreg",
+            "epoch": [0, 3, 0, 1, 5],
+            "value": [0.1, 0.4, 0.2, 0.3, 0.6],
+        }
+    )
     final = final_values(histories)
     assert sorted(zip(final.run_id, final.epoch, final.value)) == [("r1", 3, 0.4), ("r2", 5, 0.6)]

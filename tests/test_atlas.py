@@ -2,7 +2,6 @@
 
 import json
 import re
-import subprocess
 
 import numpy as np
 import pytest
@@ -10,11 +9,11 @@ import torch
 from PIL import Image
 
 from protoviz_core.atlas import read_manifest, write_run_part, write_viewer
+from protoviz_core.engine.synthesis import Prototypes
 from protoviz_core.exemplars import ExemplarSet, Pool, best_natural
 from protoviz_core.masks import MaskSet
 from protoviz_core.stl10 import SplitWriter
 from protoviz_core.store import ShardId, build_index, open_prototypes, write_shard
-from protoviz_core.synthesis import Prototypes
 
 CHANNELS = [0, 3, 5, 7, 9]
 EPOCHS = [0, 1, 2]
@@ -22,7 +21,10 @@ EPOCHS = [0, 1, 2]
 
 def _colour(aug, epoch, channel, repeat):
     """A flat colour that differs for every prototype (JPEG keeps flat cells recognisable)."""
-    return torch.tensor([40 * (channel % 6) + 20, 80 * epoch + 30 * repeat, 200 if aug == "clrjit" else 60]) / 255
+    return (
+        torch.tensor([40 * (channel % 6) + 20, 80 * epoch + 30 * repeat, 200 if aug == "clrjit" else 60])
+        / 255
+    )
 
 
 def _store(root, aug="clrjit", seed=1, size=16):
@@ -30,13 +32,24 @@ def _store(root, aug="clrjit", seed=1, size=16):
     for epoch in EPOCHS:
         for layer in ("layer1", "layer3"):
             for repeat in (1, 2):
-                images = torch.stack([_colour(aug, epoch, c, repeat)[:, None, None].expand(3, size, size)
-                                      for c in CHANNELS])
+                images = torch.stack(
+                    [_colour(aug, epoch, c, repeat)[:, None, None].expand(3, size, size) for c in CHANNELS]
+                )
                 n = len(CHANNELS)
-                write_shard(root, ShardId(epoch, layer, repeat), f"{aug}{seed}", Prototypes(
-                    images=images, activations=torch.arange(n) + epoch + repeat / 10, latents=torch.zeros(n, 2),
-                    channels=torch.tensor(CHANNELS), dead=torch.zeros(n, dtype=torch.bool),
-                    redrawn=torch.zeros(n, dtype=torch.bool), evolution_activations=torch.zeros(n)))
+                write_shard(
+                    root,
+                    ShardId(epoch, layer, repeat),
+                    f"{aug}{seed}",
+                    Prototypes(
+                        images=images,
+                        activations=torch.arange(n) + epoch + repeat / 10,
+                        latents=torch.zeros(n, 2),
+                        channels=torch.tensor(CHANNELS),
+                        dead=torch.zeros(n, dtype=torch.bool),
+                        redrawn=torch.zeros(n, dtype=torch.bool),
+                        evolution_activations=torch.zeros(n),
+                    ),
+                )
                 shards.append(ShardId(epoch, layer, repeat))
     build_index(root, shards, aug=aug, seed=seed)
     return open_prototypes(root)
@@ -49,10 +62,19 @@ def _masks(size=16):
 
 
 def test_sprite_cells_hold_each_unit_and_manifest_describes_them(tmp_path):
-    manifest = write_run_part(_store(tmp_path / "store"), _masks(), tmp_path / "part", name="clrjit-seed1-x",
-                              thumb_size=8)
-    assert manifest["epochs"] == EPOCHS and manifest["repeats"] == [1, 2] and manifest["layers"] == ["layer1", "layer3"]
-    assert manifest["channels"]["layer3"] == CHANNELS and manifest["thumb"] == 8 and manifest["columns"]["layer1"] == 3
+    manifest = write_run_part(
+        _store(tmp_path / "store"), _masks(), tmp_path / "part", name="clrjit-seed1-x", thumb_size=8
+    )
+    assert (
+        manifest["epochs"] == EPOCHS
+        and manifest["repeats"] == [1, 2]
+        and manifest["layers"] == ["layer1", "layer3"]
+    )
+    assert (
+        manifest["channels"]["layer3"] == CHANNELS
+        and manifest["thumb"] == 8
+        and manifest["columns"]["layer1"] == 3
+    )
     assert read_manifest(tmp_path / "part") == manifest
     sheet = np.asarray(Image.open(tmp_path / "part" / manifest["sprites"]["e0002-layer3-r2"]))
     assert sheet.shape == (2 * 8, 3 * 8, 3)
@@ -70,7 +92,9 @@ def test_sprite_cells_hold_each_unit_and_manifest_describes_them(tmp_path):
             cell = strip[row * 8 + 2 : row * 8 + 6, column * 8 + 2 : column * 8 + 6].reshape(-1, 3).mean(0)
             expected = _colour("clrjit", epoch, 7, repeat).numpy() * 255
             assert np.abs(cell - expected).max() < 12, (repeat, epoch, cell, expected)
-    assert sorted(manifest["strips"]) == sorted(f"{layer}-c{c}" for layer in ("layer1", "layer3") for c in CHANNELS)
+    assert sorted(manifest["strips"]) == sorted(
+        f"{layer}-c{c}" for layer in ("layer1", "layer3") for c in CHANNELS
+    )
     # Epoch 1 has no mask of its own: the nearest earlier one (epoch 0) is shown.
     mask1 = np.asarray(Image.open(tmp_path / "part" / manifest["masks"]["e0001-layer1"]))
     assert mask1[1, 3, 0] == 255 and mask1[6, 3, 0] == 0
@@ -91,7 +115,9 @@ def test_rerun_writes_only_missing_sheets_and_removes_stale_ones(tmp_path):
     strip_stamp = strip.stat().st_mtime_ns
     manifest = write_run_part(store, _masks(), tmp_path / "part", name="r", thumb_size=8)
     assert strip.stat().st_mtime_ns == strip_stamp
-    changed = write_run_part(store, _masks(), tmp_path / "part", name="r", thumb_size=4)  # new content, new names
+    changed = write_run_part(
+        store, _masks(), tmp_path / "part", name="r", thumb_size=4
+    )  # new content, new names
     assert not first.exists() and len(list((tmp_path / "part/sprites").glob("*.jpg"))) == 12
     assert not strip.exists() and len(list((tmp_path / "part/strips").glob("*.jpg"))) == 10
     assert changed["sprites"] != manifest["sprites"] and changed["strips"] != manifest["strips"]
@@ -101,8 +127,15 @@ def _two_condition_atlas(root):
     manifests = []
     for aug in ("clrjit", "keepclr"):
         name = f"{aug}-seed1-test"
-        manifests.append(write_run_part(_store(root / f"store-{aug}", aug=aug), _masks(), root / "atlas/runs" / name,
-                                        name=name, thumb_size=16))
+        manifests.append(
+            write_run_part(
+                _store(root / f"store-{aug}", aug=aug),
+                _masks(),
+                root / "atlas/runs" / name,
+                name=name,
+                thumb_size=16,
+            )
+        )
     return write_viewer(root / "atlas", manifests), manifests
 
 
@@ -124,9 +157,12 @@ def test_viewer_references_only_files_that_exist(tmp_path):
 def _wait_loaded(driver):
     from selenium.webdriver.support.ui import WebDriverWait
 
-    WebDriverWait(driver, 20).until(lambda d: d.execute_script(
-        "const t = [...document.querySelectorAll('.tile')];"
-        "return t.length > 0 && t.every((e) => e.dataset.state === 'loaded');"))
+    WebDriverWait(driver, 20).until(
+        lambda d: d.execute_script(
+            "const t = [...document.querySelectorAll('.tile')];"
+            "return t.length > 0 && t.every((e) => e.dataset.state === 'loaded');"
+        )
+    )
 
 
 def test_atlas_slider_changes_the_shown_prototypes_in_chromium(tmp_path, browser):
@@ -193,8 +229,9 @@ def test_layer_overview_shows_every_unit_and_a_click_opens_one(tmp_path, browser
     assert sheet.get_attribute("data-src") == expected  # the layer's sheet, not per-unit strips
     assert (sheet.size["width"], sheet.size["height"]) == (3 * 48, 2 * 48)  # 5 units in 3 columns
     # Click the cell of the fourth unit (row 1, column 0): channel 7 opens in the unit view.
-    ActionChains(browser).move_to_element_with_offset(sheet, -sheet.size["width"] // 2 + 24,
-                                                      -sheet.size["height"] // 2 + 48 + 24).click().perform()
+    ActionChains(browser).move_to_element_with_offset(
+        sheet, -sheet.size["width"] // 2 + 24, -sheet.size["height"] // 2 + 48 + 24
+    ).click().perform()
     _wait_loaded(browser)
     assert browser.find_element(By.ID, "view").get_attribute("value") == "unit"
     assert browser.find_element(By.ID, "unit").get_attribute("value") == "7"
@@ -206,7 +243,9 @@ def test_a_run_part_from_before_strips_is_shown_from_its_layer_sheets(tmp_path, 
     from selenium.webdriver.common.by import By
 
     _, manifests = _two_condition_atlas(tmp_path)
-    old = {key: value for key, value in manifests[1].items() if key != "strips"}  # as an older report wrote it
+    old = {
+        key: value for key, value in manifests[1].items() if key != "strips"
+    }  # as an older report wrote it
     page = write_viewer(tmp_path / "atlas", [manifests[0], old])
     browser.get(page.as_uri() + "#layer=layer3&unit=7&epoch=1")
     _wait_loaded(browser)
@@ -229,19 +268,30 @@ def _exemplar_set(root, size=16) -> ExemplarSet:
         layers = {}
         for layer in ("layer1", "layer3"):
             channels = torch.arange(10)[:, None]
-            positions = (channels + 2 * epoch + torch.arange(TOP_K)[None]) % POOL_IMAGES  # (10, k): per unit and epoch
+            positions = (
+                channels + 2 * epoch + torch.arange(TOP_K)[None]
+            ) % POOL_IMAGES  # (10, k): per unit and epoch
             activations = (40.0 - torch.arange(TOP_K, dtype=torch.float32))[None].repeat(10, 1) + channels
             layers[layer] = {"activations": activations, "positions": positions}
-        by_epoch[epoch] = {"key": f"ex{epoch}", "pool": {"splits": ["unlabeled"], "sizes": [POOL_IMAGES]},
-                           "sample": POOL_IMAGES, "layers": layers}
+        by_epoch[epoch] = {
+            "key": f"ex{epoch}",
+            "pool": {"splits": ["unlabeled"], "sizes": [POOL_IMAGES]},
+            "sample": POOL_IMAGES,
+            "layers": layers,
+        }
     return ExemplarSet(by_epoch, Pool(root / "data", ("unlabeled",), size))
 
 
 def _store_with_ratios(root, exemplars, aug="clrjit"):
     store = _store(root, aug=aug)
     shards = [ShardId(e, layer, r) for e in EPOCHS for layer in ("layer1", "layer3") for r in (1, 2)]
-    build_index(root, shards, aug=aug, seed=1, natural_best=lambda epoch, layer, channels: best_natural(
-        exemplars.by_epoch[epoch], layer, channels))
+    build_index(
+        root,
+        shards,
+        aug=aug,
+        seed=1,
+        natural_best=lambda epoch, layer, channels: best_natural(exemplars.by_epoch[epoch], layer, channels),
+    )
     return open_prototypes(store.root)
 
 
@@ -255,13 +305,17 @@ def test_exemplar_strips_and_sheets_hold_each_units_top_images_per_epoch(tmp_pat
     assert strip.shape == (len(EPOCHS) * 8, TOP_K * 8, 3)  # a row per epoch, a column per exemplar
     for row, epoch in enumerate(EPOCHS):
         for column in range(TOP_K):
-            level = strip[row * 8 + 2: row * 8 + 6, column * 8 + 2: column * 8 + 6].mean()
-            assert abs(level - (10 * ((7 + 2 * epoch + column) % POOL_IMAGES) + 5)) < 6, (epoch, column, level)
+            level = strip[row * 8 + 2 : row * 8 + 6, column * 8 + 2 : column * 8 + 6].mean()
+            assert abs(level - (10 * ((7 + 2 * epoch + column) % POOL_IMAGES) + 5)) < 6, (
+                epoch,
+                column,
+                level,
+            )
     sheet = np.asarray(Image.open(tmp_path / "part" / part["sheets"]["e0002-layer1"]))
     assert sheet.shape == (2 * 8, 3 * 8, 3)  # the prototype sheet's layout: 5 units in 3 columns
     for position, channel in enumerate(CHANNELS):
         row, column = divmod(position, 3)
-        level = sheet[row * 8 + 2: row * 8 + 6, column * 8 + 2: column * 8 + 6].mean()
+        level = sheet[row * 8 + 2 : row * 8 + 6, column * 8 + 2 : column * 8 + 6].mean()
         assert abs(level - (10 * ((channel + 4) % POOL_IMAGES) + 5)) < 6, (channel, level)
     assert part["activations"]["layer3"][1][3] == [47.0, 46.0, 45.0]  # epoch 1, channel 7: 40 + 7 - j
     # Each prototype's ratio: its activation over the unit's best exemplar's.
@@ -276,8 +330,11 @@ def _atlas_with_exemplars(root):
         name = f"{aug}-seed1-ex"
         exemplars = _exemplar_set(root / aug)
         store = _store_with_ratios(root / f"store-{aug}", exemplars, aug=aug)
-        manifests.append(write_run_part(store, _masks(), root / "atlas/runs" / name, name=name, thumb_size=16,
-                                        exemplars=exemplars))
+        manifests.append(
+            write_run_part(
+                store, _masks(), root / "atlas/runs" / name, name=name, thumb_size=16, exemplars=exemplars
+            )
+        )
     return write_viewer(root / "atlas", manifests), manifests
 
 
@@ -292,23 +349,36 @@ def test_unit_view_shows_exemplars_of_the_epoch_and_the_ratio_curve_in_chromium(
     assert len(rows) == 2  # beside the prototypes of both conditions
     tiles = rows[0].find_elements(By.CSS_SELECTOR, ".exemplar")
     assert len(tiles) == TOP_K
-    assert tiles[0].get_attribute("data-src") == f"runs/{manifests[0]['name']}/{manifests[0]['exemplars']['strips']['layer3-c7']}"
-    assert [c.text for c in rows[0].find_elements(By.CSS_SELECTOR, "figcaption")] == ["47.00", "46.00", "45.00"]
+    assert (
+        tiles[0].get_attribute("data-src")
+        == f"runs/{manifests[0]['name']}/{manifests[0]['exemplars']['strips']['layer3-c7']}"
+    )
+    assert [c.text for c in rows[0].find_elements(By.CSS_SELECTOR, "figcaption")] == [
+        "47.00",
+        "46.00",
+        "45.00",
+    ]
     before = tiles[1].screenshot_as_png
     ratio = browser.find_elements(By.CSS_SELECTOR, ".ratio")[0].text
     assert float(ratio) == pytest.approx(manifests[0]["superstimulus"]["layer3"][2][0][3], abs=0.01)
     curve = browser.find_elements(By.CSS_SELECTOR, "section.run svg.curve")[0]
-    assert curve.get_attribute("data-quantity") == "ratio" and curve.find_elements(By.CSS_SELECTOR, "line.unity")
+    assert curve.get_attribute("data-quantity") == "ratio" and curve.find_elements(
+        By.CSS_SELECTOR, "line.unity"
+    )
 
-    browser.find_element(By.ID, "epoch").send_keys(Keys.ARROW_LEFT)  # epoch 1: the unit's exemplars of epoch 1
+    browser.find_element(By.ID, "epoch").send_keys(
+        Keys.ARROW_LEFT
+    )  # epoch 1: the unit's exemplars of epoch 1
     _wait_loaded(browser)
     tiles = browser.find_elements(By.CSS_SELECTOR, "section.run .exemplars .exemplar")
     assert tiles[1].screenshot_as_png != before
     assert tiles[1].value_of_css_property("background-position") == f"-{1 * 64}px -{1 * 64}px"
 
     # The raw activation, on request; its top label fits the margin (304.75 once showed as "04.75").
-    browser.execute_script("document.getElementById('curve').value = 'activation';"
-                           "document.getElementById('curve').dispatchEvent(new Event('change'));")
+    browser.execute_script(
+        "document.getElementById('curve').value = 'activation';"
+        "document.getElementById('curve').dispatchEvent(new Event('change'));"
+    )
     curve = browser.find_elements(By.CSS_SELECTOR, "section.run svg.curve")[0]
     assert curve.get_attribute("data-quantity") == "activation" and "curve=activation" in browser.current_url
     top = curve.find_element(By.CSS_SELECTOR, "text.top")
@@ -339,11 +409,14 @@ def test_layer_overview_shows_each_units_best_natural_image_beside_its_prototype
     _wait_loaded(browser)
     sheets = browser.find_elements(By.CSS_SELECTOR, ".overview")
     assert [s.get_attribute("data-kind") for s in sheets] == ["prototypes", "exemplars"]
-    assert sheets[1].get_attribute("data-src") == \
-        f"runs/{manifests[0]['name']}/{manifests[0]['exemplars']['sheets']['e0002-layer3']}"
+    assert (
+        sheets[1].get_attribute("data-src")
+        == f"runs/{manifests[0]['name']}/{manifests[0]['exemplars']['sheets']['e0002-layer3']}"
+    )
     assert sheets[1].size == sheets[0].size
-    ActionChains(browser).move_to_element_with_offset(sheets[1], -sheets[1].size["width"] // 2 + 48 + 24,
-                                                      -sheets[1].size["height"] // 2 + 24).click().perform()
+    ActionChains(browser).move_to_element_with_offset(
+        sheets[1], -sheets[1].size["width"] // 2 + 48 + 24, -sheets[1].size["height"] // 2 + 24
+    ).click().perform()
     _wait_loaded(browser)  # the second cell of the exemplar sheet is unit 3
     assert browser.find_element(By.ID, "view").get_attribute("value") == "unit"
     assert browser.find_element(By.ID, "unit").get_attribute("value") == "3"

@@ -74,7 +74,9 @@ def test_a_refused_write_is_one_line_naming_the_file_and_keeps_the_old_one(tmp_p
         raise OSError(refusal, os.strerror(refusal))
 
     monkeypatch.setattr(os if where == "fsync" else tempfile, where, refuse)
-    with pytest.raises(OutputError, match=r"m.json: cannot write it \(.+\); make .* writable or free space") as caught:
+    with pytest.raises(
+        OutputError, match=r"m.json: cannot write it \(.+\); make .* writable or free space"
+    ) as caught:
         with atomic_write(tmp_path / "m.json") as f:
             f.write('{"a": 2}')
     assert isinstance(caught.value, ProtovizError) and "\n" not in str(caught.value)
@@ -100,8 +102,12 @@ def small_disk(tmp_path):
     folder = tmp_path / "disk"
     folder.mkdir()
     try:
-        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)],
-                                 capture_output=True).returncode == 0
+        mounted = (
+            subprocess.run(
+                ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)], capture_output=True
+            ).returncode
+            == 0
+        )
     except OSError:  # no mount command
         mounted = False
     if mounted:
@@ -127,7 +133,10 @@ def test_a_full_disk_is_one_line_for_tensors_and_images(small_disk):
     folder, full = small_disk
     save_atomic({"x": torch.zeros(2)}, folder / "small.pt")
     before = (folder / "small.pt").read_bytes()
-    with full(), pytest.raises(OutputError, match=r"small.pt: cannot write it \(no space left on the device\)"):
+    with (
+        full(),
+        pytest.raises(OutputError, match=r"small.pt: cannot write it \(no space left on the device\)"),
+    ):
         save_atomic({"x": torch.rand(100_000)}, folder / "small.pt")  # 400 KB into 64 KiB
     assert (folder / "small.pt").read_bytes() == before and os.listdir(folder) == ["small.pt"]
     with full(), pytest.raises(OutputError, match="big.png: cannot write it"):

@@ -2,8 +2,12 @@ import pytest
 import torch
 
 from protoviz_core.checkpoints import (
-    CheckpointError, checkpoint_identity, choose_epochs, list_checkpoints, read_checkpoint, require_checkpoints,
-    select_epochs,
+    CheckpointError,
+    checkpoint_identity,
+    choose_epochs,
+    list_checkpoints,
+    read_checkpoint,
+    require_checkpoints,
 )
 
 
@@ -28,12 +32,18 @@ def test_missing_truncated_and_foreign_files_are_named(tmp_path):
         checkpoint_identity(tmp_path / "epoch_0004.pt")
 
 
-@pytest.mark.parametrize("available, every, expected", [
-    ([0, 1, 2, 3, 4], 1, [0, 1, 2, 3, 4]), ([0, 1, 2, 3, 4], 2, [0, 2, 4]), ([0, 1, 2, 3, 4, 5], 2, [0, 2, 4, 5]),
-    ([3, 4, 5], 10, [3, 5]), ([], 3, []),
-])
-def test_select_epochs_keeps_first_and_last(available, every, expected):
-    assert select_epochs(available, every) == expected
+@pytest.mark.parametrize(
+    "available, every, expected",
+    [
+        ([0, 1, 2, 3, 4], 1, [0, 1, 2, 3, 4]),
+        ([0, 1, 2, 3, 4], 2, [0, 2, 4]),
+        ([0, 1, 2, 3, 4, 5], 2, [0, 2, 4, 5]),
+        ([3, 4, 5], 10, [3, 5]),
+        ([], 3, []),
+    ],
+)
+def test_a_stride_of_epochs_keeps_the_first_and_the_last(available, every, expected):
+    assert choose_epochs(available, every) == expected
 
 
 def test_choose_epochs_takes_all_a_stride_or_a_list():
@@ -51,7 +61,9 @@ def test_a_checkpoint_copied_over_another_epoch_is_refused_by_every_reader(tmp_p
         shutil.copy(path, tmp_path / path.name)
     shutil.copy(trained_checkpoints[1], tmp_path / "epoch_0002.pt")  # valid file, wrong content
     for read in (read_checkpoint, checkpoint_identity, require_checkpoints):
-        with pytest.raises(CheckpointError, match=r"epoch_0002.pt: holds epoch 1, not the epoch its name says"):
+        with pytest.raises(
+            CheckpointError, match=r"epoch_0002.pt: holds epoch 1, not the epoch its name says"
+        ):
             read(tmp_path / "epoch_0002.pt" if read is not require_checkpoints else tmp_path)
 
 
@@ -62,5 +74,7 @@ def test_a_checkpoint_of_another_training_run_is_not_mixed_in(tmp_path, trained_
         shutil.copy(path, tmp_path / path.name)
     foreign = torch.load(trained_checkpoints[2], weights_only=True)
     torch.save({**foreign, "training_hash": "another run"}, tmp_path / "epoch_0002.pt")
-    with pytest.raises(CheckpointError, match="epoch_0002.pt: from another training configuration than epoch_0000"):
+    with pytest.raises(
+        CheckpointError, match="epoch_0002.pt: from another training configuration than epoch_0000"
+    ):
         require_checkpoints(tmp_path)

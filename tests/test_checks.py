@@ -10,13 +10,16 @@ def test_informative_values_pass():
     require_informative(torch.ones(5, 5), "a mask", items_must_differ=False)
 
 
-@pytest.mark.parametrize("values, reason", [
-    (torch.zeros(3, 4), "all values are zero"),
-    (torch.tensor([[1.0, float("nan")], [2.0, 3.0]]), "1 of 4 values are NaN or infinite"),
-    (torch.tensor([[1.0, float("inf")], [2.0, 3.0]]), "NaN or infinite"),
-    (torch.ones(3, 4).half(), "all 3 items are identical"),
-    (torch.zeros(0, 4), "empty"),
-])
+@pytest.mark.parametrize(
+    "values, reason",
+    [
+        (torch.zeros(3, 4), "all values are zero"),
+        (torch.tensor([[1.0, float("nan")], [2.0, 3.0]]), "1 of 4 values are NaN or infinite"),
+        (torch.tensor([[1.0, float("inf")], [2.0, 3.0]]), "NaN or infinite"),
+        (torch.ones(3, 4).half(), "all 3 items are identical"),
+        (torch.zeros(0, 4), "empty"),
+    ],
+)
 def test_degenerate_values_are_named(values, reason):
     with pytest.raises(DegenerateError, match=f"^resnet50 embeddings of epoch 2: .*{reason}"):
         require_informative(values, "resnet50 embeddings of epoch 2")

@@ -16,14 +16,23 @@ FINAL = {("clrjit", 1): 0.5, ("clrjit", 2): 0.6, ("clrjit", 3): 0.7, ("keepclr",
 
 
 def _log_run(client, experiment_id, aug, seed, final, *, dvc_exp="workspace", lr="0.06", stages=("probe",)):
-    tags = {"protoviz.aug": aug, "protoviz.seed": str(seed), "protoviz.dvc_exp": dvc_exp,
-            **{f"protoviz.stage.{stage}": "done" for stage in stages}}
+    tags = {
+        "protoviz.aug": aug,
+        "protoviz.seed": str(seed),
+        "protoviz.dvc_exp": dvc_exp,
+        **{f"protoviz.stage.{stage}": "done" for stage in stages},
+    }
     run = client.create_run(experiment_id, run_name=f"{aug}-seed{seed}-{dvc_exp}", tags=tags)
     now = int(time.time() * 1000)
     metrics = [Metric("probe/logreg", final - 0.1 * (2 - epoch), now, epoch) for epoch in range(3)]
-    metrics += [Metric("diversity/pixel/mse-masked/layer1", 10.0 * seed + epoch, now, epoch) for epoch in range(3)]
-    client.log_batch(run.info.run_id, metrics=metrics,
-                     params=[Param("aug", aug), Param("seed", str(seed)), Param("train.lr", lr)])
+    metrics += [
+        Metric("diversity/pixel/mse-masked/layer1", 10.0 * seed + epoch, now, epoch) for epoch in range(3)
+    ]
+    client.log_batch(
+        run.info.run_id,
+        metrics=metrics,
+        params=[Param("aug", aug), Param("seed", str(seed)), Param("train.lr", lr)],
+    )
     client.set_terminated(run.info.run_id)
     time.sleep(0.01)  # distinct start times
     return run.info.run_id
@@ -36,22 +45,30 @@ def client():
     _log_run(client, experiment_id, "clrjit", 1, 0.99, dvc_exp="old")  # older duplicate: must be skipped
     for (aug, seed), final in FINAL.items():
         _log_run(client, experiment_id, aug, seed, final, dvc_exp=f"exp-{aug}-{seed}")
-    _log_run(client, experiment_id, "keepclr", 2, 0.95, dvc_exp="partial", stages=())  # newer, nothing finished
+    _log_run(
+        client, experiment_id, "keepclr", 2, 0.95, dvc_exp="partial", stages=()
+    )  # newer, nothing finished
     return client
 
 
 def test_mean_and_sem_over_seeds_match_hand_computed_values(client):
     selection = choose_runs(client, find_runs(client))
     assert len(selection.used) == 5 and sorted(selection.skipped.dvc_exp) == ["old", "partial"]
-    histories = metric_histories(client, selection.used, ["probe/logreg", "diversity/pixel/mse-masked/layer1"])
+    histories = metric_histories(
+        client, selection.used, ["probe/logreg", "diversity/pixel/mse-masked/layer1"]
+    )
     final = mean_sem(final_values(histories[histories.key == "probe/logreg"]), ["aug"]).set_index("aug")
     assert final.loc["clrjit", "mean"] == pytest.approx(0.6)
     assert final.loc["clrjit", "sem"] == pytest.approx(0.1 / 3**0.5)
-    assert final.loc["keepclr", "mean"] == pytest.approx(0.3) and final.loc["keepclr", "sem"] == pytest.approx(0.1)
+    assert final.loc["keepclr", "mean"] == pytest.approx(0.3) and final.loc[
+        "keepclr", "sem"
+    ] == pytest.approx(0.1)
     assert list(final.n) == [3, 2]
 
     # Per epoch: diversity = 10 * seed + epoch -> clrjit mean 20 + epoch, SEM 10 / sqrt(3).
-    curve = mean_sem(histories[histories.key.str.startswith("diversity/")], ["aug", "epoch"]).set_index(["aug", "epoch"])
+    curve = mean_sem(histories[histories.key.str.startswith("diversity/")], ["aug", "epoch"]).set_index(
+        ["aug", "epoch"]
+    )
     assert curve.loc[("clrjit", 2), "mean"] == pytest.approx(22.0)
     assert curve.loc[("clrjit", 2), "sem"] == pytest.approx(10 / 3**0.5)
     assert curve.loc[("keepclr", 0), "mean"] == pytest.approx(15.0)

@@ -18,14 +18,23 @@ def test_paper_config_is_the_papers_setup():
     params = load_params(REPO / "configs/paper.yaml")
     assert (params.data.name, params.data.image_size, params.train.epochs) == ("stl10", 96, 100)
     assert (params.train.lr, params.train.momentum, params.train.weight_decay) == (0.06, 0.9, 5e-4)
-    # Sec. 6.2: every channel of layer1-4 at every checkpoint; Sec. 2.2: extracted twice; Sec. 6.3: 200 samples.
+    # Sec. 6.2: every channel of layer1-4 at every checkpoint; Sec. 2.2: extracted twice;
+    # Sec. 6.3: 200 samples.
     x = params.extract
-    assert (x.epochs, x.layers, x.channels_per_layer, x.repeats) == ("all", ["layer1", "layer2", "layer3",
-                                                                           "layer4"], None, 2)
+    assert (x.epochs, x.layers, x.channels_per_layer, x.repeats) == (
+        "all",
+        ["layer1", "layer2", "layer3", "layer4"],
+        None,
+        2,
+    )
     assert (x.generator, params.rfmask.samples, params.embed.weights) == ("deepsim_fc6", 200, "imagenet")
     assert len(params.embed.nets) == 10
     # Fig. 2: ResNet50 embeddings, MSE (Sec. 3.3); Fig. 3: layer3 units 1, 2, 12, 98 at epochs 0, 10, ..., 90.
-    assert (params.distance.space, params.distance.metric, params.distance.masked) == ("resnet50", "mse", True)
+    assert (params.distance.space, params.distance.metric, params.distance.masked) == (
+        "resnet50",
+        "mse",
+        True,
+    )
     assert params.report.units == ["layer3:1", "layer3:2", "layer3:12", "layer3:98"]
     assert params.report.montage_epochs == list(range(0, 100, 10))
 
@@ -76,9 +85,10 @@ def test_stl10_needs_a_root_and_96_px():
 
 
 def test_batch_larger_than_data_is_refused():
-    assert "train.batch_size: 64 exceeds data.synthetic.n_unlabeled" in _error(tiny_params(batch_size=64, epochs=1) | {
-        "data": {"name": "synthetic", "image_size": 24, "synthetic": {"n_unlabeled": 32}}
-    })
+    assert "train.batch_size: 64 exceeds data.synthetic.n_unlabeled" in _error(
+        tiny_params(batch_size=64, epochs=1)
+        | {"data": {"name": "synthetic", "image_size": 24, "synthetic": {"n_unlabeled": 32}}}
+    )
 
 
 def test_missing_and_malformed_files(tmp_path):
@@ -117,29 +127,50 @@ def test_extract_epochs_are_all_a_stride_or_a_nonempty_list(value, message):
         parse_params({"extract": {"epochs": value}})
 
 
-@pytest.mark.parametrize("unit, message", [("layer3-17", "is not 'layer:channel'"), ("layer9:1", "unknown layer")])
+@pytest.mark.parametrize(
+    "unit, message", [("layer3-17", "is not 'layer:channel'"), ("layer9:1", "unknown layer")]
+)
 def test_report_units_are_checked(unit, message):
     with pytest.raises(ParamsError, match=f"report.units: .*{message}"):
         parse_params({"report": {"units": [unit]}})
 
 
-@pytest.mark.parametrize("section, key, value", [
-    ("train", "lr", float("inf")), ("train", "weight_decay", float("nan")), ("extract", "adam_lr", float("inf")),
-    ("extract", "cma_sigma", float("nan")),
-])
+@pytest.mark.parametrize(
+    "section, key, value",
+    [
+        ("train", "lr", float("inf")),
+        ("train", "weight_decay", float("nan")),
+        ("extract", "adam_lr", float("inf")),
+        ("extract", "cma_sigma", float("nan")),
+    ],
+)
 def test_non_finite_numbers_are_refused_with_their_key(section, key, value):
     with pytest.raises(ParamsError, match=rf"{section}\.{key}: .*finite"):
         parse_params({section: {key: value}})
 
 
-@pytest.mark.parametrize("section, key, value, expected", [
-    ("extract", "epochs", [0, 99], "extract.epochs: epochs [99] are not in this run's 0..2 (train.epochs)"),
-    ("report", "montage_epochs", [3], "report.montage_epochs: epochs [3] are not in this run's 0..2"),
-    ("report", "units", ["layer3:9999"], "report.units: 'layer3:9999' names channel 9999 of layer3, which has "
-                                          "channels 0..255"),
-    ("report", "units", ["layer1.0.conv1:64"], "channel 64 of layer1.0.conv1, which has channels 0..63"),
-])
-def test_epochs_and_channels_the_run_will_not_have_are_refused_before_any_stage(section, key, value, expected):
+@pytest.mark.parametrize(
+    "section, key, value, expected",
+    [
+        (
+            "extract",
+            "epochs",
+            [0, 99],
+            "extract.epochs: epochs [99] are not in this run's 0..2 (train.epochs)",
+        ),
+        ("report", "montage_epochs", [3], "report.montage_epochs: epochs [3] are not in this run's 0..2"),
+        (
+            "report",
+            "units",
+            ["layer3:9999"],
+            "report.units: 'layer3:9999' names channel 9999 of layer3, which has channels 0..255",
+        ),
+        ("report", "units", ["layer1.0.conv1:64"], "channel 64 of layer1.0.conv1, which has channels 0..63"),
+    ],
+)
+def test_epochs_and_channels_the_run_will_not_have_are_refused_before_any_stage(
+    section, key, value, expected
+):
     raw = tiny_params(epochs=2)
     raw[section] = {key: value}
     assert expected in _error(raw)

@@ -50,8 +50,9 @@ def small_real_layout(tmp_path, monkeypatch):
     """An 'STL10' download of reduced size, with the expected sizes reduced to match."""
     sizes = {"unlabeled": 4, "train": 10, "test": 10}
     monkeypatch.setattr(dataset, "STL10_SPLIT_SIZES", sizes)
-    write_synthetic_stl10(tmp_path / "download" / "stl10_binary", image_size=96,
-                          n_unlabeled=4, n_train=10, n_test=10, seed=1)
+    write_synthetic_stl10(
+        tmp_path / "download" / "stl10_binary", image_size=96, n_unlabeled=4, n_train=10, n_test=10, seed=1
+    )
     return tmp_path / "download"
 
 

@@ -16,8 +16,9 @@ time.sleep(60)
 
 
 def _holder(lock_dir, count):
-    process = subprocess.Popen([sys.executable, "-c", HOLDER, str(lock_dir), str(count)], stdout=subprocess.PIPE,
-                               text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(lock_dir), str(count)], stdout=subprocess.PIPE, text=True
+    )
     return process, int(process.stdout.readline())
 
 
@@ -49,7 +50,9 @@ def test_only_stages_claim_devices():
     from pathlib import Path
 
     library = Path(__file__).resolve().parents[1] / "protoviz_core"
-    claiming = [p.name for p in library.glob("*.py") if p.name != "devices.py" and "resolve_device" in p.read_text()]
+    claiming = [
+        p.name for p in library.glob("*.py") if p.name != "devices.py" and "resolve_device" in p.read_text()
+    ]
     assert claiming == []
 
 

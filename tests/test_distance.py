@@ -36,7 +36,9 @@ def test_diversity_is_zero_for_identical_prototypes_and_grows_with_spread(metric
 
 def test_identical_repeats_have_zero_distance_and_diversity_needs_two():
     x = torch.randn(6, 5)
-    assert mean_paired(x, x.clone(), "mse") == 0 and mean_paired(x, x.clone(), "cosine") == pytest.approx(0, abs=1e-12)
+    assert mean_paired(x, x.clone(), "mse") == 0 and mean_paired(x, x.clone(), "cosine") == pytest.approx(
+        0, abs=1e-12
+    )
     with pytest.raises(ValueError):
         diversity(x[:1], "mse")
     with pytest.raises(ValueError, match="metric"):
@@ -46,8 +48,12 @@ def test_identical_repeats_have_zero_distance_and_diversity_needs_two():
 def _layer(vectors_per_repeat):
     """One layer of embed_epoch's output: repeats stacked, channels 0..C-1."""
     stacked = torch.stack(vectors_per_repeat)
-    return {"channels": torch.arange(stacked.shape[1]), "repeats": torch.arange(1, len(stacked) + 1),
-            "plain": stacked, "masked": stacked}
+    return {
+        "channels": torch.arange(stacked.shape[1]),
+        "repeats": torch.arange(1, len(stacked) + 1),
+        "plain": stacked,
+        "masked": stacked,
+    }
 
 
 def test_epoch_rows_identical_repeats_and_epochs_give_zero():

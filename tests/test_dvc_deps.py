@@ -43,8 +43,16 @@ def _imported_modules(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
         for name in names:
+            if name.split(".")[0] not in ("protoviz_core", "stages"):
+                continue
+            parts = name.split(".")
+            # A module runs the __init__.py of every package above it (protoviz_core/engine/...).
+            for depth in range(1, len(parts) + 1):
+                package = ROOT.joinpath(*parts[:depth], "__init__.py")
+                if package.is_file():
+                    found.add(package.relative_to(ROOT).as_posix())
             candidate = ROOT / (name.replace(".", "/") + ".py")
-            if name.split(".")[0] in ("protoviz_core", "stages") and candidate.is_file():
+            if candidate.is_file():
                 found.add(candidate.relative_to(ROOT).as_posix())
     return found
 

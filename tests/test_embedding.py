@@ -4,7 +4,15 @@ import torchvision
 
 import protoviz_core.embedding as embedding
 from protoviz_core.checks import DegenerateError
-from protoviz_core.embedding import NETWORKS, WeightsError, embed_epoch, embed_images, imagenet_weights, load_network
+from protoviz_core.embedding import (
+    NETWORKS,
+    WeightsError,
+    embed_epoch,
+    embed_images,
+    imagenet_weights,
+    load_network,
+)
+from protoviz_core.engine.normalization import IMAGENET_NORMALIZE
 from tests.published_weights import published_imagenet_state
 
 
@@ -34,9 +42,12 @@ def _torchvision_pooled_features(name: str, images: torch.Tensor) -> torch.Tenso
     its classifier (VGG: its last conv block, averaged), on images prepared as embed_images does."""
     model = torchvision.models.get_model(name, weights=imagenet_weights(name)).eval()
     size = NETWORKS[name].input_size
-    batch = torch.nn.functional.interpolate(images.float() / 255, size=(size, size), mode="bilinear",
-                                            align_corners=False, antialias=True)
-    batch = torchvision.transforms.functional.normalize(batch, embedding.IMAGENET_MEAN, embedding.IMAGENET_STD)
+    batch = torch.nn.functional.interpolate(
+        images.float() / 255, size=(size, size), mode="bilinear", align_corners=False, antialias=True
+    )
+    batch = torchvision.transforms.functional.normalize(
+        batch, IMAGENET_NORMALIZE["mean"], IMAGENET_NORMALIZE["std"]
+    )
     captured = []
     if name.startswith("vgg"):
         hook = model.features.register_forward_hook(lambda m, i, out: captured.append(out.mean(dim=(2, 3))))
@@ -51,7 +62,9 @@ def _torchvision_pooled_features(name: str, images: torch.Tensor) -> torch.Tenso
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(NETWORKS))
-def test_published_imagenet_files_embed_exactly_as_torchvisions_model(name, published_torch_home, monkeypatch):
+def test_published_imagenet_files_embed_exactly_as_torchvisions_model(
+    name, published_torch_home, monkeypatch
+):
     monkeypatch.setenv("TORCH_HOME", str(published_torch_home))
     published = torch.load(embedding.weights_file(name), weights_only=True)
     assert not any(k.endswith("num_batches_tracked") for k in published)
@@ -76,8 +89,13 @@ def test_published_imagenet_files_embed_exactly_as_torchvisions_model(name, publ
 def test_published_format_substitute_matches_torchvisions_own_layout():
     """The substitute's keys are what torchvision's builder expects after its own renaming."""
     state = published_imagenet_state("densenet121")
-    renamed = {k.replace(".norm.1.", ".norm1.").replace(".conv.1.", ".conv1.")
-               .replace(".norm.2.", ".norm2.").replace(".conv.2.", ".conv2."): v for k, v in state.items()}
+    renamed = {
+        k.replace(".norm.1.", ".norm1.")
+        .replace(".conv.1.", ".conv1.")
+        .replace(".norm.2.", ".norm2.")
+        .replace(".conv.2.", ".conv2."): v
+        for k, v in state.items()
+    }
     expected = torchvision.models.densenet121(weights=None).state_dict()
     assert set(renamed) == {k for k in expected if not k.endswith("num_batches_tracked")}
 
@@ -100,7 +118,9 @@ def test_the_cli_prints_a_weights_error_as_one_line(tmp_path, monkeypatch, capsy
     from stages import _cli
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    monkeypatch.setattr(torch.hub, "download_url_to_file", lambda *a, **k: (_ for _ in ()).throw(OSError("offline")))
+    monkeypatch.setattr(
+        torch.hub, "download_url_to_file", lambda *a, **k: (_ for _ in ()).throw(OSError("offline"))
+    )
     assert _cli.run(lambda argv: load_network("densenet121"), []) == 2
     (line,) = capsys.readouterr().err.splitlines()
     assert line.startswith("error: ") and "densenet121-a639ec97.pth" in line
@@ -157,18 +177,43 @@ class _Store:
 
 def test_a_degenerate_embedding_set_stops_with_its_name():
     identical = torch.full((3, 3, 8, 8), 77, dtype=torch.uint8)
-    with pytest.raises(DegenerateError, match="pixel embeddings of epoch 0, layer1, repeat 1 \\(plain\\): all 3"):
-        embed_epoch(_Store(identical), 0, "pixel", {"layer1": torch.ones(8, 8)}, network=None, batch_size=8,
-                    device=torch.device("cpu"))
+    with pytest.raises(
+        DegenerateError, match="pixel embeddings of epoch 0, layer1, repeat 1 \\(plain\\): all 3"
+    ):
+        embed_epoch(
+            _Store(identical),
+            0,
+            "pixel",
+            {"layer1": torch.ones(8, 8)},
+            network=None,
+            batch_size=8,
+            device=torch.device("cpu"),
+        )
     varied = torch.randint(0, 256, (3, 3, 8, 8), dtype=torch.uint8)
     with pytest.raises(DegenerateError, match="RF mask used for epoch 0, layer1"):
-        embed_epoch(_Store(varied), 0, "pixel", {"layer1": torch.zeros(8, 8)}, network=None, batch_size=8,
-                    device=torch.device("cpu"))
-    vectors = embed_epoch(_Store(varied), 0, "pixel", {"layer1": torch.ones(8, 8)}, network=None, batch_size=8,
-                          device=torch.device("cpu"))
+        embed_epoch(
+            _Store(varied),
+            0,
+            "pixel",
+            {"layer1": torch.zeros(8, 8)},
+            network=None,
+            batch_size=8,
+            device=torch.device("cpu"),
+        )
+    vectors = embed_epoch(
+        _Store(varied),
+        0,
+        "pixel",
+        {"layer1": torch.ones(8, 8)},
+        network=None,
+        batch_size=8,
+        device=torch.device("cpu"),
+    )
     plain = vectors["layer1"]["plain"]
     assert plain.dtype == torch.float16 and plain.shape == (1, 3, 192)  # (repeats, channels, 3 * 8 * 8)
-    assert vectors["layer1"]["channels"].tolist() == [0, 1, 2] and vectors["layer1"]["repeats"].tolist() == [1]
+    assert vectors["layer1"]["channels"].tolist() == [0, 1, 2] and vectors["layer1"]["repeats"].tolist() == [
+        1
+    ]
 
 
 def test_unknown_network_and_weights_are_refused():

@@ -4,9 +4,10 @@ It clones the committed repository (uncommitted changes are not in the clone), w
 tiny params, runs ``dvc repro`` with this environment's DVC (every stage as a separate
 process, exactly as dvc.yaml says), then checks dvc.lock, the metrics, the report and
 its atlas, and the MLflow run; pushes the run to the default remote and pulls it
-back byte for byte, then does the same through S3 (moto's server) into a fresh clone; edits library files and checks that ``dvc status`` reruns
-exactly the stages that import them; and makes params faults (a typo, a failing value). The demo's own params are
-run by the README's first command (``make demo``); its time is measured there.
+back byte for byte, then does the same through S3 (moto's server) into a fresh clone;
+edits library files and checks that ``dvc status`` reruns exactly the stages that
+import them; and makes params faults (a typo, a failing value). The demo's own params
+are run by the README's first command (``make demo``); its time is measured there.
 """
 
 import contextlib
@@ -35,18 +36,34 @@ def _params() -> dict:
     params = tiny_params(epochs=2)
     params["probe"] = {"adam_epochs": 5, "device": "cpu"}
     params["rfmask"] = {"layers": ["layer1", "layer4"], "samples": 2, "channels_per_layer": 2}
-    params["extract"] = {"epochs": "all", "layers": ["layer1", "layer4"], "channels_per_layer": 3, "repeats": 2,
-                         "cma_steps": 1, "cma_popsize": 4, "adam_steps": 2, "device": "cpu"}
+    params["extract"] = {
+        "epochs": "all",
+        "layers": ["layer1", "layer4"],
+        "channels_per_layer": 3,
+        "repeats": 2,
+        "cma_steps": 1,
+        "cma_popsize": 4,
+        "adam_steps": 2,
+        "device": "cpu",
+    }
     params["exemplars"] = {"images": 50, "top_k": 4, "device": "cpu"}
     params["embed"] = {"nets": [], "weights": "random"}
-    params["distance"] = {"space": "pixel", "metric": "mse", "masked": True}  # DVC wants every section it tracks
+    params["distance"] = {
+        "space": "pixel",
+        "metric": "mse",
+        "masked": True,
+    }  # DVC wants every section it tracks
     params["report"] = {"units_per_layer": 1, "montage_epochs": 1, "thumb_size": 16}
     return params
 
 
 def _digests(*folders) -> dict[str, str]:
-    return {str(p): hashlib.md5(p.read_bytes()).hexdigest() for folder in folders for p in sorted(folder.rglob("*"))
-            if p.is_file() and p.name != ".gitignore"}
+    return {
+        str(p): hashlib.md5(p.read_bytes()).hexdigest()
+        for folder in folders
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != ".gitignore"
+    }
 
 
 def _changed_stages(clone) -> set[str]:
@@ -58,8 +75,11 @@ def _changed_stages(clone) -> set[str]:
 def _s3_server():
     """moto's S3 API server on a free port of 127.0.0.1; yields its endpoint URL."""
     port = free_port()
-    server = subprocess.Popen([str(Path(DVC).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [str(Path(DVC).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     endpoint = f"http://127.0.0.1:{port}"
     try:
         wait_until_answering(endpoint, server, 60)
@@ -70,11 +90,14 @@ def _s3_server():
 
 
 def _use_s3(repo, endpoint):
-    """Give ``repo`` the remote "s3" (bucket protoviz on ``endpoint``), all in .dvc/config.local, which git ignores."""
-    for command in (["add", "--local", "s3", "s3://protoviz/runs"],
-                    ["modify", "--local", "s3", "endpointurl", endpoint],
-                    ["modify", "--local", "s3", "access_key_id", "testing"],
-                    ["modify", "--local", "s3", "secret_access_key", "testing"]):
+    """Give ``repo`` the remote "s3" (bucket protoviz on ``endpoint``), all in
+    .dvc/config.local, which git ignores."""
+    for command in (
+        ["add", "--local", "s3", "s3://protoviz/runs"],
+        ["modify", "--local", "s3", "endpointurl", endpoint],
+        ["modify", "--local", "s3", "access_key_id", "testing"],
+        ["modify", "--local", "s3", "secret_access_key", "testing"],
+    ):
         subprocess.run([DVC, "remote", *command], cwd=repo, check=True, capture_output=True)
 
 
@@ -113,9 +136,16 @@ def test_dvc_repro_on_a_fresh_clone_and_code_changes_rerun_exactly_their_stages(
     with sqlite3.connect(clone / "mlflow.db") as db:
         (run_id,) = [row[0] for row in db.execute("select run_uuid from runs")]
         tags = dict(db.execute("select key, value from tags where run_uuid = ?", (run_id,)))
-        steps = [row[0] for row in db.execute(
-            "select step from metrics where run_uuid = ? and key = 'probe/logreg' order by step", (run_id,))]
-    assert all(tags[f"protoviz.stage.{stage}"] == "done" for stage in STAGES if stage not in ("params", "data"))
+        steps = [
+            row[0]
+            for row in db.execute(
+                "select step from metrics where run_uuid = ? and key = 'probe/logreg' order by step",
+                (run_id,),
+            )
+        ]
+    assert all(
+        tags[f"protoviz.stage.{stage}"] == "done" for stage in STAGES if stage not in ("params", "data")
+    )
     assert steps == list(range(epochs + 1))
     assert list((clone / "mlartifacts").rglob("report/index.html"))
 
@@ -131,12 +161,19 @@ def test_dvc_repro_on_a_fresh_clone_and_code_changes_rerun_exactly_their_stages(
 
     # The same through a real S3 API (moto's server on 127.0.0.1): push, a fresh clone, pull.
     subprocess.run(["git", "add", "-A"], cwd=clone, check=True)
-    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "run"], cwd=clone, check=True)
+    subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "run"], cwd=clone, check=True
+    )
     with _s3_server() as endpoint:
         import boto3
 
-        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing",
-                     aws_secret_access_key="testing").create_bucket(Bucket="protoviz")
+        boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        ).create_bucket(Bucket="protoviz")
         _use_s3(clone, endpoint)
         subprocess.run([DVC, "push", "-q", "-r", "s3"], cwd=clone, check=True, capture_output=True)
         fresh = tmp_path / "fresh"
@@ -144,9 +181,14 @@ def test_dvc_repro_on_a_fresh_clone_and_code_changes_rerun_exactly_their_stages(
         _use_s3(fresh, endpoint)
         subprocess.run([DVC, "pull", "-q", "-r", "s3"], cwd=fresh, check=True, capture_output=True)
     assert _digests(*[fresh / p.relative_to(clone) for p in outputs]) == {
-        str(fresh / Path(k).relative_to(clone)): v for k, v in before.items()}
-    assert "testing" not in subprocess.run(["git", "show", "HEAD:.dvc/config"], cwd=fresh, capture_output=True,
-                                           text=True, check=True).stdout  # credentials stay out of git
+        str(fresh / Path(k).relative_to(clone)): v for k, v in before.items()
+    }
+    assert (
+        "testing"
+        not in subprocess.run(
+            ["git", "show", "HEAD:.dvc/config"], cwd=fresh, capture_output=True, text=True, check=True
+        ).stdout
+    )  # credentials stay out of git
 
     # A change to a library file reruns exactly the stages that import it (here: extract, embed, report).
     library_file = "protoviz_core/store.py"
@@ -160,14 +202,18 @@ def test_dvc_repro_on_a_fresh_clone_and_code_changes_rerun_exactly_their_stages(
     (clone / "params.yaml").write_text(valid + "sed: 2\n")
     result = subprocess.run([DVC, "repro"], cwd=clone, capture_output=True, text=True, timeout=5 * 60)
     assert result.returncode != 0
-    assert "error: params.yaml: sed: unknown key; allowed keys here: aug, data," in result.stdout + result.stderr
+    assert (
+        "error: params.yaml: sed: unknown key; allowed keys here: aug, data," in result.stdout + result.stderr
+    )
 
     # A stage that fails on a bad value keeps the metrics and plots of the last good run.
     subprocess.run(["git", "checkout", "-q", library_file], cwd=clone, check=True)
     kept = {name: (clone / name).read_bytes() for name in ("metrics/train.json", "plots/train_loss.csv")}
     params["train"]["lr"] = 1e12  # valid for the schema; SGD diverges at once
     write_params(clone / "params.yaml", params)
-    result = subprocess.run([DVC, "repro", "train"], cwd=clone, capture_output=True, text=True, timeout=5 * 60)
+    result = subprocess.run(
+        [DVC, "repro", "train"], cwd=clone, capture_output=True, text=True, timeout=5 * 60
+    )
     assert result.returncode != 0
     assert "error: train: the loss is nan at epoch 1, step 2; training diverged" in result.stderr
     assert {name: (clone / name).read_bytes() for name in kept} == kept

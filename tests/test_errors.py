@@ -15,8 +15,20 @@ from protoviz_core.stl10 import DatasetError
 from stages import _cli
 
 
-@pytest.mark.parametrize("error", [CheckpointError, DegenerateError, ComparisonError, ParamsError, DeviceError,
-                                   WeightsError, MaskError, ReportError, DatasetError])
+@pytest.mark.parametrize(
+    "error",
+    [
+        CheckpointError,
+        DegenerateError,
+        ComparisonError,
+        ParamsError,
+        DeviceError,
+        WeightsError,
+        MaskError,
+        ReportError,
+        DatasetError,
+    ],
+)
 def test_user_errors_share_the_base_and_print_as_one_line(error, capsys):
     assert issubclass(error, ProtovizError)
 

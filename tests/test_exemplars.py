@@ -6,19 +6,27 @@ import torch
 
 from protoviz_core.checkpoints import checkpoint_identity, load_backbone
 from protoviz_core.checks import DegenerateError
+from protoviz_core.engine.units import layer_reader
 from protoviz_core.exemplars import (
-    ExemplarsError, ExemplarSet, Pool, best_natural, exemplar_work, read_exemplars, sample_positions, top_exemplars,
+    ExemplarsError,
+    ExemplarSet,
+    Pool,
+    best_natural,
+    exemplar_work,
+    read_exemplars,
+    sample_positions,
+    top_exemplars,
 )
 from protoviz_core.simclr import NORMALIZE, build_backbone
 from protoviz_core.stl10 import SplitWriter
-from protoviz_core.units import layer_reader
 from protoviz_core.work import run_work
 
 SIZE = 16
 
 
 def _pool(root, counts=(5, 7), size=SIZE) -> Pool:
-    """Two splits whose image i of split s is filled with the value 10 * s + i (so each image says where it is)."""
+    """Two splits whose image i of split s is filled with the value 10 * s + i (so each
+    image says where it is)."""
     for number, (split, count) in enumerate(zip(("train", "unlabeled"), counts)):
         with SplitWriter(root, split) as writer:
             images = np.stack([np.full((3, size, size), 10 * number + i, np.uint8) for i in range(count)])
@@ -29,7 +37,12 @@ def _pool(root, counts=(5, 7), size=SIZE) -> Pool:
 def test_pool_positions_run_through_the_splits_in_order(tmp_path):
     pool = _pool(tmp_path)
     assert pool.sizes() == [5, 7]
-    assert pool.locate(np.array([0, 4, 5, 11])) == [("train", 0), ("train", 4), ("unlabeled", 0), ("unlabeled", 6)]
+    assert pool.locate(np.array([0, 4, 5, 11])) == [
+        ("train", 0),
+        ("train", 4),
+        ("unlabeled", 0),
+        ("unlabeled", 6),
+    ]
     images = pool.images([11, 0, 6])
     assert images.shape == (3, 3, SIZE, SIZE) and images[:, 0, 0, 0].tolist() == [16, 0, 11]
     with pytest.raises(ExemplarsError, match="pool position out of range 0..11"):
@@ -37,7 +50,11 @@ def test_pool_positions_run_through_the_splits_in_order(tmp_path):
 
 
 def test_the_sample_is_fixed_by_its_seed_distinct_and_sorted():
-    first, again, other = sample_positions(100, 10, 0), sample_positions(100, 10, 0), sample_positions(100, 10, 1)
+    first, again, other = (
+        sample_positions(100, 10, 0),
+        sample_positions(100, 10, 0),
+        sample_positions(100, 10, 1),
+    )
     assert np.array_equal(first, again) and not np.array_equal(first, other)
     assert len(set(first.tolist())) == 10 and np.all(np.diff(first) > 0) and first.max() < 100
     assert np.array_equal(sample_positions(7, None, 0), np.arange(7))
@@ -57,9 +74,13 @@ def test_top_exemplars_are_each_units_best_images_in_any_batching(tmp_path, batc
     model = build_backbone().eval()
     pool = _random_pool(tmp_path)
     positions = np.arange(3, 40, 2)  # a sample: every other image from 3 on
-    found = top_exemplars(model, ["layer2", "layer4"], pool, positions, normalize=NORMALIZE, top_k=3,
-                          batch_size=batch_size)
-    mean, std = torch.tensor(NORMALIZE["mean"]).view(1, 3, 1, 1), torch.tensor(NORMALIZE["std"]).view(1, 3, 1, 1)
+    found = top_exemplars(
+        model, ["layer2", "layer4"], pool, positions, normalize=NORMALIZE, top_k=3, batch_size=batch_size
+    )
+    mean, std = (
+        torch.tensor(NORMALIZE["mean"]).view(1, 3, 1, 1),
+        torch.tensor(NORMALIZE["std"]).view(1, 3, 1, 1),
+    )
     images = (torch.from_numpy(pool.images(positions)).float() / 255 - mean) / std
     for layer in ("layer2", "layer4"):
         with torch.no_grad(), layer_reader(model, layer) as read:
@@ -79,8 +100,15 @@ def test_top_exemplars_are_each_units_best_images_in_any_batching(tmp_path, batc
 def test_exemplar_files_resume_and_are_checked_against_their_checkpoint(trained_checkpoints, tmp_path):
     pool = Pool(trained_checkpoints[0].parents[2] / "data", ("train", "unlabeled"), 24)
     positions = sample_positions(sum(pool.sizes()), 30, 0)
-    items = exemplar_work(dict(trained_checkpoints), pool, positions, ["layer1", "layer3"], top_k=4, batch_size=16,
-                          device=torch.device("cpu"))
+    items = exemplar_work(
+        dict(trained_checkpoints),
+        pool,
+        positions,
+        ["layer1", "layer3"],
+        top_k=4,
+        batch_size=16,
+        device=torch.device("cpu"),
+    )
     assert [item.name for item in items] == ["e0000.pt", "e0001.pt", "e0002.pt"]
     run_work(items, tmp_path / "ex", log=lambda line: None)
     stamps = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "ex").iterdir()}
@@ -90,8 +118,10 @@ def test_exemplar_files_resume_and_are_checked_against_their_checkpoint(trained_
     assert found[2]["checkpoint"] == checkpoint_identity(trained_checkpoints[2]) and found[2]["sample"] == 30
     assert found[2]["layers"]["layer3"]["activations"].shape == (256, 4)
     assert set(found[2]["layers"]["layer1"]["positions"].flatten().tolist()) <= set(positions.tolist())
-    assert best_natural(found[2], "layer3", [5, 0]).tolist() == \
-        found[2]["layers"]["layer3"]["activations"][[5, 0], 0].tolist()
+    assert (
+        best_natural(found[2], "layer3", [5, 0]).tolist()
+        == found[2]["layers"]["layer3"]["activations"][[5, 0], 0].tolist()
+    )
     with pytest.raises(ExemplarsError, match="no exemplars for layer2"):
         best_natural(found[2], "layer2", [0])
     with pytest.raises(ExemplarsError, match="e0002.pt: found on another checkpoint than"):
@@ -116,7 +146,8 @@ def test_a_network_that_outputs_nothing_stops_the_exemplars(trained_checkpoints,
     saved["backbone"] = backbone.state_dict()
     torch.save(saved, path)
     pool = Pool(trained_checkpoints[0].parents[2] / "data", ("train",), 24)
-    items = exemplar_work({1: path}, pool, np.arange(10), ["layer2"], top_k=2, batch_size=8,
-                          device=torch.device("cpu"))
+    items = exemplar_work(
+        {1: path}, pool, np.arange(10), ["layer2"], top_k=2, batch_size=8, device=torch.device("cpu")
+    )
     with pytest.raises(DegenerateError, match="exemplar activations of epoch 1, layer2: all values are zero"):
         items[0].compute()

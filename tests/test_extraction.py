@@ -10,8 +10,17 @@ from protoviz_core.store import SHARDS_DIR, ShardId, build_index, open_prototype
 from protoviz_core.work import pending, run_work
 from tests.helpers import TINY_IMAGE_SIZE
 
-SETTINGS = ExtractParams(layers=["layer1", "layer2"], channels_per_layer=3, repeats=2, cma_steps=2, cma_popsize=6,
-                         cma_sigma=1.0, adam_steps=3, adam_lr=0.05, device="cpu")
+SETTINGS = ExtractParams(
+    layers=["layer1", "layer2"],
+    channels_per_layer=3,
+    repeats=2,
+    cma_steps=2,
+    cma_popsize=6,
+    cma_sigma=1.0,
+    adam_steps=3,
+    adam_lr=0.05,
+    device="cpu",
+)
 
 
 @pytest.fixture(scope="module")
@@ -20,13 +29,20 @@ def checkpoints(trained_checkpoints):
 
 
 def _work(checkpoints, settings=SETTINGS, run_seed=1):
-    return shard_work(checkpoints, settings, run_seed=run_seed, image_size=TINY_IMAGE_SIZE, device=torch.device("cpu"))
+    return shard_work(
+        checkpoints, settings, run_seed=run_seed, image_size=TINY_IMAGE_SIZE, device=torch.device("cpu")
+    )
 
 
 def _extract(store, work, **kwargs):
     done = []
-    run_work(list(work.values()), store / SHARDS_DIR, log=lambda m: None,
-             on_done=lambda item, reused: done.extend([] if reused else [item.name]), **kwargs)
+    run_work(
+        list(work.values()),
+        store / SHARDS_DIR,
+        log=lambda m: None,
+        on_done=lambda item, reused: done.extend([] if reused else [item.name]),
+        **kwargs,
+    )
     return done, build_index(store, list(work), aug="clrjit", seed=1)
 
 
@@ -38,7 +54,8 @@ def test_micro_run_writes_expected_rows_and_shards(tmp_path, checkpoints):
     done, index = _extract(tmp_path, _work(checkpoints))
     assert len(done) == 2 * 2 * 2  # epochs x layers x repeats
     assert len(index) == 8 * 3 and sorted(p.name for p in (tmp_path / "shards").iterdir()) == sorted(
-        f"e{e:04d}-{layer}-r{r}.pt" for e in (0, 1) for layer in ("layer1", "layer2") for r in (1, 2))
+        f"e{e:04d}-{layer}-r{r}.pt" for e in (0, 1) for layer in ("layer1", "layer2") for r in (1, 2)
+    )
     assert sorted(index[index.layer == "layer1"].channel.unique()) == [0, 32, 63]  # evenly spaced of 64
     store = open_prototypes(tmp_path)
     rows = store.select(epoch=1, layer="layer2", channel=[0, 127])
@@ -77,7 +94,7 @@ def test_identity_holds_what_shapes_prototypes_and_nothing_else(tmp_path, checkp
 
 
 def test_replacing_the_generator_weights_file_redoes_the_shards(tmp_path, checkpoints):
-    from protoviz_core.generators import DeePSiMGenerator
+    from protoviz_core.engine.generators import DeePSiMGenerator
 
     weights = tmp_path / "upconvGAN_fc6.pt"
     torch.manual_seed(0)
@@ -95,10 +112,16 @@ def test_a_process_loads_each_checkpoint_and_the_generator_once(tmp_path, checkp
 
     loads = {"backbone": 0, "generator": 0}
     real_backbone, real_generator = extraction.load_backbone, extraction.make_generator
-    monkeypatch.setattr(extraction, "load_backbone", lambda *a: loads.update(backbone=loads["backbone"] + 1)
-                        or real_backbone(*a))
-    monkeypatch.setattr(extraction, "make_generator", lambda *a: loads.update(generator=loads["generator"] + 1)
-                        or real_generator(*a))
+    monkeypatch.setattr(
+        extraction,
+        "load_backbone",
+        lambda *a: loads.update(backbone=loads["backbone"] + 1) or real_backbone(*a),
+    )
+    monkeypatch.setattr(
+        extraction,
+        "make_generator",
+        lambda *a: loads.update(generator=loads["generator"] + 1) or real_generator(*a),
+    )
     extraction._backbone_on.cache_clear()
     extraction._generator_on.cache_clear()
     done, _ = _extract(tmp_path, _work(checkpoints))
@@ -126,10 +149,14 @@ def test_every_epoch_layer_and_repeat_draws_independent_noise(tmp_path, checkpoi
     assert len(set(seeds.values())) == len(work)
     other_run = _work(checkpoints, run_seed=2)
     assert not set(seeds.values()) & {item.compute.keywords["seed"] for item in other_run.values()}
-    assert not {i.key for i in work.values()} & {i.key for i in other_run.values()}  # cached shards not reused
+    assert not {i.key for i in work.values()} & {
+        i.key for i in other_run.values()
+    }  # cached shards not reused
     # The same channel at consecutive epochs starts from unrelated codes (no common random numbers).
     no_search = _work(checkpoints, SETTINGS.model_copy(update={"cma_steps": 0, "adam_steps": 0}))
-    layer1_r1 = {shard: item for shard, item in no_search.items() if shard.layer == "layer1" and shard.repeat == 1}
+    layer1_r1 = {
+        shard: item for shard, item in no_search.items() if shard.layer == "layer1" and shard.repeat == 1
+    }
     _extract(tmp_path, layer1_r1)
     starts = [read_shard(shard_path(tmp_path, shard))["latents"].float() for shard in layer1_r1]
     cosine = torch.nn.functional.cosine_similarity(starts[0], starts[1], dim=1)  # (3,) per channel
@@ -141,7 +168,9 @@ def test_common_streams_share_noise_across_epochs_only(checkpoints):
     seed = {(s.epoch, s.layer, s.repeat): item.compute.keywords["seed"] for s, item in work.items()}
     assert seed[(0, "layer1", 1)] == seed[(1, "layer1", 1)]
     assert len({seed[(0, layer, r)] for layer in ("layer1", "layer2") for r in (1, 2)}) == 4
-    assert {i.key for i in work.values()}.isdisjoint(i.key for i in _work(checkpoints).values())  # another result
+    assert {i.key for i in work.values()}.isdisjoint(
+        i.key for i in _work(checkpoints).values()
+    )  # another result
     # starts (the authors' code): the same start codes at every epoch, the search's noise its own.
     starts = _work(checkpoints, SETTINGS.model_copy(update={"common_streams": "starts"}))
     keywords = {(s.epoch, s.layer, s.repeat): item.compute.keywords for s, item in starts.items()}
@@ -169,10 +198,14 @@ def test_ray_tasks_reserve_a_gpu_only_when_the_device_may_be_one(monkeypatch):
 
     asked = []
     fake = types.SimpleNamespace(
-        is_initialized=lambda: True, cluster_resources=lambda: {"GPU": 1.0, "CPU": 2.0},
-        remote=lambda **resources: asked.append(resources["num_gpus"]) or (
-            lambda function: types.SimpleNamespace(remote=lambda compute: compute)),
-        wait=lambda waiting, num_returns: ([waiting[0]], waiting[1:]), get=lambda done: done(),
+        is_initialized=lambda: True,
+        cluster_resources=lambda: {"GPU": 1.0, "CPU": 2.0},
+        remote=lambda **resources: (
+            asked.append(resources["num_gpus"])
+            or (lambda function: types.SimpleNamespace(remote=lambda compute: compute))
+        ),
+        wait=lambda waiting, num_returns: ([waiting[0]], waiting[1:]),
+        get=lambda done: done(),
     )
     monkeypatch.setitem(sys.modules, "ray", fake)
     item = WorkItem("a.pt", "k", lambda: {"value": 1})

@@ -7,7 +7,12 @@ from matplotlib.colors import to_hex
 from PIL import Image
 
 from protoviz_core.figures import (
-    CONDITION_COLORS, development_montage, layer_sort_key, line_panels, masked_images, save_figure,
+    CONDITION_COLORS,
+    development_montage,
+    layer_sort_key,
+    line_panels,
+    masked_images,
+    save_figure,
 )
 
 
@@ -16,14 +21,23 @@ def _curves():
     for layer in ("layer10", "layer2", "layer1"):
         for aug in ("keepclr", "clrjit"):
             for epoch in range(3):
-                rows.append({"layer": layer, "line": aug, "epoch": epoch, "mean": epoch + (aug == "clrjit"),
-                             "sem": 0.1, "n": 3})
+                rows.append(
+                    {
+                        "layer": layer,
+                        "line": aug,
+                        "epoch": epoch,
+                        "mean": epoch + (aug == "clrjit"),
+                        "sem": 0.1,
+                        "n": 3,
+                    }
+                )
     return pd.DataFrame(rows)
 
 
 def test_line_panels_one_panel_per_layer_in_network_order_with_labelled_axes():
-    figure = line_panels(_curves(), panel="layer", line="line", y_label="diversity", title="t",
-                         colors=CONDITION_COLORS)
+    figure = line_panels(
+        _curves(), panel="layer", line="line", y_label="diversity", title="t", colors=CONDITION_COLORS
+    )
     axes = figure.axes
     assert [ax.get_title() for ax in axes] == ["layer1", "layer2", "layer10"]
     assert all(ax.get_xlabel() == "epoch" for ax in axes) and axes[0].get_ylabel() == "diversity"
@@ -37,7 +51,9 @@ def test_line_panels_one_panel_per_layer_in_network_order_with_labelled_axes():
 
 
 def test_line_panels_without_sem_draws_no_band_and_refuses_empty():
-    figure = line_panels(_curves().drop(columns=["sem", "n"]), panel="layer", line="line", y_label="y", title="t")
+    figure = line_panels(
+        _curves().drop(columns=["sem", "n"]), panel="layer", line="line", y_label="y", title="t"
+    )
     assert all(len(ax.collections) == 0 for ax in figure.axes)
     plt.close(figure)
     with pytest.raises(ValueError, match="nothing to draw"):
@@ -45,8 +61,12 @@ def test_line_panels_without_sem_draws_no_band_and_refuses_empty():
 
 
 def test_layer_sort_key_orders_numbers_numerically():
-    assert sorted(["layer4", "layer10", "layer3.1", "layer3"], key=layer_sort_key) == \
-        ["layer3", "layer3.1", "layer4", "layer10"]
+    assert sorted(["layer4", "layer10", "layer3.1", "layer3"], key=layer_sort_key) == [
+        "layer3",
+        "layer3.1",
+        "layer4",
+        "layer10",
+    ]
 
 
 def test_masked_images_multiply_by_the_mask():

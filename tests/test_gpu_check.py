@@ -11,8 +11,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_gpu_check_runs_on_the_cpu_and_prints_its_table():
-    result = subprocess.run([sys.executable, "bench/gpu_check.py", "--device", "cpu", "--tiny"], cwd=REPO,
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "bench/gpu_check.py", "--device", "cpu", "--tiny"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     rows = [line for line in result.stdout.splitlines() if line.startswith("| ") and "---" not in line][1:]
     assert [row.split("|")[1].split(":")[0].strip() for row in rows] == ["extraction", "train", "distance"]
@@ -21,7 +26,9 @@ def test_gpu_check_runs_on_the_cpu_and_prints_its_table():
     assert re.search(r"\| [\d.]+ s per epoch", rows[2])
 
 
-def test_gpu_check_runs_its_gpu_branches_on_a_fake_gpu_and_reports_the_peak_of_every_shard(monkeypatch, capsys):
+def test_gpu_check_runs_its_gpu_branches_on_a_fake_gpu_and_reports_the_peak_of_every_shard(
+    monkeypatch, capsys
+):
     """The GPU form, on the suite's fake CUDA device: rows print as they are measured, and the
     memory row is the highest of the shards' peaks, not the last shard's alone."""
     import importlib.util

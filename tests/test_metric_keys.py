@@ -2,14 +2,22 @@ import pandas as pd
 
 from protoviz_core.config import DistanceParams
 from protoviz_core.metric_keys import (
-    comparison_keys, distance_key, distance_layers, in_view, layer_of, probe_key, view_label,
+    comparison_keys,
+    distance_key,
+    distance_layers,
+    in_view,
+    layer_of,
+    probe_key,
+    view_label,
 )
 
 
 def test_names_round_trip_and_views_are_spelt_once():
     key = distance_key("diversity", "resnet50", "mse", True, "layer3")
     assert key == "diversity/resnet50/mse-masked/layer3" and layer_of(key) == "layer3"
-    assert distance_key("consistency", "pixel", "cosine", False, "layer1") == "consistency/pixel/cosine/layer1"
+    assert (
+        distance_key("consistency", "pixel", "cosine", False, "layer1") == "consistency/pixel/cosine/layer1"
+    )
     assert probe_key("logreg") == "probe/logreg"
     assert distance_layers([key, "probe/logreg", "diversity/pixel/mse/layer1"]) == ["layer1", "layer3"]
     view = DistanceParams(space="pixel", metric="mse", masked=True)
@@ -21,7 +29,17 @@ def test_names_round_trip_and_views_are_spelt_once():
 
 
 def test_in_view_keeps_only_the_chosen_space_metric_and_masking():
-    table = pd.DataFrame([{"space": s, "metric": m, "masked": k, "value": i}
-                          for i, (s, m, k) in enumerate([("pixel", "mse", True), ("pixel", "mse", False),
-                                                         ("pixel", "cosine", True), ("resnet50", "mse", True)])])
+    table = pd.DataFrame(
+        [
+            {"space": s, "metric": m, "masked": k, "value": i}
+            for i, (s, m, k) in enumerate(
+                [
+                    ("pixel", "mse", True),
+                    ("pixel", "mse", False),
+                    ("pixel", "cosine", True),
+                    ("resnet50", "mse", True),
+                ]
+            )
+        ]
+    )
     assert in_view(table, DistanceParams(space="pixel", metric="mse", masked=True)).value.tolist() == [0]

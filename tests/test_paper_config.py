@@ -26,7 +26,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from protoviz_core.stl10 import read_split
-from protoviz_core.tracking import EXPERIMENT_NAME
+from protoviz_core.tracking import EMBED_WEIGHTS_TAG, EXPERIMENT_NAME
 from stages import _cli
 from stages import data as data_stage
 from tests.helpers import STAGE_ARGS, run_pipeline
@@ -45,7 +45,9 @@ def _write_stl10_binary(folder: Path) -> dict[str, np.ndarray]:
     for split, count in SPLITS.items():
         labels = np.arange(count) % 10
         # Class-dependent colour plus noise, so the probes have something to read.
-        images = (rng.integers(0, 128, (count, 3, 96, 96)) + (labels * 12)[:, None, None, None]).astype(np.uint8)
+        images = (rng.integers(0, 128, (count, 3, 96, 96)) + (labels * 12)[:, None, None, None]).astype(
+            np.uint8
+        )
         (folder / f"{split}_X.bin").write_bytes(np.ascontiguousarray(images.transpose(0, 1, 3, 2)).tobytes())
         if split != "unlabeled":
             (folder / f"{split}_y.bin").write_bytes((labels + 1).astype(np.uint8).tobytes())
@@ -61,8 +63,14 @@ def _paper_params_at_tiny_sizes(stl10_root: Path, deepsim: Path) -> dict:
     params["train"].update(epochs=1, batch_size=16, num_workers=0)
     params["probe"].update(batch_size=32, adam_epochs=2, adam_batch_size=16)
     params["rfmask"].update(samples=2, channels_per_layer=2, max_batch=64)
-    params["extract"].update(channels_per_layer=2, cma_steps=1, cma_popsize=4, adam_steps=1, max_batch=64,
-                             generator_weights=str(deepsim))
+    params["extract"].update(
+        channels_per_layer=2,
+        cma_steps=1,
+        cma_popsize=4,
+        adam_steps=1,
+        max_batch=64,
+        generator_weights=str(deepsim),
+    )
     # One network of each family (each its own torchvision builder branch); every one of the ten
     # published files is loaded and compared with torchvision's model in tests/test_embedding.py.
     params["embed"].update(batch_size=16, nets=list(FAMILIES))
@@ -108,30 +116,46 @@ def test_paper_configuration_runs_every_branch(tmp_path, published_torch_home, m
     assert (shown["space"], shown["metric"], shown["masked"]) == ("resnet50", "mse", True)
 
     assert (tmp_path / "report/development.png").is_file() and (tmp_path / "report/index.html").is_file()
-    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])  # this test's database, whatever an earlier test set
+    client = MlflowClient(
+        os.environ["MLFLOW_TRACKING_URI"]
+    )  # this test's database, whatever an earlier test set
     (run,) = client.search_runs([client.get_experiment_by_name(EXPERIMENT_NAME).experiment_id])
-    assert run.data.tags["protoviz.embed_weights"] == "imagenet"
+    assert run.data.tags[EMBED_WEIGHTS_TAG] == "imagenet"
     assert len(client.get_metric_history(run.info.run_id, "probe/logreg")) == 2
     assert len(client.get_metric_history(run.info.run_id, "diversity/densenet201/mse-masked/layer4")) == 2
 
 
 def test_the_paper_procedure_runs_every_generation_and_step_and_climbs_from_the_recombined_mean():
     """configs/paper.yaml's extract procedure, as the authors' code does it, at a tiny size."""
-    from protoviz_core.cmaes import BatchedCMAES
+    from protoviz_core.engine.cmaes import BatchedCMAES
+    from protoviz_core.engine.generators import make_generator
+    from protoviz_core.engine.rng import stream_keys
+    from protoviz_core.engine.synthesis import stream_seed, synthesize
+    from protoviz_core.engine.units import centre_activation, layer_reader
     from protoviz_core.extraction import SYNTHESIS_OPTIONS
-    from protoviz_core.generators import make_generator
-    from protoviz_core.rng import stream_keys
     from protoviz_core.simclr import build_backbone
-    from protoviz_core.synthesis import stream_seed, synthesize
-    from protoviz_core.units import centre_activation, layer_reader
 
     paper = yaml.safe_load((REPO / "configs/paper.yaml").read_text())["extract"]
-    assert (paper["early_exit"], paper["evolution"], paper["adam_start"], paper["objective"], paper["precision"],
-            paper["redraw_dead"], paper["resize"], paper["common_streams"]) == \
-        (False, "fixed_sigma", "mean", "after_relu", "float32", False, "legacy", "starts")
-    assert (paper["cma_steps"], paper["cma_popsize"], paper["cma_sigma"], paper["adam_steps"], paper["adam_lr"]) == \
-        (20, 30, 2.0, 50, 0.01)
-    procedure = {k: paper[k] for k in SYNTHESIS_OPTIONS if k not in ("generator", "generator_weights", "resize")}
+    assert (
+        paper["early_exit"],
+        paper["evolution"],
+        paper["adam_start"],
+        paper["objective"],
+        paper["precision"],
+        paper["redraw_dead"],
+        paper["resize"],
+        paper["common_streams"],
+    ) == (False, "fixed_sigma", "mean", "after_relu", "float32", False, "legacy", "starts")
+    assert (
+        paper["cma_steps"],
+        paper["cma_popsize"],
+        paper["cma_sigma"],
+        paper["adam_steps"],
+        paper["adam_lr"],
+    ) == (20, 30, 2.0, 50, 0.01)
+    procedure = {
+        k: paper[k] for k in SYNTHESIS_OPTIONS if k not in ("generator", "generator_weights", "resize")
+    }
     procedure.update(cma_steps=3, cma_popsize=6, adam_steps=4)  # sizes shrink, nothing else
 
     torch.manual_seed(0)
@@ -148,11 +172,17 @@ def test_the_paper_procedure_runs_every_generation_and_step_and_climbs_from_the_
 
     # The climb starts from the evolution's recombined mean: with no Adam step, the codes are that mean,
     # replayed here with the authors' fixed-step evolution on the unit after its ReLU.
-    result = synthesize(model, "layer2", channels, generator=prior, image_size=32, seed=4,
-                        **{**procedure, "adam_steps": 0})
+    result = synthesize(
+        model, "layer2", channels, generator=prior, image_size=32, seed=4, **{**procedure, "adam_steps": 0}
+    )
     start = prior.sample(stream_keys(stream_seed(4, "start"), channels), step=0)
-    es = BatchedCMAES(start, procedure["cma_sigma"], 6, seed=stream_seed(4, "evolution"), keys=channels, adapt=False)
-    mean, std = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    es = BatchedCMAES(
+        start, procedure["cma_sigma"], 6, seed=stream_seed(4, "evolution"), keys=channels, adapt=False
+    )
+    mean, std = (
+        torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1),
+        torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1),
+    )
     with torch.no_grad(), layer_reader(model, "layer2") as read:
         for _ in range(3):
             samples = es.ask()

@@ -1,4 +1,5 @@
-"""The run report's choices (which units, which curves); the whole report is tested in tests/stages/test_report.py."""
+"""The run report's choices (which units, which curves); the whole report is tested in
+tests/stages/test_report.py."""
 
 import pandas as pd
 import pytest
@@ -11,21 +12,42 @@ from protoviz_core.simclr import build_backbone
 
 class _Store:
     def __init__(self, channels):
-        self.index = pd.DataFrame([{"layer": layer, "channel": c} for layer, chans in channels.items() for c in chans])
+        self.index = pd.DataFrame(
+            [{"layer": layer, "channel": c} for layer, chans in channels.items() for c in chans]
+        )
 
 
 def test_montage_units_are_listed_ones_or_evenly_spaced_extracted_ones():
     store = _Store({"layer1": [0, 10, 20, 30, 40], "layer3": [5, 6]})
     assert montage_units(store, ReportParams(units_per_layer=2)) == [
-        ("layer1", 0), ("layer1", 40), ("layer3", 5), ("layer3", 6)]
-    assert montage_units(store, ReportParams(units=["layer3:6", "layer1:20"])) == [("layer3", 6), ("layer1", 20)]
-    with pytest.raises(ReportError, match=r"report.units: layer1:21 was not extracted.*layer1 \[0, 10, 20, 30, 40\]"):
+        ("layer1", 0),
+        ("layer1", 40),
+        ("layer3", 5),
+        ("layer3", 6),
+    ]
+    assert montage_units(store, ReportParams(units=["layer3:6", "layer1:20"])) == [
+        ("layer3", 6),
+        ("layer1", 20),
+    ]
+    with pytest.raises(
+        ReportError, match=r"report.units: layer1:21 was not extracted.*layer1 \[0, 10, 20, 30, 40\]"
+    ):
         montage_units(store, ReportParams(units=["layer1:21"]))
 
 
 def test_curves_show_only_the_configured_view():
-    rows = [{"space": s, "metric": "mse", "masked": True, "layer": "layer1", "epoch": e, "quantity": "diversity",
-             "value": v} for s, e, v in [("pixel", 0, 1.0), ("pixel", 1, 2.0), ("resnet50", 0, 9.0)]]
+    rows = [
+        {
+            "space": s,
+            "metric": "mse",
+            "masked": True,
+            "layer": "layer1",
+            "epoch": e,
+            "quantity": "diversity",
+            "value": v,
+        }
+        for s, e, v in [("pixel", 0, 1.0), ("pixel", 1, 2.0), ("resnet50", 0, 9.0)]
+    ]
     curves = _curves(pd.DataFrame(rows), "diversity", DistanceParams(space="pixel"), "clrjit")
     assert curves["mean"].tolist() == [1.0, 2.0] and set(curves.line) == {"clrjit"}
 
@@ -35,7 +57,9 @@ def test_unit_position_note_names_the_unit_read_and_where_its_receptive_field_pe
     mask = torch.zeros(48, 48)
     mask[0, 2] = 1.0  # layer4's (0, 0) unit at 48 px looks at the image's corner
     note = unit_position_note(backbone, "layer4", 48, mask, epoch=5)
-    assert note.startswith("layer4's map is 2 x 2 at 48 px; the unit read is (0, 0), up and left of the map's middle")
+    assert note.startswith(
+        "layer4's map is 2 x 2 at 48 px; the unit read is (0, 0), up and left of the map's middle"
+    )
     assert "peaks at pixel (0, 2) at epoch 5 (the image's centre is (23.5, 23.5))" in note
     mask = torch.zeros(96, 96)
     mask[30, 33] = 1.0

@@ -35,7 +35,7 @@ def test_map_is_non_zero_exactly_inside_the_theoretical_field(kernels, field):
     result = receptive_field(model, f"conv{len(kernels) - 1}", image_size=SIZE, samples=8, device="cpu")
     inside = torch.zeros(SIZE, SIZE, dtype=torch.bool)
     low = (SIZE - field) // 2
-    inside[low:low + field, low:low + field] = True
+    inside[low : low + field, low : low + field] = True
     assert (result.map[inside] > 0).all()
     assert (result.map[~inside] == 0).all()
     assert result.fit_ok

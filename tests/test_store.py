@@ -3,18 +3,29 @@ import pytest
 import torch
 
 from protoviz_core import open_prototypes
-from protoviz_core.store import (ShardId, StoreError, build_index, convert_shards, read_shard, shard_path,
-                                 write_shard)
-from protoviz_core.synthesis import Prototypes
+from protoviz_core.engine.synthesis import Prototypes
+from protoviz_core.store import (
+    ShardId,
+    StoreError,
+    build_index,
+    convert_shards,
+    read_shard,
+    shard_path,
+    write_shard,
+)
 
 
 def _prototypes(channels, size=6, value=0.0):
     n = len(channels)
     images = torch.linspace(0, 1, n * 3 * size * size).view(n, 3, size, size).roll(int(value * 7), dims=0)
     return Prototypes(
-        images=images, activations=torch.arange(n, dtype=torch.float32) + value,
-        latents=torch.randn(n, 5), channels=torch.tensor(channels), dead=torch.tensor([False] * (n - 1) + [True]),
-        redrawn=torch.zeros(n, dtype=torch.bool), evolution_activations=torch.zeros(n),
+        images=images,
+        activations=torch.arange(n, dtype=torch.float32) + value,
+        latents=torch.randn(n, 5),
+        channels=torch.tensor(channels),
+        dead=torch.tensor([False] * (n - 1) + [True]),
+        redrawn=torch.zeros(n, dtype=torch.bool),
+        evolution_activations=torch.zeros(n),
     )
 
 
@@ -33,8 +44,21 @@ def store(tmp_path):
 
 def test_index_has_one_row_per_prototype_with_all_keys(store):
     index = pd.read_parquet(store / "index.parquet")
-    assert list(index.columns) == ["aug", "seed", "repeat", "epoch", "layer", "channel", "activation", "dead",
-                                   "shard", "offset", "shard_key", "natural_best", "superstimulus"]
+    assert list(index.columns) == [
+        "aug",
+        "seed",
+        "repeat",
+        "epoch",
+        "layer",
+        "channel",
+        "activation",
+        "dead",
+        "shard",
+        "offset",
+        "shard_key",
+        "natural_best",
+        "superstimulus",
+    ]
     assert len(index) == 2 * 2 * 2 * 3
     row = index[(index.epoch == 1) & (index.layer == "layer2") & (index.repeat == 2) & (index.channel == 5)]
     assert row.shard.item() == "e0001-layer2-r2.pt" and row.offset.item() == 2 and row.dead.item()
@@ -45,8 +69,13 @@ def test_index_has_one_row_per_prototype_with_all_keys(store):
 def test_index_holds_each_prototypes_ratio_to_its_units_best_natural_image(store):
     shards = [ShardId(e, layer, r) for e in (0, 1) for layer in ("layer1", "layer2") for r in (1, 2)]
     best = {"layer1": {0: 2.0, 3: 0.0, 5: 4.0}, "layer2": {0: 1.0, 3: 0.5, 5: 8.0}}
-    index = build_index(store, shards, aug="clrjit", seed=1, natural_best=lambda epoch, layer, channels: [
-        best[layer][int(c)] * (epoch + 1) for c in channels])
+    index = build_index(
+        store,
+        shards,
+        aug="clrjit",
+        seed=1,
+        natural_best=lambda epoch, layer, channels: [best[layer][int(c)] * (epoch + 1) for c in channels],
+    )
     row = index[(index.epoch == 1) & (index.layer == "layer2") & (index.repeat == 2) & (index.channel == 3)]
     assert row.natural_best.item() == 1.0 and row.superstimulus.item() == pytest.approx((1 + 1.2) / 1.0)
     silent = index[(index.layer == "layer1") & (index.channel == 3)]
@@ -88,7 +117,9 @@ def test_truncated_shard_is_named_by_every_reader(store):
     prototypes = open_prototypes(store)
     rows = prototypes.select(epoch=0, layer="layer1", repeat=1)
     for read in (lambda: prototypes.images(rows), lambda: prototypes.shard_keys(epoch=0)):
-        with pytest.raises(StoreError, match=r"e0000-layer1-r1.pt: missing or truncated shard; run dvc repro"):
+        with pytest.raises(
+            StoreError, match=r"e0000-layer1-r1.pt: missing or truncated shard; run dvc repro"
+        ):
             read()
 
 
@@ -112,15 +143,26 @@ def test_a_shard_rewritten_by_an_unfinished_extract_is_refused(store):
     write_shard(store, shard, "k", _prototypes([0, 1, 2, 3, 4, 5]))  # same key, other channel selection
     with pytest.raises(StoreError, match="e0001-layer2-r1.pt: holds other channels than"):
         prototypes.images(rows)
-    assert prototypes.images(prototypes.select(epoch=0, layer="layer2", repeat=1)).shape[0] == 3  # others still read
+    assert (
+        prototypes.images(prototypes.select(epoch=0, layer="layer2", repeat=1)).shape[0] == 3
+    )  # others still read
 
 
 def _smooth_prototypes(channels, size=32):
     """Smooth images (a gradient per channel): what lossless PNG compresses well."""
     ramp = torch.linspace(0, 1, size)
-    images = torch.stack([torch.stack([ramp[None, :].expand(size, size) * (c + 1) / 10,
-                                       ramp[:, None].expand(size, size), torch.full((size, size), 0.5)])
-                          for c in channels])
+    images = torch.stack(
+        [
+            torch.stack(
+                [
+                    ramp[None, :].expand(size, size) * (c + 1) / 10,
+                    ramp[:, None].expand(size, size),
+                    torch.full((size, size), 0.5),
+                ]
+            )
+            for c in channels
+        ]
+    )
     prototype = _prototypes(channels, size=size)
     return Prototypes(**{**prototype.__dict__, "images": images})
 
@@ -128,7 +170,9 @@ def _smooth_prototypes(channels, size=32):
 def test_png_shards_read_back_the_same_pixels_and_are_smaller_for_smooth_images(tmp_path):
     shard = ShardId(0, "layer1", 1)
     for image_format in ("raw", "png"):
-        write_shard(tmp_path / image_format, shard, "k", _smooth_prototypes([0, 3, 5, 8]), image_format=image_format)
+        write_shard(
+            tmp_path / image_format, shard, "k", _smooth_prototypes([0, 3, 5, 8]), image_format=image_format
+        )
         build_index(tmp_path / image_format, [shard], aug="clrjit", seed=1)
     raw, png = open_prototypes(tmp_path / "raw"), open_prototypes(tmp_path / "png")
     for channels in ([0, 3, 5, 8], [8, 3], [5]):  # all, a reordered subset, one
@@ -137,7 +181,10 @@ def test_png_shards_read_back_the_same_pixels_and_are_smaller_for_smooth_images(
         assert torch.equal(png.images(rows_png), raw.images(rows))
     assert read_shard(shard_path(tmp_path / "png", shard)).keys() >= {"png", "png_offsets"}
     assert "images" not in read_shard(shard_path(tmp_path / "png", shard))
-    assert shard_path(tmp_path / "png", shard).stat().st_size < 0.5 * shard_path(tmp_path / "raw", shard).stat().st_size
+    assert (
+        shard_path(tmp_path / "png", shard).stat().st_size
+        < 0.5 * shard_path(tmp_path / "raw", shard).stat().st_size
+    )
 
 
 def test_convert_shards_reencodes_only_other_formats_and_keeps_pixels_and_key(tmp_path):
@@ -149,9 +196,16 @@ def test_convert_shards_reencodes_only_other_formats_and_keeps_pixels_and_key(tm
     stamp = shard_path(tmp_path, shards[1]).stat().st_mtime_ns
     lines = []
     assert convert_shards(tmp_path, shards, "png", log=lines.append) == 1  # only the raw one
-    assert shard_path(tmp_path, shards[1]).stat().st_mtime_ns == stamp and "re-encoded 1 shards as png" in lines[0]
+    assert (
+        shard_path(tmp_path, shards[1]).stat().st_mtime_ns == stamp
+        and "re-encoded 1 shards as png" in lines[0]
+    )
     converted = read_shard(shard_path(tmp_path, shards[0]))
-    assert converted["key"] == "k0" and "png" in converted and torch.equal(converted["channels"], torch.tensor([1, 2]))
+    assert (
+        converted["key"] == "k0"
+        and "png" in converted
+        and torch.equal(converted["channels"], torch.tensor([1, 2]))
+    )
     store = open_prototypes(tmp_path)  # the old index still vouches for the converted shards
     assert torch.equal(store.images(store.index), pixels)
     assert convert_shards(tmp_path, shards, "raw", log=lines.append) == 2

@@ -12,10 +12,13 @@ def test_ratio_is_activation_over_the_best_natural_one_and_nan_without_a_yardsti
 
 
 def test_summary_gives_median_quartiles_and_counts_per_layer_and_epoch():
-    index = pd.DataFrame({
-        "layer": ["layer1"] * 5 + ["layer2"] * 2, "epoch": [0, 0, 0, 0, 0, 0, 0],
-        "superstimulus": [1.0, 2.0, 3.0, 4.0, np.nan, np.nan, np.nan],
-    })
+    index = pd.DataFrame(
+        {
+            "layer": ["layer1"] * 5 + ["layer2"] * 2,
+            "epoch": [0, 0, 0, 0, 0, 0, 0],
+            "superstimulus": [1.0, 2.0, 3.0, 4.0, np.nan, np.nan, np.nan],
+        }
+    )
     summary = ratio_summary(index)
     assert summary.layer.tolist() == ["layer1"]  # layer2 has no ratio at all: no row
     row = summary.iloc[0]

@@ -1,11 +1,10 @@
 import colorsys
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 from sklearn.linear_model import LogisticRegression
 
 from protoviz_core.stl10 import read_split
-from numpy.lib.stride_tricks import sliding_window_view
-
 from protoviz_core.synthetic import CLASS_NAMES, generate_images, write_synthetic_stl10
 
 
@@ -73,8 +72,9 @@ def test_palette_hues_span_only_what_colour_jitter_shifts():
     labels = np.repeat(np.arange(10), 20)
     images = generate_images(labels, 48, np.random.default_rng(3)).astype(np.float32) / 255
     foreground = _foreground(images)
-    hues = np.array([colorsys.rgb_to_hsv(*image[:, mask].mean(axis=1))[0]
-                     for image, mask in zip(images, foreground)])
+    hues = np.array(
+        [colorsys.rgb_to_hsv(*image[:, mask].mean(axis=1))[0] for image, mask in zip(images, foreground)]
+    )
     from_middle = (hues - 0.2 + 0.5) % 1.0 - 0.5  # signed, on the hue circle
     assert np.abs(from_middle).max() < 0.21
     assert np.ptp(from_middle) > 0.3  # and they do vary: colour is a per-image nuisance

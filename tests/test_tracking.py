@@ -63,7 +63,11 @@ def test_run_created_after_cached_training_adopts_the_training_curve(monkeypatch
     with pipeline_run(params, "probe") as later:
         pass
     history = MlflowClient(tracking_uri()).get_metric_history(later.info.run_id, "train/loss")
-    assert [(m.step, m.value) for m in sorted(history, key=lambda m: m.step)] == [(1, 5.0), (2, 4.0), (3, 3.5)]
+    assert [(m.step, m.value) for m in sorted(history, key=lambda m: m.step)] == [
+        (1, 5.0),
+        (2, 4.0),
+        (3, 3.5),
+    ]
 
 
 def test_failed_stage_is_tagged_and_the_run_stays_failed_until_it_succeeds(monkeypatch):
@@ -105,10 +109,13 @@ _STAGE_THAT_DIES = (
 )
 
 
-@pytest.mark.parametrize("signal_name, exit_status", [("SIGTERM", 128 + signal.SIGTERM), ("SIGKILL", -signal.SIGKILL)])
+@pytest.mark.parametrize(
+    "signal_name, exit_status", [("SIGTERM", 128 + signal.SIGTERM), ("SIGKILL", -signal.SIGKILL)]
+)
 def test_a_killed_stage_leaves_its_run_killed_not_running(signal_name, exit_status):
-    stage = subprocess.run([sys.executable, "-c", _STAGE_THAT_DIES, signal_name], capture_output=True, text=True,
-                           timeout=120)
+    stage = subprocess.run(
+        [sys.executable, "-c", _STAGE_THAT_DIES, signal_name], capture_output=True, text=True, timeout=120
+    )
     assert stage.returncode == exit_status and "Traceback" not in stage.stderr
     if signal_name == "SIGKILL":  # nothing could close it: the next stage to open the database does
         (run,) = _runs()
@@ -116,7 +123,9 @@ def test_a_killed_stage_leaves_its_run_killed_not_running(signal_name, exit_stat
         with pipeline_run(parse_params(tiny_params(epochs=3)), "train"):
             pass
     killed = [run for run in _runs() if run.data.params.get("train.epochs") != "3"]
-    assert [(run.info.status, run.data.tags["protoviz.stage.train"]) for run in killed] == [("KILLED", "killed")]
+    assert [(run.info.status, run.data.tags["protoviz.stage.train"]) for run in killed] == [
+        ("KILLED", "killed")
+    ]
 
 
 def test_a_copied_repository_keeps_its_artifacts_at_home(tmp_path, monkeypatch):
@@ -140,14 +149,23 @@ def test_a_copied_repository_keeps_its_artifacts_at_home(tmp_path, monkeypatch):
     )
     environment = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}  # mlflow exported it
     environment["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
-    stage = subprocess.run([sys.executable, "-c", stage_in_the_copy], cwd=copy, env=environment,
-                           capture_output=True, text=True, timeout=120, check=True)
+    stage = subprocess.run(
+        [sys.executable, "-c", stage_in_the_copy],
+        cwd=copy,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
     client = MlflowClient(f"sqlite:///{copy / 'mlflow.db'}")
     assert client.get_experiment_by_name(EXPERIMENT_NAME).artifact_location == (copy / "mlartifacts").as_uri()
     run_id = stage.stdout.split()[-1]
     assert client.get_run(run_id).info.artifact_uri.startswith((copy / "mlartifacts").as_uri())
     assert sorted(p.relative_to(copy).parts[-2:] for p in copy.glob("mlartifacts/**/*.txt")) == [
-        ("again", "note.txt"), ("artifacts", "note.txt")]
+        ("again", "note.txt"),
+        ("artifacts", "note.txt"),
+    ]
     assert len(list(original.glob("mlartifacts/**/*.txt"))) == 1  # the original is not written to
 
 
@@ -166,8 +184,10 @@ def test_parallel_processes_share_a_new_database(tmp_path, monkeypatch):
     )
     uri = f"sqlite:///{tmp_path / 'shared.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    workers = [subprocess.Popen([sys.executable, "-c", script, str(seed)], stderr=subprocess.PIPE, text=True)
-               for seed in range(4)]
+    workers = [
+        subprocess.Popen([sys.executable, "-c", script, str(seed)], stderr=subprocess.PIPE, text=True)
+        for seed in range(4)
+    ]
     for worker in workers:
         _, stderr = worker.communicate(timeout=300)
         assert worker.returncode == 0, stderr
@@ -209,12 +229,22 @@ def test_a_locked_database_is_named_and_other_errors_are_not():
 def test_a_database_locked_by_another_process_stops_a_stage_with_one_line(project):
     from tests.helpers import STAGE_ARGS, call_stage
 
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import sqlite3, sys, time\n"
-        "db = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
-        "db.execute('BEGIN EXCLUSIVE')\n"
-        "print('locked', flush=True)\n"
-        "time.sleep(600)\n"), str(project / "mlflow.db")], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import sqlite3, sys, time\n"
+                "db = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+                "db.execute('BEGIN EXCLUSIVE')\n"
+                "print('locked', flush=True)\n"
+                "time.sleep(600)\n"
+            ),
+            str(project / "mlflow.db"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
         status, _, stderr = call_stage("train", project, *STAGE_ARGS["train"])
@@ -222,5 +252,7 @@ def test_a_database_locked_by_another_process_stops_a_stage_with_one_line(projec
         holder.kill()
         holder.wait()
     assert status == 2 and "Traceback" not in stderr
-    assert "the MLflow database cannot be used (database is locked). If another process holds it, wait" \
+    assert (
+        "the MLflow database cannot be used (database is locked). If another process holds it, wait"
         in stderr.strip().splitlines()[-1]
+    )

@@ -2,16 +2,24 @@ import pytest
 import torch
 
 from protoviz_core.checkpoints import CheckpointError, list_checkpoints, load_backbone, read_checkpoint
-from protoviz_core.training import TRAINING_VERSION, TrainingDiverged, train_simclr, training_identity
 from protoviz_core.config import Params
+from protoviz_core.training import TRAINING_VERSION, TrainingDiverged, train_simclr, training_identity
 from tests.helpers import TINY_IMAGE_SIZE, tiny_params
 
 
 def _train(images, config, directory, training_hash="h", log=lambda message: None, **kwargs):
     return train_simclr(
-        images, config, aug="clrjit", seed=1, image_size=TINY_IMAGE_SIZE,
-        checkpoint_dir=directory / "checkpoints", state_path=directory / "state.pt",
-        training_hash=training_hash, device=torch.device("cpu"), log=log, **kwargs,
+        images,
+        config,
+        aug="clrjit",
+        seed=1,
+        image_size=TINY_IMAGE_SIZE,
+        checkpoint_dir=directory / "checkpoints",
+        state_path=directory / "state.pt",
+        training_hash=training_hash,
+        device=torch.device("cpu"),
+        log=log,
+        **kwargs,
     )
 
 
@@ -40,8 +48,9 @@ def test_e_epochs_give_e_plus_1_loadable_checkpoints(tmp_path, tiny_images, tiny
     assert not torch.equal(before["conv1.weight"], after["conv1.weight"])
 
 
-def test_epoch_0_is_the_initial_weights_with_batchnorm_statistics_measured_on_the_images(tmp_path, tiny_images,
-                                                                                          tiny_train):
+def test_epoch_0_is_the_initial_weights_with_batchnorm_statistics_measured_on_the_images(
+    tmp_path, tiny_images, tiny_train
+):
     from protoviz_core.simclr import NORMALIZE, SimCLR
     from protoviz_core.training import seed_everything
 
@@ -62,7 +71,9 @@ def test_epoch_0_is_the_initial_weights_with_batchnorm_statistics_measured_on_th
     fresh.bn1.reset_running_stats()
     fresh.bn1.momentum = None  # a cumulative average over the batches
     with torch.no_grad():
-        full = len(tiny_images) // tiny_train.batch_size * tiny_train.batch_size  # full batches, as in training
+        full = (
+            len(tiny_images) // tiny_train.batch_size * tiny_train.batch_size
+        )  # full batches, as in training
         for start in range(0, full, tiny_train.batch_size):
             batch = torch.from_numpy(tiny_images[start : start + tiny_train.batch_size]).float() / 255
             fresh.train()((batch - mean) / std)
@@ -74,7 +85,9 @@ class _Killed(Exception):
     pass
 
 
-def test_resume_trains_only_missing_epochs_and_matches_an_uninterrupted_run(tmp_path, tiny_images, tiny_train):
+def test_resume_trains_only_missing_epochs_and_matches_an_uninterrupted_run(
+    tmp_path, tiny_images, tiny_train
+):
     config = tiny_train.model_copy(update={"epochs": 3})
     uninterrupted = _train(tiny_images, config, tmp_path / "straight")
 
@@ -136,12 +149,15 @@ def test_a_replay_that_does_not_reproduce_the_run_stops_with_the_fix(tmp_path, t
     raw["backbone"]["conv1.weight"] += 1.0  # as if made on a device that does not replay exactly
     torch.save(raw, first.checkpoints[1])
     first.checkpoints[2].unlink()
-    with pytest.raises(CheckpointError, match=r"epoch_0001.pt: replaying training on cpu does not reproduce.*dvc checkout"):
+    with pytest.raises(
+        CheckpointError, match=r"epoch_0001.pt: replaying training on cpu does not reproduce.*dvc checkout"
+    ):
         _train(tiny_images, tiny_train, tmp_path)
 
 
 def test_a_hole_is_checked_against_the_epoch_after_it_and_nothing_is_written_on_a_mismatch(
-        tmp_path, tiny_images, tiny_train):
+    tmp_path, tiny_images, tiny_train
+):
     config = tiny_train.model_copy(update={"epochs": 3})
     first = _train(tiny_images, config, tmp_path)
     raw = torch.load(first.checkpoints[2], weights_only=True)
@@ -166,7 +182,9 @@ def test_a_hole_at_the_last_epoch_is_checked_against_the_resume_state(tmp_path, 
 def test_a_diverging_loss_stops_training_at_once_and_keeps_the_good_epochs(tmp_path, tiny_images, tiny_train):
     config = tiny_train.model_copy(update={"lr": 1e6})  # finite, but SGD diverges in the second epoch
     steps = []
-    with pytest.raises(TrainingDiverged, match=r"the loss is nan at epoch 2, step 2;.*train.lr \(now 1e\+06\)"):
+    with pytest.raises(
+        TrainingDiverged, match=r"the loss is nan at epoch 2, step 2;.*train.lr \(now 1e\+06\)"
+    ):
         _train(tiny_images, config, tmp_path, on_step=lambda epoch, step, loss: steps.append((epoch, step)))
     assert steps[-1] == (2, 1)  # stopped within the step whose loss was not finite
     kept = list_checkpoints(tmp_path / "checkpoints")
@@ -213,18 +231,37 @@ def test_training_on_a_gpu_copies_pinned_batches_and_resumes(tmp_path, tiny_imag
 
     on_gpu = tiny_train.model_copy(update={"epochs": 1})
     with fake_cuda() as gpu:
-        first = train_simclr(tiny_images, on_gpu, aug="clrjit", seed=1, image_size=TINY_IMAGE_SIZE,
-                             checkpoint_dir=tmp_path / "checkpoints", state_path=tmp_path / "state.pt",
-                             training_hash="h", device=torch.device("cuda"), log=lambda message: None)
-        resumed = train_simclr(tiny_images, tiny_train, aug="clrjit", seed=1, image_size=TINY_IMAGE_SIZE,
-                               checkpoint_dir=tmp_path / "checkpoints", state_path=tmp_path / "state.pt",
-                               training_hash="h", device=torch.device("cuda"), log=lambda message: None)
+        first = train_simclr(
+            tiny_images,
+            on_gpu,
+            aug="clrjit",
+            seed=1,
+            image_size=TINY_IMAGE_SIZE,
+            checkpoint_dir=tmp_path / "checkpoints",
+            state_path=tmp_path / "state.pt",
+            training_hash="h",
+            device=torch.device("cuda"),
+            log=lambda message: None,
+        )
+        resumed = train_simclr(
+            tiny_images,
+            tiny_train,
+            aug="clrjit",
+            seed=1,
+            image_size=TINY_IMAGE_SIZE,
+            checkpoint_dir=tmp_path / "checkpoints",
+            state_path=tmp_path / "state.pt",
+            training_hash="h",
+            device=torch.device("cuda"),
+            log=lambda message: None,
+        )
     assert first.trained_epochs == [1] and resumed.trained_epochs == [2]
     assert gpu.blocking_copies == []
     for path in resumed.checkpoints.values():
         weights = torch.load(path, weights_only=True)["backbone"]  # loads on a machine without a GPU
         assert all(torch.isfinite(value.float()).all() for value in weights.values())
-    # bfloat16 changes the numbers, not the training: the loss of a first epoch on 64 images (ln(63) = 4.14 at chance)
+    # bfloat16 changes the numbers, not the training: the loss of a first epoch on 64 images
+    # (ln(63) = 4.14 at chance)
     assert 3.0 < first.losses[1] < 4.3
 
 
@@ -240,17 +277,27 @@ TRAINING_GOLDEN = {
 def test_training_behaviour_is_that_of_its_version(tmp_path, tiny_images, tiny_train, aug):
     assert TRAINING_VERSION in TRAINING_GOLDEN, "record this TRAINING_VERSION's golden values"
     result = train_simclr(
-        tiny_images, tiny_train.model_copy(update={"epochs": 1}), aug=aug, seed=1, image_size=TINY_IMAGE_SIZE,
-        checkpoint_dir=tmp_path / "checkpoints", state_path=tmp_path / "state.pt", training_hash="h",
-        device=torch.device("cpu"), log=lambda message: None,
+        tiny_images,
+        tiny_train.model_copy(update={"epochs": 1}),
+        aug=aug,
+        seed=1,
+        image_size=TINY_IMAGE_SIZE,
+        checkpoint_dir=tmp_path / "checkpoints",
+        state_path=tmp_path / "state.pt",
+        training_hash="h",
+        device=torch.device("cpu"),
+        log=lambda message: None,
     )
     conv1_sum = float(_weights(result.checkpoints[1])["conv1.weight"].double().sum())
     golden_loss, golden_conv1_sum = TRAINING_GOLDEN[TRAINING_VERSION][aug]
     # Tolerances far above float rounding between CPUs, far below any change of behaviour.
     assert result.losses[1] == pytest.approx(golden_loss, rel=1e-5) and conv1_sum == pytest.approx(
         golden_conv1_sum, rel=1e-4
-    ), (f"training changed its checkpoints (loss {result.losses[1]!r}, conv1 sum {conv1_sum!r}) but not "
-        f"TRAINING_VERSION ({TRAINING_VERSION}): bump it in protoviz_core/training.py and record the new values")
+    ), (
+        f"training changed its checkpoints (loss {result.losses[1]!r}, conv1 sum {conv1_sum!r}) but not "
+        f"TRAINING_VERSION ({TRAINING_VERSION}): bump it in protoviz_core/training.py "
+        f"and record the new values"
+    )
 
 
 def test_identity_names_the_params_and_the_training_version_not_the_code_bytes():

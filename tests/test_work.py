@@ -11,13 +11,17 @@ def _items(values, calls, key_suffix=""):
         def compute():
             calls.append(name)
             return {"value": torch.tensor([value])}
+
         return WorkItem(name, identity(name, value, key_suffix), compute)
+
     return [make(f"epoch_{i:04d}.pt", v) for i, v in enumerate(values)]
 
 
 def test_computes_once_then_reuses_and_returns_plan_order(tmp_path):
     calls, done = [], []
-    results = run_work(_items([3, 1, 2], calls), tmp_path, on_done=lambda item, reused: done.append((item.name, reused)))
+    results = run_work(
+        _items([3, 1, 2], calls), tmp_path, on_done=lambda item, reused: done.append((item.name, reused))
+    )
     assert [r["value"].item() for r in results] == [3, 1, 2] and len(calls) == 3
     assert all(not reused for _, reused in done)
     again = run_work(_items([3, 1, 2], calls), tmp_path)
@@ -40,7 +44,9 @@ def test_a_changed_identity_or_a_truncated_file_is_recomputed(tmp_path):
 def test_files_no_item_will_produce_are_removed_others_left_alone(tmp_path):
     run_work(_items([1, 2, 3], []), tmp_path)
     (tmp_path / "notes.txt").write_text("not ours")
-    (tmp_path / ".epoch_0009.pt.k1ll3d_x.tmp").write_bytes(b"half")  # a killed write of a file no longer planned
+    (tmp_path / ".epoch_0009.pt.k1ll3d_x.tmp").write_bytes(
+        b"half"
+    )  # a killed write of a file no longer planned
     logged = []
     run_work(_items([1], []), tmp_path, log=logged.append)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch_0000.pt", "notes.txt"]

@@ -7,6 +7,7 @@ import shutil
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
+from protoviz_core.tracking import EMBED_WEIGHTS_TAG
 from tests.helpers import STAGE_ARGS, newest_run, run_pipeline, run_stage, tiny_params, write_params
 
 EMBED_ARGS, DISTANCE_ARGS = STAGE_ARGS["embed"], STAGE_ARGS["distance"]
@@ -19,8 +20,15 @@ def _stamps(folder):
 def test_embed_and_distance_stages(project):
     tmp_path = project
     params = tiny_params(epochs=2)
-    params["extract"] = {"layers": ["layer1", "layer2"], "channels_per_layer": 3, "repeats": 2,
-                         "cma_steps": 1, "cma_popsize": 4, "adam_steps": 2, "device": "cpu"}
+    params["extract"] = {
+        "layers": ["layer1", "layer2"],
+        "channels_per_layer": 3,
+        "repeats": 2,
+        "cma_steps": 1,
+        "cma_popsize": 4,
+        "adam_steps": 2,
+        "device": "cpu",
+    }
     params["rfmask"] = {"layers": ["layer1", "layer2"], "samples": 2, "channels_per_layer": 2}
     params["embed"] = {"nets": ["mobilenet_v2"], "weights": "random", "batch_size": 4}
     params["distance"] = {"space": "pixel", "metric": "mse", "masked": True}
@@ -44,7 +52,7 @@ def test_embed_and_distance_stages(project):
 
     client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
     run = newest_run(client)
-    assert run.data.tags["protoviz.embed_weights"] == "random"
+    assert run.data.tags[EMBED_WEIGHTS_TAG] == "random"
     history = client.get_metric_history(run.info.run_id, "diversity/pixel/mse-masked/layer1")
     assert sorted(m.step for m in history) == [0, 1, 2]
 

@@ -12,7 +12,15 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from protoviz_core.store import open_prototypes
-from tests.helpers import STAGE_ARGS, call_stage, newest_run, run_stage, start_stage, tiny_params, write_params
+from tests.helpers import (
+    STAGE_ARGS,
+    call_stage,
+    newest_run,
+    run_stage,
+    start_stage,
+    tiny_params,
+    write_params,
+)
 
 EXTRACT_ARGS = STAGE_ARGS["extract"]
 
@@ -24,8 +32,15 @@ def _find_exemplars(project) -> None:
 def test_killed_extraction_resumes_and_exports(project):
     tmp_path = project
     params = tiny_params(epochs=2)
-    params["extract"] = {"layers": ["layer1", "layer2"], "channels_per_layer": 2, "repeats": 2,
-                         "cma_steps": 2, "cma_popsize": 6, "adam_steps": 3, "device": "cpu"}
+    params["extract"] = {
+        "layers": ["layer1", "layer2"],
+        "channels_per_layer": 2,
+        "repeats": 2,
+        "cma_steps": 2,
+        "cma_popsize": 6,
+        "adam_steps": 3,
+        "device": "cpu",
+    }
     write_params(tmp_path / "params.yaml", params)
     _find_exemplars(tmp_path)
 
@@ -61,28 +76,66 @@ def test_killed_extraction_resumes_and_exports(project):
     ratios = client.get_metric_history(run.info.run_id, "extract/superstimulus/layer2")
     assert sorted(m.step for m in ratios) == [0, 1, 2]
     assert {m.step: m.value for m in ratios}[2] == pytest.approx(
-        index[(index.epoch == 2) & (index.layer == "layer2")].superstimulus.median())
+        index[(index.epoch == 2) & (index.layer == "layer2")].superstimulus.median()
+    )
     assert metrics["layer2"]["superstimulus_median"] == pytest.approx({m.step: m.value for m in ratios}[2])
 
-    out = run_stage("extract", tmp_path, "export", "--store", "out/prototypes", "--out", "grid.png",
-                    "--layer", "layer1", "--epoch", "0", "1", "--columns", "4")
+    out = run_stage(
+        "extract",
+        tmp_path,
+        "export",
+        "--store",
+        "out/prototypes",
+        "--out",
+        "grid.png",
+        "--layer",
+        "layer1",
+        "--epoch",
+        "0",
+        "1",
+        "--columns",
+        "4",
+    )
     assert "wrote 8 prototypes" in out
     with Image.open(tmp_path / "grid.png") as picture:
         assert picture.size == (4 * 24 + 3 * 2, 2 * 24 + 2)
 
-    run_stage("extract", tmp_path, "--checkpoints", "out/checkpoints", "--exemplars", "out/exemplars",
-              "--store", "out/straight", "--metrics", "metrics/straight.json")  # an uninterrupted run of the same configuration
+    run_stage(
+        "extract",
+        tmp_path,
+        "--checkpoints",
+        "out/checkpoints",
+        "--exemplars",
+        "out/exemplars",
+        "--store",
+        "out/straight",
+        "--metrics",
+        "metrics/straight.json",
+    )  # an uninterrupted run of the same configuration
     for name in after:
-        resumed, straight = (torch.load(folder / "shards" / name, weights_only=True)
-                             for folder in (tmp_path / "out/prototypes", tmp_path / "out/straight"))
+        resumed, straight = (
+            torch.load(folder / "shards" / name, weights_only=True)
+            for folder in (tmp_path / "out/prototypes", tmp_path / "out/straight")
+        )
         assert resumed["key"] == straight["key"], name
-        assert torch.equal(resumed["images"], straight["images"]) and torch.equal(resumed["channels"], straight["channels"])
+        assert torch.equal(resumed["images"], straight["images"]) and torch.equal(
+            resumed["channels"], straight["channels"]
+        )
 
 
 def _extract_params(**extract) -> dict:
     params = tiny_params(epochs=2)
-    params["extract"] = {"layers": ["layer1"], "channels_per_layer": 4, "repeats": 1, "cma_steps": 1,
-                         "cma_popsize": 4, "adam_steps": 1, "device": "cpu", "epochs": [2], **extract}
+    params["extract"] = {
+        "layers": ["layer1"],
+        "channels_per_layer": 4,
+        "repeats": 1,
+        "cma_steps": 1,
+        "cma_popsize": 4,
+        "adam_steps": 1,
+        "device": "cpu",
+        "epochs": [2],
+        **extract,
+    }
     return params
 
 
@@ -102,7 +155,9 @@ def test_bad_generator_weights_stop_with_one_line_before_any_shard_is_touched(pr
         str(wrong): "other.pt: not DeePSiM fc6 weights",
     }
     for weights, message in faults.items():
-        write_params(project / "params.yaml", _extract_params(generator="deepsim_fc6", generator_weights=weights))
+        write_params(
+            project / "params.yaml", _extract_params(generator="deepsim_fc6", generator_weights=weights)
+        )
         status, _, stderr = call_stage("extract", project, *EXTRACT_ARGS)
         assert status == 2 and "Traceback" not in stderr
         assert stderr.strip().splitlines()[-1].startswith("error: ") and message in stderr
@@ -124,13 +179,17 @@ def test_png_shards_hold_the_same_prototypes_and_switching_format_does_not_resyn
     shard = project / "out/prototypes/shards/e0002-layer1-r1.pt"
     as_png = torch.load(shard, weights_only=True)
     assert "png" in as_png and "images" not in as_png
-    png_pixels = open_prototypes(project / "out/prototypes").images(open_prototypes(project / "out/prototypes").index)
+    png_pixels = open_prototypes(project / "out/prototypes").images(
+        open_prototypes(project / "out/prototypes").index
+    )
 
     write_params(project / "params.yaml", _extract_params(shard_format="raw"))
     stdout = run_stage("extract", project, *EXTRACT_ARGS)
     assert "re-encoded 1 shards as raw" in stdout
     as_raw = torch.load(shard, weights_only=True)
-    assert as_raw["key"] == as_png["key"] and torch.equal(as_raw["latents"], as_png["latents"])  # not synthesised again
+    assert as_raw["key"] == as_png["key"] and torch.equal(
+        as_raw["latents"], as_png["latents"]
+    )  # not synthesised again
     store = open_prototypes(project / "out/prototypes")
     assert torch.equal(store.images(store.index), png_pixels)
     write_params(project / "params.yaml", _extract_params(shard_format="raw", cma_steps=2))  # a real change
@@ -142,8 +201,10 @@ def test_missing_or_foreign_exemplars_stop_extraction_before_synthesis(project):
     write_params(project / "params.yaml", _extract_params())
     status, _, stderr = call_stage("extract", project, *EXTRACT_ARGS)
     assert status == 2 and "Traceback" not in stderr
-    assert stderr.strip().splitlines()[-1] == ("error: out/exemplars/e0002.pt: missing or unreadable; run dvc repro "
-                                               "exemplars (it writes one file per extracted checkpoint)")
+    assert stderr.strip().splitlines()[-1] == (
+        "error: out/exemplars/e0002.pt: missing or unreadable; run dvc repro "
+        "exemplars (it writes one file per extracted checkpoint)"
+    )
     assert not (project / "out/prototypes/shards").exists()
     write_params(project / "params.yaml", _extract_params(epochs=[1]))
     _find_exemplars(project)  # epoch 1's file, then renamed as epoch 2's: found on another checkpoint

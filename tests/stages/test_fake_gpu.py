@@ -19,8 +19,14 @@ def test_train_probe_rfmask_extract_and_embed_run_their_gpu_branches(project, mo
     params = tiny_params(epochs=1, device="auto")
     params["probe"] = {"adam_epochs": 5}
     params["rfmask"] = {"layers": ["layer1", "layer4"], "samples": 2, "channels_per_layer": 2}
-    params["extract"] = {"layers": ["layer1", "layer4"], "channels_per_layer": 2, "repeats": 1, "cma_steps": 2,
-                         "cma_popsize": 4, "adam_steps": 3}
+    params["extract"] = {
+        "layers": ["layer1", "layer4"],
+        "channels_per_layer": 2,
+        "repeats": 1,
+        "cma_steps": 2,
+        "cma_popsize": 4,
+        "adam_steps": 3,
+    }
     params["embed"] = {"nets": ["mobilenet_v2"], "weights": "random", "batch_size": 4}
     write_params(project / "params.yaml", params)
     # Placement is the subject here; bfloat16 (slow on a CPU) is tested in test_synthesis and test_training.
@@ -34,7 +40,9 @@ def test_train_probe_rfmask_extract_and_embed_run_their_gpu_branches(project, mo
     probe = json.loads((project / "metrics/probe.json").read_text())
     assert all(0 <= value <= 1 for value in probe.values() if isinstance(value, float))
     store = open_prototypes(project / "out/prototypes")
-    assert len(store.index) == 2 * 2 * 2 and torch.isfinite(torch.tensor(store.index["activation"].values)).all()
+    assert (
+        len(store.index) == 2 * 2 * 2 and torch.isfinite(torch.tensor(store.index["activation"].values)).all()
+    )
     assert store.index["activation"].gt(0).mean() > 0.5
     for space in ("pixel", "mobilenet_v2"):
         assert len(list((project / "out/embeddings" / space).glob("*.pt"))) == 2, space

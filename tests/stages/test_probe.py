@@ -9,8 +9,16 @@ from mlflow.tracking import MlflowClient
 from tests.helpers import call_stage, newest_run, run_stage, tiny_params, write_params
 
 PROBE_ARGS = [
-    "--data", "data", "--checkpoints", "out/checkpoints", "--cache", "out/probe_features",
-    "--metrics", "metrics/probe.json", "--plot", "plots/probe.csv",
+    "--data",
+    "data",
+    "--checkpoints",
+    "out/checkpoints",
+    "--cache",
+    "out/probe_features",
+    "--metrics",
+    "metrics/probe.json",
+    "--plot",
+    "plots/probe.csv",
 ]
 
 
@@ -27,12 +35,21 @@ def test_probe_writes_metrics_plot_and_one_mlflow_step_per_epoch(trained):
     metrics = json.loads((trained / "metrics/probe.json").read_text())
     assert metrics["epoch"] == 2 and all(0 <= metrics[k] <= 1 for k in ("logreg", "linearsvc", "adam"))
     lines = (trained / "plots/probe.csv").read_text().splitlines()
-    assert lines[0] == "epoch,logreg,linearsvc,adam" and [line.split(",")[0] for line in lines[1:]] == ["0", "1", "2"]
+    assert lines[0] == "epoch,logreg,linearsvc,adam" and [line.split(",")[0] for line in lines[1:]] == [
+        "0",
+        "1",
+        "2",
+    ]
     assert sorted(p.name for p in (trained / "out/probe_features").iterdir()) == [
-        "epoch_0000.pt", "epoch_0001.pt", "epoch_0002.pt"]
+        "epoch_0000.pt",
+        "epoch_0001.pt",
+        "epoch_0002.pt",
+    ]
 
     client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
-    run = newest_run(client)  # the probe's run: new params, so a new run, with the train stage's curves adopted
+    run = newest_run(
+        client
+    )  # the probe's run: new params, so a new run, with the train stage's curves adopted
     assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "train/loss")) == [1, 2]
     for readout in ("logreg", "linearsvc", "adam"):
         history = client.get_metric_history(run.info.run_id, f"probe/{readout}")

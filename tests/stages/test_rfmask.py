@@ -8,8 +8,16 @@ from mlflow.tracking import MlflowClient
 
 from tests.helpers import newest_run, run_stage, tiny_params, write_params
 
-RFMASK_ARGS = ["--checkpoints", "out/checkpoints", "--out", "out/rfmasks",
-               "--metrics", "metrics/rfmask.json", "--plot", "plots/rfmask.csv"]
+RFMASK_ARGS = [
+    "--checkpoints",
+    "out/checkpoints",
+    "--out",
+    "out/rfmasks",
+    "--metrics",
+    "metrics/rfmask.json",
+    "--plot",
+    "plots/rfmask.csv",
+]
 
 
 def test_rfmask_stage_writes_masks_metrics_and_mlflow_and_resumes(project):
@@ -27,11 +35,17 @@ def test_rfmask_stage_writes_masks_metrics_and_mlflow_and_resumes(project):
     metrics = json.loads((tmp_path / "metrics/rfmask.json").read_text())
     assert set(metrics) == {"layer1", "layer2"} and metrics["layer1"]["sigma_y"] > 0
     header, *rows = (tmp_path / "plots/rfmask.csv").read_text().splitlines()
-    assert header.startswith("epoch,layer,center_y,center_x,sigma_y,sigma_x,sigma,fit_ok") and len(rows) == 2 * 3
+    assert (
+        header.startswith("epoch,layer,center_y,center_x,sigma_y,sigma_x,sigma,fit_ok") and len(rows) == 2 * 3
+    )
 
     client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
     run = newest_run(client)
-    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "rfmask/sigma/layer2")) == [0, 1, 2]
+    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "rfmask/sigma/layer2")) == [
+        0,
+        1,
+        2,
+    ]
 
     stamps = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "out/rfmasks").iterdir()}
     run_stage("rfmask", tmp_path, *RFMASK_ARGS)  # finished checkpoints are not recomputed

@@ -17,8 +17,16 @@ from protoviz_core.training import TRAINING_VERSION
 from tests.helpers import STAGE_ARGS, call_stage, run_stage, start_stage, tiny_params, write_params
 
 TRAIN_ARGS = [
-    "--data", "data", "--checkpoints", "out/checkpoints", "--state", "out/state.pt",
-    "--metrics", "metrics/train.json", "--plot", "plots/train_loss.csv",
+    "--data",
+    "data",
+    "--checkpoints",
+    "out/checkpoints",
+    "--state",
+    "out/state.pt",
+    "--metrics",
+    "metrics/train.json",
+    "--plot",
+    "plots/train_loss.csv",
 ]
 
 
@@ -88,7 +96,9 @@ def test_a_checkpoint_copied_over_another_epoch_is_replayed_and_no_later_stage_u
         assert "epoch_0002.pt: holds epoch 1, not the epoch its name says" in stderr.strip().splitlines()[-1]
 
     stdout = run_stage("train", project, *STAGE_ARGS["train"])
-    assert "holding another epoch" in stdout and "epochs [2] are missing inside the finished run 0..2" in stdout
+    assert (
+        "holding another epoch" in stdout and "epochs [2] are missing inside the finished run 0..2" in stdout
+    )
     again = torch.load(checkpoints[2], weights_only=True)
     assert again["epoch"] == 2 and all(torch.equal(again["backbone"][k], saved[k]) for k in saved)
 
@@ -98,7 +108,9 @@ def test_a_diverging_run_stops_with_one_line_and_keeps_its_good_epochs(workdir):
     status, _, stderr = call_stage("train", workdir, *TRAIN_ARGS)
     assert status == 2
     line = stderr.strip().splitlines()[-1]  # after the progress bar
-    assert "Traceback" not in stderr and re.fullmatch(r"error: train: the loss is nan at epoch 2, step 2; .* Lower train.lr \(now 1e\+06\) .*", line)
+    assert "Traceback" not in stderr and re.fullmatch(
+        r"error: train: the loss is nan at epoch 2, step 2; .* Lower train.lr \(now 1e\+06\) .*", line
+    )
     assert list(list_checkpoints(workdir / "out/checkpoints")) == [0, 1]
 
 

@@ -22,9 +22,15 @@ def test_the_ui_opens_on_both_conditions_runs_and_their_probe_chart(tmp_path, br
                 mlflow.log_metric("probe/logreg", 0.3 + 0.05 * epoch, step=epoch)
     log = tmp_path / "server.log"
     with open(log, "w") as output:  # a file, not a pipe: the server's log must never block it
-        server = subprocess.Popen([sys.executable, "-m", "stages.ui", "--port", str(free_port())],
-                                  cwd=os.getcwd(), env=os.environ.copy(), stdout=output, stderr=subprocess.STDOUT,
-                                  text=True, start_new_session=True)
+        server = subprocess.Popen(
+            [sys.executable, "-m", "stages.ui", "--port", str(free_port())],
+            cwd=os.getcwd(),
+            env=os.environ.copy(),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
     try:
         deadline = time.time() + 60
         while not (lines := [line for line in log.read_text().splitlines() if line.startswith("open ")]):
@@ -36,7 +42,8 @@ def test_the_ui_opens_on_both_conditions_runs_and_their_probe_chart(tmp_path, br
         browser.get(url)
         wanted = ("clrjit-seed1-workspace", "keepclr-seed1-workspace", "probe/logreg")
         WebDriverWait(browser, 90).until(
-            lambda d: all(text in d.find_element("tag name", "body").text for text in wanted))
+            lambda d: all(text in d.find_element("tag name", "body").text for text in wanted)
+        )
         assert "workflowType=machine_learning" in browser.current_url  # not the GenAI overview
         assert "Token Usage" not in browser.find_element("tag name", "body").text
     finally:

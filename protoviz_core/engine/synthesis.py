@@ -22,11 +22,12 @@ stops evolving at its first responding sample and stops climbing once converged.
 paper authors' code (``early_exit=False``) runs every channel through all generations
 and a fixed number of Adam steps; it also starts Adam from the evolution's recombined
 mean (``adam_start="mean"``, not the best sample), evolves with a fixed step size
-(``evolution="fixed_sigma"``, :class:`~protoviz_core.cmaes.BatchedCMAES` with
+(``evolution="fixed_sigma"``, :class:`~protoviz_core.engine.cmaes.BatchedCMAES` with
 ``adapt=False``) and maximises the unit after its ReLU (``objective="after_relu"``).
 
 By default (``objective="before_relu"``) both stages maximise the unit's *score*: its
-value with the last ReLU on its path left out (:func:`~protoviz_core.units.unit_reader`). Where the unit responds, score and
+value with the last ReLU on its path left out
+(:func:`~protoviz_core.engine.units.unit_reader`). Where the unit responds, score and
 activation are equal, so live channels are optimised exactly as on the activation;
 where a ReLU has cut the unit to 0 for every image tried, the activation gives the
 evolution nothing to rank and Adam a zero gradient, while the score still orders the
@@ -41,17 +42,18 @@ chunks of at most ``max_batch`` images, which changes memory use, not results.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import torch
 from torch import nn
 
-from protoviz_core.cmaes import BatchedCMAES
-from protoviz_core.generators import Generator, make_generator
-from protoviz_core.rng import derive_seed, stream_keys
-from protoviz_core.simclr import NORMALIZE
-from protoviz_core.units import centre_activation, channel_count, check_channels, unit_reader
+from protoviz_core.engine.cmaes import BatchedCMAES
+from protoviz_core.engine.generators import Generator, make_generator
+from protoviz_core.engine.normalization import IMAGENET_NORMALIZE, normalize_images
+from protoviz_core.engine.precision import autocast, uses_bfloat16
+from protoviz_core.engine.rng import derive_seed, stream_keys
+from protoviz_core.engine.units import centre_activation, channel_count, check_channels, unit_reader
 
 ImageTransform = Callable[[torch.Tensor], torch.Tensor]
 # monitor(stage, step, values): stage "evolution" | "redraw" | "gradient", values (N,): the best
@@ -75,7 +77,9 @@ def stream_seed(seed: int, use: str) -> int:
 class Prototypes:
     """One prototype per channel. N = number of channels."""
 
-    images: torch.Tensor  # (N, 3, S, S) float in [0, 1] on the 8-bit grid (k / 255) the store keeps, on the CPU
+    images: (
+        torch.Tensor
+    )  # (N, 3, S, S) float in [0, 1] on the 8-bit grid (k / 255) the store keeps, on the CPU
     activations: torch.Tensor  # (N,) centre activation of each channel on its own image (exactly that image)
     latents: torch.Tensor  # (N, d) the generator codes
     channels: torch.Tensor  # (N,) int64 channel indices
@@ -96,37 +100,66 @@ class _Objective:
     The score is what is maximised: the unit before its ReLU (``before_relu``) or the activation itself.
     """
 
-    def __init__(self, read, generator: Generator, normalize: dict, max_batch: int, device, use_amp: bool,
-                 objective: str = "before_relu"):
-        self.read, self.generator, self.max_batch = read, generator, max_batch
+    def __init__(
+        self,
+        read,
+        generator: Generator,
+        normalize: dict,
+        max_batch: int,
+        device: torch.device,
+        use_amp: bool,
+        objective: str = "before_relu",
+    ):
+        self.read, self.generator, self.normalize, self.max_batch = read, generator, normalize, max_batch
         self.before_relu = objective == "before_relu"
-        self.mean = torch.tensor(normalize["mean"], device=device).view(1, 3, 1, 1)
-        self.std = torch.tensor(normalize["std"], device=device).view(1, 3, 1, 1)
         self.use_amp, self.device = use_amp, device
 
-    def images_to_units(self, images: torch.Tensor, channels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def render(self, latents: torch.Tensor, exact: bool = False) -> torch.Tensor:
+        """latents (B, d) -> float32 images (B, 3, S, S); ``exact``: without autocast."""
+        with autocast(self.device, self.use_amp and not exact):
+            return self.generator(latents).float()
+
+    def images_to_units(
+        self, images: torch.Tensor, channels: torch.Tensor, exact: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """images (B, 3, S, S) in [0, 1], channels (B,) -> float32 (B,) scores and (B,) activations."""
-        normalised = (images - self.mean) / self.std
-        if self.use_amp:
+        mixed = self.use_amp and not exact
+        normalised = normalize_images(images, self.normalize)
+        if mixed:
             normalised = normalised.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_amp):
+        with autocast(self.device, mixed):
             output, before = self.read(normalised)
             activation = centre_activation(output, channels).float()
-            return (centre_activation(before, channels).float() if self.before_relu else activation), activation
+            return (
+                centre_activation(before, channels).float() if self.before_relu else activation
+            ), activation
+
+    def evaluate(
+        self, latents: torch.Tensor, channels: torch.Tensor, transforms: Sequence[ImageTransform] = ()
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """latents (B, d), channels (B,) -> (B,) scores and (B,) activations of their images after
+        ``transforms``, in one pass that keeps the graph (for gradients)."""
+        images = self.render(latents)
+        for transform in transforms:
+            images = transform(images)
+        return self.images_to_units(images, channels)
 
     def exact_activations(self, images: torch.Tensor, channels: torch.Tensor) -> torch.Tensor:
         """images (B, 3, S, S), channels (B,) -> (B,) activations in float32, without autocast.
 
         What is reported and decides ``dead``: bfloat16 scores are spaced 0.4-0.8% apart
-        and can flip a unit near zero (bench/RESULTS.md, bfloat16 section).
+        and can flip a unit near zero.
         """
-        use_amp, self.use_amp = self.use_amp, False
-        try:
-            return torch.cat([self.images_to_units(images[start:start + self.max_batch],
-                                                   channels[start:start + self.max_batch])[1]
-                              for start in range(0, len(images), self.max_batch)])
-        finally:
-            self.use_amp = use_amp
+        return torch.cat(
+            [
+                self.images_to_units(
+                    images[start : start + self.max_batch],
+                    channels[start : start + self.max_batch],
+                    exact=True,
+                )[1]
+                for start in range(0, len(images), self.max_batch)
+            ]
+        )
 
     def __call__(self, latents: torch.Tensor, channels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """latents (B, d), channels (B,) -> (B,) scores and (B,) activations, without gradients."""
@@ -134,9 +167,7 @@ class _Objective:
         with torch.no_grad():
             for start in range(0, len(latents), self.max_batch):
                 stop = start + self.max_batch
-                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_amp):
-                    images = self.generator(latents[start:stop]).float()
-                score, activation = self.images_to_units(images, channels[start:stop])
+                score, activation = self.evaluate(latents[start:stop], channels[start:stop])
                 scores.append(score)
                 activations.append(activation)
         return torch.cat(scores), torch.cat(activations)
@@ -147,26 +178,24 @@ _PROBE_IMAGES = 8
 
 
 def images_per_pass(free_bytes: int, bytes_per_image: float, fraction: float = MEMORY_FRACTION) -> int:
-    """How many images one gradient pass may hold: ``fraction`` of the free memory, at least one probe's worth."""
+    """How many images one gradient pass may hold: ``fraction`` of the free memory, at
+    least one probe's worth."""
     return max(_PROBE_IMAGES, int(fraction * free_bytes / max(bytes_per_image, 1.0)))
 
 
-def _fit_to_memory(objective: "_Objective", codes: torch.Tensor, channels: torch.Tensor,
-                   transforms: Sequence[ImageTransform]) -> int:
+def _fit_to_memory(
+    objective: _Objective, codes: torch.Tensor, channels: torch.Tensor, transforms: Sequence[ImageTransform]
+) -> int:
     """Images per pass on a CUDA device, from the peak memory of one probe gradient pass of a few images."""
     device = objective.device
     probe = codes[:_PROBE_IMAGES].detach().clone().requires_grad_(True)
     torch.cuda.synchronize(device)
     torch.cuda.reset_peak_memory_stats(device)
     before = torch.cuda.memory_allocated(device)
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=objective.use_amp):
-        images = objective.generator(probe).float()
-    for transform in transforms:
-        images = transform(images)
-    scores, _ = objective.images_to_units(images, channels[:_PROBE_IMAGES])
+    scores, _ = objective.evaluate(probe, channels[:_PROBE_IMAGES], transforms)
     (-scores.sum()).backward()
     per_image = (torch.cuda.max_memory_allocated(device) - before) / len(probe)
-    del probe, images, scores
+    del probe, scores
     free, _ = torch.cuda.mem_get_info(device)
     # PyTorch's cache (reserved but unused) is free to this process too; without it the pass
     # size would depend on what earlier shards of the same process left cached.
@@ -179,9 +208,20 @@ def _stopped_leave_the_batch(device: torch.device) -> bool:
     return device.type == "cpu"
 
 
-def _evolve(objective: _Objective, start: torch.Tensor, channels: torch.Tensor, *, sigma: float,
-            popsize: int, steps: int, seed: int, monitor: Monitor | None, stage: str = "evolution",
-            early_exit: bool = True, adapt: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _evolve(
+    objective: _Objective,
+    start: torch.Tensor,
+    channels: torch.Tensor,
+    *,
+    sigma: float,
+    popsize: int,
+    steps: int,
+    seed: int,
+    monitor: Monitor | None,
+    stage: str = "evolution",
+    early_exit: bool = True,
+    adapt: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """CMA-ES from ``start`` (N, d) for each channel; the best code seen, its score, and the final mean.
 
     With ``early_exit``, a channel whose best score is above zero has what the evolution
@@ -212,7 +252,9 @@ def _evolve(objective: _Objective, start: torch.Tensor, channels: torch.Tensor, 
                 active = active[kept]
         if len(active):
             samples = es.ask()  # (A, P, d)
-            scores, _ = objective(samples.reshape(len(active) * popsize, -1), channels[active].repeat_interleave(popsize))
+            scores, _ = objective(
+                samples.reshape(len(active) * popsize, -1), channels[active].repeat_interleave(popsize)
+            )
             scores = scores.view(len(active), popsize)
             searching = best[active] <= 0 if early_exit else torch.ones_like(best[active], dtype=torch.bool)
             es.tell(-scores)  # CMA-ES minimises
@@ -234,8 +276,17 @@ CONVERGED_STEPS = 10  # a channel whose score rose by less than CONVERGED_GAIN o
 CONVERGED_GAIN = 1e-3  # (relative) has converged and stops
 
 
-def _ascend(objective: _Objective, codes: torch.Tensor, channels: torch.Tensor, *, steps: int, lr: float,
-            transforms: Sequence[ImageTransform], monitor: Monitor | None, early_exit: bool = True) -> torch.Tensor:
+def _ascend(
+    objective: _Objective,
+    codes: torch.Tensor,
+    channels: torch.Tensor,
+    *,
+    steps: int,
+    lr: float,
+    transforms: Sequence[ImageTransform],
+    monitor: Monitor | None,
+    early_exit: bool = True,
+) -> torch.Tensor:
     """Adam on every channel's code at once (loss = -sum of the centre scores), ``steps`` steps.
 
     Adam's update is torch.optim.Adam's, written out per row so that each channel can
@@ -260,20 +311,20 @@ def _ascend(objective: _Objective, codes: torch.Tensor, channels: torch.Tensor, 
             scores, current = [], []
             for start in range(0, len(rows), objective.max_batch):
                 stop = start + objective.max_batch
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=objective.use_amp):
-                    images = objective.generator(x[start:stop]).float()
-                for transform in transforms:
-                    images = transform(images)
-                score, activation = objective.images_to_units(images, channels[rows[start:stop]])
+                score, activation = objective.evaluate(x[start:stop], channels[rows[start:stop]], transforms)
                 (-score.sum()).backward()  # chunks accumulate into x.grad: same as one big batch
                 scores.append(score.detach())
                 current.append(activation.detach())
             score, gradient = torch.cat(scores), x.grad
             activations[rows] = torch.cat(current)
-            # Converged: less than CONVERGED_GAIN relative gain over CONVERGED_STEPS steps (score before this update).
+            # Converged: less than CONVERGED_GAIN relative gain over CONVERGED_STEPS steps
+            # (score before this update).
             gain = score - history[(step - 1) % CONVERGED_STEPS, rows]
-            still = running[rows] & ~(gain <= CONVERGED_GAIN * score.abs().clamp(min=1e-6)) if early_exit \
+            still = (
+                running[rows] & ~(gain <= CONVERGED_GAIN * score.abs().clamp(min=1e-6))
+                if early_exit
                 else running[rows]
+            )
             history[(step - 1) % CONVERGED_STEPS, rows] = score
             first[rows] = beta1 * first[rows] + (1 - beta1) * gradient
             second[rows] = beta2 * second[rows] + (1 - beta2) * gradient.square()
@@ -360,15 +411,34 @@ def synthesize(
 
     Raises:
         ValueError: unknown layer (lists valid names), channel out of range, bad sizes.
+
+    Examples:
+        Every channel of a small convolutional layer, in pixel space:
+
+        >>> from collections import OrderedDict
+        >>> import torch
+        >>> from torch import nn
+        >>> _ = torch.manual_seed(0)
+        >>> net = nn.Sequential(OrderedDict(conv=nn.Conv2d(3, 4, 3), relu=nn.ReLU()))
+        >>> found = synthesize(net, "relu", generator="pixel", image_size=16, cma_steps=2, cma_popsize=6,
+        ...                    cma_sigma=1.0, adam_steps=5, adam_lr=0.1, seed=0)
+        >>> found.images.shape, found.channels.tolist()
+        (torch.Size([4, 3, 16, 16]), [0, 1, 2, 3])
+        >>> bool((found.activations > 0).all()), bool(found.dead.any())
+        (True, False)
     """
     if min(cma_steps, adam_steps) < 0 or cma_popsize < 4 or cma_sigma <= 0 or adam_lr <= 0:
         raise ValueError("need cma_steps, adam_steps >= 0, cma_popsize >= 4, cma_sigma > 0, adam_lr > 0")
-    for name, value, allowed in (("objective", objective, OBJECTIVES), ("evolution", evolution, EVOLUTIONS),
-                                 ("adam_start", adam_start, ADAM_STARTS), ("precision", precision, PRECISIONS)):
+    for name, value, allowed in (
+        ("objective", objective, OBJECTIVES),
+        ("evolution", evolution, EVOLUTIONS),
+        ("adam_start", adam_start, ADAM_STARTS),
+        ("precision", precision, PRECISIONS),
+    ):
         if value not in allowed:
             raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
     device = torch.device(device)
-    use_amp = device.type == "cuda" and precision == "bfloat16"
+    use_amp = uses_bfloat16(device, precision)
     was_training = model.training
     model.eval().to(device)
     if use_amp:
@@ -382,26 +452,60 @@ def synthesize(
     on_device = channel_index.to(device)
     try:
         with unit_reader(model, layer) as read:
-            scorer = _Objective(read, prior, normalize or NORMALIZE, max_batch or 1 << 62, device, use_amp, objective)
-            start = prior.sample(stream_keys(stream_seed(seed if start_seed is None else start_seed, "start"),
-                                             channel_index), step=0).to(device)
+            scorer = _Objective(
+                read, prior, normalize or IMAGENET_NORMALIZE, max_batch or 1 << 62, device, use_amp, objective
+            )
+            start = prior.sample(
+                stream_keys(stream_seed(seed if start_seed is None else start_seed, "start"), channel_index),
+                step=0,
+            ).to(device)
             if max_batch is None and device.type == "cuda":
                 scorer.max_batch = _fit_to_memory(scorer, start, on_device, transforms)
-            search = dict(sigma=cma_sigma, popsize=cma_popsize, steps=cma_steps, monitor=monitor,
-                          early_exit=early_exit, adapt=evolution == "sep_cma")
-            best_codes, evolved, means = _evolve(scorer, start, channel_index, seed=stream_seed(seed, "evolution"),
-                                                 **search)
+            search = dict(
+                sigma=cma_sigma,
+                popsize=cma_popsize,
+                steps=cma_steps,
+                monitor=monitor,
+                early_exit=early_exit,
+                adapt=evolution == "sep_cma",
+            )
+            best_codes, evolved, means = _evolve(
+                scorer, start, channel_index, seed=stream_seed(seed, "evolution"), **search
+            )
             codes = means if adam_start == "mean" else best_codes
             # On the host: ``channel_index`` is, and a device index cannot index a host tensor.
-            silent = (evolved <= 0).nonzero().flatten().cpu() if redraw_dead else torch.zeros(0, dtype=torch.int64)
+            silent = (
+                (evolved <= 0).nonzero().flatten().cpu() if redraw_dead else torch.zeros(0, dtype=torch.int64)
+            )
             if len(silent):
-                codes, evolved = _redraw(scorer, prior, codes, evolved, silent, channel_index, seed=seed,
-                                         adam_start=adam_start, **search)
-            codes = _ascend(scorer, codes, on_device, steps=adam_steps, lr=adam_lr, transforms=transforms,
-                            monitor=monitor, early_exit=early_exit)
+                codes, evolved = _redraw(
+                    scorer,
+                    prior,
+                    codes,
+                    evolved,
+                    silent,
+                    channel_index,
+                    seed=seed,
+                    adam_start=adam_start,
+                    **search,
+                )
+            codes = _ascend(
+                scorer,
+                codes,
+                on_device,
+                steps=adam_steps,
+                lr=adam_lr,
+                transforms=transforms,
+                monitor=monitor,
+                early_exit=early_exit,
+            )
             with torch.no_grad():
-                images = torch.cat([prior(codes[i:i + scorer.max_batch]).float()
-                                    for i in range(0, len(codes), scorer.max_batch)])
+                images = torch.cat(
+                    [
+                        scorer.render(codes[i : i + scorer.max_batch], exact=True)
+                        for i in range(0, len(codes), scorer.max_batch)
+                    ]
+                )
                 # What is reported is what the store keeps: the image on its 8-bit grid.
                 images = images.clamp(0, 1).mul(255).round().div(255)
                 final = scorer.exact_activations(images, on_device)
@@ -410,8 +514,12 @@ def synthesize(
         for parameter, flag in zip(model.parameters(), trainable):
             parameter.requires_grad_(flag)
     return Prototypes(
-        images=images.cpu(), activations=final.cpu(), latents=codes.cpu(),
-        channels=channel_index, dead=(final <= 0).cpu(), redrawn=_mask(silent, len(channel_index)),
+        images=images.cpu(),
+        activations=final.cpu(),
+        latents=codes.cpu(),
+        channels=channel_index,
+        dead=(final <= 0).cpu(),
+        redrawn=_mask(silent, len(channel_index)),
         evolution_activations=evolved.cpu(),
     )
 
@@ -422,16 +530,35 @@ def _mask(index: torch.Tensor, length: int) -> torch.Tensor:
     return mask
 
 
-def _redraw(objective, prior, codes, evolved, silent, channels, *, seed, adam_start, **search):
+def _redraw(
+    objective: _Objective,
+    prior: Generator,
+    codes: torch.Tensor,
+    evolved: torch.Tensor,
+    silent: torch.Tensor,
+    channels: torch.Tensor,
+    *,
+    seed: int,
+    adam_start: str,
+    **search,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Fresh codes and a second evolution for the channels at ``silent`` (indices into N); each
     channel keeps the better of its two evolutions.
 
     Index assignment (``codes[silent] = ...``) writes into ``codes`` itself; masked
     copies would silently discard the new codes.
     """
-    fresh = prior.sample(stream_keys(stream_seed(seed, "redraw start"), channels[silent]), step=0).to(codes.device)
-    best_codes, new_best, means = _evolve(objective, fresh, channels[silent], seed=stream_seed(seed, "redraw evolution"),
-                                          stage="redraw", **search)
+    fresh = prior.sample(stream_keys(stream_seed(seed, "redraw start"), channels[silent]), step=0).to(
+        codes.device
+    )
+    best_codes, new_best, means = _evolve(
+        objective,
+        fresh,
+        channels[silent],
+        seed=stream_seed(seed, "redraw evolution"),
+        stage="redraw",
+        **search,
+    )
     new_codes = means if adam_start == "mean" else best_codes
     # Keep whichever evolution came closer: with scores below zero, the first may have.
     better = new_best >= evolved[silent]  # a tie goes to the fresh draw

@@ -8,8 +8,8 @@ no compute is spent on the layers above it.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -37,7 +37,9 @@ def find_layer(model: nn.Module, layer: str) -> nn.Module:
 
 
 @contextmanager
-def layers_reader(model: nn.Module, layers: Sequence[str]) -> Iterator[Callable[[torch.Tensor], dict[str, torch.Tensor]]]:
+def layers_reader(
+    model: nn.Module, layers: Sequence[str]
+) -> Iterator[Callable[[torch.Tensor], dict[str, torch.Tensor]]]:
     """Context manager giving ``read(images) -> {layer: features}`` for several layers in one pass.
 
     ``images`` (B, 3, H, W) go through ``model`` only until every one of ``layers`` has
@@ -53,6 +55,7 @@ def layers_reader(model: nn.Module, layers: Sequence[str]) -> Iterator[Callable[
             captured[name] = output
             if len(captured) == len(wanted):
                 raise _StopForward
+
         return hook
 
     handles = [find_layer(model, name).register_forward_hook(hook_for(name)) for name in wanted]
@@ -108,9 +111,19 @@ class _PathRecorder(TorchFunctionMode):
             self.made[id(output)] = ("relu", args[0], None, output)
             return output
         output = func(*args, **kwargs)
-        if func in _COMMUTING and isinstance(output, torch.Tensor) and args and isinstance(args[0], torch.Tensor):
+        if (
+            func in _COMMUTING
+            and isinstance(output, torch.Tensor)
+            and args
+            and isinstance(args[0], torch.Tensor)
+        ):
             rest = args[1:]
-            self.made[id(output)] = ("commuting", args[0], lambda x, f=func, a=rest, k=kwargs: f(x, *a, **k), output)
+            self.made[id(output)] = (
+                "commuting",
+                args[0],
+                lambda x, f=func, a=rest, k=kwargs: f(x, *a, **k),
+                output,
+            )
         elif func is torch.cat and isinstance(output, torch.Tensor):
             parts = list(args[0] if args else kwargs["tensors"])
             dim = args[1] if len(args) > 1 else kwargs.get("dim", 0)
@@ -118,7 +131,8 @@ class _PathRecorder(TorchFunctionMode):
         return output
 
     def before(self, tensor: torch.Tensor) -> torch.Tensor | None:
-        """``tensor`` recomputed with the last ReLU on each of its paths left out; None where no path has one."""
+        """``tensor`` recomputed with the last ReLU on each of its paths left out; None where
+        no path has one."""
         record = self.made.get(id(tensor))
         if record is None or record[3] is not tensor:
             return None
@@ -142,12 +156,23 @@ def _hardtanh_bounds(args, kwargs) -> tuple[float, float]:
 
 _RELUS = {F.relu, torch.relu, torch.Tensor.relu, F.relu6}
 # Calls that commute with a ReLU: m(relu(x)) = relu(m(x)) (max pooling is monotone; the rest move values).
-_COMMUTING = {F.max_pool1d, F.max_pool2d, F.max_pool3d, F.adaptive_max_pool1d, F.adaptive_max_pool2d,
-              F.adaptive_max_pool3d, torch.flatten, torch.Tensor.flatten, F.dropout}
+_COMMUTING = {
+    F.max_pool1d,
+    F.max_pool2d,
+    F.max_pool3d,
+    F.adaptive_max_pool1d,
+    F.adaptive_max_pool2d,
+    F.adaptive_max_pool3d,
+    torch.flatten,
+    torch.Tensor.flatten,
+    F.dropout,
+}
 
 
 @contextmanager
-def unit_reader(model: nn.Module, layer: str) -> Iterator[Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]]:
+def unit_reader(
+    model: nn.Module, layer: str
+) -> Iterator[Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]]:
     """:func:`layer_reader` that also gives ``layer``'s pre-activation: ``read(images) -> (output, before)``.
 
     ``before`` is the layer's output with the last ReLU (or ReLU6) on its path left out:
@@ -161,6 +186,7 @@ def unit_reader(model: nn.Module, layer: str) -> Iterator[Callable[[torch.Tensor
     (their inputs must survive); results are unchanged.
     """
     with layer_reader(model, layer) as read_output:
+
         def read(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             recorder = _PathRecorder()
             with recorder:
@@ -208,7 +234,8 @@ def centre_activation(features: torch.Tensor, channels: torch.Tensor) -> torch.T
 
 
 def centre_units(features: torch.Tensor) -> torch.Tensor:
-    """Every channel's unit of every image: features (B, C, h, w) or (B, C) -> (B, C) at :func:`centre_index`."""
+    """Every channel's unit of every image: features (B, C, h, w) or (B, C) -> (B, C) at
+    :func:`centre_index`."""
     if features.ndim == 2:
         return features
     if features.ndim != 4:
@@ -250,8 +277,9 @@ def spaced_channels(count: int, limit: int | None) -> torch.Tensor:
     return torch.from_numpy(np.unique(np.linspace(0, count - 1, limit).round().astype(np.int64)))
 
 
-def oversized_selections(model: nn.Module, layers: Sequence[str], limit: int | None, image_size: int,
-                         key: str) -> list[str]:
+def oversized_selections(
+    model: nn.Module, layers: Sequence[str], limit: int | None, image_size: int, key: str
+) -> list[str]:
     """One line per layer with fewer channels than ``limit`` (the params ``key`` that set it):
     :func:`spaced_channels` uses all of that layer's channels, and the user should know."""
     lines = []

@@ -4,24 +4,29 @@ import pytest
 import torch
 from torch import nn
 
-from protoviz_core.generators import make_generator
-from protoviz_core.rng import stream_keys
 from protoviz_core import synthesize
-from protoviz_core.synthesis import stream_seed
+from protoviz_core.engine.generators import make_generator
+from protoviz_core.engine.rng import stream_keys
+from protoviz_core.engine.synthesis import stream_seed
 from tests.fake_cuda import fake_cuda
 
 SIZE = 16
-SCHEDULE = dict(image_size=SIZE, cma_steps=4, cma_popsize=8, cma_sigma=1.0, adam_steps=10, adam_lr=0.05,
-                device="cpu")
+SCHEDULE = dict(
+    image_size=SIZE, cma_steps=4, cma_popsize=8, cma_sigma=1.0, adam_steps=10, adam_lr=0.05, device="cpu"
+)
 
 
 def _cnn(seed=0):
     torch.manual_seed(seed)
-    return nn.Sequential(OrderedDict(
-        conv1=nn.Conv2d(3, 8, 3, padding=1), relu1=nn.ReLU(),
-        conv2=nn.Conv2d(8, 6, 3, stride=2, padding=1), relu2=nn.ReLU(),
-        head=nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 2)),
-    )).eval()
+    return nn.Sequential(
+        OrderedDict(
+            conv1=nn.Conv2d(3, 8, 3, padding=1),
+            relu1=nn.ReLU(),
+            conv2=nn.Conv2d(8, 6, 3, stride=2, padding=1),
+            relu2=nn.ReLU(),
+            head=nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 2)),
+        )
+    ).eval()
 
 
 @pytest.mark.parametrize("generator", ["pixel", "fourier", "deepsim_fc6"])
@@ -34,7 +39,8 @@ def test_activation_rises_for_every_generator(generator):
     with torch.no_grad():
         start_images = prior(prior.sample(stream_keys(0, channels)))
         normalised = (start_images - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor(
-            [0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+            [0.229, 0.224, 0.225]
+        ).view(1, 3, 1, 1)
         start = model.conv2(model.relu1(model.conv1(normalised)))[torch.arange(6), channels, 3, 3]
     result = synthesize(model, "conv2", generator=prior, seed=0, **SCHEDULE)
     assert result.images.shape == (6, 3, SIZE, SIZE) and result.latents.shape == (6, prior.latent_dim)
@@ -87,11 +93,14 @@ def test_a_channel_still_silent_after_the_evolution_is_redrawn_on_a_gpu():
     """On CUDA the evolution's scores live on the device and the channel index on the host; the
     re-draw must index each where it lives (a GPU refuses a device index into a host tensor)."""
     with fake_cuda() as gpu:
-        result = synthesize(_cnn_with_a_silent_channel(), "relu2", generator="pixel", seed=2,
-                            **{**SCHEDULE, "device": "cuda"})
+        result = synthesize(
+            _cnn_with_a_silent_channel(), "relu2", generator="pixel", seed=2, **{**SCHEDULE, "device": "cuda"}
+        )
     assert gpu.memory.resets == 1  # the GPU branch ran: passes sized from a probe pass
     assert result.redrawn[4] and result.dead[4] and not result.dead[[0, 1, 2, 3, 5]].any()
-    second_draw = make_generator("pixel", SIZE).sample(stream_keys(stream_seed(2, "redraw start"), torch.tensor([4])))
+    second_draw = make_generator("pixel", SIZE).sample(
+        stream_keys(stream_seed(2, "redraw start"), torch.tensor([4]))
+    )
     torch.testing.assert_close(result.latents[4], second_draw[0])
 
 
@@ -101,9 +110,12 @@ def test_on_a_gpu_the_search_runs_in_bfloat16_and_the_reported_activations_are_f
         result = synthesize(model, "relu2", generator="pixel", seed=7, **{**SCHEDULE, "device": "cuda"})
     model.to("cpu")
     with torch.no_grad():
-        normalised = (result.images - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / \
-            torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-        exact = model.relu2(model.conv2(model.relu1(model.conv1(normalised))))[torch.arange(6), torch.arange(6), 3, 3]
+        normalised = (result.images - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor(
+            [0.229, 0.224, 0.225]
+        ).view(1, 3, 1, 1)
+        exact = model.relu2(model.conv2(model.relu1(model.conv1(normalised))))[
+            torch.arange(6), torch.arange(6), 3, 3
+        ]
     torch.testing.assert_close(result.activations, exact, rtol=1e-5, atol=1e-6)  # not bfloat16's 0.4% steps
 
 
@@ -126,26 +138,38 @@ def test_a_unit_below_zero_on_every_image_tried_is_brought_alive():
     """Channel 1 fires only for red without green over its whole 3x3 window: on the start codes, every
     evolution sample and uniform noise its input is far below zero, so its activation is 0 everywhere."""
     torch.manual_seed(0)
-    model = nn.Sequential(OrderedDict(block=nn.Sequential(nn.Conv2d(3, 2, 3, padding=1), nn.ReLU(inplace=True))))
+    model = nn.Sequential(
+        OrderedDict(block=nn.Sequential(nn.Conv2d(3, 2, 3, padding=1), nn.ReLU(inplace=True)))
+    )
     with torch.no_grad():
         model.block[0].weight.zero_()
         model.block[0].weight[0] = 0.1  # channel 0: an ordinary unit
         model.block[0].weight[1, 0], model.block[0].weight[1, 1] = 1.0, -1.0
         model.block[0].bias[:] = torch.tensor([0.0, -7.0 * 4.4])  # 7 of 9 pixels' worth, normalised units
-        noise = (torch.rand(256, 3, SIZE, SIZE) - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / \
-            torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+        noise = (
+            torch.rand(256, 3, SIZE, SIZE) - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+        ) / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
         assert model(noise)[:, 1, SIZE // 2 - 1, SIZE // 2 - 1].max() == 0  # silent on noise too
     seen = []
     schedule = {**SCHEDULE, "adam_steps": 40, "adam_lr": 0.1}
-    result = synthesize(model, "block", generator="pixel", seed=0,
-                        monitor=lambda stage, step, values: seen.append((stage, values.clone())), **schedule)
+    result = synthesize(
+        model,
+        "block",
+        generator="pixel",
+        seed=0,
+        monitor=lambda stage, step, values: seen.append((stage, values.clone())),
+        **schedule,
+    )
     assert seen[0][0] == "evolution" and seen[0][1][1] < 0  # it starts below zero
     assert not result.dead.any() and result.activations[1] > 0  # and ends alive
     with torch.no_grad():
-        normalised = (result.images - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / \
-            torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+        normalised = (result.images - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor(
+            [0.229, 0.224, 0.225]
+        ).view(1, 3, 1, 1)
         recomputed = model(normalised)[1, 1, (SIZE - 1) // 2, (SIZE - 1) // 2]
-    torch.testing.assert_close(recomputed, result.activations[1], rtol=1e-4, atol=1e-4)  # the honest activation
+    torch.testing.assert_close(
+        recomputed, result.activations[1], rtol=1e-4, atol=1e-4
+    )  # the honest activation
 
 
 def test_bad_layer_and_channel_are_named_and_hooks_are_removed():
@@ -171,8 +195,15 @@ def test_gradient_stage_transforms_are_applied():
 
 def test_monitor_sees_every_step_of_every_stage():
     seen = []
-    synthesize(_cnn(), "conv2", [1, 3], generator="pixel", seed=0,
-               monitor=lambda stage, step, acts: seen.append((stage, step, tuple(acts.shape))), **SCHEDULE)
+    synthesize(
+        _cnn(),
+        "conv2",
+        [1, 3],
+        generator="pixel",
+        seed=0,
+        monitor=lambda stage, step, acts: seen.append((stage, step, tuple(acts.shape))),
+        **SCHEDULE,
+    )
     evolution = [s for s in seen if s[0] == "evolution"]
     gradient = [s for s in seen if s[0] == "gradient"]
     assert [s[1] for s in evolution] == list(range(1, SCHEDULE["cma_steps"] + 1))
@@ -190,7 +221,7 @@ def test_model_is_left_as_it_was():
 
 def test_start_codes_and_evolution_noise_are_independent(monkeypatch):
     """The first generation's noise must not be the start code again (it was: cosine 0.5)."""
-    import protoviz_core.synthesis as synthesis_module
+    import protoviz_core.engine.synthesis as synthesis_module
 
     seen = {}
 
@@ -217,15 +248,16 @@ def test_stream_seeds_differ_by_use():
 
 
 def test_images_per_pass_takes_a_fraction_of_free_memory():
-    from protoviz_core.synthesis import images_per_pass
+    from protoviz_core.engine.synthesis import images_per_pass
 
     assert images_per_pass(free_bytes=10_000_000, bytes_per_image=1_000, fraction=0.5) == 5_000
     assert images_per_pass(free_bytes=1_000, bytes_per_image=1_000_000) == 8  # never below one probe's worth
 
 
 def test_stopped_channels_give_the_same_result_in_or_out_of_the_batch(monkeypatch):
-    """A CPU drops stopped channels from the batch; a GPU keeps them frozen. The prototypes must not differ."""
-    import protoviz_core.synthesis as synthesis
+    """A CPU drops stopped channels from the batch; a GPU keeps them frozen. The prototypes
+    must not differ."""
+    import protoviz_core.engine.synthesis as synthesis
 
     schedule = {**SCHEDULE, "adam_steps": 40}
     model = _cnn()
@@ -243,15 +275,26 @@ def test_a_channel_stops_evolving_once_it_responds_and_climbing_once_it_converge
     model.conv1.register_forward_hook(lambda module, inputs, output: images_seen.append(len(inputs[0])))
     schedule = {**SCHEDULE, "cma_steps": 6, "adam_steps": 400, "adam_lr": 0.2}
     seen = []
-    result = synthesize(model, "relu2", generator="pixel", seed=5,
-                        monitor=lambda stage, step, values: seen.append((stage, values.clone())), **schedule)
+    result = synthesize(
+        model,
+        "relu2",
+        generator="pixel",
+        seed=5,
+        monitor=lambda stage, step, values: seen.append((stage, values.clone())),
+        **schedule,
+    )
     evolution = torch.stack([values for stage, values in seen if stage == "evolution"])  # (steps, N)
     responding = evolution[0] > 0
     assert responding.any()
-    assert torch.equal(evolution[-1][responding], evolution[0][responding])  # frozen from the first generation
+    assert torch.equal(
+        evolution[-1][responding], evolution[0][responding]
+    )  # frozen from the first generation
     climbing = torch.stack([values for stage, values in seen if stage == "gradient"])  # (steps, N)
     assert torch.equal(climbing[-1], climbing[-5]) and not torch.equal(climbing[10], climbing[0])  # converged
-    channels, steps = len(result.channels), schedule["cma_steps"] * schedule["cma_popsize"] + schedule["adam_steps"]
+    channels, steps = (
+        len(result.channels),
+        schedule["cma_steps"] * schedule["cma_popsize"] + schedule["adam_steps"],
+    )
     assert sum(images_seen) < 0.5 * channels * steps  # most of the work was not needed
 
 
@@ -263,17 +306,27 @@ def test_reported_activations_are_those_of_the_8_bit_images_the_store_keeps():
     stored = pack_shard(result)["images"].float() / 255  # what the prototype store holds
     assert torch.equal(result.images, stored)
     with torch.no_grad():
-        normalised = (stored - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / \
-            torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-        exact = model.relu2(model.conv2(model.relu1(model.conv1(normalised))))[torch.arange(6), torch.arange(6), 3, 3]
+        normalised = (stored - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor(
+            [0.229, 0.224, 0.225]
+        ).view(1, 3, 1, 1)
+        exact = model.relu2(model.conv2(model.relu1(model.conv1(normalised))))[
+            torch.arange(6), torch.arange(6), 3, 3
+        ]
     torch.testing.assert_close(result.activations, exact, rtol=1e-6, atol=1e-6)
 
 
 def test_after_relu_maximises_the_activation_itself_and_early_exits_change_the_work_not_the_kind():
     model = _cnn()
     seen = []
-    result = synthesize(model, "relu2", generator="pixel", seed=7, objective="after_relu",
-                        monitor=lambda stage, step, values: seen.append((stage, values.clone())), **SCHEDULE)
+    result = synthesize(
+        model,
+        "relu2",
+        generator="pixel",
+        seed=7,
+        objective="after_relu",
+        monitor=lambda stage, step, values: seen.append((stage, values.clone())),
+        **SCHEDULE,
+    )
     evolution = torch.stack([values for stage, values in seen if stage == "evolution"])
     assert (evolution >= 0).all()  # a score after the ReLU is never negative
     assert (result.evolution_activations >= 0).all()
@@ -292,9 +345,15 @@ def test_silent_units_of_a_pooling_layer_after_a_relu_are_brought_alive():
     """A layer that does not itself end in a ReLU (a VGG-style max pool after one): its silent units are
     optimised through the pool of their pre-activations; the activation alone leaves them at 0."""
     torch.manual_seed(0)
-    model = nn.Sequential(OrderedDict(conv1=nn.Conv2d(3, 8, 3, padding=1), relu1=nn.ReLU(),
-                                      conv2=nn.Conv2d(8, 6, 3, padding=1), relu2=nn.ReLU(),
-                                      pool=nn.MaxPool2d(2))).eval()
+    model = nn.Sequential(
+        OrderedDict(
+            conv1=nn.Conv2d(3, 8, 3, padding=1),
+            relu1=nn.ReLU(),
+            conv2=nn.Conv2d(8, 6, 3, padding=1),
+            relu2=nn.ReLU(),
+            pool=nn.MaxPool2d(2),
+        )
+    ).eval()
     with torch.no_grad():
         model.conv2.bias[:3] -= 1.0  # channels 0-2: silent on every image the search starts from
     budget = {**SCHEDULE, "adam_steps": 30, "adam_lr": 0.1}

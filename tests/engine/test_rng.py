@@ -1,6 +1,6 @@
 import torch
 
-from protoviz_core.rng import derive_seed, keyed_normal, stream_keys
+from protoviz_core.engine.rng import derive_seed, keyed_normal, stream_keys
 
 
 def test_a_stream_does_not_depend_on_its_neighbours():
@@ -31,8 +31,13 @@ def test_samples_are_standard_normal():
 
 def test_derived_seeds_are_stable_distinct_and_in_range():
     assert derive_seed(1, 0, 5, "layer3", 2) == derive_seed(1, 0, 5, "layer3", 2)
-    seeds = {derive_seed(run, epoch, layer, repeat) for run in (1, 2, 3) for epoch in range(50)
-             for layer in ("layer1", "layer2") for repeat in (1, 2)}
+    seeds = {
+        derive_seed(run, epoch, layer, repeat)
+        for run in (1, 2, 3)
+        for epoch in range(50)
+        for layer in ("layer1", "layer2")
+        for repeat in (1, 2)
+    }
     assert len(seeds) == 3 * 50 * 2 * 2
     assert all(0 <= seed < 2**31 for seed in seeds)
     assert derive_seed(1, "2") != derive_seed(1, 2)  # parts keep their type

@@ -8,13 +8,12 @@ Three generators behind one interface (:class:`Generator`):
   1/f-scaled Fourier spectrum per colour channel, decorrelated colours, sigmoid.
 - ``pixel``: raw pixels through a sigmoid, the baseline without a prior.
 
-Latents are sampled per stream key (:mod:`protoviz_core.rng`) so that a channel's
+Latents are sampled per stream key (:mod:`protoviz_core.engine.rng`) so that a channel's
 start does not depend on which channels share its batch.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections import OrderedDict
 from pathlib import Path
@@ -23,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from protoviz_core.engine.rng import keyed_normal
 from protoviz_core.errors import ProtovizError
-from protoviz_core.rng import keyed_normal
 
 DEEPSIM_WEIGHTS_SOURCE = (
     "upconvGAN_fc6.pt from the Hugging Face repository binxu/DeePSim_DosovitskiyBrox2016 "
@@ -118,21 +117,36 @@ def _deepsim_fc6_layers() -> nn.Sequential:
     def same(cin, cout):
         return nn.ConvTranspose2d(cin, cout, kernel_size=3, stride=1, padding=1)
 
-    return nn.Sequential(OrderedDict([
-        ("defc7", nn.Linear(4096, 4096)), ("relu_defc7", leaky()),
-        ("defc6", nn.Linear(4096, 4096)), ("relu_defc6", leaky()),
-        ("defc5", nn.Linear(4096, 4096)), ("relu_defc5", leaky()),
-        ("reshape", nn.Unflatten(1, (256, 4, 4))),
-        ("deconv5", up(256, 256)), ("relu_deconv5", leaky()),  # 8 x 8
-        ("conv5_1", same(256, 512)), ("relu_conv5_1", leaky()),
-        ("deconv4", up(512, 256)), ("relu_deconv4", leaky()),  # 16
-        ("conv4_1", same(256, 256)), ("relu_conv4_1", leaky()),
-        ("deconv3", up(256, 128)), ("relu_deconv3", leaky()),  # 32
-        ("conv3_1", same(128, 128)), ("relu_conv3_1", leaky()),
-        ("deconv2", up(128, 64)), ("relu_deconv2", leaky()),  # 64
-        ("deconv1", up(64, 32)), ("relu_deconv1", leaky()),  # 128
-        ("deconv0", up(32, 3)),  # 256, no activation
-    ]))
+    return nn.Sequential(
+        OrderedDict(
+            [
+                ("defc7", nn.Linear(4096, 4096)),
+                ("relu_defc7", leaky()),
+                ("defc6", nn.Linear(4096, 4096)),
+                ("relu_defc6", leaky()),
+                ("defc5", nn.Linear(4096, 4096)),
+                ("relu_defc5", leaky()),
+                ("reshape", nn.Unflatten(1, (256, 4, 4))),
+                ("deconv5", up(256, 256)),
+                ("relu_deconv5", leaky()),  # 8 x 8
+                ("conv5_1", same(256, 512)),
+                ("relu_conv5_1", leaky()),
+                ("deconv4", up(512, 256)),
+                ("relu_deconv4", leaky()),  # 16
+                ("conv4_1", same(256, 256)),
+                ("relu_conv4_1", leaky()),
+                ("deconv3", up(256, 128)),
+                ("relu_deconv3", leaky()),  # 32
+                ("conv3_1", same(128, 128)),
+                ("relu_conv3_1", leaky()),
+                ("deconv2", up(128, 64)),
+                ("relu_deconv2", leaky()),  # 64
+                ("deconv1", up(64, 32)),
+                ("relu_deconv1", leaky()),  # 128
+                ("deconv0", up(32, 3)),  # 256, no activation
+            ]
+        )
+    )
 
 
 class DeePSiMGenerator(Generator):
@@ -150,18 +164,25 @@ class DeePSiMGenerator(Generator):
         self.antialias = antialias
         self.latent_dim = 4096
         self.G = _deepsim_fc6_layers()
-        self.register_buffer("rgb_mean", torch.tensor([123.0, 117.0, 104.0]).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer(
+            "rgb_mean", torch.tensor([123.0, 117.0, 104.0]).view(1, 3, 1, 1), persistent=False
+        )
 
     def forward(self, latents: torch.Tensor) -> torch.Tensor:
         bgr = self.G(latents)  # (N, 3, 256, 256)
         rgb = (bgr.flip(1) + self.rgb_mean).clamp(0, 255) / 255
         if rgb.shape[-1] != self.image_size:
-            rgb = F.interpolate(rgb, size=(self.image_size, self.image_size), mode="bilinear",
-                                antialias=self.antialias, align_corners=False)
+            rgb = F.interpolate(
+                rgb,
+                size=(self.image_size, self.image_size),
+                mode="bilinear",
+                antialias=self.antialias,
+                align_corners=False,
+            )
         return rgb.clamp(0, 1)
 
     @classmethod
-    def random(cls, image_size: int, antialias: bool = True) -> "DeePSiMGenerator":
+    def random(cls, image_size: int, antialias: bool = True) -> DeePSiMGenerator:
         """Untrained weights scaled so images vary (tests and timing only; seed with torch)."""
         generator = cls(image_size, antialias)
         for module in generator.G:
@@ -174,7 +195,7 @@ class DeePSiMGenerator(Generator):
         return generator
 
     @classmethod
-    def from_file(cls, path: str | Path, image_size: int, antialias: bool = True) -> "DeePSiMGenerator":
+    def from_file(cls, path: str | Path, image_size: int, antialias: bool = True) -> DeePSiMGenerator:
         """Load the public fc6 weights (no pickled code is run).
 
         Raises:
@@ -183,7 +204,9 @@ class DeePSiMGenerator(Generator):
         """
         path = Path(path).expanduser()
         if not path.is_file():
-            raise GeneratorWeightsError(f"{path}: DeePSiM weights not found; download {DEEPSIM_WEIGHTS_SOURCE}")
+            raise GeneratorWeightsError(
+                f"{path}: DeePSiM weights not found; download {DEEPSIM_WEIGHTS_SOURCE}"
+            )
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # truncated zip, pickled code, not a torch file: torch raises many types
@@ -194,7 +217,9 @@ class DeePSiMGenerator(Generator):
         if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
             state = state["state_dict"]
         if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-            raise GeneratorWeightsError(f"{path}: holds no state dict of tensors; download {DEEPSIM_WEIGHTS_SOURCE}")
+            raise GeneratorWeightsError(
+                f"{path}: holds no state dict of tensors; download {DEEPSIM_WEIGHTS_SOURCE}"
+            )
         # The public files name keys "defc7.weight" or "G.defc7.weight", some with a stray ".1.".
         state = {k.removeprefix("G.").replace(".1.", "."): v for k, v in state.items()}
         generator = cls(image_size, antialias)
@@ -211,28 +236,9 @@ class DeePSiMGenerator(Generator):
         return generator
 
 
-def weights_identity(weights: str | Path | None) -> str:
-    """What a generator weights setting is, for the identity of results made with it:
-    the file's SHA-256 (so replacing the file at the same path redoes the work), or the
-    setting itself (``None``, ``"random"``) when there is no file.
-
-    Raises:
-        GeneratorWeightsError: a path that does not exist.
-    """
-    if weights is None or str(weights) == "random":
-        return str(weights)
-    path = Path(weights).expanduser()
-    if not path.is_file():
-        raise GeneratorWeightsError(f"{path}: DeePSiM weights not found; download {DEEPSIM_WEIGHTS_SOURCE}")
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()[:24]
-
-
-def make_generator(name: str | Generator, image_size: int, weights: str | Path | None = None,
-                   antialias: bool = True) -> Generator:
+def make_generator(
+    name: str | Generator, image_size: int, weights: str | Path | None = None, antialias: bool = True
+) -> Generator:
     """A generator by name, or ``name`` itself when it already is one.
 
     Args:
@@ -251,7 +257,8 @@ def make_generator(name: str | Generator, image_size: int, weights: str | Path |
     if name == "deepsim_fc6":
         if weights is None:
             raise GeneratorWeightsError(
-                f"extract.generator_weights: deepsim_fc6 needs its weights file; download {DEEPSIM_WEIGHTS_SOURCE}"
+                f"extract.generator_weights: deepsim_fc6 needs its weights file; "
+                f"download {DEEPSIM_WEIGHTS_SOURCE}"
             )
         if str(weights) == "random":
             return DeePSiMGenerator.random(image_size, antialias)

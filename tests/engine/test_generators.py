@@ -1,10 +1,14 @@
 import pytest
 import torch
 
-from protoviz_core.generators import (
-    DEEPSIM_WEIGHTS_SOURCE, DeePSiMGenerator, FourierGenerator, GeneratorWeightsError, make_generator,
+from protoviz_core.engine.generators import (
+    DEEPSIM_WEIGHTS_SOURCE,
+    DeePSiMGenerator,
+    FourierGenerator,
+    GeneratorWeightsError,
+    make_generator,
 )
-from protoviz_core.rng import stream_keys
+from protoviz_core.engine.rng import stream_keys
 
 
 @pytest.mark.parametrize("name, dim", [("pixel", 3 * 20 * 20), ("fourier", 3 * 20 * 11 * 2)])
@@ -56,7 +60,9 @@ def test_deepsim_loads_the_public_key_layouts(tmp_path):
 
 
 def test_deepsim_weight_errors_say_where_weights_come_from(tmp_path):
-    with pytest.raises(GeneratorWeightsError, match="absent.pt: DeePSiM weights not found.*huggingface.co/binxu"):
+    with pytest.raises(
+        GeneratorWeightsError, match="absent.pt: DeePSiM weights not found.*huggingface.co/binxu"
+    ):
         make_generator("deepsim_fc6", 32, weights=tmp_path / "absent.pt")
     with pytest.raises(GeneratorWeightsError, match="extract.generator_weights: .* download"):
         make_generator("deepsim_fc6", 32)
@@ -71,7 +77,9 @@ def test_deepsim_weight_errors_say_where_weights_come_from(tmp_path):
     pickled_code = tmp_path / "pickled.pt"
     torch.save({"defc7.weight": torch.zeros(1), "hook": print}, pickled_code)  # weights_only refuses code
     for path in (garbage, pickled_code):
-        with pytest.raises(GeneratorWeightsError, match=rf"{path.name}: not readable as weights-only torch tensors"):
+        with pytest.raises(
+            GeneratorWeightsError, match=rf"{path.name}: not readable as weights-only torch tensors"
+        ):
             make_generator("deepsim_fc6", 32, weights=path)
 
 
@@ -87,8 +95,9 @@ def test_deepsim_legacy_resize_is_the_authors_bilinear_without_antialiasing():
     legacy.load_state_dict(smooth.state_dict())
     codes = torch.randn(2, 4096)
     with torch.no_grad():
-        full = ((smooth.G(codes).flip(1) + smooth.rgb_mean).clamp(0, 255) / 255)  # (2, 3, 256, 256)
-        expected = torch.nn.functional.interpolate(full, size=(96, 96), mode="bilinear", antialias=False,
-                                                   align_corners=False).clamp(0, 1)
+        full = (smooth.G(codes).flip(1) + smooth.rgb_mean).clamp(0, 255) / 255  # (2, 3, 256, 256)
+        expected = torch.nn.functional.interpolate(
+            full, size=(96, 96), mode="bilinear", antialias=False, align_corners=False
+        ).clamp(0, 1)
         torch.testing.assert_close(legacy(codes), expected)
         assert (legacy(codes) - smooth(codes)).abs().max() > 0.05  # the two resizes differ visibly

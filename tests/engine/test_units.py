@@ -4,11 +4,17 @@ import pytest
 import torch
 from torch import nn
 
-from protoviz_core.simclr import build_backbone
-from protoviz_core.units import (
-    centre_activation, centre_index, channel_count, check_channels, find_layer, layer_reader, unit_position,
+from protoviz_core.engine.units import (
+    centre_activation,
+    centre_index,
+    channel_count,
+    check_channels,
+    find_layer,
+    layer_reader,
+    unit_position,
     unit_reader,
 )
+from protoviz_core.simclr import build_backbone
 
 
 class _MustNotRun(nn.Module):
@@ -17,10 +23,14 @@ class _MustNotRun(nn.Module):
 
 
 def _model():
-    return nn.Sequential(OrderedDict(
-        conv=nn.Conv2d(3, 4, 3, padding=1), relu=nn.ReLU(),
-        block=nn.Sequential(nn.Conv2d(4, 6, 3, stride=2, padding=1)), top=_MustNotRun(),
-    ))
+    return nn.Sequential(
+        OrderedDict(
+            conv=nn.Conv2d(3, 4, 3, padding=1),
+            relu=nn.ReLU(),
+            block=nn.Sequential(nn.Conv2d(4, 6, 3, stride=2, padding=1)),
+            top=_MustNotRun(),
+        )
+    )
 
 
 def test_reader_returns_the_layer_output_and_stops_there():
@@ -42,7 +52,9 @@ def test_hook_is_removed_after_an_error():
 
 
 def test_unknown_layer_lists_the_valid_names():
-    with pytest.raises(ValueError, match=r"unknown layer 'layer9'; valid names: conv, relu, block, block\.0, top"):
+    with pytest.raises(
+        ValueError, match=r"unknown layer 'layer9'; valid names: conv, relu, block, block\.0, top"
+    ):
         find_layer(_model(), "layer9")
 
 
@@ -66,10 +78,13 @@ def test_channel_count_and_checks():
 
 
 def test_unit_reader_gives_the_value_before_the_final_relu():
-    model = nn.Sequential(OrderedDict(
-        conv=nn.Conv2d(3, 4, 3, padding=1),
-        block=nn.Sequential(nn.Conv2d(4, 6, 3, padding=1), nn.ReLU(inplace=True)), top=_MustNotRun(),
-    ))
+    model = nn.Sequential(
+        OrderedDict(
+            conv=nn.Conv2d(3, 4, 3, padding=1),
+            block=nn.Sequential(nn.Conv2d(4, 6, 3, padding=1), nn.ReLU(inplace=True)),
+            top=_MustNotRun(),
+        )
+    )
     images = torch.rand(2, 3, 9, 9)
     expected_before = model.block[0](model.conv(images))
     with torch.no_grad(), unit_reader(model, "block") as read:
@@ -96,8 +111,15 @@ def test_unit_position_is_the_middle_of_an_odd_map_and_before_the_middle_of_an_e
 
 def test_a_pooling_layer_after_a_relu_reads_the_pool_of_the_pre_activation():
     torch.manual_seed(0)
-    model = nn.Sequential(OrderedDict(conv=nn.Conv2d(3, 4, 3, padding=1), relu=nn.ReLU(inplace=True),
-                                      pool=nn.MaxPool2d(2), flat=nn.Flatten(), head=nn.Linear(4 * 8 * 8, 2))).eval()
+    model = nn.Sequential(
+        OrderedDict(
+            conv=nn.Conv2d(3, 4, 3, padding=1),
+            relu=nn.ReLU(inplace=True),
+            pool=nn.MaxPool2d(2),
+            flat=nn.Flatten(),
+            head=nn.Linear(4 * 8 * 8, 2),
+        )
+    ).eval()
     images = torch.randn(5, 3, 16, 16)
     with torch.no_grad(), unit_reader(model, "pool") as read:
         output, before = read(images)
@@ -113,15 +135,21 @@ def test_a_pooling_layer_after_a_relu_reads_the_pool_of_the_pre_activation():
 
 
 class _Branches(nn.Module):
-    """An Inception-style block: each branch ends in ``F.relu`` inside the module's code, then a concatenation."""
+    """An Inception-style block: each branch ends in ``F.relu`` inside the module's code, then
+    a concatenation."""
 
     def __init__(self):
         super().__init__()
         self.left, self.right = nn.Conv2d(3, 2, 1), nn.Conv2d(3, 3, 3, padding=1)
 
     def forward(self, x):
-        return torch.cat([torch.nn.functional.relu(self.left(x), inplace=True),
-                          torch.nn.functional.relu(self.right(x), inplace=True)], 1)
+        return torch.cat(
+            [
+                torch.nn.functional.relu(self.left(x), inplace=True),
+                torch.nn.functional.relu(self.right(x), inplace=True),
+            ],
+            1,
+        )
 
 
 def test_relus_called_as_functions_and_concatenated_are_left_out_too():
@@ -130,5 +158,7 @@ def test_relus_called_as_functions_and_concatenated_are_left_out_too():
     images = torch.randn(4, 3, 8, 8)
     with torch.no_grad(), unit_reader(model, "pool") as read:
         output, before = read(images)
-    expected = torch.nn.functional.max_pool2d(torch.cat([model.block.left(images), model.block.right(images)], 1), 2)
+    expected = torch.nn.functional.max_pool2d(
+        torch.cat([model.block.left(images), model.block.right(images)], 1), 2
+    )
     assert torch.equal(before, expected) and torch.equal(output, before.clamp(min=0)) and (before < 0).any()

@@ -1,0 +1,21 @@
+"""The engine stands alone: importing it loads nothing of the pipeline (nor lightly, nor MLflow)."""
+
+import subprocess
+import sys
+
+ENGINE_MODULES = ["rng", "cmaes", "generators", "units", "normalization", "precision", "synthesis"]
+
+
+def test_the_engine_imports_nothing_of_the_pipeline():
+    imports = "; ".join(f"import protoviz_core.engine.{name}" for name in ENGINE_MODULES)
+    loaded = subprocess.run(
+        [sys.executable, "-c", f"import sys; {imports}; print('\\n'.join(sorted(sys.modules)))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    ours = {name for name in loaded if name.split(".")[0] in ("protoviz_core", "stages")}
+    engine = {"protoviz_core.engine", *(f"protoviz_core.engine.{name}" for name in ENGINE_MODULES)}
+    # protoviz_core itself (lazy exports only) and errors (the base of every user-facing error).
+    assert ours == engine | {"protoviz_core", "protoviz_core.errors"}
+    assert not {"lightly", "mlflow", "pandas", "dvc"} & {name.split(".")[0] for name in loaded}
