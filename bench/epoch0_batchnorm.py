@@ -48,9 +48,8 @@ def main() -> None:
                 if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
                     module.reset_running_stats()
         else:
-            backbone = with_measured_batchnorm(
-                backbone, unlabeled, torch.device("cpu"), batch
-            )  # the train stage's
+            # measured as the train stage measures them
+            backbone = with_measured_batchnorm(backbone, unlabeled, torch.device("cpu"), batch)
         features = {
             name: extract_features(backbone, images, meta["normalize"]).numpy()
             for name, images in splits.items()

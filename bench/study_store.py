@@ -26,7 +26,6 @@ noisy prototypes.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import shutil
 import subprocess
@@ -39,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.store_scale import LAYER_CHANNELS, size_on_disk, smooth_images, timed  # noqa: E402
 from protoviz_core.engine.synthesis import Prototypes  # noqa: E402
 from protoviz_core.store import ShardId, build_index, open_prototypes, write_shard  # noqa: E402
-from tests.helpers import free_port, wait_until_answering  # noqa: E402
+from tests.helpers import s3_server  # noqa: E402
 
 RUNS = [f"{aug}-seed{seed}" for aug in ("clrjit", "keepclr") for seed in (1, 2, 3)]
 BIN = Path(sys.executable).parent  # dvc and moto_server of this environment
@@ -109,33 +108,6 @@ def new_repo(path: Path) -> Path:
     ):
         subprocess.run(command, cwd=path, check=True)
     return path
-
-
-@contextlib.contextmanager
-def s3_server():
-    """moto's S3 API server on a free port of 127.0.0.1 with the bucket ``protoviz``; yields its URL."""
-    port = free_port()
-    server = subprocess.Popen(
-        [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_answering(endpoint, server, 60)
-        import boto3
-
-        boto3.client(
-            "s3",
-            endpoint_url=endpoint,
-            region_name="us-east-1",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        ).create_bucket(Bucket="protoviz")
-        yield endpoint
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
 
 
 def add_remotes(repo: Path, local_remote: Path, endpoint: str, prefix: str) -> None:

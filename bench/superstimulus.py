@@ -30,14 +30,18 @@ Times are per prototype on this machine, in the same run.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
-import warnings
+from pathlib import Path
 
 import numpy as np
 import torch
 import yaml
 
-from protoviz_core.checkpoints import load_backbone
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.synthesis import lucent_images  # noqa: E402
+from protoviz_core.checkpoints import load_backbone  # noqa: E402
 from protoviz_core.config import parse_params
 from protoviz_core.engine.synthesis import synthesize
 from protoviz_core.engine.units import centre_activation, channel_count, layer_reader, spaced_channels
@@ -63,32 +67,9 @@ def run_protoviz(model, layer, channels, schedule: dict, image_size: int, normal
 
 def run_lucent(model, layer, channels, image_size: int, normalize: dict, steps: int):
     """Lucent's render_vis with its defaults, one image per channel, batched, on the centre unit."""
-    from lucent.optvis import objectives, param, render
-
-    with torch.no_grad(), layer_reader(model, layer) as read:
-        h, w = read(torch.zeros(1, 3, image_size, image_size)).shape[2:]
-    y, x = (h - 1) // 2, (w - 1) // 2
-    objective = sum(
-        objectives.neuron(layer.replace(".", "_"), c, x=x, y=y, batch=i)
-        for i, c in enumerate(channels.tolist())
-    )
     # Its defaults: standard_transforms, and preprocess appends ImageNet's normalisation, which is the
     # checkpoints' own (protoviz_core.simclr.NORMALIZE); the caller checks that.
-    torch.manual_seed(0)
-    started = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        images = render.render_vis(
-            model,
-            objective,
-            lambda: param.image(image_size, batch=len(channels)),
-            thresholds=(steps,),
-            show_image=False,
-            progress=False,
-            fixed_image_size=image_size,
-        )
-    elapsed = time.perf_counter() - started
-    final = torch.as_tensor(np.asarray(images[-1])).permute(0, 3, 1, 2).float()
+    elapsed, final = lucent_images(model, layer, channels, image_size, (steps,))
     return elapsed, score(model, layer, final, channels, normalize)
 
 

@@ -138,10 +138,23 @@ def run_pycma(model, layer, channels, args, device):
     return time.perf_counter() - started, activations, activations <= 0
 
 
-def run_lucent(model, layer, channels, args, device, steps):
+def lucent_images(
+    model,
+    layer: str,
+    channels: torch.Tensor,
+    size: int,
+    thresholds: tuple[int, ...],
+    device="cpu",
+    **render_options,
+) -> tuple[float, torch.Tensor]:
+    """Lucent's render_vis, one image per channel in one batch, each maximising its channel's
+    centre unit; ``render_options`` go to render_vis (its defaults otherwise).
+
+    Returns:
+        seconds, and float (N, 3, size, size) images in [0, 1] at the last threshold.
+    """
     from lucent.optvis import objectives, param, render
 
-    size = args.image_size
     with torch.no_grad(), layer_reader(model, layer) as read:
         h, w = read(torch.zeros(1, 3, size, size, device=device)).shape[2:]
     y, x = (h - 1) // 2, (w - 1) // 2
@@ -149,7 +162,6 @@ def run_lucent(model, layer, channels, args, device, steps):
         objectives.neuron(layer.replace(".", "_"), c, x=x, y=y, batch=i)
         for i, c in enumerate(channels.tolist())
     )
-    thresholds = sorted({max(1, steps // 4), max(1, steps // 2), steps})
     torch.manual_seed(0)
     started = time.perf_counter()
     with warnings.catch_warnings():
@@ -158,15 +170,27 @@ def run_lucent(model, layer, channels, args, device, steps):
             model,
             objective,
             lambda: param.image(size, batch=len(channels)),
-            transforms=[],
-            optimizer=lambda params: torch.optim.Adam(params, lr=args.lucent_lr),
-            thresholds=tuple(thresholds),
+            thresholds=thresholds,
             show_image=False,
             progress=False,
             fixed_image_size=size,
+            **render_options,
         )
     elapsed = time.perf_counter() - started
-    final = torch.as_tensor(np.asarray(images[-1])).permute(0, 3, 1, 2).float()
+    return elapsed, torch.as_tensor(np.asarray(images[-1])).permute(0, 3, 1, 2).float()
+
+
+def run_lucent(model, layer, channels, args, device, steps):
+    elapsed, final = lucent_images(
+        model,
+        layer,
+        channels,
+        args.image_size,
+        tuple(sorted({max(1, steps // 4), max(1, steps // 2), steps})),
+        device,
+        transforms=[],
+        optimizer=lambda params: torch.optim.Adam(params, lr=args.lucent_lr),
+    )
     activations = score(model, layer, final, channels, device)
     return elapsed, activations, activations <= 0
 

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from protoviz_core.config import ParamsError
 from protoviz_core.errors import ProtovizError
 from protoviz_core.simclr import build_backbone
 
@@ -75,26 +76,32 @@ def require_checkpoints(directory: str | Path) -> dict[int, Path]:
 
 
 def choose_epochs(
-    available: Sequence[int], spec: str | int | list[int], key: str = "extract.epochs"
+    available: Sequence[int],
+    spec: str | int | list[int],
+    key: str = "extract.epochs",
+    params_file: str | Path = "params.yaml",
 ) -> list[int]:
     """The epochs of ``available`` that ``spec`` names: ``"all"``, a stride k (every k-th from
     the first, and the last always), or a list.
 
     Raises:
-        ValueError: a stride below 1, or a listed epoch not in ``available``; names ``key``.
+        ParamsError: a stride below 1, or a listed epoch not in ``available``; names
+            ``params_file`` and ``key``.
     """
     if spec == "all":
         return sorted(available)
     if isinstance(spec, int):
         if spec < 1:
-            raise ValueError(f"{key}: a stride must be >= 1, got {spec}")
+            raise ParamsError(f"{params_file}: {key}: a stride must be >= 1, got {spec}")
         if not available:
             return []
         ordered = sorted(available)
         return sorted({e for e in ordered if (e - ordered[0]) % spec == 0} | {ordered[0], ordered[-1]})
     missing = sorted(set(spec) - set(available))
     if missing:
-        raise ValueError(f"{key}: epochs {missing} are not available; available: {sorted(available)}")
+        raise ParamsError(
+            f"{params_file}: {key}: epochs {missing} are not available; available: {sorted(available)}"
+        )
     return sorted(set(spec))
 
 

@@ -27,18 +27,14 @@ class ComparisonError(ProtovizError, ValueError):
 
 @dataclass
 class RunSelection:
-    used: (
-        pd.DataFrame
-    )  # run_id, name, aug, seed, dvc_exp, start_time, stages_done (one per condition and seed)
+    # run_id, name, aug, seed, dvc_exp, start_time, stages_done (one per condition and seed)
+    used: pd.DataFrame
     skipped: pd.DataFrame  # the same columns plus ``reason``
     differing_params: dict[str, list[str]]  # param -> values seen among the used runs
 
 
 def find_runs(
-    client: MlflowClient,
-    *,
-    run_ids: list[str] | None = None,
-    dvc_exps: list[str] | None = None,
+    client: MlflowClient, *, run_ids: list[str] | None = None, dvc_exps: list[str] | None = None
 ) -> pd.DataFrame:
     """Runs of the protoviz experiment, optionally only the given run ids or DVC experiment names.
 

@@ -309,12 +309,9 @@ class Params(_Section):
             ("extract.epochs", self.extract.epochs),
             ("report.montage_epochs", self.report.montage_epochs),
         ):
-            beyond = (
-                sorted(e for e in epochs if not 0 <= e <= self.train.epochs)
-                if isinstance(epochs, list)
-                else []
-            )
-            if beyond:
+            if not isinstance(epochs, list):  # "all" or a stride: always within the run
+                continue
+            if beyond := sorted(e for e in epochs if not 0 <= e <= self.train.epochs):
                 raise ValueError(
                     f"{key}: epochs {beyond} are not in this run's 0..{self.train.epochs} "
                     f"(train.epochs); list epochs of that range"

@@ -287,13 +287,7 @@ def embed_epoch(
 
 
 def embed_work(
-    store,
-    masks: MaskSet,
-    space: str,
-    *,
-    weights: str,
-    batch_size: int,
-    device: torch.device,
+    store, masks: MaskSet, space: str, *, weights: str, batch_size: int, device: torch.device
 ) -> list[WorkItem]:
     """One work item per epoch of ``store``: :func:`embed_epoch` in ``space``, named ``eXXXX.pt``.
 

@@ -119,13 +119,7 @@ def masked_images(images: torch.Tensor, mask: torch.Tensor | None) -> torch.Tens
     return (images.float() * mask).round().clamp(0, 255).to(torch.uint8)
 
 
-def development_montage(
-    images: torch.Tensor,
-    *,
-    units: list[str],
-    epochs: list[int],
-    title: str,
-) -> Figure:
+def development_montage(images: torch.Tensor, *, units: list[str], epochs: list[int], title: str) -> Figure:
     """Units (rows) developing over epochs (columns), as the paper's Fig. 3 and 8.
 
     Args:

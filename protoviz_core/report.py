@@ -144,6 +144,23 @@ def _curves(table: pd.DataFrame, quantity: str, view: DistanceParams, condition:
     return chosen.assign(mean=chosen.value, line=condition)[["layer", "line", "epoch", "mean"]]
 
 
+def _quantity_figure(
+    page: HtmlPage, curves: pd.DataFrame, quantity: str, out: Path, view_title: str, caption: str
+) -> None:
+    """A distance quantity's section of a page: its heading and one panel per layer, a line per
+    condition (``curves``: layer, line, epoch, mean[, sem]), saved as ``<quantity>.png``."""
+    page.heading(QUANTITY_LABELS[quantity])
+    figure = line_panels(
+        curves,
+        panel="layer",
+        line="line",
+        y_label=quantity.replace("_", " "),
+        colors=CONDITION_COLORS,
+        title=f"{QUANTITY_LABELS[quantity]}; {view_title}",
+    )
+    page.image(save_figure(figure, out / f"{quantity}.png"), f"{quantity} {caption}")
+
+
 def write_run_report(
     out: str | Path,
     *,
@@ -259,16 +276,7 @@ def write_run_report(
         if curves.empty:
             log(f"report: no {quantity} in {view_label(view)} space; figure skipped")
             continue
-        page.heading(QUANTITY_LABELS[quantity])
-        figure = line_panels(
-            curves,
-            panel="layer",
-            line="line",
-            y_label=quantity.replace("_", " "),
-            colors=CONDITION_COLORS,
-            title=f"{QUANTITY_LABELS[quantity]}; {view_label(view)}",
-        )
-        page.image(save_figure(figure, out / f"{quantity}.png"), f"{quantity} vs epoch per layer")
+        _quantity_figure(page, curves, quantity, out, f"{view_label(view)}", "vs epoch per layer")
 
     page.heading("Prototype atlas")
     # The report folder persists across configurations: drop what this run did not make.
@@ -325,9 +333,10 @@ def _superstimulus_section(
         page.text("No ratios: the prototype index was built without natural exemplars.", note=True)
         return
     stats.to_csv(out / "superstimulus.csv", index=False)
+    # Without n: it counts prototypes, not runs (what the legend's n means).
     frame = stats.drop(columns="n").assign(
         panel=stats.layer, line="median, quartile band", mean=stats["median"], low=stats.q25, high=stats.q75
-    )  # n: prototypes, not runs (the legend's n)
+    )
     figure = line_panels(
         frame,
         panel="panel",
@@ -436,9 +445,8 @@ def write_comparison(
             title="Linear-probe accuracy, mean ± SEM over seeds",
         )
         page.image(save_figure(figure, out / "probe.png"), "probe accuracy per condition")
-        stats.to_csv(
-            out / "probe.csv", index=False
-        )  # the figure's numbers: readout, aug, epoch, mean, sem, n
+        # The figure's numbers: readout, aug, epoch, mean, sem, n.
+        stats.to_csv(out / "probe.csv", index=False)
         final = mean_sem(
             final_values(probe).assign(readout=lambda f: f.key.map(readout_of)), ["aug", "readout"]
         )
@@ -456,16 +464,14 @@ def write_comparison(
         if chosen.empty:
             continue
         stats = mean_sem(chosen.assign(layer=chosen.key.map(layer_of)), ["layer", "aug", "epoch"])
-        page.heading(QUANTITY_LABELS[quantity])
-        figure = line_panels(
+        _quantity_figure(
+            page,
             stats.rename(columns={"aug": "line"}),
-            panel="layer",
-            line="line",
-            y_label=quantity.replace("_", " "),
-            colors=CONDITION_COLORS,
-            title=f"{QUANTITY_LABELS[quantity]}; {view_label(view)}; mean ± SEM over seeds",
+            quantity,
+            out,
+            f"{view_label(view)}; mean ± SEM over seeds",
+            "per condition",
         )
-        page.image(save_figure(figure, out / f"{quantity}.png"), f"{quantity} per condition")
         stats.to_csv(out / f"{quantity}.csv", index=False)
 
     ratio_keys = {extract_key("superstimulus", layer_of(key)) for key in histories.key}

@@ -11,7 +11,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from protoviz_core.checkpoints import choose_epochs, require_checkpoints
-from protoviz_core.config import ParamsError, load_params
+from protoviz_core.config import load_params
 from protoviz_core.devices import resolve_device
 from protoviz_core.exemplars import Pool, exemplar_work, sample_positions
 from protoviz_core.tracking import pipeline_run
@@ -28,12 +28,8 @@ def main(argv=None) -> None:
     params = load_params(args.params)
     settings = params.exemplars
     checkpoints = require_checkpoints(args.checkpoints)
-    try:
-        epochs = choose_epochs(
-            list(checkpoints), params.extract.epochs
-        )  # the checkpoints that get prototypes
-    except ValueError as exc:
-        raise ParamsError(f"{args.params}: {exc}") from None
+    # The checkpoints that get prototypes.
+    epochs = choose_epochs(list(checkpoints), params.extract.epochs, params_file=args.params)
     pool = Pool(Path(args.data), tuple(settings.splits), params.data.image_size)
     positions = sample_positions(sum(pool.sizes()), settings.images, settings.seed)
     items = exemplar_work(

@@ -15,7 +15,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from protoviz_core.checkpoints import choose_epochs, load_backbone, require_checkpoints
-from protoviz_core.config import ParamsError, load_params
+from protoviz_core.config import load_params
 from protoviz_core.devices import resolve_device
 from protoviz_core.dvc_files import write_json
 from protoviz_core.engine.units import oversized_selections
@@ -41,10 +41,7 @@ def extract(argv=None) -> None:
     params = load_params(args.params)
     settings = params.extract
     checkpoints = require_checkpoints(args.checkpoints)
-    try:
-        epochs = choose_epochs(list(checkpoints), settings.epochs)
-    except ValueError as exc:
-        raise ParamsError(f"{args.params}: {exc}") from None
+    epochs = choose_epochs(list(checkpoints), settings.epochs, params_file=args.params)
     # Ray tasks use the GPU Ray assigns each of them; this process claims none for them.
     device = (
         resolve_device(settings.device) if settings.executor == "local" or settings.device == "cpu" else None
@@ -56,12 +53,9 @@ def extract(argv=None) -> None:
         image_size=params.data.image_size,
         device=device,
     )
-    exemplars = read_exemplars(
-        args.exemplars, {e: checkpoints[e] for e in epochs}
-    )  # missing: stop before synthesis
-    image_prior(
-        settings.generator, settings.generator_weights, params.data.image_size, device or "cpu"
-    )  # bad weights: stop now
+    # Missing exemplars or bad generator weights stop the stage here, before any synthesis.
+    exemplars = read_exemplars(args.exemplars, {e: checkpoints[e] for e in epochs})
+    image_prior(settings.generator, settings.generator_weights, params.data.image_size, device or "cpu")
     for line in oversized_selections(
         load_backbone(checkpoints[epochs[0]])[0],
         settings.layers,
@@ -88,9 +82,8 @@ def extract(argv=None) -> None:
                 else compute_here,
             )
         seconds = time.perf_counter() - started
-        convert_shards(
-            args.store, list(work), settings.shard_format
-        )  # shards reused from a run with the other format
+        # Shards reused from a run with the other format are re-encoded.
+        convert_shards(args.store, list(work), settings.shard_format)
         index = build_index(
             args.store,
             list(work),

@@ -32,7 +32,7 @@ def main(argv=None) -> None:
     (train_images, train_labels), (test_images, test_labels) = (
         read_split(args.data, split, params.data.image_size) for split in ("train", "test")
     )
-    epochs = choose_epochs(list(checkpoints), params.probe.every, key="probe.every")
+    epochs = choose_epochs(list(checkpoints), params.probe.every, "probe.every", args.params)
     items = feature_work(
         {e: checkpoints[e] for e in epochs},
         {"train": train_images, "test": test_images},

@@ -28,7 +28,7 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     params = load_params(args.params)
     checkpoints = require_checkpoints(args.checkpoints)
-    epochs = choose_epochs(list(checkpoints), params.rfmask.every, key="rfmask.every")
+    epochs = choose_epochs(list(checkpoints), params.rfmask.every, "rfmask.every", args.params)
     items = field_work(
         {e: checkpoints[e] for e in epochs}, params.rfmask, resolve_device(params.rfmask.device)
     )

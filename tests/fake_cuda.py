@@ -99,9 +99,8 @@ class FakeCuda(TorchFunctionMode):
     """The torch function mode behind :func:`fake_cuda` (see the module docstring)."""
 
     memory: FakeMemory = field(default_factory=FakeMemory)
-    blocking_copies: list = field(
-        default_factory=list
-    )  # descriptions of non_blocking copies from pageable memory
+    # Descriptions of non_blocking copies from pageable memory
+    blocking_copies: list = field(default_factory=list)
 
     def __post_init__(self):
         super().__init__()

@@ -12,6 +12,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import yaml
 
@@ -30,6 +31,21 @@ def tiny_params(**train_overrides) -> dict:
             "synthetic": {"n_unlabeled": 64, "n_train": 20, "n_test": 20, "seed": 0},
         },
         "train": train,
+    }
+
+
+def tiny_extract(**overrides) -> dict:
+    """A params.yaml extract section that synthesises in seconds on a CPU: two layers, three units,
+    one evolution step of four samples, two Adam steps; ``overrides`` replace or add keys."""
+    return {
+        "layers": ["layer1", "layer2"],
+        "channels_per_layer": 3,
+        "repeats": 2,
+        "cma_steps": 1,
+        "cma_popsize": 4,
+        "adam_steps": 2,
+        "device": "cpu",
+        **overrides,
     }
 
 
@@ -195,3 +211,30 @@ def wait_until_answering(url: str, server: subprocess.Popen, seconds: float, des
                 f"{url} did not answer ({error!r}) {describe()}"
             )
             time.sleep(0.5)
+
+
+@contextlib.contextmanager
+def s3_server():
+    """moto's S3 API server on a free port of 127.0.0.1 with the bucket ``protoviz``; yields its URL."""
+    port = free_port()
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_answering(endpoint, server, 60)
+        import boto3
+
+        boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        ).create_bucket(Bucket="protoviz")
+        yield endpoint
+    finally:
+        server.terminate()
+        server.wait(timeout=60)

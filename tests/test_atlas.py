@@ -115,9 +115,8 @@ def test_rerun_writes_only_missing_sheets_and_removes_stale_ones(tmp_path):
     strip_stamp = strip.stat().st_mtime_ns
     manifest = write_run_part(store, _masks(), tmp_path / "part", name="r", thumb_size=8)
     assert strip.stat().st_mtime_ns == strip_stamp
-    changed = write_run_part(
-        store, _masks(), tmp_path / "part", name="r", thumb_size=4
-    )  # new content, new names
+    # New content, new names
+    changed = write_run_part(store, _masks(), tmp_path / "part", name="r", thumb_size=4)
     assert not first.exists() and len(list((tmp_path / "part/sprites").glob("*.jpg"))) == 12
     assert not strip.exists() and len(list((tmp_path / "part/strips").glob("*.jpg"))) == 10
     assert changed["sprites"] != manifest["sprites"] and changed["strips"] != manifest["strips"]
@@ -165,13 +164,18 @@ def _wait_loaded(driver):
     )
 
 
+def _open(driver, page, fragment):
+    """Show ``page`` at ``fragment`` (the viewer's state) and wait until its tiles are loaded."""
+    driver.get(page.as_uri() + fragment)
+    _wait_loaded(driver)
+
+
 def test_atlas_slider_changes_the_shown_prototypes_in_chromium(tmp_path, browser):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
     page, manifests = _two_condition_atlas(tmp_path)
-    browser.get(page.as_uri() + "#layer=layer3&unit=7")
-    _wait_loaded(browser)
+    _open(browser, page, "#layer=layer3&unit=7")
     sections = browser.find_elements(By.CSS_SELECTOR, "section.run")
     assert [s.get_attribute("data-run") for s in sections] == ["clrjit-seed1-test", "keepclr-seed1-test"]
     assert len(browser.find_elements(By.CSS_SELECTOR, ".tile")) == 4  # two conditions x two repeats
@@ -202,8 +206,7 @@ def test_activation_curves_follow_the_unit_in_each_condition(tmp_path, browser):
     from selenium.webdriver.common.by import By
 
     page, manifests = _two_condition_atlas(tmp_path)
-    browser.get(page.as_uri() + "#layer=layer3&unit=9&epoch=1")
-    _wait_loaded(browser)
+    _open(browser, page, "#layer=layer3&unit=9&epoch=1")
     curves = browser.find_elements(By.CSS_SELECTOR, "section.run svg.curve")
     assert len(curves) == 2  # both conditions side by side, one curve box each
     for curve, manifest in zip(curves, manifests):
@@ -222,8 +225,7 @@ def test_layer_overview_shows_every_unit_and_a_click_opens_one(tmp_path, browser
     from selenium.webdriver.common.by import By
 
     page, manifests = _two_condition_atlas(tmp_path)
-    browser.get(page.as_uri() + "#view=layer&layer=layer3&unit=0&epoch=2")
-    _wait_loaded(browser)
+    _open(browser, page, "#view=layer&layer=layer3&unit=0&epoch=2")
     sheet = browser.find_element(By.CSS_SELECTOR, ".overview")
     expected = f"runs/{manifests[0]['name']}/{manifests[0]['sprites']['e0002-layer3-r1']}"
     assert sheet.get_attribute("data-src") == expected  # the layer's sheet, not per-unit strips
@@ -247,8 +249,7 @@ def test_a_run_part_from_before_strips_is_shown_from_its_layer_sheets(tmp_path, 
         key: value for key, value in manifests[1].items() if key != "strips"
     }  # as an older report wrote it
     page = write_viewer(tmp_path / "atlas", [manifests[0], old])
-    browser.get(page.as_uri() + "#layer=layer3&unit=7&epoch=1")
-    _wait_loaded(browser)
+    _open(browser, page, "#layer=layer3&unit=7&epoch=1")
     tiles = browser.find_elements(By.CSS_SELECTOR, "section.run .tile")
     sources = [tile.get_attribute("data-src") for tile in tiles]
     assert sources[:2] == [f"runs/{manifests[0]['name']}/{manifests[0]['strips']['layer3-c7']}"] * 2
@@ -343,8 +344,7 @@ def test_unit_view_shows_exemplars_of_the_epoch_and_the_ratio_curve_in_chromium(
     from selenium.webdriver.common.keys import Keys
 
     page, manifests = _atlas_with_exemplars(tmp_path)
-    browser.get(page.as_uri() + "#layer=layer3&unit=7&epoch=2")
-    _wait_loaded(browser)
+    _open(browser, page, "#layer=layer3&unit=7&epoch=2")
     rows = browser.find_elements(By.CSS_SELECTOR, "section.run .exemplars")
     assert len(rows) == 2  # beside the prototypes of both conditions
     tiles = rows[0].find_elements(By.CSS_SELECTOR, ".exemplar")
@@ -366,9 +366,8 @@ def test_unit_view_shows_exemplars_of_the_epoch_and_the_ratio_curve_in_chromium(
         By.CSS_SELECTOR, "line.unity"
     )
 
-    browser.find_element(By.ID, "epoch").send_keys(
-        Keys.ARROW_LEFT
-    )  # epoch 1: the unit's exemplars of epoch 1
+    # Epoch 1: the unit's exemplars of epoch 1
+    browser.find_element(By.ID, "epoch").send_keys(Keys.ARROW_LEFT)
     _wait_loaded(browser)
     tiles = browser.find_elements(By.CSS_SELECTOR, "section.run .exemplars .exemplar")
     assert tiles[1].screenshot_as_png != before
@@ -405,8 +404,7 @@ def test_layer_overview_shows_each_units_best_natural_image_beside_its_prototype
     from selenium.webdriver.common.by import By
 
     page, manifests = _atlas_with_exemplars(tmp_path)
-    browser.get(page.as_uri() + "#view=layer&layer=layer3&unit=0&epoch=2")
-    _wait_loaded(browser)
+    _open(browser, page, "#view=layer&layer=layer3&unit=0&epoch=2")
     sheets = browser.find_elements(By.CSS_SELECTOR, ".overview")
     assert [s.get_attribute("data-kind") for s in sheets] == ["prototypes", "exemplars"]
     assert (

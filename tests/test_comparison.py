@@ -45,9 +45,8 @@ def client():
     _log_run(client, experiment_id, "clrjit", 1, 0.99, dvc_exp="old")  # older duplicate: must be skipped
     for (aug, seed), final in FINAL.items():
         _log_run(client, experiment_id, aug, seed, final, dvc_exp=f"exp-{aug}-{seed}")
-    _log_run(
-        client, experiment_id, "keepclr", 2, 0.95, dvc_exp="partial", stages=()
-    )  # newer, nothing finished
+    # Newer, nothing finished
+    _log_run(client, experiment_id, "keepclr", 2, 0.95, dvc_exp="partial", stages=())
     return client
 
 

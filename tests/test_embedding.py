@@ -175,40 +175,23 @@ class _Store:
         return self._images[torch.as_tensor(rows["channel"].to_numpy().copy())]
 
 
+def _embed_pixels(images, mask):
+    """embed_epoch in pixel space, on the CPU, of one layer's prototypes under one RF mask."""
+    return embed_epoch(
+        _Store(images), 0, "pixel", {"layer1": mask}, network=None, batch_size=8, device=torch.device("cpu")
+    )
+
+
 def test_a_degenerate_embedding_set_stops_with_its_name():
     identical = torch.full((3, 3, 8, 8), 77, dtype=torch.uint8)
     with pytest.raises(
         DegenerateError, match="pixel embeddings of epoch 0, layer1, repeat 1 \\(plain\\): all 3"
     ):
-        embed_epoch(
-            _Store(identical),
-            0,
-            "pixel",
-            {"layer1": torch.ones(8, 8)},
-            network=None,
-            batch_size=8,
-            device=torch.device("cpu"),
-        )
+        _embed_pixels(identical, torch.ones(8, 8))
     varied = torch.randint(0, 256, (3, 3, 8, 8), dtype=torch.uint8)
     with pytest.raises(DegenerateError, match="RF mask used for epoch 0, layer1"):
-        embed_epoch(
-            _Store(varied),
-            0,
-            "pixel",
-            {"layer1": torch.zeros(8, 8)},
-            network=None,
-            batch_size=8,
-            device=torch.device("cpu"),
-        )
-    vectors = embed_epoch(
-        _Store(varied),
-        0,
-        "pixel",
-        {"layer1": torch.ones(8, 8)},
-        network=None,
-        batch_size=8,
-        device=torch.device("cpu"),
-    )
+        _embed_pixels(varied, torch.zeros(8, 8))
+    vectors = _embed_pixels(varied, torch.ones(8, 8))
     plain = vectors["layer1"]["plain"]
     assert plain.dtype == torch.float16 and plain.shape == (1, 3, 192)  # (repeats, channels, 3 * 8 * 8)
     assert vectors["layer1"]["channels"].tolist() == [0, 1, 2] and vectors["layer1"]["repeats"].tolist() == [

@@ -10,7 +10,6 @@ import them; and makes params faults (a typo, a failing value). The demo's own p
 are run by the README's first command (``make demo``); its time is measured there.
 """
 
-import contextlib
 import hashlib
 import json
 import os
@@ -24,7 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.helpers import free_port, tiny_params, wait_until_answering, write_params
+from tests.helpers import s3_server, tiny_extract, tiny_params, write_params
 from tests.test_dvc_deps import code_closure
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,16 +35,7 @@ def _params() -> dict:
     params = tiny_params(epochs=2)
     params["probe"] = {"adam_epochs": 5, "device": "cpu"}
     params["rfmask"] = {"layers": ["layer1", "layer4"], "samples": 2, "channels_per_layer": 2}
-    params["extract"] = {
-        "epochs": "all",
-        "layers": ["layer1", "layer4"],
-        "channels_per_layer": 3,
-        "repeats": 2,
-        "cma_steps": 1,
-        "cma_popsize": 4,
-        "adam_steps": 2,
-        "device": "cpu",
-    }
+    params["extract"] = tiny_extract(epochs="all", layers=["layer1", "layer4"])
     params["exemplars"] = {"images": 50, "top_k": 4, "device": "cpu"}
     params["embed"] = {"nets": [], "weights": "random"}
     params["distance"] = {
@@ -69,24 +59,6 @@ def _digests(*folders) -> dict[str, str]:
 def _changed_stages(clone) -> set[str]:
     status = subprocess.run([DVC, "status", "--json"], cwd=clone, capture_output=True, text=True, check=True)
     return set(json.loads(status.stdout or "{}"))
-
-
-@contextlib.contextmanager
-def _s3_server():
-    """moto's S3 API server on a free port of 127.0.0.1; yields its endpoint URL."""
-    port = free_port()
-    server = subprocess.Popen(
-        [str(Path(DVC).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_answering(endpoint, server, 60)
-        yield endpoint
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 def _use_s3(repo, endpoint):
@@ -164,16 +136,7 @@ def test_dvc_repro_on_a_fresh_clone_and_code_changes_rerun_exactly_their_stages(
     subprocess.run(
         ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "run"], cwd=clone, check=True
     )
-    with _s3_server() as endpoint:
-        import boto3
-
-        boto3.client(
-            "s3",
-            endpoint_url=endpoint,
-            region_name="us-east-1",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        ).create_bucket(Bucket="protoviz")
+    with s3_server() as endpoint:
         _use_s3(clone, endpoint)
         subprocess.run([DVC, "push", "-q", "-r", "s3"], cwd=clone, check=True, capture_output=True)
         fresh = tmp_path / "fresh"
@@ -183,12 +146,13 @@ def test_dvc_repro_on_a_fresh_clone_and_code_changes_rerun_exactly_their_stages(
     assert _digests(*[fresh / p.relative_to(clone) for p in outputs]) == {
         str(fresh / Path(k).relative_to(clone)): v for k, v in before.items()
     }
+    # Credentials stay out of git
     assert (
         "testing"
         not in subprocess.run(
             ["git", "show", "HEAD:.dvc/config"], cwd=fresh, capture_output=True, text=True, check=True
         ).stdout
-    )  # credentials stay out of git
+    )
 
     # A change to a library file reruns exactly the stages that import it (here: extract, embed, report).
     library_file = "protoviz_core/store.py"

@@ -168,9 +168,8 @@ def test_common_streams_share_noise_across_epochs_only(checkpoints):
     seed = {(s.epoch, s.layer, s.repeat): item.compute.keywords["seed"] for s, item in work.items()}
     assert seed[(0, "layer1", 1)] == seed[(1, "layer1", 1)]
     assert len({seed[(0, layer, r)] for layer in ("layer1", "layer2") for r in (1, 2)}) == 4
-    assert {i.key for i in work.values()}.isdisjoint(
-        i.key for i in _work(checkpoints).values()
-    )  # another result
+    # Another result
+    assert {i.key for i in work.values()}.isdisjoint(i.key for i in _work(checkpoints).values())
     # starts (the authors' code): the same start codes at every epoch, the search's noise its own.
     starts = _work(checkpoints, SETTINGS.model_copy(update={"common_streams": "starts"}))
     keywords = {(s.epoch, s.layer, s.repeat): item.compute.keywords for s, item in starts.items()}

@@ -116,9 +116,8 @@ def test_paper_configuration_runs_every_branch(tmp_path, published_torch_home, m
     assert (shown["space"], shown["metric"], shown["masked"]) == ("resnet50", "mse", True)
 
     assert (tmp_path / "report/development.png").is_file() and (tmp_path / "report/index.html").is_file()
-    client = MlflowClient(
-        os.environ["MLFLOW_TRACKING_URI"]
-    )  # this test's database, whatever an earlier test set
+    # This test's database, whatever an earlier test set
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
     (run,) = client.search_runs([client.get_experiment_by_name(EXPERIMENT_NAME).experiment_id])
     assert run.data.tags[EMBED_WEIGHTS_TAG] == "imagenet"
     assert len(client.get_metric_history(run.info.run_id, "probe/logreg")) == 2

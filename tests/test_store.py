@@ -5,6 +5,7 @@ import torch
 from protoviz_core import open_prototypes
 from protoviz_core.engine.synthesis import Prototypes
 from protoviz_core.store import (
+    INDEX_COLUMNS,
     ShardId,
     StoreError,
     build_index,
@@ -44,25 +45,13 @@ def store(tmp_path):
 
 def test_index_has_one_row_per_prototype_with_all_keys(store):
     index = pd.read_parquet(store / "index.parquet")
-    assert list(index.columns) == [
-        "aug",
-        "seed",
-        "repeat",
-        "epoch",
-        "layer",
-        "channel",
-        "activation",
-        "dead",
-        "shard",
-        "offset",
-        "shard_key",
-        "natural_best",
-        "superstimulus",
-    ]
+    # The store's declared keys, in their order: these 13, each one checked below.
+    assert list(index.columns) == INDEX_COLUMNS and len(INDEX_COLUMNS) == 13
     assert len(index) == 2 * 2 * 2 * 3
     row = index[(index.epoch == 1) & (index.layer == "layer2") & (index.repeat == 2) & (index.channel == 5)]
     assert row.shard.item() == "e0001-layer2-r2.pt" and row.offset.item() == 2 and row.dead.item()
-    assert set(index.shard_key) == {"k"}
+    assert set(index.shard_key) == {"k"} and set(index.aug) == {"clrjit"} and set(index.seed) == {1}
+    assert row.activation.item() == pytest.approx(2 + 1.2)  # its prototype's (offset 2, value 1 + 2 / 10)
     assert index.natural_best.isna().all() and index.superstimulus.isna().all()  # built without exemplars
 
 
@@ -143,9 +132,8 @@ def test_a_shard_rewritten_by_an_unfinished_extract_is_refused(store):
     write_shard(store, shard, "k", _prototypes([0, 1, 2, 3, 4, 5]))  # same key, other channel selection
     with pytest.raises(StoreError, match="e0001-layer2-r1.pt: holds other channels than"):
         prototypes.images(rows)
-    assert (
-        prototypes.images(prototypes.select(epoch=0, layer="layer2", repeat=1)).shape[0] == 3
-    )  # others still read
+    # Others still read
+    assert prototypes.images(prototypes.select(epoch=0, layer="layer2", repeat=1)).shape[0] == 3
 
 
 def _smooth_prototypes(channels, size=32):

@@ -7,17 +7,26 @@ from protoviz_core.training import TRAINING_VERSION, TrainingDiverged, train_sim
 from tests.helpers import TINY_IMAGE_SIZE, tiny_params
 
 
-def _train(images, config, directory, training_hash="h", log=lambda message: None, **kwargs):
+def _train(
+    images,
+    config,
+    directory,
+    training_hash="h",
+    log=lambda message: None,
+    aug="clrjit",
+    device="cpu",
+    **kwargs,
+):
     return train_simclr(
         images,
         config,
-        aug="clrjit",
+        aug=aug,
         seed=1,
         image_size=TINY_IMAGE_SIZE,
         checkpoint_dir=directory / "checkpoints",
         state_path=directory / "state.pt",
         training_hash=training_hash,
-        device=torch.device("cpu"),
+        device=torch.device(device),
         log=log,
         **kwargs,
     )
@@ -71,9 +80,8 @@ def test_epoch_0_is_the_initial_weights_with_batchnorm_statistics_measured_on_th
     fresh.bn1.reset_running_stats()
     fresh.bn1.momentum = None  # a cumulative average over the batches
     with torch.no_grad():
-        full = (
-            len(tiny_images) // tiny_train.batch_size * tiny_train.batch_size
-        )  # full batches, as in training
+        # Full batches, as in training
+        full = len(tiny_images) // tiny_train.batch_size * tiny_train.batch_size
         for start in range(0, full, tiny_train.batch_size):
             batch = torch.from_numpy(tiny_images[start : start + tiny_train.batch_size]).float() / 255
             fresh.train()((batch - mean) / std)
@@ -231,30 +239,8 @@ def test_training_on_a_gpu_copies_pinned_batches_and_resumes(tmp_path, tiny_imag
 
     on_gpu = tiny_train.model_copy(update={"epochs": 1})
     with fake_cuda() as gpu:
-        first = train_simclr(
-            tiny_images,
-            on_gpu,
-            aug="clrjit",
-            seed=1,
-            image_size=TINY_IMAGE_SIZE,
-            checkpoint_dir=tmp_path / "checkpoints",
-            state_path=tmp_path / "state.pt",
-            training_hash="h",
-            device=torch.device("cuda"),
-            log=lambda message: None,
-        )
-        resumed = train_simclr(
-            tiny_images,
-            tiny_train,
-            aug="clrjit",
-            seed=1,
-            image_size=TINY_IMAGE_SIZE,
-            checkpoint_dir=tmp_path / "checkpoints",
-            state_path=tmp_path / "state.pt",
-            training_hash="h",
-            device=torch.device("cuda"),
-            log=lambda message: None,
-        )
+        first = _train(tiny_images, on_gpu, tmp_path, device="cuda")
+        resumed = _train(tiny_images, tiny_train, tmp_path, device="cuda")
     assert first.trained_epochs == [1] and resumed.trained_epochs == [2]
     assert gpu.blocking_copies == []
     for path in resumed.checkpoints.values():
@@ -268,26 +254,13 @@ def test_training_on_a_gpu_copies_pinned_batches_and_resumes(tmp_path, tiny_imag
 # What one epoch of the tiny run gives, per TRAINING_VERSION: (aug, loss of epoch 1, sum of
 # conv1's weights after it). A change of the training loop, the model, its augmentations or the
 # loss moves these; bump TRAINING_VERSION with it and add the new values.
-TRAINING_GOLDEN = {
-    1: {"clrjit": (4.1182942, -9.7903684), "keepclr": (3.8763647, -4.1436221)},
-}
+TRAINING_GOLDEN = {1: {"clrjit": (4.1182942, -9.7903684), "keepclr": (3.8763647, -4.1436221)}}
 
 
 @pytest.mark.parametrize("aug", ["clrjit", "keepclr"])
 def test_training_behaviour_is_that_of_its_version(tmp_path, tiny_images, tiny_train, aug):
     assert TRAINING_VERSION in TRAINING_GOLDEN, "record this TRAINING_VERSION's golden values"
-    result = train_simclr(
-        tiny_images,
-        tiny_train.model_copy(update={"epochs": 1}),
-        aug=aug,
-        seed=1,
-        image_size=TINY_IMAGE_SIZE,
-        checkpoint_dir=tmp_path / "checkpoints",
-        state_path=tmp_path / "state.pt",
-        training_hash="h",
-        device=torch.device("cpu"),
-        log=lambda message: None,
-    )
+    result = _train(tiny_images, tiny_train.model_copy(update={"epochs": 1}), tmp_path, aug=aug)
     conv1_sum = float(_weights(result.checkpoints[1])["conv1.weight"].double().sum())
     golden_loss, golden_conv1_sum = TRAINING_GOLDEN[TRAINING_VERSION][aug]
     # Tolerances far above float rounding between CPUs, far below any change of behaviour.

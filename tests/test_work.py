@@ -44,9 +44,8 @@ def test_a_changed_identity_or_a_truncated_file_is_recomputed(tmp_path):
 def test_files_no_item_will_produce_are_removed_others_left_alone(tmp_path):
     run_work(_items([1, 2, 3], []), tmp_path)
     (tmp_path / "notes.txt").write_text("not ours")
-    (tmp_path / ".epoch_0009.pt.k1ll3d_x.tmp").write_bytes(
-        b"half"
-    )  # a killed write of a file no longer planned
+    # A killed write of a file no longer planned
+    (tmp_path / ".epoch_0009.pt.k1ll3d_x.tmp").write_bytes(b"half")
     logged = []
     run_work(_items([1], []), tmp_path, log=logged.append)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch_0000.pt", "notes.txt"]

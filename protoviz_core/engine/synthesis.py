@@ -77,9 +77,8 @@ def stream_seed(seed: int, use: str) -> int:
 class Prototypes:
     """One prototype per channel. N = number of channels."""
 
-    images: (
-        torch.Tensor
-    )  # (N, 3, S, S) float in [0, 1] on the 8-bit grid (k / 255) the store keeps, on the CPU
+    # (N, 3, S, S) float in [0, 1] on the 8-bit grid (k / 255) the store keeps, on the CPU
+    images: torch.Tensor
     activations: torch.Tensor  # (N,) centre activation of each channel on its own image (exactly that image)
     latents: torch.Tensor  # (N, d) the generator codes
     channels: torch.Tensor  # (N,) int64 channel indices

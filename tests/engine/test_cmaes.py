@@ -124,9 +124,8 @@ def test_the_authors_evolution_moves_only_the_mean_to_its_weighted_best_half():
     samples = es.ask()  # (2, 6, 5)
     fitness = torch.arange(12, dtype=torch.float32).view(2, 6).flip(1)  # the last sample is the best
     es.tell(fitness)
-    weights = torch.log(torch.tensor(4.0)) - torch.log(
-        torch.arange(1, 4, dtype=torch.float32)
-    )  # log(mu + 1) - log i
+    # log(mu + 1) - log i
+    weights = torch.log(torch.tensor(4.0)) - torch.log(torch.arange(1, 4, dtype=torch.float32))
     weights = weights / weights.sum()
     expected = torch.einsum("m,bmn->bn", weights, samples[:, [5, 4, 3]])  # the best three, best first
     torch.testing.assert_close(es.mean, expected)

@@ -134,6 +134,20 @@ def test_gpu_passes_are_sized_to_free_memory_and_their_size_changes_nothing():
     torch.testing.assert_close(tight.latents, roomy.latents)
 
 
+def _synthesize_watched(model, layer, seed, schedule):
+    """``synthesize`` on pixels, with what the monitor saw: (result, [(stage, activations), ...])."""
+    seen = []
+    result = synthesize(
+        model,
+        layer,
+        generator="pixel",
+        seed=seed,
+        monitor=lambda stage, step, values: seen.append((stage, values.clone())),
+        **schedule,
+    )
+    return result, seen
+
+
 def test_a_unit_below_zero_on_every_image_tried_is_brought_alive():
     """Channel 1 fires only for red without green over its whole 3x3 window: on the start codes, every
     evolution sample and uniform noise its input is far below zero, so its activation is 0 everywhere."""
@@ -150,16 +164,7 @@ def test_a_unit_below_zero_on_every_image_tried_is_brought_alive():
             torch.rand(256, 3, SIZE, SIZE) - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
         ) / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
         assert model(noise)[:, 1, SIZE // 2 - 1, SIZE // 2 - 1].max() == 0  # silent on noise too
-    seen = []
-    schedule = {**SCHEDULE, "adam_steps": 40, "adam_lr": 0.1}
-    result = synthesize(
-        model,
-        "block",
-        generator="pixel",
-        seed=0,
-        monitor=lambda stage, step, values: seen.append((stage, values.clone())),
-        **schedule,
-    )
+    result, seen = _synthesize_watched(model, "block", 0, {**SCHEDULE, "adam_steps": 40, "adam_lr": 0.1})
     assert seen[0][0] == "evolution" and seen[0][1][1] < 0  # it starts below zero
     assert not result.dead.any() and result.activations[1] > 0  # and ends alive
     with torch.no_grad():
@@ -167,9 +172,8 @@ def test_a_unit_below_zero_on_every_image_tried_is_brought_alive():
             [0.229, 0.224, 0.225]
         ).view(1, 3, 1, 1)
         recomputed = model(normalised)[1, 1, (SIZE - 1) // 2, (SIZE - 1) // 2]
-    torch.testing.assert_close(
-        recomputed, result.activations[1], rtol=1e-4, atol=1e-4
-    )  # the honest activation
+    # The honest activation
+    torch.testing.assert_close(recomputed, result.activations[1], rtol=1e-4, atol=1e-4)
 
 
 def test_bad_layer_and_channel_are_named_and_hooks_are_removed():
@@ -274,21 +278,12 @@ def test_a_channel_stops_evolving_once_it_responds_and_climbing_once_it_converge
     images_seen = []
     model.conv1.register_forward_hook(lambda module, inputs, output: images_seen.append(len(inputs[0])))
     schedule = {**SCHEDULE, "cma_steps": 6, "adam_steps": 400, "adam_lr": 0.2}
-    seen = []
-    result = synthesize(
-        model,
-        "relu2",
-        generator="pixel",
-        seed=5,
-        monitor=lambda stage, step, values: seen.append((stage, values.clone())),
-        **schedule,
-    )
+    result, seen = _synthesize_watched(model, "relu2", 5, schedule)
     evolution = torch.stack([values for stage, values in seen if stage == "evolution"])  # (steps, N)
     responding = evolution[0] > 0
     assert responding.any()
-    assert torch.equal(
-        evolution[-1][responding], evolution[0][responding]
-    )  # frozen from the first generation
+    # Frozen from the first generation
+    assert torch.equal(evolution[-1][responding], evolution[0][responding])
     climbing = torch.stack([values for stage, values in seen if stage == "gradient"])  # (steps, N)
     assert torch.equal(climbing[-1], climbing[-5]) and not torch.equal(climbing[10], climbing[0])  # converged
     channels, steps = (

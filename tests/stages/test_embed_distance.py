@@ -8,9 +8,7 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from protoviz_core.tracking import EMBED_WEIGHTS_TAG
-from tests.helpers import STAGE_ARGS, newest_run, run_pipeline, run_stage, tiny_params, write_params
-
-EMBED_ARGS, DISTANCE_ARGS = STAGE_ARGS["embed"], STAGE_ARGS["distance"]
+from tests.helpers import newest_run, run_pipeline, tiny_extract, tiny_params, write_params
 
 
 def _stamps(folder):
@@ -20,15 +18,7 @@ def _stamps(folder):
 def test_embed_and_distance_stages(project):
     tmp_path = project
     params = tiny_params(epochs=2)
-    params["extract"] = {
-        "layers": ["layer1", "layer2"],
-        "channels_per_layer": 3,
-        "repeats": 2,
-        "cma_steps": 1,
-        "cma_popsize": 4,
-        "adam_steps": 2,
-        "device": "cpu",
-    }
+    params["extract"] = tiny_extract()
     params["rfmask"] = {"layers": ["layer1", "layer2"], "samples": 2, "channels_per_layer": 2}
     params["embed"] = {"nets": ["mobilenet_v2"], "weights": "random", "batch_size": 4}
     params["distance"] = {"space": "pixel", "metric": "mse", "masked": True}
@@ -57,15 +47,14 @@ def test_embed_and_distance_stages(project):
     assert sorted(m.step for m in history) == [0, 1, 2]
 
     embedded, parts = _stamps(tmp_path / "out/embeddings"), _stamps(tmp_path / "out/parts")
-    run_stage("embed", tmp_path, *EMBED_ARGS)
-    run_stage("distance", tmp_path, *DISTANCE_ARGS)
+    run_pipeline(tmp_path, "embed", "distance")  # again: nothing is recomputed
     assert _stamps(tmp_path / "out/embeddings") == embedded and _stamps(tmp_path / "out/parts") == parts
 
     # Leftovers of another configuration (persisted outputs) are removed, never read.
     stale = tmp_path / "out/embeddings/pixel/e0009.pt"
     shutil.copy(tmp_path / "out/embeddings/pixel/e0001.pt", stale)
     (tmp_path / "out/embeddings/vgg16").mkdir()
-    run_stage("embed", tmp_path, *EMBED_ARGS)
+    run_pipeline(tmp_path, "embed")
     assert not stale.exists() and not (tmp_path / "out/embeddings/vgg16").exists()
-    run_stage("distance", tmp_path, *DISTANCE_ARGS)
+    run_pipeline(tmp_path, "distance")
     assert set(pd.read_parquet(tmp_path / "out/distances.parquet").epoch) == {0, 1, 2}

@@ -18,6 +18,7 @@ from tests.helpers import (
     newest_run,
     run_stage,
     start_stage,
+    tiny_extract,
     tiny_params,
     write_params,
 )
@@ -32,15 +33,7 @@ def _find_exemplars(project) -> None:
 def test_killed_extraction_resumes_and_exports(project):
     tmp_path = project
     params = tiny_params(epochs=2)
-    params["extract"] = {
-        "layers": ["layer1", "layer2"],
-        "channels_per_layer": 2,
-        "repeats": 2,
-        "cma_steps": 2,
-        "cma_popsize": 6,
-        "adam_steps": 3,
-        "device": "cpu",
-    }
+    params["extract"] = tiny_extract(channels_per_layer=2, cma_steps=2, cma_popsize=6, adam_steps=3)
     write_params(tmp_path / "params.yaml", params)
     _find_exemplars(tmp_path)
 
@@ -100,6 +93,7 @@ def test_killed_extraction_resumes_and_exports(project):
     with Image.open(tmp_path / "grid.png") as picture:
         assert picture.size == (4 * 24 + 3 * 2, 2 * 24 + 2)
 
+    # An uninterrupted run of the same configuration
     run_stage(
         "extract",
         tmp_path,
@@ -111,7 +105,7 @@ def test_killed_extraction_resumes_and_exports(project):
         "out/straight",
         "--metrics",
         "metrics/straight.json",
-    )  # an uninterrupted run of the same configuration
+    )
     for name in after:
         resumed, straight = (
             torch.load(folder / "shards" / name, weights_only=True)
@@ -125,17 +119,8 @@ def test_killed_extraction_resumes_and_exports(project):
 
 def _extract_params(**extract) -> dict:
     params = tiny_params(epochs=2)
-    params["extract"] = {
-        "layers": ["layer1"],
-        "channels_per_layer": 4,
-        "repeats": 1,
-        "cma_steps": 1,
-        "cma_popsize": 4,
-        "adam_steps": 1,
-        "device": "cpu",
-        "epochs": [2],
-        **extract,
-    }
+    one_layer = {"layers": ["layer1"], "channels_per_layer": 4, "repeats": 1, "adam_steps": 1, "epochs": [2]}
+    params["extract"] = tiny_extract(**{**one_layer, **extract})
     return params
 
 
@@ -187,9 +172,8 @@ def test_png_shards_hold_the_same_prototypes_and_switching_format_does_not_resyn
     stdout = run_stage("extract", project, *EXTRACT_ARGS)
     assert "re-encoded 1 shards as raw" in stdout
     as_raw = torch.load(shard, weights_only=True)
-    assert as_raw["key"] == as_png["key"] and torch.equal(
-        as_raw["latents"], as_png["latents"]
-    )  # not synthesised again
+    # Not synthesised again
+    assert as_raw["key"] == as_png["key"] and torch.equal(as_raw["latents"], as_png["latents"])
     store = open_prototypes(project / "out/prototypes")
     assert torch.equal(store.images(store.index), png_pixels)
     write_params(project / "params.yaml", _extract_params(shard_format="raw", cma_steps=2))  # a real change

@@ -9,7 +9,7 @@ import torch
 from protoviz_core.checkpoints import list_checkpoints
 from protoviz_core.store import open_prototypes
 from tests.fake_cuda import fake_cuda
-from tests.helpers import run_pipeline, tiny_params, write_params
+from tests.helpers import run_pipeline, tiny_extract, tiny_params, write_params
 
 
 def test_train_probe_rfmask_extract_and_embed_run_their_gpu_branches(project, monkeypatch):
@@ -19,14 +19,9 @@ def test_train_probe_rfmask_extract_and_embed_run_their_gpu_branches(project, mo
     params = tiny_params(epochs=1, device="auto")
     params["probe"] = {"adam_epochs": 5}
     params["rfmask"] = {"layers": ["layer1", "layer4"], "samples": 2, "channels_per_layer": 2}
-    params["extract"] = {
-        "layers": ["layer1", "layer4"],
-        "channels_per_layer": 2,
-        "repeats": 1,
-        "cma_steps": 2,
-        "cma_popsize": 4,
-        "adam_steps": 3,
-    }
+    params["extract"] = tiny_extract(  # device auto (the default): the fake GPU
+        layers=["layer1", "layer4"], channels_per_layer=2, repeats=1, cma_steps=2, adam_steps=3, device="auto"
+    )
     params["embed"] = {"nets": ["mobilenet_v2"], "weights": "random", "batch_size": 4}
     write_params(project / "params.yaml", params)
     # Placement is the subject here; bfloat16 (slow on a CPU) is tested in test_synthesis and test_training.

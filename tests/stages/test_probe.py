@@ -47,9 +47,8 @@ def test_probe_writes_metrics_plot_and_one_mlflow_step_per_epoch(trained):
     ]
 
     client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
-    run = newest_run(
-        client
-    )  # the probe's run: new params, so a new run, with the train stage's curves adopted
+    # The probe's run: new params, so a new run, with the train stage's curves adopted
+    run = newest_run(client)
     assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "train/loss")) == [1, 2]
     for readout in ("logreg", "linearsvc", "adam"):
         history = client.get_metric_history(run.info.run_id, f"probe/{readout}")

@@ -16,6 +16,7 @@ from tests.helpers import (
     newest_run,
     run_pipeline,
     run_stage,
+    tiny_extract,
     tiny_params,
     write_params,
 )
@@ -28,15 +29,7 @@ def _micro_run(folder, aug):
     params = tiny_params(epochs=2)
     params["aug"] = aug
     params["probe"] = {"adam_epochs": 2, "device": "cpu"}
-    params["extract"] = {
-        "layers": ["layer1", "layer2"],
-        "channels_per_layer": 3,
-        "repeats": 2,
-        "cma_steps": 1,
-        "cma_popsize": 4,
-        "adam_steps": 2,
-        "device": "cpu",
-    }
+    params["extract"] = tiny_extract()
     params["rfmask"] = {"layers": ["layer1", "layer2"], "samples": 2, "channels_per_layer": 2}
     params["embed"] = {"nets": [], "weights": "random"}
     params["report"] = {"units": ["layer2:0", "layer1:63"], "montage_epochs": 2, "thumb_size": 16}
@@ -87,9 +80,8 @@ def test_report_and_comparison_of_both_conditions(project):
         for name in ("probe", "diversity", "rate_of_change", "consistency", "superstimulus")
     ] == [1, 2, 2, 2, 2]  # the readouts in one panel; one panel per layer
     references = _references_exist(report / "index.html")
-    assert (
-        "atlas/index.html" in references and sum(r.startswith("data:") for r in references) == 9
-    )  # 2 grids + 7 figures
+    # 2 grids + 7 figures
+    assert "atlas/index.html" in references and sum(r.startswith("data:") for r in references) == 9
     # The ratio figure's numbers: the index's ratios, per layer and epoch.
     ratios = pd.read_csv(report / "superstimulus.csv")
     index = pd.read_parquet(tmp_path / "out/prototypes/index.parquet")
@@ -97,9 +89,8 @@ def test_report_and_comparison_of_both_conditions(project):
         "median"
     ].item() == pytest.approx(index[(index.layer == "layer2") & (index.epoch == 2)].superstimulus.median())
     manifest = (report / "atlas/runs.js").read_text()
-    assert (
-        '"exemplars": {"k": 8, "sample": 84' in manifest
-    )  # all 84 images of train + unlabeled, the top 8 kept
+    # All 84 images of train + unlabeled, the top 8 kept
+    assert '"exemplars": {"k": 8, "sample": 84' in manifest
     # The page says which unit the prototypes belong to and where its receptive field peaks:
     # at 24 px layer2's 3 x 3 map has a middle unit, layer1's 6 x 6 map does not.
     html = (report / "index.html").read_text()
@@ -148,13 +139,11 @@ def test_report_and_comparison_of_both_conditions(project):
     comparison = tmp_path / "comparison"
     for name in ("probe.png", "diversity.png", "rate_of_change.png", "consistency.png", "final_probe.csv"):
         assert (comparison / name).is_file(), name
-    assert (
-        _panels(comparison / "probe.png") == 3 and _panels(comparison / "diversity.png") == 2
-    )  # readouts; layers
+    # Readouts; layers
+    assert _panels(comparison / "probe.png") == 3 and _panels(comparison / "diversity.png") == 2
     assert _panels(comparison / "superstimulus.png") == 2
-    ratio = pd.read_csv(
-        comparison / "superstimulus.csv"
-    )  # each condition's one run: its logged median, sem NaN
+    # Each condition's one run: its logged median, sem NaN
+    ratio = pd.read_csv(comparison / "superstimulus.csv")
     assert ratio[(ratio.aug == "clrjit") & (ratio.layer == "layer2") & (ratio.epoch == 2)][
         "mean"
     ].item() == pytest.approx(ratios[(ratios.layer == "layer2") & (ratios.epoch == 2)]["median"].item())

@@ -6,18 +6,9 @@ import os
 import torch
 from mlflow.tracking import MlflowClient
 
-from tests.helpers import newest_run, run_stage, tiny_params, write_params
+from tests.helpers import STAGE_ARGS, newest_run, run_stage, tiny_params, write_params
 
-RFMASK_ARGS = [
-    "--checkpoints",
-    "out/checkpoints",
-    "--out",
-    "out/rfmasks",
-    "--metrics",
-    "metrics/rfmask.json",
-    "--plot",
-    "plots/rfmask.csv",
-]
+RFMASK_ARGS = STAGE_ARGS["rfmask"]
 
 
 def test_rfmask_stage_writes_masks_metrics_and_mlflow_and_resumes(project):

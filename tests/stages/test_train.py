@@ -16,18 +16,7 @@ from protoviz_core.tracking import EXPERIMENT_NAME
 from protoviz_core.training import TRAINING_VERSION
 from tests.helpers import STAGE_ARGS, call_stage, run_stage, start_stage, tiny_params, write_params
 
-TRAIN_ARGS = [
-    "--data",
-    "data",
-    "--checkpoints",
-    "out/checkpoints",
-    "--state",
-    "out/state.pt",
-    "--metrics",
-    "metrics/train.json",
-    "--plot",
-    "plots/train_loss.csv",
-]
+TRAIN_ARGS = STAGE_ARGS["train"]
 
 
 @pytest.fixture
@@ -74,7 +63,7 @@ def test_a_truncated_checkpoint_of_a_finished_run_is_made_again(project):
     damaged = checkpoints[1]
     damaged.write_bytes(damaged.read_bytes()[: damaged.stat().st_size // 2])
 
-    stdout = run_stage("train", project, *STAGE_ARGS["train"])
+    stdout = run_stage("train", project, *TRAIN_ARGS)
     assert "epochs [1] are missing inside the finished run 0..2" in stdout
     restored = list_checkpoints(project / "out/checkpoints")
     assert list(restored) == [0, 1, 2]
@@ -95,7 +84,7 @@ def test_a_checkpoint_copied_over_another_epoch_is_replayed_and_no_later_stage_u
         assert status == 2 and "Traceback" not in stderr, stage
         assert "epoch_0002.pt: holds epoch 1, not the epoch its name says" in stderr.strip().splitlines()[-1]
 
-    stdout = run_stage("train", project, *STAGE_ARGS["train"])
+    stdout = run_stage("train", project, *TRAIN_ARGS)
     assert (
         "holding another epoch" in stdout and "epochs [2] are missing inside the finished run 0..2" in stdout
     )

@@ -9,15 +9,16 @@ import time
 import mlflow
 
 from protoviz_core.config import parse_params
-from protoviz_core.tracking import pipeline_run
+from protoviz_core.tracking import pipeline_run, run_name
 from tests.helpers import free_port, tiny_params, wait_until_answering
 
 
 def test_the_ui_opens_on_both_conditions_runs_and_their_probe_chart(tmp_path, browser):
     from selenium.webdriver.support.ui import WebDriverWait
 
-    for aug in ("clrjit", "keepclr"):
-        with pipeline_run(parse_params({**tiny_params(), "aug": aug}), "probe"):
+    conditions = [parse_params({**tiny_params(), "aug": aug}) for aug in ("clrjit", "keepclr")]
+    for params in conditions:
+        with pipeline_run(params, "probe"):
             for epoch in range(3):
                 mlflow.log_metric("probe/logreg", 0.3 + 0.05 * epoch, step=epoch)
     log = tmp_path / "server.log"
@@ -40,7 +41,7 @@ def test_the_ui_opens_on_both_conditions_runs_and_their_probe_chart(tmp_path, br
         wait_until_answering(url.split("#")[0], server, 180, lambda: log.read_text()[:1500])
         assert "/runs?workflowType=machine_learning" in url
         browser.get(url)
-        wanted = ("clrjit-seed1-workspace", "keepclr-seed1-workspace", "probe/logreg")
+        wanted = (*(run_name(params) for params in conditions), "probe/logreg")
         WebDriverWait(browser, 90).until(
             lambda d: all(text in d.find_element("tag name", "body").text for text in wanted)
         )
