@@ -233,16 +233,8 @@ def main() -> None:
         torch.manual_seed(0)
         model = build_backbone().eval()
     model.to(device)
-    schedule = dict(
-        image_size=args.image_size,
-        cma_steps=args.cma_steps,
-        cma_popsize=args.cma_popsize,
-        cma_sigma=args.cma_sigma,
-        adam_steps=args.adam_steps,
-        adam_lr=args.adam_lr,
-        device=device,
-        max_batch=args.max_batch,
-    )
+    budget = ("image_size", "cma_steps", "cma_popsize", "cma_sigma", "adam_steps", "adam_lr", "max_batch")
+    schedule = {name: getattr(args, name) for name in budget} | {"device": device}
     if args.procedure == "paper":
         schedule.update(PAPER_PROCEDURE)
     skip = set(args.skip.split(","))

@@ -294,11 +294,18 @@ class Params(_Section):
     report: ReportParams = ReportParams()
 
     @model_validator(mode="after")
-    def _batch_fits_data(self) -> Params:
+    def _sections_agree(self) -> Params:
+        """Values of two sections that must fit together: the batch and the data, the distances
+        shown and the spaces embedded."""
         if self.data.name == "synthetic" and self.train.batch_size > self.data.synthetic.n_unlabeled:
             raise ValueError(
                 f"train.batch_size: {self.train.batch_size} exceeds data.synthetic.n_unlabeled "
                 f"({self.data.synthetic.n_unlabeled}); lower the batch or add images"
+            )
+        if self.distance.space != "pixel" and self.distance.space not in self.embed.nets:
+            raise ValueError(
+                f"distance.space: {self.distance.space!r} is not embedded; use pixel or one of "
+                f"embed.nets ({', '.join(self.embed.nets)})"
             )
         return self
 
@@ -327,15 +334,6 @@ class Params(_Section):
                         f"report.units: {unit!r} names channel {channel} of {layer}, which has "
                         f"channels 0..{widths[layer] - 1}"
                     )
-        return self
-
-    @model_validator(mode="after")
-    def _distance_space_is_embedded(self) -> Params:
-        if self.distance.space != "pixel" and self.distance.space not in self.embed.nets:
-            raise ValueError(
-                f"distance.space: {self.distance.space!r} is not embedded; use pixel or one of "
-                f"embed.nets ({', '.join(self.embed.nets)})"
-            )
         return self
 
     def section_hash(self, *keys: str) -> str:

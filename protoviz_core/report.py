@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 import torch
+from matplotlib.figure import Figure
 
 from protoviz_core.aggregate import final_values, mean_sem
 from protoviz_core.atlas import write_run_part, write_viewer
@@ -385,6 +386,15 @@ def _superstimulus_section(
     page.image(save_figure(figure, out / "exemplars.png"), "prototypes beside their natural exemplars")
 
 
+def _per_condition(stats: pd.DataFrame, panel: str, y_label: str, title: str, **options) -> Figure:
+    """Mean +- SEM over seeds (``stats``: one row per ``panel`` value, aug and epoch), one line per
+    condition; ``options`` go to :func:`line_panels`."""
+    renamed = stats.rename(columns={"aug": "line"})
+    return line_panels(
+        renamed, panel=panel, line="line", y_label=y_label, colors=CONDITION_COLORS, title=title, **options
+    )
+
+
 def write_comparison(
     out: str | Path,
     *,
@@ -435,14 +445,12 @@ def write_comparison(
     if not probe.empty:
         page.heading("Linear-probe accuracy")
         stats = mean_sem(probe.assign(readout=probe.key.map(readout_of)), ["readout", "aug", "epoch"])
-        figure = line_panels(
-            stats.rename(columns={"aug": "line"}),
-            panel="readout",
-            line="line",
-            y_label="test accuracy",
-            colors=CONDITION_COLORS,
+        figure = _per_condition(
+            stats,
+            "readout",
+            "test accuracy",
+            "Linear-probe accuracy, mean ± SEM over seeds",
             panel_order=[r for r in READOUTS if r in set(stats.readout)],
-            title="Linear-probe accuracy, mean ± SEM over seeds",
         )
         page.image(save_figure(figure, out / "probe.png"), "probe accuracy per condition")
         # The figure's numbers: readout, aug, epoch, mean, sem, n.
@@ -479,15 +487,13 @@ def write_comparison(
     if not ratios.empty:
         stats = mean_sem(ratios.assign(layer=ratios.key.map(layer_of)), ["layer", "aug", "epoch"])
         page.heading("Prototypes against the data (superstimulus ratio)")
-        figure = line_panels(
-            stats.rename(columns={"aug": "line"}),
-            panel="layer",
-            line="line",
-            y_label="prototype / best natural image",
-            colors=CONDITION_COLORS,
+        figure = _per_condition(
+            stats,
+            "layer",
+            "prototype / best natural image",
+            "Median superstimulus ratio per run; mean ± SEM over seeds",
             log_y=True,
             reference=(1.0, "best natural image"),
-            title="Median superstimulus ratio per run; mean ± SEM over seeds",
         )
         page.image(save_figure(figure, out / "superstimulus.png"), "superstimulus ratio per condition")
         stats.to_csv(out / "superstimulus.csv", index=False)

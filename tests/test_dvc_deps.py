@@ -79,6 +79,7 @@ def _stages() -> dict:
 def test_dvc_yaml_lists_exactly_the_code_each_stage_runs(stage):
     spec = _stages()[stage]
     assert spec["cmd"].startswith(f"python -m stages.{stage} ")
+    assert len(spec["deps"]) == len(set(spec["deps"])), f"{stage}: a dep is listed twice"
     listed = {dep for dep in spec["deps"] if dep.startswith(("protoviz_core/", "stages/"))}
     needed = code_closure(f"stages/{stage}.py")
     assert sorted(needed - set(listed)) == [], f"{stage}: dvc.yaml misses code deps"
