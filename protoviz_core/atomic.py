@@ -16,11 +16,14 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import torch
 
 from protoviz_core.errors import ProtovizError
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)  # reading the umask means setting it; put it back at once
@@ -139,7 +142,7 @@ def load_or_none(path: str | Path, *, mmap: bool = False) -> Any | None:
         return None
 
 
-def save_image(image, path: str | Path, **options) -> Path:
+def save_image(image: Image.Image, path: str | Path, **options) -> Path:
     """Save a PIL image atomically; JPEG for a ``.jpg`` path, else PNG. ``options`` go to Pillow."""
     path = Path(path)
     with atomic_write(path, "wb") as f:

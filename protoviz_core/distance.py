@@ -37,7 +37,13 @@ METRICS = ("mse", "cosine")
 _TINY = 1e-12  # a norm at or below this is a blank vector
 
 
-def _paired(x: torch.Tensor, y: torch.Tensor, metric: str, x_norms=None, y_norms=None) -> torch.Tensor:
+def _paired(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    metric: str,
+    x_norms: torch.Tensor | None = None,
+    y_norms: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Distance (N,) between matching rows of x and y (N, D); cosine may reuse the rows' norms (N,)."""
     if metric == "mse":
         return (x - y).square_().mean(dim=-1)
@@ -54,7 +60,7 @@ def _paired(x: torch.Tensor, y: torch.Tensor, metric: str, x_norms=None, y_norms
     raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
 
 
-def _diversity(x: torch.Tensor, metric: str, norms=None) -> float:
+def _diversity(x: torch.Tensor, metric: str, norms: torch.Tensor | None = None) -> float:
     n = len(x)
     if n < 2:
         raise ValueError("diversity needs at least two prototypes")

@@ -30,6 +30,7 @@ import pickle
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -42,6 +43,9 @@ from protoviz_core.errors import MissingInputError, ProtovizError
 from protoviz_core.masks import MaskSet, mask_digest
 from protoviz_core.networks import NETWORKS
 from protoviz_core.work import WorkItem, epoch_file, identity
+
+if TYPE_CHECKING:
+    from protoviz_core.store import PrototypeStore
 
 # Bump when a change alters embeddings (e.g. how random weights are drawn): it keys the cache.
 EMBEDDING_VERSION = 4
@@ -227,7 +231,7 @@ def stored_dtype(space: str) -> torch.dtype:
 
 
 def embed_epoch(
-    store,
+    store: PrototypeStore,
     epoch: int,
     space: str,
     masks: dict[str, torch.Tensor],
@@ -287,7 +291,7 @@ def embed_epoch(
 
 
 def embed_work(
-    store, masks: MaskSet, space: str, *, weights: str, batch_size: int, device: torch.device
+    store: PrototypeStore, masks: MaskSet, space: str, *, weights: str, batch_size: int, device: torch.device
 ) -> list[WorkItem]:
     """One work item per epoch of ``store``: :func:`embed_epoch` in ``space``, named ``eXXXX.pt``.
 

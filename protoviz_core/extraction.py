@@ -28,10 +28,11 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from protoviz_core.checkpoints import checkpoint_identity, load_backbone
 from protoviz_core.config import ExtractParams
@@ -100,7 +101,7 @@ def shard_seed(run_seed: int, extract_seed: int, shard: ShardId, *, common_strea
 
 
 @functools.lru_cache(maxsize=1)
-def _backbone_on(checkpoint: str, stamp: tuple[int, int], device: str):
+def _backbone_on(checkpoint: str, stamp: tuple[int, int], device: str) -> tuple[nn.Module, dict]:
     """The checkpoint's backbone on ``device``, loaded once for all shards of its epoch
     (consecutive in the plan); ``stamp`` (mtime, size) keys a rewritten file anew."""
     backbone, meta = load_backbone(checkpoint)
@@ -248,7 +249,7 @@ def shard_work(
     return work
 
 
-def ray_executor(address: str | None, *, gpus: bool = True):
+def ray_executor(address: str | None, *, gpus: bool = True) -> Callable:
     """A :func:`~protoviz_core.work.run_work` executor computing each item as a Ray task.
 
     Tasks run on the cluster at ``address``, or on a local instance started here when

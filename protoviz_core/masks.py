@@ -8,6 +8,7 @@ Gaussian mask (S, S) in [0, 1]. It may measure only every k-th checkpoint
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +34,7 @@ class MaskSet:
         earlier = [e for e in self.masks if e <= epoch]
         return max(earlier) if earlier else min(self.masks)
 
-    def for_epoch(self, epoch: int, layers) -> dict[str, torch.Tensor]:
+    def for_epoch(self, epoch: int, layers: Sequence[str]) -> dict[str, torch.Tensor]:
         """{layer: (S, S) mask} for ``epoch``.
 
         Raises:

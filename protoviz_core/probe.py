@@ -64,7 +64,9 @@ def standardise(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.nda
     return (train - mean) / std, (test - mean) / std
 
 
-def _adam_linear(train_x, train_y, test_x, test_y, s: ProbeParams) -> float:
+def _adam_linear(
+    train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray, s: ProbeParams
+) -> float:
     generator = torch.Generator().manual_seed(0)
     x, y = torch.as_tensor(train_x, dtype=torch.float32), torch.as_tensor(train_y, dtype=torch.int64)
     classes = int(max(train_y.max(), test_y.max())) + 1

@@ -14,6 +14,7 @@ estimated from the map's moments and ``fit_ok`` is False.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,7 +90,9 @@ def gradient_maps(
     return mean_gradient.pow(2).sum(dim=1).cpu()  # (N, S, S)
 
 
-def _gaussian(coords, amplitude, y0, x0, sy, sx):
+def _gaussian(
+    coords: tuple[np.ndarray, np.ndarray], amplitude: float, y0: float, x0: float, sy: float, sx: float
+) -> np.ndarray:
     y, x = coords
     return amplitude * np.exp(-((y - y0) ** 2 / (2 * sy**2) + (x - x0) ** 2 / (2 * sx**2)))
 
@@ -150,7 +153,7 @@ def receptive_field(
     *,
     image_size: int,
     samples: int = 200,
-    channels=None,
+    channels: Sequence[int] | torch.Tensor | None = None,
     seed: int = 0,
     device: torch.device | str = "cpu",
     normalize: dict | None = None,

@@ -34,6 +34,7 @@ import io
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -44,6 +45,9 @@ from protoviz_core.atomic import atomic_write, load_or_none, save_atomic
 from protoviz_core.errors import MissingInputError
 from protoviz_core.superstimulus import superstimulus_ratio
 from protoviz_core.work import KEY
+
+if TYPE_CHECKING:
+    from protoviz_core.engine.synthesis import Prototypes
 
 INDEX_NAME = "index.parquet"
 SHARDS_DIR = "shards"
@@ -94,7 +98,7 @@ def shard_path(store: str | Path, shard: ShardId) -> Path:
     return shards_dir(store) / shard.name
 
 
-def pack_shard(prototypes, image_format: str = "raw") -> dict:
+def pack_shard(prototypes: Prototypes, image_format: str = "raw") -> dict:
     """A :class:`~protoviz_core.engine.synthesis.Prototypes` as a shard's contents
     (everything but its key)."""
     images = (prototypes.images * 255).round().clamp(0, 255).to(torch.uint8)
@@ -152,7 +156,9 @@ def decode_images(contents: dict, offsets: torch.Tensor | None = None) -> torch.
     return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
 
 
-def write_shard(store: str | Path, shard: ShardId, key: str, prototypes, image_format: str = "raw") -> Path:
+def write_shard(
+    store: str | Path, shard: ShardId, key: str, prototypes: Prototypes, image_format: str = "raw"
+) -> Path:
     """Write a shard outside the extract stage (tests, benchmarks), atomically, in its format."""
     path = shard_path(store, shard)
     save_atomic({KEY: key, **pack_shard(prototypes, image_format)}, path)

@@ -36,13 +36,13 @@ import socket
 import sqlite3
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import mlflow
-from mlflow.entities import Metric, Param
+from mlflow.entities import Experiment, Metric, Param, Run
 from mlflow.tracking import MlflowClient
 
 from protoviz_core.config import Params
@@ -59,6 +59,8 @@ EMBED_WEIGHTS_TAG = (
 )
 PROCESS_TAG = f"{TAG_PREFIX}process"  # "host:pid" of the stage that last opened the run
 _SAFE_VALUE = re.compile(r"^[A-Za-z0-9_.:-]*$")  # values MLflow's filter syntax takes quoted as they are
+
+T = TypeVar("T")
 
 
 def repository_root() -> Path:
@@ -129,7 +131,7 @@ def flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def _retry(action, attempts: int = 8):
+def _retry(action: Callable[[], T], attempts: int = 8) -> T:
     """Run ``action`` again when parallel writers hold SQLite's lock."""
     for attempt in range(attempts):
         try:
@@ -171,7 +173,7 @@ def artifacts_location(uri: str) -> str:
     return (folder / "mlartifacts").as_uri()
 
 
-def _relocate_artifacts(uri: str, experiment) -> None:
+def _relocate_artifacts(uri: str, experiment: Experiment) -> None:
     """Point a copied repository's database at its own ``mlartifacts/`` (MLflow stores the path absolute).
 
     For the default database (``mlflow.db`` at the repository root; the caller checks
@@ -223,7 +225,7 @@ def runs_url(server: str, experiment_id: str) -> str:
     return f"{server.rstrip('/')}/#/experiments/{experiment_id}/runs?{RUNS_VIEW}"
 
 
-def find_run(client: MlflowClient, experiment_id: str, tags: dict[str, str]):
+def find_run(client: MlflowClient, experiment_id: str, tags: dict[str, str]) -> Run | None:
     """The newest run whose tags match all of ``tags``, or None.
 
     Values are compared here, not in MLflow's filter string, unless they are plain

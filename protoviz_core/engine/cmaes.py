@@ -92,7 +92,7 @@ class BatchedCMAES:
         self._set_constants(n, popsize, device)
         self._z = self._y = None
 
-    def _set_constants(self, n: int, popsize: int, device) -> None:
+    def _set_constants(self, n: int, popsize: int, device: torch.device) -> None:
         mu = popsize // 2
         # Hansen's weights; the authors' code uses log(mu + 1) in place of log((lambda + 1) / 2).
         top = math.log((popsize + 1) / 2) if self.adapt else math.log(mu + 1)

@@ -108,13 +108,13 @@ def _deepsim_fc6_layers() -> nn.Sequential:
     as convolutions, transposed weight layout).
     """
 
-    def leaky():
+    def leaky() -> nn.Module:
         return nn.LeakyReLU(negative_slope=0.3, inplace=True)
 
-    def up(cin, cout):  # doubles the resolution
+    def up(cin: int, cout: int) -> nn.Module:  # doubles the resolution
         return nn.ConvTranspose2d(cin, cout, kernel_size=4, stride=2, padding=1)
 
-    def same(cin, cout):
+    def same(cin: int, cout: int) -> nn.Module:
         return nn.ConvTranspose2d(cin, cout, kernel_size=3, stride=1, padding=1)
 
     return nn.Sequential(

@@ -48,7 +48,9 @@ def _uniform_pair(keys: torch.Tensor, step: int, count: int) -> tuple[torch.Tens
     return (first.double() + 0.5) / 2.0**32, (second.double() + 0.5) / 2.0**32
 
 
-def keyed_normal(keys: torch.Tensor, step: int, shape: tuple[int, ...], dtype=torch.float32) -> torch.Tensor:
+def keyed_normal(
+    keys: torch.Tensor, step: int, shape: tuple[int, ...], dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     """Standard normal samples, one independent stream per key.
 
     Args:

@@ -101,7 +101,7 @@ class _Objective:
 
     def __init__(
         self,
-        read,
+        read: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
         generator: Generator,
         normalize: dict,
         max_batch: int,

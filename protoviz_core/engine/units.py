@@ -50,8 +50,8 @@ def layers_reader(
     wanted = list(dict.fromkeys(layers))
     captured: dict[str, torch.Tensor] = {}
 
-    def hook_for(name: str):
-        def hook(module, inputs, output):
+    def hook_for(name: str) -> Callable[[nn.Module, tuple, torch.Tensor], None]:
+        def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
             captured[name] = output
             if len(captured) == len(wanted):
                 raise _StopForward
@@ -99,7 +99,7 @@ class _PathRecorder(TorchFunctionMode):
         super().__init__()
         self.made: dict[int, tuple[str, object, Callable | None, torch.Tensor]] = {}
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):
+    def __torch_function__(self, func: Callable, types: tuple, args: tuple = (), kwargs: dict | None = None):
         kwargs = dict(kwargs or {})
         if func in _RELUS:
             output = func(args[0])  # out of place, whatever the caller asked
@@ -148,7 +148,7 @@ class _PathRecorder(TorchFunctionMode):
         return redo([part if part is not None else original for part, original in zip(parts, inputs)])
 
 
-def _hardtanh_bounds(args, kwargs) -> tuple[float, float]:
+def _hardtanh_bounds(args: tuple, kwargs: dict) -> tuple[float, float]:
     low = args[1] if len(args) > 1 else kwargs.get("min_val", -1.0)
     high = args[2] if len(args) > 2 else kwargs.get("max_val", 1.0)
     return low, high
