@@ -79,29 +79,28 @@ def choose_epochs(
     available: Sequence[int],
     spec: str | int | list[int],
     key: str = "extract.epochs",
-    params_file: str | Path = "params.yaml",
+    params_file: str | Path | None = None,
 ) -> list[int]:
     """The epochs of ``available`` that ``spec`` names: ``"all"``, a stride k (every k-th from
     the first, and the last always), or a list.
 
     Raises:
         ParamsError: a stride below 1, or a listed epoch not in ``available``; names
-            ``params_file`` and ``key``.
+            ``key`` (and ``params_file``, when given).
     """
+    where = f"{params_file}: {key}" if params_file is not None else key
     if spec == "all":
         return sorted(available)
     if isinstance(spec, int):
         if spec < 1:
-            raise ParamsError(f"{params_file}: {key}: a stride must be >= 1, got {spec}")
+            raise ParamsError(f"{where}: a stride must be >= 1, got {spec}")
         if not available:
             return []
         ordered = sorted(available)
         return sorted({e for e in ordered if (e - ordered[0]) % spec == 0} | {ordered[0], ordered[-1]})
     missing = sorted(set(spec) - set(available))
     if missing:
-        raise ParamsError(
-            f"{params_file}: {key}: epochs {missing} are not available; available: {sorted(available)}"
-        )
+        raise ParamsError(f"{where}: epochs {missing} are not available; available: {sorted(available)}")
     return sorted(set(spec))
 
 

@@ -36,6 +36,7 @@ from torch import nn
 
 from protoviz_core.checkpoints import checkpoint_identity, load_backbone
 from protoviz_core.checks import require_informative
+from protoviz_core.engine.normalization import Normalizer
 from protoviz_core.engine.units import centre_units, layers_reader
 from protoviz_core.errors import MissingInputError
 from protoviz_core.stl10 import read_images
@@ -125,16 +126,14 @@ def top_exemplars(
     """
     device = torch.device(device)
     model.eval().to(device)
-    mean = torch.tensor(normalize["mean"], device=device).view(1, 3, 1, 1)
-    std = torch.tensor(normalize["std"], device=device).view(1, 3, 1, 1)
+    normalise = Normalizer(normalize, device)
     best: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     with torch.no_grad(), layers_reader(model, layers) as read:
         for start in range(0, len(positions), batch_size):
             chosen = positions[start : start + batch_size]
             batch = torch.from_numpy(pool.images(chosen)).to(device).float().div_(255)
             units = {
-                layer: centre_units(features).float().T
-                for layer, features in read((batch - mean) / std).items()
+                layer: centre_units(features).float().T for layer, features in read(normalise(batch)).items()
             }
             where = torch.as_tensor(chosen, device=device)
             for layer, values in units.items():  # values (C, B)

@@ -22,7 +22,7 @@ from torch import nn
 
 from protoviz_core.checkpoints import checkpoint_identity, load_backbone
 from protoviz_core.config import ProbeParams
-from protoviz_core.engine.normalization import normalize_images
+from protoviz_core.engine.normalization import Normalizer
 from protoviz_core.engine.precision import autocast, uses_bfloat16
 from protoviz_core.work import WorkItem, identity
 
@@ -47,11 +47,12 @@ def extract_features(
     device = torch.device(device)
     backbone.eval().to(device)
     use_amp = uses_bfloat16(device)
+    normalise = Normalizer(normalize, device)
     chunks = []
     with torch.no_grad():
         for start in range(0, len(images), batch_size):
             batch = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size])).to(device)
-            batch = normalize_images(batch.float() / 255, normalize)
+            batch = normalise(batch.float() / 255)
             with autocast(device, use_amp):
                 chunks.append(backbone(batch).flatten(start_dim=1).float().cpu())
     return torch.cat(chunks)

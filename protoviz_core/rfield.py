@@ -26,6 +26,7 @@ from torch import nn
 from protoviz_core.checkpoints import checkpoint_identity, load_backbone
 from protoviz_core.checks import require_informative
 from protoviz_core.config import RFMaskParams
+from protoviz_core.engine.normalization import Normalizer
 from protoviz_core.engine.units import (
     centre_activation,
     channel_count,
@@ -73,8 +74,7 @@ def gradient_maps(
     """
     generator = torch.Generator().manual_seed(seed)
     noise = torch.rand(samples, 3, image_size, image_size, generator=generator).to(device)  # U[0, 1]
-    mean = torch.tensor(normalize["mean"], device=device).view(1, 3, 1, 1)
-    std = torch.tensor(normalize["std"], device=device).view(1, 3, 1, 1)
+    normalise = Normalizer(normalize, device)
     pairs_channel = channels.to(device).repeat_interleave(samples)  # (N*samples,)
     pairs_sample = torch.arange(samples, device=device).repeat(len(channels))
     gradient_sum = torch.zeros(len(channels), 3, image_size, image_size, device=device)
@@ -82,7 +82,7 @@ def gradient_maps(
         for start in range(0, len(pairs_channel), max_batch):
             stop = start + max_batch
             images = noise[pairs_sample[start:stop]].clone().requires_grad_(True)
-            activation = centre_activation(read((images - mean) / std), pairs_channel[start:stop])
+            activation = centre_activation(read(normalise(images)), pairs_channel[start:stop])
             (gradient,) = torch.autograd.grad(activation.sum(), images)
             owner = torch.arange(start, min(stop, len(pairs_channel)), device=device) // samples
             gradient_sum.index_add_(0, owner, gradient)

@@ -358,5 +358,6 @@ def open_prototypes(root: str | Path) -> PrototypeStore:
         >>> rows = store.select(epoch=5, layer="layer3", repeat=1)
         >>> rows.channel.tolist(), store.images(rows).shape, store.images(rows).dtype
         ([0, 1, 2, 3], torch.Size([4, 3, 8, 8]), torch.uint8)
+        >>> import shutil; shutil.rmtree(root)
     """
     return PrototypeStore(root)

@@ -6,7 +6,7 @@ later stages find it again by its tags:
 
     protoviz.params_hash    hash of all params but the views (``Params.measurement_hash``)
     protoviz.dvc_exp        DVC_EXP_NAME, or "workspace" for plain ``dvc repro``
-    protoviz.training_hash  hash of what changes the checkpoints (aug, seed, data, train)
+    protoviz.training_hash  hash of the params that shape the checkpoints (aug, seed, data, train)
     protoviz.aug, protoviz.seed, protoviz.git_commit
 
 When a run is created by a later stage because DVC restored the training outputs

@@ -251,25 +251,32 @@ def test_training_on_a_gpu_copies_pinned_batches_and_resumes(tmp_path, tiny_imag
     assert 3.0 < first.losses[1] < 4.3
 
 
-# What one epoch of the tiny run gives, per TRAINING_VERSION: (aug, loss of epoch 1, sum of
-# conv1's weights after it). A change of the training loop, the model, its augmentations or the
-# loss moves these; bump TRAINING_VERSION with it and add the new values.
-TRAINING_GOLDEN = {1: {"clrjit": (4.1182942, -9.7903684), "keepclr": (3.8763647, -4.1436221)}}
+# What the tiny run's two epochs give, per TRAINING_VERSION and aug: (loss of epoch 2, sum of
+# epoch 0's measured bn1.running_var, sum of conv1's weights after epoch 2). Two epochs, so that
+# the cosine schedule and epoch 0's BatchNorm measurement are covered too. A change of the loop,
+# the model, its augmentations, the loss or the schedule moves these: bump TRAINING_VERSION with
+# it and add the new values.
+TRAINING_GOLDEN = {
+    1: {
+        "clrjit": (4.1056726, 3.1852453, -11.8361743),
+        "keepclr": (3.5342630, 3.1852453, -10.1120519),
+    }
+}
 
 
 @pytest.mark.parametrize("aug", ["clrjit", "keepclr"])
 def test_training_behaviour_is_that_of_its_version(tmp_path, tiny_images, tiny_train, aug):
     assert TRAINING_VERSION in TRAINING_GOLDEN, "record this TRAINING_VERSION's golden values"
-    result = _train(tiny_images, tiny_train.model_copy(update={"epochs": 1}), tmp_path, aug=aug)
-    conv1_sum = float(_weights(result.checkpoints[1])["conv1.weight"].double().sum())
-    golden_loss, golden_conv1_sum = TRAINING_GOLDEN[TRAINING_VERSION][aug]
-    # Tolerances far above float rounding between CPUs, far below any change of behaviour.
-    assert result.losses[1] == pytest.approx(golden_loss, rel=1e-5) and conv1_sum == pytest.approx(
-        golden_conv1_sum, rel=1e-4
-    ), (
-        f"training changed its checkpoints (loss {result.losses[1]!r}, conv1 sum {conv1_sum!r}) but not "
-        f"TRAINING_VERSION ({TRAINING_VERSION}): bump it in protoviz_core/training.py "
-        f"and record the new values"
+    result = _train(tiny_images, tiny_train.model_copy(update={"epochs": 2}), tmp_path, aug=aug)
+    measured = (
+        result.losses[2],
+        float(_weights(result.checkpoints[0])["bn1.running_var"].double().sum()),
+        float(_weights(result.checkpoints[2])["conv1.weight"].double().sum()),
+    )
+    # Tolerances well above float rounding over these four steps, well below any change of behaviour.
+    assert measured == pytest.approx(TRAINING_GOLDEN[TRAINING_VERSION][aug], rel=1e-4), (
+        f"training changed its checkpoints ({measured}) but not TRAINING_VERSION ({TRAINING_VERSION}): "
+        f"bump it in protoviz_core/training.py and record the new values"
     )
 
 

@@ -50,7 +50,7 @@ from torch import nn
 
 from protoviz_core.engine.cmaes import BatchedCMAES
 from protoviz_core.engine.generators import Generator, make_generator
-from protoviz_core.engine.normalization import IMAGENET_NORMALIZE, normalize_images
+from protoviz_core.engine.normalization import IMAGENET_NORMALIZE, Normalizer
 from protoviz_core.engine.precision import autocast, uses_bfloat16
 from protoviz_core.engine.rng import derive_seed, stream_keys
 from protoviz_core.engine.units import centre_activation, channel_count, check_channels, unit_reader
@@ -109,7 +109,8 @@ class _Objective:
         use_amp: bool,
         objective: str = "before_relu",
     ):
-        self.read, self.generator, self.normalize, self.max_batch = read, generator, normalize, max_batch
+        self.read, self.generator, self.max_batch = read, generator, max_batch
+        self.normalize = Normalizer(normalize, device)
         self.before_relu = objective == "before_relu"
         self.use_amp, self.device = use_amp, device
 
@@ -123,7 +124,7 @@ class _Objective:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """images (B, 3, S, S) in [0, 1], channels (B,) -> float32 (B,) scores and (B,) activations."""
         mixed = self.use_amp and not exact
-        normalised = normalize_images(images, self.normalize)
+        normalised = self.normalize(images)
         if mixed:
             normalised = normalised.contiguous(memory_format=torch.channels_last)
         with autocast(self.device, mixed):
@@ -146,8 +147,8 @@ class _Objective:
     def exact_activations(self, images: torch.Tensor, channels: torch.Tensor) -> torch.Tensor:
         """images (B, 3, S, S), channels (B,) -> (B,) activations in float32, without autocast.
 
-        What is reported and decides ``dead``: bfloat16 scores are spaced 0.4-0.8% apart
-        and can flip a unit near zero.
+        What is reported and decides ``dead``: bfloat16's coarse spacing can flip a unit
+        near zero (bench/bf16_scores.py).
         """
         return torch.cat(
             [
