@@ -13,7 +13,7 @@ ready for bench/RESULTS.md:
    weights are random, written in their real formats and read by the extract stage's
    own code (``make_shard``); ``max_batch`` is left to the engine. Target >= 80
    prototypes/s on one H200 (the paper: about 3.4/s);
-2. the train stage's images/s at 96 px, batch 256 (``train_simclr``, the stage's own
+2. the train stage's images/s at 96 px, batch 256 (``train_learner``, the stage's own
    call, checkpoints included), and what that makes of an STL10 epoch of 100,000
    images (target < 30 s);
 3. the distance stage's seconds per epoch at the paper's shape: 960 channels, 2
@@ -52,7 +52,7 @@ from protoviz_core.engine.generators import DeePSiMGenerator  # noqa: E402
 from protoviz_core.engine.synthesis import MEMORY_FRACTION  # noqa: E402
 from protoviz_core.extraction import SYNTHESIS_OPTIONS, make_shard  # noqa: E402
 from protoviz_core.simclr import BACKBONE_ARCH, NORMALIZE, build_backbone  # noqa: E402
-from protoviz_core.training import train_simclr  # noqa: E402
+from protoviz_core.training import train_learner  # noqa: E402
 from protoviz_core.work import KEY, epoch_file  # noqa: E402
 
 LAYERS = {"layer1": 64, "layer2": 128, "layer3": 256, "layer4": 512}
@@ -155,7 +155,7 @@ def check_training(folder: Path, device: torch.device, tiny: bool) -> dict:
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (count, 3, image_size, image_size), dtype=np.uint8)
     config = TrainParams(epochs=1, batch_size=batch, num_workers=0 if tiny else 12, device=str(device))
-    result = train_simclr(
+    result = train_learner(
         images,
         config,
         aug="clrjit",
@@ -169,7 +169,7 @@ def check_training(folder: Path, device: torch.device, tiny: bool) -> dict:
     )
     per_s = result.images_per_s
     return {
-        "what": f"train: {count} images, {image_size} px, batch {batch} (the stage's train_simclr)",
+        "what": f"train: {count} images, {image_size} px, batch {batch} (the stage's train_learner)",
         "value": f"{per_s:.0f} images/s; an STL10 epoch ({STL10_EPOCH:,} images) {STL10_EPOCH / per_s:.1f} s",
         "target": "" if tiny else "< 30 s per epoch",
     }

@@ -3,7 +3,7 @@
 Both sides train the same model (ResNet18 + projection head, NT-Xent) on the same
 synthetic images with the same augmentation, batch size and DataLoader workers, in
 the same process, alternating, so machine noise hits both. protoviz's side is the
-whole ``train_simclr`` call the train stage makes: seeding, progress bar, an atomic
+whole ``train_learner`` call the train stage makes: seeding, progress bar, an atomic
 checkpoint and resume state after every epoch. The bare side is the loop a
 researcher would write by hand, with nothing saved.
 
@@ -26,16 +26,17 @@ from lightly.loss import NTXentLoss
 
 from protoviz_core.config import TrainParams
 from protoviz_core.devices import resolve_device
-from protoviz_core.simclr import SimCLR, ViewPairs, simclr_transform
+from protoviz_core.learners import SimCLRLearner, Views
+from protoviz_core.simclr import build_backbone, simclr_transform
 from protoviz_core.synthetic import generate_images
-from protoviz_core.training import train_simclr
+from protoviz_core.training import train_learner
 
 
 def bare_loop(images: np.ndarray, config: TrainParams, image_size: int) -> float:
     """A hand-written SimCLR loop; returns images/s over ``config.epochs`` epochs."""
     device = resolve_device(config.device)
     torch.manual_seed(0)
-    model = SimCLR().to(device)
+    model = SimCLRLearner(build_backbone()).to(device)
     use_amp = device.type == "cuda"
     if use_amp:
         model.to(memory_format=torch.channels_last)
@@ -44,7 +45,7 @@ def bare_loop(images: np.ndarray, config: TrainParams, image_size: int) -> float
     )
     criterion = NTXentLoss(temperature=config.temperature)
     loader = torch.utils.data.DataLoader(
-        ViewPairs(images, simclr_transform("clrjit", image_size)),
+        Views(images, simclr_transform("clrjit", image_size)),
         batch_size=config.batch_size,
         shuffle=True,
         drop_last=True,
@@ -54,12 +55,12 @@ def bare_loop(images: np.ndarray, config: TrainParams, image_size: int) -> float
     seen = 0
     started = time.perf_counter()
     for _ in range(config.epochs):
-        for view_a, view_b in loader:
+        for (view_a, view_b), _ in loader:
             views = torch.cat([view_a, view_b]).to(device, non_blocking=True)
             if use_amp:
                 views = views.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                z_a, z_b = model(views).float().chunk(2)
+                z_a, z_b = (z.float() for z in model([views]))
             loss = criterion(z_a, z_b)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -74,7 +75,7 @@ def protoviz_stage(images: np.ndarray, config: TrainParams, image_size: int) -> 
     """The train stage's training call, checkpoints included; returns images/s."""
     with tempfile.TemporaryDirectory() as scratch:
         started = time.perf_counter()
-        result = train_simclr(
+        result = train_learner(
             images,
             config,
             aug="clrjit",

@@ -19,6 +19,6 @@ def mean_sem(values: pd.DataFrame, by: list[str]) -> pd.DataFrame:
 
 
 def final_values(histories: pd.DataFrame) -> pd.DataFrame:
-    """Each run's value at its own last epoch, per key: run_id, aug, seed, key, epoch, value."""
+    """Each run's value at its own last epoch, per key: run_id, condition, seed, key, epoch, value."""
     last = histories.groupby(["run_id", "key"])["epoch"].transform("max")
     return histories[histories["epoch"] == last].reset_index(drop=True)

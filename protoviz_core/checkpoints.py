@@ -10,7 +10,8 @@ weights_only=True)`` accepts::
     training_hash identity of the training configuration that produced it
     image_size    side of the training views in pixels
     normalize     {"mean": [3 floats], "std": [3 floats]} applied to [0, 1] images
-    aug, seed     the run's condition and seed
+    aug, seed     the run's augmentation condition and seed
+    method        the learner (train.method; absent in checkpoints made before it: simclr)
     backbone      the backbone's state_dict
 """
 

@@ -1,7 +1,9 @@
 """Across runs: which MLflow runs to compare, and their metric histories.
 
-Each pipeline run is one MLflow run tagged with its condition (``protoviz.aug``) and
-seed (``protoviz.seed``). Averaging over seeds needs one run per (condition, seed):
+Each pipeline run is one MLflow run tagged with its learner (``protoviz.method``; runs
+without the tag are SimCLR's), augmentation (``protoviz.aug``) and seed (``protoviz.seed``).
+Its *condition* is the augmentation for SimCLR (the paper's two conditions) and
+``<method> <aug>`` for the other learners. Averaging over seeds needs one run per (condition, seed):
 when a configuration was run more than once (the workspace and a DVC experiment,
 say) the run with the most finished stages, then the newest, is used and the others
 are reported as skipped, never averaged in twice.
@@ -18,7 +20,13 @@ from protoviz_core.errors import ProtovizError
 from protoviz_core.tracking import EXPERIMENT_NAME, TAG_PREFIX
 
 # Params that are allowed to differ between compared runs; any other difference is reported.
-VARYING_PARAMS = {"aug", "seed"}
+VARYING_PARAMS = {"aug", "seed", "train.method"}
+COLUMNS = ["run_id", "name", "condition", "method", "aug", "seed", "dvc_exp", "start_time", "stages_done"]
+
+
+def condition_of(method: str, aug: str) -> str:
+    """A run's condition: ``clrjit`` / ``keepclr`` for SimCLR, ``byol clrjit`` and so on for the others."""
+    return aug if method == "simclr" else f"{method} {aug}"
 
 
 class ComparisonError(ProtovizError, ValueError):
@@ -27,7 +35,7 @@ class ComparisonError(ProtovizError, ValueError):
 
 @dataclass
 class RunSelection:
-    # run_id, name, aug, seed, dvc_exp, start_time, stages_done (one per condition and seed)
+    # COLUMNS: one run per condition and seed
     used: pd.DataFrame
     skipped: pd.DataFrame  # the same columns plus ``reason``
     differing_params: dict[str, list[str]]  # param -> values seen among the used runs
@@ -39,7 +47,7 @@ def find_runs(
     """Runs of the protoviz experiment, optionally only the given run ids or DVC experiment names.
 
     Returns:
-        One row per run: run_id, name, aug, seed, dvc_exp, start_time, stages_done.
+        One row per run: :data:`COLUMNS`.
 
     Raises:
         ComparisonError: no experiment, no runs, or a requested id or name not found.
@@ -54,6 +62,10 @@ def find_runs(
         {
             "run_id": run.info.run_id,
             "name": run.info.run_name,
+            "condition": condition_of(
+                run.data.tags.get(f"{TAG_PREFIX}method", "simclr"), run.data.tags.get(f"{TAG_PREFIX}aug")
+            ),
+            "method": run.data.tags.get(f"{TAG_PREFIX}method", "simclr"),
             "aug": run.data.tags.get(f"{TAG_PREFIX}aug"),
             "seed": int(run.data.tags.get(f"{TAG_PREFIX}seed", -1)),
             "dvc_exp": run.data.tags.get(f"{TAG_PREFIX}dvc_exp"),
@@ -65,9 +77,7 @@ def find_runs(
         }
         for run in found
     ]
-    runs = pd.DataFrame(
-        rows, columns=["run_id", "name", "aug", "seed", "dvc_exp", "start_time", "stages_done"]
-    )
+    runs = pd.DataFrame(rows, columns=COLUMNS)
     for column, wanted in (("run_id", run_ids), ("dvc_exp", dvc_exps)):
         if wanted:
             unknown = sorted(set(wanted) - set(runs[column]))
@@ -82,8 +92,8 @@ def find_runs(
 def choose_runs(client: MlflowClient, runs: pd.DataFrame) -> RunSelection:
     """One run per (condition, seed), the most complete then newest; and the params they disagree on."""
     ordered = runs.sort_values(["stages_done", "start_time"], ascending=False)
-    second = ordered.duplicated(["aug", "seed"], keep="first")
-    used = ordered[~second].sort_values(["aug", "seed"]).reset_index(drop=True)
+    second = ordered.duplicated(["condition", "seed"], keep="first")
+    used = ordered[~second].sort_values(["condition", "seed"]).reset_index(drop=True)
     skipped = (
         ordered[second]
         .assign(reason="another run of this condition and seed has more finished stages or is newer")
@@ -103,7 +113,7 @@ def metric_histories(client: MlflowClient, runs: pd.DataFrame, keys: list[str]) 
     """Per-epoch values of ``keys`` for every run.
 
     Returns:
-        Long table: run_id, aug, seed, key, epoch, value (runs lacking a key add no rows).
+        Long table: run_id, condition, seed, key, epoch, value (runs lacking a key add no rows).
     """
     rows = []
     for run in runs.itertuples():
@@ -112,11 +122,11 @@ def metric_histories(client: MlflowClient, runs: pd.DataFrame, keys: list[str]) 
                 rows.append(
                     {
                         "run_id": run.run_id,
-                        "aug": run.aug,
+                        "condition": run.condition,
                         "seed": run.seed,
                         "key": key,
                         "epoch": metric.step,
                         "value": metric.value,
                     }
                 )
-    return pd.DataFrame(rows, columns=["run_id", "aug", "seed", "key", "epoch", "value"])
+    return pd.DataFrame(rows, columns=["run_id", "condition", "seed", "key", "epoch", "value"])

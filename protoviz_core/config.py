@@ -29,6 +29,12 @@ from protoviz_core.hashing import short_hash
 from protoviz_core.networks import NETWORKS
 
 Augmentation = Literal["clrjit", "keepclr"]
+# The learners (protoviz_core/learners.py); simclr is the paper's.
+Method = Literal["simclr", "moco", "byol", "simsiam", "barlowtwins", "vicreg", "dino", "supervised"]
+METHODS: tuple[str, ...] = Method.__args__
+# Keys added after results existed, at the value that reproduces those results: left out of
+# the identities while they hold it, so that adding them retrains and redoes nothing.
+_IDENTITY_DEFAULTS = {("train", "method"): "simclr"}
 
 
 def _check_device(value: str) -> str:
@@ -81,7 +87,9 @@ class DataParams(_Section):
 
 
 class TrainParams(_Section):
-    """SimCLR training (paper Sec. 6.1); defaults are the paper's values."""
+    """Training (paper Sec. 6.1); defaults are the paper's values."""
+
+    method: Method = "simclr"  # the learner; the paper: simclr (others: this project's, learners.py)
 
     epochs: int = Field(100, ge=0)  # E epochs -> E+1 checkpoints (epoch 0 = init)
     batch_size: int = Field(256, ge=2)  # images per step; each gives two views
@@ -297,10 +305,13 @@ class Params(_Section):
     def _sections_agree(self) -> Params:
         """Values of two sections that must fit together: the batch and the data, the distances
         shown and the spaces embedded."""
-        if self.data.name == "synthetic" and self.train.batch_size > self.data.synthetic.n_unlabeled:
+        # Supervision trains on the labelled train split, every other learner on the unlabeled one.
+        split = "n_train" if self.train.method == "supervised" else "n_unlabeled"
+        images = getattr(self.data.synthetic, split)
+        if self.data.name == "synthetic" and self.train.batch_size > images:
             raise ValueError(
-                f"train.batch_size: {self.train.batch_size} exceeds data.synthetic.n_unlabeled "
-                f"({self.data.synthetic.n_unlabeled}); lower the batch or add images"
+                f"train.batch_size: {self.train.batch_size} exceeds data.synthetic.{split} "
+                f"({images}); lower the batch or add images"
             )
         if self.distance.space != "pixel" and self.distance.space not in self.embed.nets:
             raise ValueError(
@@ -339,6 +350,9 @@ class Params(_Section):
     def section_hash(self, *keys: str) -> str:
         """Stable short hash of the named top-level keys (e.g. ``"data", "train"``)."""
         dumped = self.model_dump()
+        for (section, key), default in _IDENTITY_DEFAULTS.items():
+            if dumped[section].get(key) == default:
+                del dumped[section][key]
         payload = json.dumps({k: dumped[k] for k in keys}, sort_keys=True)
         return short_hash(payload)
 

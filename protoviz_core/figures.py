@@ -23,10 +23,17 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from protoviz_core.atomic import atomic_write  # noqa: E402
+from protoviz_core.config import METHODS  # noqa: E402
 
 PANEL_WIDTH = 3.4  # inches per panel of a curve figure
 DPI = 110  # saved PNGs: a curve figure is PANEL_WIDTH * DPI pixels wide per panel
-CONDITION_COLORS = {"clrjit": "tab:blue", "keepclr": "tab:orange"}
+# SimCLR's two conditions as the paper's figures draw them; every other learner a pair of tab20's
+# shades (darker: clrjit, lighter: keepclr), in the order of config.METHODS.
+CONDITION_COLORS = {"clrjit": "tab:blue", "keepclr": "tab:orange"} | {
+    f"{method} {aug}": matplotlib.colors.to_hex(matplotlib.colormaps["tab20"](2 * index + 4 + shade))
+    for index, method in enumerate(METHODS[1:])
+    for shade, aug in enumerate(("clrjit", "keepclr"))
+}
 READOUT_COLORS = {"logreg": "tab:green", "linearsvc": "tab:purple", "adam": "tab:brown"}
 QUANTITY_LABELS = {
     "diversity": "diversity (mean pairwise distance)",

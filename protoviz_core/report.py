@@ -387,9 +387,9 @@ def _superstimulus_section(
 
 
 def _per_condition(stats: pd.DataFrame, panel: str, y_label: str, title: str, **options) -> Figure:
-    """Mean +- SEM over seeds (``stats``: one row per ``panel`` value, aug and epoch), one line per
+    """Mean +- SEM over seeds (``stats``: one row per ``panel`` value, condition and epoch), one line per
     condition; ``options`` go to :func:`line_panels`."""
-    renamed = stats.rename(columns={"aug": "line"})
+    renamed = stats.rename(columns={"condition": "line"})
     return line_panels(
         renamed, panel=panel, line="line", y_label=y_label, colors=CONDITION_COLORS, title=title, **options
     )
@@ -413,9 +413,9 @@ def write_comparison(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     used = selection.used
-    page = HtmlPage("protoviz comparison: " + ", ".join(sorted(used.aug.unique())))
+    page = HtmlPage("protoviz comparison: " + ", ".join(sorted(used.condition.unique())))
     page.heading("Runs used")
-    runs = used[["aug", "seed", "name", "dvc_exp", "run_id"]]
+    runs = used[["condition", "method", "aug", "seed", "name", "dvc_exp", "run_id"]]
     page.table(runs)
     runs.to_csv(out / "runs.csv", index=False)  # which MLflow runs the figures and tables are made of
     if not selection.skipped.empty:
@@ -432,19 +432,23 @@ def write_comparison(
     # Each run's own curves, the numbers behind every mean: one row per (run, epoch).
     per_run = histories[histories.key.isin([TRAIN_LOSS] + [probe_key(r) for r in READOUTS])]
     if not per_run.empty:
-        wide = per_run.pivot_table(index=["aug", "seed", "run_id", "epoch"], columns="key", values="value")
+        wide = per_run.pivot_table(
+            index=["condition", "seed", "run_id", "epoch"], columns="key", values="value"
+        )
         wide = wide.rename(
             columns=lambda key: "loss" if key == TRAIN_LOSS else key.split("/", 1)[1]
         ).reset_index()
         wide = wide.merge(runs[["run_id", "name"]], on="run_id")
-        columns = ["aug", "seed", "name", "run_id", "epoch"] + [c for c in ["loss", *READOUTS] if c in wide]
+        columns = ["condition", "seed", "name", "run_id", "epoch"] + [
+            c for c in ["loss", *READOUTS] if c in wide
+        ]
         wide[columns].to_csv(out / "per_run.csv", index=False)
 
     probe = histories[histories.key.isin([probe_key(r) for r in READOUTS])]
     readout_of = {probe_key(r): r for r in READOUTS}
     if not probe.empty:
         page.heading("Linear-probe accuracy")
-        stats = mean_sem(probe.assign(readout=probe.key.map(readout_of)), ["readout", "aug", "epoch"])
+        stats = mean_sem(probe.assign(readout=probe.key.map(readout_of)), ["readout", "condition", "epoch"])
         figure = _per_condition(
             stats,
             "readout",
@@ -453,12 +457,12 @@ def write_comparison(
             panel_order=[r for r in READOUTS if r in set(stats.readout)],
         )
         page.image(save_figure(figure, out / "probe.png"), "probe accuracy per condition")
-        # The figure's numbers: readout, aug, epoch, mean, sem, n.
+        # The figure's numbers: readout, condition, epoch, mean, sem, n.
         stats.to_csv(out / "probe.csv", index=False)
         final = mean_sem(
-            final_values(probe).assign(readout=lambda f: f.key.map(readout_of)), ["aug", "readout"]
+            final_values(probe).assign(readout=lambda f: f.key.map(readout_of)), ["condition", "readout"]
         )
-        final_table = final.rename(columns={"aug": "condition", "n": "seeds"})
+        final_table = final.rename(columns={"n": "seeds"})
         final_table.to_csv(out / "final_probe.csv", index=False)
         page.text("Final linear-probe accuracy (each run's last epoch), mean and SEM over seeds:")
         page.table(final_table)
@@ -471,10 +475,10 @@ def write_comparison(
         chosen = histories[histories.key.isin(keys)]
         if chosen.empty:
             continue
-        stats = mean_sem(chosen.assign(layer=chosen.key.map(layer_of)), ["layer", "aug", "epoch"])
+        stats = mean_sem(chosen.assign(layer=chosen.key.map(layer_of)), ["layer", "condition", "epoch"])
         _quantity_figure(
             page,
-            stats.rename(columns={"aug": "line"}),
+            stats.rename(columns={"condition": "line"}),
             quantity,
             out,
             f"{view_label(view)}; mean ± SEM over seeds",
@@ -485,7 +489,7 @@ def write_comparison(
     ratio_keys = {extract_key("superstimulus", layer_of(key)) for key in histories.key}
     ratios = histories[histories.key.isin(ratio_keys)]
     if not ratios.empty:
-        stats = mean_sem(ratios.assign(layer=ratios.key.map(layer_of)), ["layer", "aug", "epoch"])
+        stats = mean_sem(ratios.assign(layer=ratios.key.map(layer_of)), ["layer", "condition", "epoch"])
         page.heading("Prototypes against the data (superstimulus ratio)")
         figure = _per_condition(
             stats,

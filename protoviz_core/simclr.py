@@ -1,4 +1,5 @@
-"""SimCLR (Chen et al. 2020) with lightly: backbone, projection head, augmentations.
+"""SimCLR (Chen et al. 2020) with lightly: the backbone and the augmentations (the learner
+itself is :class:`protoviz_core.learners.SimCLRLearner`).
 
 Paper Sec. 6.1: torchvision ResNet18 backbone (its 512-d pooled output is what the
 probes read), lightly's ``SimCLRProjectionHead(512, 512, 128)`` and ``NTXentLoss``.
@@ -12,12 +13,9 @@ from __future__ import annotations
 
 import functools
 
-import numpy as np
 import torch
 import torchvision
-from lightly.models.modules import SimCLRProjectionHead
 from lightly.transforms import SimCLRTransform
-from PIL import Image
 from torch import nn
 
 from protoviz_core.engine.normalization import IMAGENET_NORMALIZE
@@ -71,18 +69,6 @@ def backbone_layer_widths(arch: str = BACKBONE_ARCH) -> dict[str, int]:
     return widths
 
 
-class SimCLR(nn.Module):
-    """Backbone + projection head: images (B, 3, H, W) -> projections (B, 128)."""
-
-    def __init__(self, backbone: nn.Module | None = None):
-        super().__init__()
-        self.backbone = backbone if backbone is not None else build_backbone()
-        self.projection_head = SimCLRProjectionHead(*PROJECTION_DIMS)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.projection_head(self.backbone(images).flatten(start_dim=1))
-
-
 def simclr_transform(
     aug: str,
     image_size: int,
@@ -109,29 +95,3 @@ def simclr_transform(
         gaussian_blur=gaussian_blur,
         normalize=IMAGENET_NORMALIZE,
     )
-
-
-class ViewPairs(torch.utils.data.Dataset):
-    """Two augmented views of each image of a uint8 (N, 3, S, S) array (e.g. a memmap).
-
-    Items are ``(view_a, view_b)``, each float (3, S', S') normalised.
-    """
-
-    def __init__(self, images: np.ndarray, transform: SimCLRTransform):
-        self.images = images
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        pixels = np.ascontiguousarray(self.images[index].transpose(1, 2, 0))  # (S, S, 3)
-        view_a, view_b = self.transform(Image.fromarray(pixels))
-        return view_a, view_b
-
-
-def stack_view_pairs(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
-    """A DataLoader's ``collate_fn`` for :class:`ViewPairs`: B pairs -> (2B, 3, S', S'), every
-    first view, then every second view. One tensor per batch, so that a pinning DataLoader
-    pins what is copied to the GPU (``torch.cat`` of two pinned batches would not be pinned)."""
-    return torch.stack([a for a, _ in pairs] + [b for _, b in pairs])

@@ -103,8 +103,9 @@ def _git_commit(root: Path) -> str:
 
 def run_name(params: Params) -> str:
     """A pipeline run's label, in MLflow and on its report: unique per configuration and the
-    same on every machine, e.g. ``clrjit-seed1-1a2b3c4d``."""
-    return f"{params.aug}-seed{params.seed}-{params.measurement_hash()[:8]}"
+    same on every machine, e.g. ``clrjit-seed1-1a2b3c4d`` (SimCLR), ``byol-clrjit-seed1-5e6f7a8b``."""
+    learner = "" if params.train.method == "simclr" else f"{params.train.method}-"
+    return f"{learner}{params.aug}-seed{params.seed}-{params.measurement_hash()[:8]}"
 
 
 def run_tags(params: Params) -> dict[str, str]:
@@ -114,6 +115,7 @@ def run_tags(params: Params) -> dict[str, str]:
         f"{TAG_PREFIX}dvc_exp": os.environ.get("DVC_EXP_NAME") or "workspace",
         f"{TAG_PREFIX}training_hash": params.training_hash(),
         f"{TAG_PREFIX}aug": params.aug,
+        f"{TAG_PREFIX}method": params.train.method,
         f"{TAG_PREFIX}seed": str(params.seed),
         f"{TAG_PREFIX}git_commit": _git_commit(repository_root()),
     }

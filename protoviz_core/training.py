@@ -1,7 +1,9 @@
-"""The SimCLR training loop: checkpoint every epoch, resume after a kill.
+"""The training loop of every learner: checkpoint every epoch, resume after a kill.
 
 Paper Sec. 6.1: SGD (lr 0.06, momentum 0.9, weight decay 5e-4) with cosine
-annealing over the epochs, NT-Xent loss on two views of each image.
+annealing over the epochs. The learner (:mod:`protoviz_core.learners`) gives the loss:
+SimCLR's NT-Xent on two views of each image (the paper's), or another method's. Momentum
+encoders, DINO's teacher and MoCo's memory bank are part of the learner, so of its state.
 
 Resumption is exact: every random choice of epoch ``e`` (shuffling, augmentations,
 worker seeds) is seeded from ``(seed, e)``, and the model, optimiser and scheduler
@@ -21,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from lightly.loss import NTXentLoss
 
 from protoviz_core.atomic import load_or_none, remove_leftovers, save_atomic
 from protoviz_core.checkpoints import (
@@ -35,14 +36,8 @@ from protoviz_core.config import Params, ParamsError, TrainParams
 from protoviz_core.engine.normalization import normalize_images
 from protoviz_core.engine.precision import autocast, uses_bfloat16
 from protoviz_core.errors import ProtovizError
-from protoviz_core.simclr import (
-    BACKBONE_ARCH,
-    NORMALIZE,
-    SimCLR,
-    ViewPairs,
-    simclr_transform,
-    stack_view_pairs,
-)
+from protoviz_core.learners import Learner, Views, build_learner, stack_views, view_transform
+from protoviz_core.simclr import BACKBONE_ARCH, NORMALIZE, build_backbone
 
 STATE_FORMAT = "protoviz.train_state/1"
 
@@ -142,10 +137,12 @@ def _remove_stale_checkpoints(directory: Path, keep_up_to: int, training_hash: s
     return sorted(set(range(keep_up_to + 1)) - set(list_checkpoints(directory)))
 
 
-def _fresh_model(seed: int, config: TrainParams) -> tuple[SimCLR, Optimizer, Scheduler]:
-    """The model, optimiser and scheduler before epoch 1: initial weights come from the training seed."""
+def _fresh_model(seed: int, config: TrainParams) -> tuple[Learner, Optimizer, Scheduler]:
+    """The learner, optimiser and scheduler before epoch 1: initial weights come from the training seed."""
     seed_everything(seed)
-    model = SimCLR()
+    model = build_learner(
+        config.method, build_backbone(), temperature=config.temperature, epochs=config.epochs
+    )
     optimizer = torch.optim.SGD(
         model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
     )
@@ -153,7 +150,7 @@ def _fresh_model(seed: int, config: TrainParams) -> tuple[SimCLR, Optimizer, Sch
     return model, optimizer, scheduler
 
 
-def _backbone_weights(model: SimCLR) -> dict[str, torch.Tensor]:
+def _backbone_weights(model: Learner) -> dict[str, torch.Tensor]:
     """A copy on the CPU (``.cpu()`` alone would share storage with a CPU model that trains on)."""
     return {k: v.detach().to("cpu", copy=True) for k, v in model.backbone.state_dict().items()}
 
@@ -198,7 +195,7 @@ def with_measured_batchnorm(
 
 
 def _initial_backbone_weights(
-    model: SimCLR, images: np.ndarray, device: torch.device, batch_size: int
+    model: Learner, images: np.ndarray, device: torch.device, batch_size: int
 ) -> dict[str, torch.Tensor]:
     """Epoch 0's checkpoint: the backbone before training, BatchNorm statistics measured
     (:func:`with_measured_batchnorm`); training itself starts from ``model`` untouched. On the CPU."""
@@ -206,8 +203,20 @@ def _initial_backbone_weights(
     return {k: v.detach().to("cpu", copy=True) for k, v in measured.state_dict().items()}
 
 
-def _same_weights(saved: dict[str, torch.Tensor], replayed: dict[str, torch.Tensor]) -> bool:
+def _tensors(state: dict) -> dict[str, torch.Tensor]:
+    """A state dict's tensors, with a learner's extra state (MoCo's memory bank) flattened in."""
+    flat = {}
+    for key, value in state.items():
+        if isinstance(value, dict):
+            flat.update({f"{key}.{inner}": tensor for inner, tensor in value.items()})
+        else:
+            flat[key] = value
+    return flat
+
+
+def _same_weights(saved: dict, replayed: dict) -> bool:
     """Equal up to float32 rounding (a replay on the same device and thread count is usually bit-exact)."""
+    saved, replayed = _tensors(saved), _tensors(replayed)
     return saved.keys() == replayed.keys() and all(
         torch.allclose(saved[k].float(), replayed[k].float(), rtol=1e-4, atol=1e-6) for k in saved
     )
@@ -223,6 +232,7 @@ class _TrainingRun:
     def __init__(
         self,
         images: np.ndarray,
+        labels: np.ndarray | None,
         config: TrainParams,
         *,
         aug: str,
@@ -238,15 +248,15 @@ class _TrainingRun:
         self.images, self.config, self.seed, self.device = images, config, seed, device
         self.checkpoint_dir, self.state_path, self.training_hash = checkpoint_dir, state_path, training_hash
         self.on_step, self.log = on_step, log
-        transform = simclr_transform(
+        transform = view_transform(
+            config.method,
             aug,
             image_size,
             min_scale=config.min_scale,
             cj_strength=config.cj_strength,
             gaussian_blur=config.gaussian_blur,
         )
-        self.dataset = ViewPairs(images, transform)
-        self.criterion = NTXentLoss(temperature=config.temperature)
+        self.dataset = Views(images, transform, labels)
         self.train_seconds = 0.0  # time spent in training epochs, for images_per_s
         self.meta = {
             "format": CHECKPOINT_FORMAT,
@@ -256,13 +266,14 @@ class _TrainingRun:
             "normalize": {k: list(v) for k, v in NORMALIZE.items()},
             "aug": aug,
             "seed": seed,
+            "method": config.method,
         }
 
-    def fresh_model(self) -> tuple[SimCLR, Optimizer, Scheduler]:
+    def fresh_model(self) -> tuple[Learner, Optimizer, Scheduler]:
         """The model, optimiser and scheduler before epoch 1 (:func:`_fresh_model`)."""
         return _fresh_model(self.seed, self.config)
 
-    def initial_weights(self, model: SimCLR) -> dict[str, torch.Tensor]:
+    def initial_weights(self, model: Learner) -> dict[str, torch.Tensor]:
         """Epoch 0's checkpoint weights for the untrained ``model`` (:func:`_initial_backbone_weights`)."""
         return _initial_backbone_weights(model, self.images, self.device, self.config.batch_size)
 
@@ -274,7 +285,7 @@ class _TrainingRun:
         )
 
     def save_state(
-        self, model: SimCLR, optimizer: Optimizer, scheduler: Scheduler, epoch: int, losses: dict[int, float]
+        self, model: Learner, optimizer: Optimizer, scheduler: Scheduler, epoch: int, losses: dict[int, float]
     ) -> None:
         """Write the resume state after ``epoch``: model, optimiser, scheduler and the losses so far."""
         save_atomic(
@@ -292,7 +303,7 @@ class _TrainingRun:
 
     def run_epochs(
         self,
-        model: SimCLR,
+        model: Learner,
         optimizer: Optimizer,
         scheduler: Scheduler,
         epochs: range,
@@ -307,7 +318,6 @@ class _TrainingRun:
                 model,
                 self.dataset,
                 optimizer,
-                self.criterion,
                 self.config,
                 self.device,
                 self.seed,
@@ -360,17 +370,18 @@ class _TrainingRun:
 
         self.run_epochs(model, optimizer, scheduler, range(1, last_replayed + 1), check_or_keep)
         if last_replayed in holes:  # no checkpoint after the last hole: the resume state is the reference
-            replayed = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+            replayed = {k: v.detach().to("cpu", copy=True) for k, v in _tensors(model.state_dict()).items()}
             if not _same_weights(state["model"], replayed):
                 raise refuse(str(self.state_path))
         for epoch, (weights, loss) in sorted(made.items()):
             self.save(weights, epoch, loss)
 
 
-def train_simclr(
+def train_learner(
     images: np.ndarray,
     config: TrainParams,
     *,
+    labels: np.ndarray | None = None,
     aug: str,
     seed: int,
     image_size: int,
@@ -382,7 +393,7 @@ def train_simclr(
     on_epoch_end: Callable[[int, float], None] = lambda epoch, loss: None,
     log: Callable[[str], None] = print,
 ) -> TrainResult:
-    """Train SimCLR on ``images`` and save the backbone after every epoch.
+    """Train the backbone on ``images`` with ``config.method`` and save it after every epoch.
 
     A checkpoint missing or damaged inside the finished range (``0..`` the resume
     state's epoch) is made again by replaying training from the initial weights up to
@@ -390,7 +401,8 @@ def train_simclr(
 
     Args:
         images: uint8 (N, 3, S, S), e.g. the memory-mapped STL10 unlabeled split.
-        config: the ``train`` section of params.yaml.
+        config: the ``train`` section of params.yaml (``method``: the learner).
+        labels: int (N,) class labels, for ``train.method: supervised``.
         aug: ``clrjit`` or ``keepclr``; seed: the training seed.
         image_size: side of the views fed to the network.
         checkpoint_dir: receives ``epoch_0000.pt`` (initial weights) .. ``epoch_{E:04d}.pt``.
@@ -427,8 +439,11 @@ def train_simclr(
     state = _load_state(state_path, training_hash)
     last_finished = int(state["epoch"]) if state is not None else 0
     holes = _remove_stale_checkpoints(checkpoint_dir, last_finished, training_hash, log)
+    if config.method == "supervised" and labels is None:
+        raise ParamsError(f"train.method: {config.method} trains on labelled images; none were given")
     run = _TrainingRun(
         images,
+        labels,
         config,
         aug=aug,
         seed=seed,
@@ -476,7 +491,7 @@ def train_simclr(
     )
 
 
-def _place(model: SimCLR, device: torch.device) -> None:
+def _place(model: Learner, device: torch.device) -> None:
     """Move ``model`` to ``device``; on a GPU in channels_last, the layout its convolutions prefer."""
     model.to(device)
     if device.type == "cuda":
@@ -491,18 +506,17 @@ def _diverged(what: str, epoch: int, step: int | None, config: TrainParams) -> T
     )
 
 
-def _require_finite_weights(model: SimCLR, epoch: int, config: TrainParams) -> None:
+def _require_finite_weights(model: Learner, epoch: int, config: TrainParams) -> None:
     """Stop before a checkpoint with NaN or infinite weights is written."""
-    for name, tensor in model.state_dict().items():
+    for name, tensor in _tensors(model.state_dict()).items():
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
             raise _diverged(f"the weights {name} are not finite", epoch, None, config)
 
 
 def _train_one_epoch(
-    model: SimCLR,
-    dataset: ViewPairs,
+    model: Learner,
+    dataset: Views,
     optimizer: Optimizer,
-    criterion: NTXentLoss,
     config: TrainParams,
     device: torch.device,
     seed: int,
@@ -520,29 +534,31 @@ def _train_one_epoch(
         dataset,
         batch_size=config.batch_size,
         shuffle=True,
-        drop_last=True,  # BatchNorm and NT-Xent need full batches
+        drop_last=True,  # BatchNorm and the contrastive losses need full batches
         num_workers=config.num_workers,
         generator=torch.Generator().manual_seed(epoch_seed),  # shuffling and worker seeds
         pin_memory=device.type == "cuda",
         persistent_workers=False,
-        collate_fn=stack_view_pairs,  # (2B, 3, S, S) in one pinned tensor
+        collate_fn=stack_views,  # [(B, 3, S, S) per view], (B,) labels
     )
     model.train()
     use_amp = uses_bfloat16(device)
     total, batches = 0.0, 0
-    for views in loader:
-        views = views.to(device, non_blocking=True)  # (2B, 3, S, S): both views of each image
+    for views, labels in loader:
+        views = [view.to(device, non_blocking=True) for view in views]  # (B, 3, S', S') each
         if use_amp:
-            views = views.contiguous(memory_format=torch.channels_last)
+            views = [view.contiguous(memory_format=torch.channels_last) for view in views]
+        labels = labels.to(device, non_blocking=True)
+        model.step_begins(epoch, config.epochs)
         with autocast(device, use_amp):
-            projections = model(views)  # (2B, 128)
-        z_a, z_b = projections.float().chunk(2)
-        loss = criterion(z_a, z_b)
+            outputs = model(views)
+        loss = model.criterion([output.float() for output in outputs], labels, epoch)
         value = loss.item()  # the progress bar needs it anyway: checking it costs no extra sync
         if not math.isfinite(value):
             raise _diverged(f"the loss is {value}", epoch, batches + 1, config)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        model.gradients_ready(epoch)
         optimizer.step()
         total += value
         batches += 1

@@ -68,7 +68,7 @@ def main(argv=None) -> None:
     client = MlflowClient(tracking_uri())
     selection = choose_runs(client, find_runs(client, run_ids=args.run_id, dvc_exps=args.dvc_exp))
     for run in selection.used.itertuples():
-        print(f"compare: using {run.aug} seed {run.seed}: {run.name} ({run.run_id})")
+        print(f"compare: using {run.condition} seed {run.seed}: {run.name} ({run.run_id})")
     for run in selection.skipped.itertuples():
         print(f"compare: skipping {run.name} ({run.run_id}): {run.reason}")
     for key, values in selection.differing_params.items():

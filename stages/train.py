@@ -1,4 +1,5 @@
-"""train stage: SimCLR on the unlabeled split; a backbone checkpoint per epoch (resumable)."""
+"""train stage: the learner (train.method) on the unlabeled split, or supervised on the labelled
+train split; a backbone checkpoint per epoch (resumable)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,9 @@ from protoviz_core.config import load_params
 from protoviz_core.devices import resolve_device
 from protoviz_core.dvc_files import write_csv, write_json
 from protoviz_core.metric_keys import TRAIN_IMAGES_PER_S, TRAIN_LOSS
-from protoviz_core.stl10 import read_images
+from protoviz_core.stl10 import read_split
 from protoviz_core.tracking import pipeline_run
-from protoviz_core.training import train_simclr, training_identity
+from protoviz_core.training import train_learner, training_identity
 from stages import _cli
 
 
@@ -26,7 +27,8 @@ def main(argv=None) -> None:
     p.add_argument("--plot", required=True, help="CSV of loss per epoch")
     args = p.parse_args(argv)
     params = load_params(args.params)
-    images = read_images(args.data, "unlabeled", params.data.image_size)
+    supervised = params.train.method == "supervised"
+    images, labels = read_split(args.data, "train" if supervised else "unlabeled", params.data.image_size)
     steps = len(images) // params.train.batch_size  # per epoch (full batches only)
 
     def step_done(epoch: int, step: int, loss: float) -> None:
@@ -40,9 +42,10 @@ def main(argv=None) -> None:
             total=steps * params.train.epochs, desc="train", unit="step", dynamic_ncols=True, mininterval=1.0
         ) as bar,
     ):
-        result = train_simclr(
+        result = train_learner(
             images,
             params.train,
+            labels=labels if supervised else None,
             aug=params.aug,
             seed=params.seed,
             image_size=params.data.image_size,

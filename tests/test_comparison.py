@@ -15,8 +15,11 @@ from protoviz_core.tracking import EXPERIMENT_NAME
 FINAL = {("clrjit", 1): 0.5, ("clrjit", 2): 0.6, ("clrjit", 3): 0.7, ("keepclr", 1): 0.4, ("keepclr", 2): 0.2}
 
 
-def _log_run(client, experiment_id, aug, seed, final, *, dvc_exp="workspace", lr="0.06", stages=("probe",)):
+def _log_run(
+    client, experiment_id, aug, seed, final, *, dvc_exp="workspace", lr="0.06", stages=("probe",), method=None
+):
     tags = {
+        **({"protoviz.method": method} if method else {}),  # runs from before the tag have none
         "protoviz.aug": aug,
         "protoviz.seed": str(seed),
         "protoviz.dvc_exp": dvc_exp,
@@ -31,7 +34,8 @@ def _log_run(client, experiment_id, aug, seed, final, *, dvc_exp="workspace", lr
     client.log_batch(
         run.info.run_id,
         metrics=metrics,
-        params=[Param("aug", aug), Param("seed", str(seed)), Param("train.lr", lr)],
+        params=[Param("aug", aug), Param("seed", str(seed)), Param("train.lr", lr)]
+        + ([Param("train.method", method)] if method else []),
     )
     client.set_terminated(run.info.run_id)
     time.sleep(0.01)  # distinct start times
@@ -56,7 +60,9 @@ def test_mean_and_sem_over_seeds_match_hand_computed_values(client):
     histories = metric_histories(
         client, selection.used, ["probe/logreg", "diversity/pixel/mse-masked/layer1"]
     )
-    final = mean_sem(final_values(histories[histories.key == "probe/logreg"]), ["aug"]).set_index("aug")
+    final = mean_sem(final_values(histories[histories.key == "probe/logreg"]), ["condition"]).set_index(
+        "condition"
+    )
     assert final.loc["clrjit", "mean"] == pytest.approx(0.6)
     assert final.loc["clrjit", "sem"] == pytest.approx(0.1 / 3**0.5)
     assert final.loc["keepclr", "mean"] == pytest.approx(0.3) and final.loc[
@@ -65,9 +71,8 @@ def test_mean_and_sem_over_seeds_match_hand_computed_values(client):
     assert list(final.n) == [3, 2]
 
     # Per epoch: diversity = 10 * seed + epoch -> clrjit mean 20 + epoch, SEM 10 / sqrt(3).
-    curve = mean_sem(histories[histories.key.str.startswith("diversity/")], ["aug", "epoch"]).set_index(
-        ["aug", "epoch"]
-    )
+    curve = mean_sem(histories[histories.key.str.startswith("diversity/")], ["condition", "epoch"])
+    curve = curve.set_index(["condition", "epoch"])
     assert curve.loc[("clrjit", 2), "mean"] == pytest.approx(22.0)
     assert curve.loc[("clrjit", 2), "sem"] == pytest.approx(10 / 3**0.5)
     assert curve.loc[("keepclr", 0), "mean"] == pytest.approx(15.0)
@@ -76,7 +81,7 @@ def test_mean_and_sem_over_seeds_match_hand_computed_values(client):
 def test_a_single_seed_has_no_sem(client):
     runs = find_runs(client, dvc_exps=["exp-clrjit-1"])
     histories = metric_histories(client, choose_runs(client, runs).used, ["probe/logreg"])
-    table = mean_sem(histories, ["aug", "epoch"])
+    table = mean_sem(histories, ["condition", "epoch"])
     assert table["sem"].isna().all() and (table["n"] == 1).all()
 
 
@@ -99,3 +104,15 @@ def test_no_experiment_is_a_clear_error(tmp_path):
     empty = MlflowClient(f"sqlite:///{tmp_path / 'empty.db'}")
     with pytest.raises(ComparisonError, match="run the pipeline first"):
         find_runs(empty)
+
+
+def test_another_learner_is_its_own_condition_never_averaged_with_simclr(client):
+    experiment_id = client.get_experiment_by_name(EXPERIMENT_NAME).experiment_id
+    _log_run(client, experiment_id, "clrjit", 1, 0.9, dvc_exp="byol-1", method="byol")
+    selection = choose_runs(client, find_runs(client))
+    assert sorted(set(selection.used.condition)) == ["byol clrjit", "clrjit", "keepclr"]
+    assert len(selection.used) == 6 and "train.method" not in selection.differing_params
+    histories = metric_histories(client, selection.used, ["probe/logreg"])
+    final = mean_sem(final_values(histories), ["condition"]).set_index("condition")
+    assert final.loc["byol clrjit", "mean"] == pytest.approx(0.9) and final.loc["byol clrjit", "n"] == 1
+    assert final.loc["clrjit", "mean"] == pytest.approx(0.6)  # SimCLR's three seeds alone

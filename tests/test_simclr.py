@@ -3,7 +3,8 @@ import pytest
 import torch
 from PIL import Image
 
-from protoviz_core.simclr import NORMALIZE, SimCLR, build_backbone, simclr_transform
+from protoviz_core.learners import SimCLRLearner
+from protoviz_core.simclr import NORMALIZE, build_backbone, simclr_transform
 
 
 def _unnormalise(view: torch.Tensor) -> torch.Tensor:
@@ -42,10 +43,10 @@ def test_unknown_augmentation_is_refused():
 
 
 def test_shapes_backbone_512_projection_128():
-    model = SimCLR().eval()
+    model = SimCLRLearner(build_backbone()).eval()
     images = torch.rand(2, 3, 32, 32)
     assert model.backbone(images).shape == (2, 512)
-    assert model(images).shape == (2, 128)
+    assert [z.shape for z in model([images, images])] == [(2, 128), (2, 128)]
     assert {"layer1", "layer2", "layer3", "layer4"} <= dict(build_backbone().named_children()).keys()
 
 

@@ -3,7 +3,7 @@ import torch
 
 from protoviz_core.checkpoints import CheckpointError, list_checkpoints, load_backbone, read_checkpoint
 from protoviz_core.config import Params
-from protoviz_core.training import TRAINING_VERSION, TrainingDiverged, train_simclr, training_identity
+from protoviz_core.training import TRAINING_VERSION, TrainingDiverged, train_learner, training_identity
 from tests.helpers import TINY_IMAGE_SIZE, tiny_params
 
 
@@ -17,7 +17,7 @@ def _train(
     device="cpu",
     **kwargs,
 ):
-    return train_simclr(
+    return train_learner(
         images,
         config,
         aug=aug,
@@ -60,13 +60,13 @@ def test_e_epochs_give_e_plus_1_loadable_checkpoints(tmp_path, tiny_images, tiny
 def test_epoch_0_is_the_initial_weights_with_batchnorm_statistics_measured_on_the_images(
     tmp_path, tiny_images, tiny_train
 ):
-    from protoviz_core.simclr import NORMALIZE, SimCLR
+    from protoviz_core.simclr import NORMALIZE, build_backbone
     from protoviz_core.training import seed_everything
 
     result = _train(tiny_images, tiny_train.model_copy(update={"epochs": 1}), tmp_path)
     saved = _weights(result.checkpoints[0])
     seed_everything(1)  # the training seed: the same initial weights
-    fresh = SimCLR().backbone
+    fresh = build_backbone()
     placeholders = fresh.state_dict()
     for key, value in saved.items():
         if "running_" in key:

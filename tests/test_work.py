@@ -79,7 +79,7 @@ def test_identity_is_stable_and_sensitive():
 
 
 def test_no_library_module_draws_a_progress_bar():
-    """Progress goes through callbacks (run_work's on_done, train_simclr's on_step); stages own the bars."""
+    """Progress goes through callbacks (run_work's on_done, train_learner's on_step); stages own the bars."""
     from pathlib import Path
 
     library = Path(__file__).resolve().parents[1] / "protoviz_core"

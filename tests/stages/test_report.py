@@ -144,7 +144,7 @@ def test_report_and_comparison_of_both_conditions(project):
     assert _panels(comparison / "superstimulus.png") == 2
     # Each condition's one run: its logged median, sem NaN
     ratio = pd.read_csv(comparison / "superstimulus.csv")
-    assert ratio[(ratio.aug == "clrjit") & (ratio.layer == "layer2") & (ratio.epoch == 2)][
+    assert ratio[(ratio.condition == "clrjit") & (ratio.layer == "layer2") & (ratio.epoch == 2)][
         "mean"
     ].item() == pytest.approx(ratios[(ratios.layer == "layer2") & (ratios.epoch == 2)]["median"].item())
     final = pd.read_csv(comparison / "final_probe.csv")
@@ -158,7 +158,7 @@ def test_report_and_comparison_of_both_conditions(project):
     assert sorted(runs.aug) == ["clrjit", "keepclr"] and (runs.seed == 1).all()
     keepclr_probe = pd.read_csv(tmp_path / "plots/probe.csv")  # the workspace now holds the keepclr run
     per_run = pd.read_csv(comparison / "per_run.csv")  # each run's own curves
-    keepclr_run = per_run[per_run.aug == "keepclr"].set_index("epoch")
+    keepclr_run = per_run[per_run.condition == "keepclr"].set_index("epoch")
     assert keepclr_run.logreg.tolist() == pytest.approx(keepclr_probe.logreg.tolist())
     keepclr_loss = pd.read_csv(tmp_path / "plots/train_loss.csv").set_index("epoch").loss
     assert keepclr_run.loss.loc[keepclr_loss.index].tolist() == pytest.approx(keepclr_loss.tolist())
@@ -167,11 +167,11 @@ def test_report_and_comparison_of_both_conditions(project):
         keepclr_probe.logreg.iloc[-1]
     )
     per_epoch = pd.read_csv(comparison / "probe.csv")  # the probe figure's numbers
-    last = per_epoch[per_epoch.epoch == per_epoch.epoch.max()].set_index(["aug", "readout"])
+    last = per_epoch[per_epoch.epoch == per_epoch.epoch.max()].set_index(["condition", "readout"])
     assert last.loc[("keepclr", "logreg"), "mean"] == pytest.approx(keepclr_probe.logreg.iloc[-1])
     assert sorted(per_epoch.epoch.unique()) == sorted(keepclr_probe.epoch)
     diversity = pd.read_csv(comparison / "diversity.csv")
-    assert set(diversity.aug) == {"clrjit", "keepclr"} and set(diversity.layer) == {"layer1", "layer2"}
+    assert set(diversity.condition) == {"clrjit", "keepclr"} and set(diversity.layer) == {"layer1", "layer2"}
     page = comparison / "index.html"
     assert "atlas/index.html" in _references_exist(page)
     runs_js = (comparison / "atlas/runs.js").read_text()

@@ -127,3 +127,15 @@ def test_data_stage_missing_stl10_names_the_path(tmp_path, monkeypatch):
     assert status == 2
     assert f"STL10 not found in {tmp_path / 'absent' / 'stl10_binary'}" in stderr
     assert not (tmp_path / "data").exists()
+
+
+def test_another_learner_trains_through_the_stage_and_tags_its_run(workdir):
+    """Supervision: the labelled train split (20 images here), its learner in the checkpoint and in MLflow."""
+    write_params(workdir / "params.yaml", tiny_params(epochs=1, method="supervised", batch_size=8))
+    run_stage("train", workdir, *TRAIN_ARGS)
+    checkpoint = torch.load(list_checkpoints(workdir / "out/checkpoints")[1], weights_only=True)
+    assert checkpoint["method"] == "supervised" and checkpoint["loss"] > 0
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    (run,) = client.search_runs([client.get_experiment_by_name(EXPERIMENT_NAME).experiment_id])
+    assert run.data.tags["protoviz.method"] == "supervised"
+    assert run.info.run_name.startswith("supervised-clrjit-seed1-")

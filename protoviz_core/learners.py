@@ -1,0 +1,374 @@
+"""The learners a backbone can be trained with: SimCLR (the paper's), MoCo v2, BYOL, SimSiam,
+Barlow Twins, VICReg, DINO, and plain supervision as the reference.
+
+Each is built from lightly's own heads, losses and transforms, with the hyperparameters of
+lightly's examples (scaled to ResNet18's 512-d features where the example uses ResNet50's
+2048): this project's choices, labelled as such in ``METHOD_NOTES``. ``aug`` keeps its meaning
+for every method: ``keepclr`` turns the method's own colour jitter and random grayscale off.
+
+A learner is one ``nn.Module`` holding everything a method trains and everything it carries
+from step to step (momentum encoders, DINO's teacher and its loss centre, MoCo's memory
+bank), so its ``state_dict`` is the whole resume state. Training calls, per step::
+
+    learner.step_begins(epoch, epochs)             # momentum updates (before the forward pass)
+    outputs = learner(views)                       # under autocast on a GPU
+    loss = learner.criterion([o.float() for o in outputs], labels, epoch)
+    loss.backward(); learner.gradients_ready(epoch); optimizer.step()
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from lightly.loss import BarlowTwinsLoss, DINOLoss, NegativeCosineSimilarity, NTXentLoss, VICRegLoss
+from lightly.models.modules import (
+    BarlowTwinsProjectionHead,
+    BYOLPredictionHead,
+    BYOLProjectionHead,
+    DINOProjectionHead,
+    MoCoProjectionHead,
+    SimCLRProjectionHead,
+    SimSiamPredictionHead,
+    SimSiamProjectionHead,
+)
+from lightly.models.modules.heads import VICRegProjectionHead
+from lightly.models.utils import deactivate_requires_grad, update_momentum
+from lightly.transforms import (
+    BYOLTransform,
+    BYOLView1Transform,
+    BYOLView2Transform,
+    DINOTransform,
+    MoCoV2Transform,
+    SimSiamTransform,
+    VICRegTransform,
+)
+from lightly.transforms.simclr_transform import SimCLRViewTransform
+from lightly.utils.scheduler import cosine_schedule
+from PIL import Image
+from torch import nn
+
+from protoviz_core.config import METHODS
+from protoviz_core.engine.normalization import IMAGENET_NORMALIZE
+from protoviz_core.simclr import FEATURE_DIM, PROJECTION_DIMS, simclr_transform
+
+CLASSES = 10  # STL10's
+
+# What each method's heads and loss are, as lightly's examples set them (this project's choice
+# where a value is scaled from ResNet50's 2048-d features to ResNet18's 512).
+METHOD_NOTES = {
+    "simclr": "SimCLRProjectionHead(512, 512, 128), NT-Xent at train.temperature (the paper's)",
+    "moco": "MoCoProjectionHead(512, 512, 128), momentum 0.996 -> 1, NT-Xent (0.1) with a 4096 memory bank",
+    "byol": "BYOL heads 512 -> 1024 -> 256 -> 1024 -> 256, momentum 0.996 -> 1, negative cosine",
+    "simsiam": "SimSiam heads 512 -> 512 -> 128 -> 64 -> 128, negative cosine, stop-gradient",
+    "barlowtwins": "BarlowTwinsProjectionHead(512, 2048, 2048), BarlowTwinsLoss (lambda 5e-3)",
+    "vicreg": "VICRegProjectionHead(512, 2048, 2048, 2 layers), VICRegLoss (25, 25, 1)",
+    "dino": "DINO head 512 -> 512 -> 64 -> 2048, teacher momentum 0.996 -> 1, 2 global + 6 local views",
+    "supervised": "a linear classifier on the pooled features, cross-entropy on the labelled train split",
+}
+
+
+def _momentum_copy(module: nn.Module) -> nn.Module:
+    """A copy updated only by momentum: no gradients."""
+    copied = copy.deepcopy(module)
+    deactivate_requires_grad(copied)
+    return copied
+
+
+class Learner(nn.Module):
+    """A backbone and what one method trains it with. Subclasses set ``method`` and define
+    ``forward(views) -> tuple of tensors`` and ``criterion(outputs, labels, epoch) -> loss``."""
+
+    method = ""
+    needs_labels = False  # supervised: trained on the labelled train split
+
+    def __init__(self, backbone: nn.Module):
+        super().__init__()
+        self.backbone = backbone
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """images (B, 3, S, S) -> pooled features (B, 512)."""
+        return self.backbone(images).flatten(start_dim=1)
+
+    def step_begins(self, epoch: int, epochs: int) -> None:
+        """Before a step's forward pass (epoch counts from 1): momentum updates."""
+
+    def gradients_ready(self, epoch: int) -> None:
+        """After ``backward``, before the optimiser's step."""
+
+
+class SimCLRLearner(Learner):
+    """Paper Sec. 6.1: lightly's SimCLRProjectionHead(512, 512, 128) and NT-Xent on two views."""
+
+    method = "simclr"
+
+    def __init__(self, backbone: nn.Module, temperature: float = 0.5):
+        super().__init__(backbone)
+        self.projection_head = SimCLRProjectionHead(*PROJECTION_DIMS)
+        self.loss = NTXentLoss(temperature=temperature)
+
+    def forward(self, views: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        # Both views in one pass: BatchNorm normalises over the 2B images, as in SimCLR.
+        return tuple(self.projection_head(self.features(torch.cat(views))).chunk(2))
+
+    def criterion(self, outputs: list[torch.Tensor], labels: torch.Tensor, epoch: int) -> torch.Tensor:
+        return self.loss(*outputs)
+
+
+class _MomentumLearner(Learner):
+    """A learner with a momentum copy of its backbone and projection head (``teacher``)."""
+
+    def _make_teacher(self, teacher_head: nn.Module | None = None) -> None:
+        """The momentum copies; ``teacher_head`` instead of a copy of the projection head (DINO's
+        head holds weight-normalised layers, which cannot be deep-copied; lightly's example builds
+        its teacher head anew as well)."""
+        self.teacher_backbone = _momentum_copy(self.backbone)
+        if teacher_head is None:
+            self.teacher_head = _momentum_copy(self.projection_head)
+        else:
+            deactivate_requires_grad(teacher_head)
+            self.teacher_head = teacher_head
+
+    def step_begins(self, epoch: int, epochs: int) -> None:
+        momentum = cosine_schedule(epoch - 1, max(epochs, 1), 0.996, 1.0)
+        update_momentum(self.backbone, self.teacher_backbone, m=momentum)
+        update_momentum(self.projection_head, self.teacher_head, m=momentum)
+
+    def teacher(self, images: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.teacher_head(self.teacher_backbone(images).flatten(start_dim=1))
+
+
+class MoCoLearner(_MomentumLearner):
+    method = "moco"
+
+    def __init__(self, backbone: nn.Module):
+        super().__init__(backbone)
+        self.projection_head = MoCoProjectionHead(FEATURE_DIM, 512, 128)
+        self._make_teacher()
+        self.loss = NTXentLoss(temperature=0.1, memory_bank_size=(4096, 128))
+
+    def forward(self, views: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        query, key = views
+        return self.projection_head(self.features(query)), self.teacher(key)
+
+    def criterion(self, outputs: list[torch.Tensor], labels: torch.Tensor, epoch: int) -> torch.Tensor:
+        query, key = outputs
+        return self.loss(query, key.detach())
+
+    # lightly keeps the memory bank in non-persistent buffers; a resumed run needs it.
+    def get_extra_state(self) -> dict[str, torch.Tensor]:
+        bank = self.loss.memory_bank
+        return {"bank": bank.bank.detach().clone(), "bank_ptr": bank.bank_ptr.detach().clone()}
+
+    def set_extra_state(self, state: dict[str, torch.Tensor]) -> None:
+        bank = self.loss.memory_bank
+        bank.bank = state["bank"].to(bank.bank.device)
+        bank.bank_ptr = state["bank_ptr"].to(bank.bank_ptr.device)
+
+
+class BYOLLearner(_MomentumLearner):
+    method = "byol"
+
+    def __init__(self, backbone: nn.Module):
+        super().__init__(backbone)
+        self.projection_head = BYOLProjectionHead(FEATURE_DIM, 1024, 256)
+        self.prediction_head = BYOLPredictionHead(256, 1024, 256)
+        self._make_teacher()
+        self.loss = NegativeCosineSimilarity()
+
+    def forward(self, views: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        first, second = views
+        p0 = self.prediction_head(self.projection_head(self.features(first)))
+        p1 = self.prediction_head(self.projection_head(self.features(second)))
+        return p0, p1, self.teacher(first), self.teacher(second)
+
+    def criterion(self, outputs: list[torch.Tensor], labels: torch.Tensor, epoch: int) -> torch.Tensor:
+        p0, p1, z0, z1 = outputs
+        return 0.5 * (self.loss(p0, z1.detach()) + self.loss(p1, z0.detach()))
+
+
+class SimSiamLearner(Learner):
+    method = "simsiam"
+
+    def __init__(self, backbone: nn.Module):
+        super().__init__(backbone)
+        self.projection_head = SimSiamProjectionHead(FEATURE_DIM, 512, 128)
+        self.prediction_head = SimSiamPredictionHead(128, 64, 128)
+        self.loss = NegativeCosineSimilarity()
+
+    def forward(self, views: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        z0, z1 = (self.projection_head(self.features(view)) for view in views)
+        return z0, z1, self.prediction_head(z0), self.prediction_head(z1)
+
+    def criterion(self, outputs: list[torch.Tensor], labels: torch.Tensor, epoch: int) -> torch.Tensor:
+        z0, z1, p0, p1 = outputs
+        return 0.5 * (self.loss(z0.detach(), p1) + self.loss(z1.detach(), p0))
+
+
+class _TwinLearner(Learner):
+    """Two views through one projection head, a loss on the pair (Barlow Twins, VICReg)."""
+
+    def forward(self, views: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        return tuple(self.projection_head(self.features(view)) for view in views)
+
+    def criterion(self, outputs: list[torch.Tensor], labels: torch.Tensor, epoch: int) -> torch.Tensor:
+        return self.loss(*outputs)
+
+
+class BarlowTwinsLearner(_TwinLearner):
+    method = "barlowtwins"
+
+    def __init__(self, backbone: nn.Module):
+        super().__init__(backbone)
+        self.projection_head = BarlowTwinsProjectionHead(FEATURE_DIM, 2048, 2048)
+        self.loss = BarlowTwinsLoss()
+
+
+class VICRegLearner(_TwinLearner):
+    method = "vicreg"
+
+    def __init__(self, backbone: nn.Module):
+        super().__init__(backbone)
+        self.projection_head = VICRegProjectionHead(FEATURE_DIM, 2048, 2048, num_layers=2)
+        self.loss = VICRegLoss()
+
+
+DINO_LOCAL_VIEWS = 6
+
+
+class DINOLearner(_MomentumLearner):
+    method = "dino"
+
+    def __init__(self, backbone: nn.Module, epochs: int):
+        super().__init__(backbone)
+        self.projection_head = DINOProjectionHead(FEATURE_DIM, 512, 64, 2048, freeze_last_layer=1)
+        self._make_teacher(DINOProjectionHead(FEATURE_DIM, 512, 64, 2048))
+        # The teacher temperature warms up over the first epochs (at most 30, DINO's).
+        self.loss = DINOLoss(output_dim=2048, warmup_teacher_temp_epochs=min(30, max(epochs, 1)))
+
+    def forward(self, views: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        teacher = [self.teacher(view) for view in views[:2]]  # the global views
+        student = [self.projection_head(self.features(view)) for view in views]
+        return (*teacher, *student)
+
+    def criterion(self, outputs: list[torch.Tensor], labels: torch.Tensor, epoch: int) -> torch.Tensor:
+        return self.loss(outputs[:2], outputs[2:], epoch=epoch - 1)
+
+    def gradients_ready(self, epoch: int) -> None:
+        self.projection_head.cancel_last_layer_gradients(current_epoch=epoch - 1)
+
+
+class SupervisedLearner(Learner):
+    method = "supervised"
+    needs_labels = True
+
+    def __init__(self, backbone: nn.Module):
+        super().__init__(backbone)
+        self.classifier = nn.Linear(FEATURE_DIM, CLASSES)
+        self.loss = nn.CrossEntropyLoss()
+
+    def forward(self, views: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        return (self.classifier(self.features(views[0])),)
+
+    def criterion(self, outputs: list[torch.Tensor], labels: torch.Tensor, epoch: int) -> torch.Tensor:
+        return self.loss(outputs[0], labels)
+
+
+def build_learner(method: str, backbone: nn.Module, *, temperature: float, epochs: int) -> Learner:
+    """The learner of ``method`` around ``backbone``.
+
+    Raises:
+        ValueError: an unknown method; names ``train.method`` and the methods there are.
+    """
+    if method == "simclr":
+        return SimCLRLearner(backbone, temperature)
+    if method == "dino":
+        return DINOLearner(backbone, epochs)
+    others = {
+        "moco": MoCoLearner,
+        "byol": BYOLLearner,
+        "simsiam": SimSiamLearner,
+        "barlowtwins": BarlowTwinsLearner,
+        "vicreg": VICRegLearner,
+        "supervised": SupervisedLearner,
+    }
+    if method not in others:
+        raise ValueError(f"train.method: {method!r} is not one of {', '.join(METHODS)}")
+    return others[method](backbone)
+
+
+def view_transform(
+    method: str,
+    aug: str,
+    image_size: int,
+    *,
+    min_scale: float = 0.08,
+    cj_strength: float = 1.0,
+    gaussian_blur: float = 0.5,
+):
+    """The method's own augmentation (lightly's transform for it): a PIL image -> a list of
+    normalised views. ``keepclr`` sets its colour-jitter and grayscale probabilities to 0.
+
+    SimCLR keeps the paper's settings (``min_scale``, ``cj_strength``, ``gaussian_blur`` from
+    train); the other methods use their transforms' defaults at ``image_size``.
+    """
+    if aug not in ("clrjit", "keepclr"):
+        raise ValueError(f"aug must be 'clrjit' or 'keepclr', got {aug!r}")
+    if method == "simclr":
+        return simclr_transform(
+            aug, image_size, min_scale=min_scale, cj_strength=cj_strength, gaussian_blur=gaussian_blur
+        )
+    colour = {} if aug == "clrjit" else {"cj_prob": 0.0, "random_gray_scale": 0.0}
+    normalize = {"normalize": IMAGENET_NORMALIZE}
+    if method == "moco":
+        return MoCoV2Transform(input_size=image_size, **colour, **normalize)
+    if method in ("byol", "barlowtwins"):
+        return BYOLTransform(
+            view_1_transform=BYOLView1Transform(input_size=image_size, **colour, **normalize),
+            view_2_transform=BYOLView2Transform(input_size=image_size, **colour, **normalize),
+        )
+    if method == "simsiam":
+        return SimSiamTransform(input_size=image_size, **colour, **normalize)
+    if method == "vicreg":
+        return VICRegTransform(input_size=image_size, **colour, **normalize)
+    if method == "dino":
+        return DINOTransform(
+            global_crop_size=image_size,
+            local_crop_size=max(8, image_size * 96 // 224),  # DINO's 96 of 224, at this size
+            n_local_views=DINO_LOCAL_VIEWS,
+            **colour,
+            **normalize,
+        )
+    if method == "supervised":
+        view = SimCLRViewTransform(input_size=image_size, gaussian_blur=0.0, **colour, **normalize)
+        return lambda image: [view(image)]
+    raise ValueError(f"train.method: {method!r} is not one of {', '.join(METHODS)}")
+
+
+class Views(torch.utils.data.Dataset):
+    """The augmented views of each image of a uint8 (N, 3, S, S) array (e.g. a memmap), with its label.
+
+    Items are ``([view, ...], label)``: float (3, S', S') normalised views (two for most methods,
+    2 global + 6 local for DINO, one for supervision) and the image's class (-1 without labels).
+    """
+
+    def __init__(self, images: np.ndarray, transform: Callable, labels: np.ndarray | None = None):
+        self.images, self.transform, self.labels = images, transform, labels
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[list[torch.Tensor], int]:
+        pixels = np.ascontiguousarray(self.images[index].transpose(1, 2, 0))  # (S, S, 3)
+        label = int(self.labels[index]) if self.labels is not None else -1
+        return list(self.transform(Image.fromarray(pixels))), label
+
+
+def stack_views(items: list[tuple[list[torch.Tensor], int]]) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """A DataLoader's ``collate_fn`` for :class:`Views`: B items -> ([(B, 3, S', S') per view],
+    (B,) labels)."""
+    views = [torch.stack([item[0][v] for item in items]) for v in range(len(items[0][0]))]
+    return views, torch.tensor([label for _, label in items], dtype=torch.int64)

@@ -1,0 +1,109 @@
+import numpy as np
+import pytest
+import torch
+
+from protoviz_core.config import METHODS, Params, TrainParams
+from protoviz_core.learners import build_learner, view_transform
+from protoviz_core.simclr import build_backbone
+from protoviz_core.training import train_learner
+from tests.helpers import TINY_IMAGE_SIZE, tiny_params
+
+
+class _Killed(Exception):
+    pass
+
+
+def _train(images, labels, method, directory, **kwargs):
+    config = TrainParams(method=method, epochs=2, batch_size=32, num_workers=0, device="cpu")
+    return train_learner(
+        images,
+        config,
+        labels=labels if method == "supervised" else None,
+        aug="clrjit",
+        seed=1,
+        image_size=TINY_IMAGE_SIZE,
+        checkpoint_dir=directory / "checkpoints",
+        state_path=directory / "state.pt",
+        training_hash=f"h-{method}",
+        device=torch.device("cpu"),
+        log=lambda message: None,
+        **kwargs,
+    )
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_learner_trains_and_a_killed_run_resumes_to_the_uninterrupted_weights(
+    tmp_path, tiny_images, method
+):
+    labels = np.arange(len(tiny_images)) % 10
+    straight = _train(tiny_images, labels, method, tmp_path / "straight")
+    assert straight.trained_epochs == [1, 2] and all(np.isfinite(list(straight.losses.values())))
+    first, last = (torch.load(straight.checkpoints[e], weights_only=True) for e in (0, 2))
+    assert last["method"] == method
+    assert not torch.equal(first["backbone"]["conv1.weight"], last["backbone"]["conv1.weight"])
+
+    def killed_after_epoch_1(epoch, loss):
+        if epoch == 1:
+            raise _Killed
+
+    with pytest.raises(_Killed):
+        _train(tiny_images, labels, method, tmp_path / "resumed", on_epoch_end=killed_after_epoch_1)
+    resumed = _train(tiny_images, labels, method, tmp_path / "resumed")
+    assert resumed.trained_epochs == [2]
+    # The whole learner (momentum encoders, DINO's teacher and centre, MoCo's memory bank) resumed.
+    straight_state = torch.load(tmp_path / "straight/state.pt", weights_only=True)["model"]
+    resumed_state = torch.load(tmp_path / "resumed/state.pt", weights_only=True)["model"]
+    assert straight_state.keys() == resumed_state.keys()
+    for key in straight_state:
+        torch.testing.assert_close(resumed_state[key], straight_state[key], msg=key)
+
+
+def test_momentum_learners_keep_their_teachers_in_the_resume_state():
+    torch.manual_seed(0)
+    for method, teacher_key in (
+        ("byol", "teacher_backbone."),
+        ("moco", "_extra_state"),
+        ("dino", "teacher_head."),
+    ):
+        keys = build_learner(method, build_backbone(), temperature=0.5, epochs=2).state_dict()
+        assert any(key.startswith(teacher_key) for key in keys), method
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_keepclr_turns_every_learners_colour_jitter_and_grayscale_off(method):
+    """A uniformly coloured image keeps its colour in every view without colour jitter (a colour
+    below solarisation's threshold, which some methods apply under both conditions)."""
+    from PIL import Image
+
+    image = Image.fromarray(np.broadcast_to(np.array([100, 40, 90], dtype=np.uint8), (32, 32, 3)).copy())
+    mean = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
+    std = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
+    target = torch.tensor([100, 40, 90]).float()[:, None, None] / 255
+
+    def largest_change(aug: str) -> float:
+        torch.manual_seed(0)
+        transform = view_transform(method, aug, 32)
+        views = [view for _ in range(10) for view in transform(image)]
+        return max(float(((view * std + mean) - target).abs().max()) for view in views)
+
+    # Crops, flips and blur leave a flat image's colour; only jitter and grayscale move it.
+    assert largest_change("keepclr") < 0.02
+    assert largest_change("clrjit") > 0.1
+
+
+def test_an_unknown_method_is_one_line_naming_the_param():
+    with pytest.raises(ValueError, match="train.method"):
+        Params.model_validate({**tiny_params(), "train": {**tiny_params()["train"], "method": "swav"}})
+
+
+def test_the_simclr_identity_is_unchanged_by_the_method_key():
+    params = Params.model_validate(tiny_params())
+    byol = params.model_copy(update={"train": params.train.model_copy(update={"method": "byol"})})
+    assert byol.training_hash() != params.training_hash()
+    dumped = params.model_dump()
+    del dumped["train"]["method"]
+    import hashlib
+    import json
+
+    payload = json.dumps({k: dumped[k] for k in ("aug", "seed", "data", "train")}, sort_keys=True)
+    assert params.training_hash() == hashlib.sha256(payload.encode()).hexdigest()[:24]
