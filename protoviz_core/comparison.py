@@ -1,9 +1,11 @@
 """Across runs: which MLflow runs to compare, and their metric histories.
 
 Each pipeline run is one MLflow run tagged with its learner (``protoviz.method``; runs
-without the tag are SimCLR's), augmentation (``protoviz.aug``) and seed (``protoviz.seed``).
-Its *condition* is the augmentation for SimCLR (the paper's two conditions) and
-``<method> <aug>`` for the other learners. Averaging over seeds needs one run per (condition, seed):
+without the tag are SimCLR's), backbone (``protoviz.backbone``; without it, ResNet18),
+augmentation (``protoviz.aug``) and seed (``protoviz.seed``). Its *condition* is the
+augmentation for SimCLR on ResNet18 (the paper's two conditions), preceded by the learner
+and the backbone where they are others (``byol clrjit``, ``simclr resnet50 keepclr``).
+Averaging over seeds needs one run per (condition, seed):
 when a configuration was run more than once (the workspace and a DVC experiment,
 say) the run with the most finished stages, then the newest, is used and the others
 are reported as skipped, never averaged in twice.
@@ -20,12 +22,26 @@ from protoviz_core.errors import ProtovizError
 from protoviz_core.tracking import EXPERIMENT_NAME, TAG_PREFIX
 
 # Params that are allowed to differ between compared runs; any other difference is reported.
-VARYING_PARAMS = {"aug", "seed", "train.method"}
-COLUMNS = ["run_id", "name", "condition", "method", "aug", "seed", "dvc_exp", "start_time", "stages_done"]
+VARYING_PARAMS = {"aug", "seed", "train.method", "train.backbone"}
+COLUMNS = [
+    "run_id",
+    "name",
+    "condition",
+    "method",
+    "backbone",
+    "aug",
+    "seed",
+    "dvc_exp",
+    "start_time",
+    "stages_done",
+]
 
 
-def condition_of(method: str, aug: str) -> str:
-    """A run's condition: ``clrjit`` / ``keepclr`` for SimCLR, ``byol clrjit`` and so on for the others."""
+def condition_of(method: str, backbone: str, aug: str) -> str:
+    """A run's condition: ``clrjit`` / ``keepclr`` for SimCLR on ResNet18, ``byol clrjit``,
+    ``simclr resnet50 clrjit`` and so on for the others."""
+    if backbone != "resnet18":
+        return f"{method} {backbone} {aug}"
     return aug if method == "simclr" else f"{method} {aug}"
 
 
@@ -63,9 +79,12 @@ def find_runs(
             "run_id": run.info.run_id,
             "name": run.info.run_name,
             "condition": condition_of(
-                run.data.tags.get(f"{TAG_PREFIX}method", "simclr"), run.data.tags.get(f"{TAG_PREFIX}aug")
+                run.data.tags.get(f"{TAG_PREFIX}method", "simclr"),
+                run.data.tags.get(f"{TAG_PREFIX}backbone", "resnet18"),
+                run.data.tags.get(f"{TAG_PREFIX}aug"),
             ),
             "method": run.data.tags.get(f"{TAG_PREFIX}method", "simclr"),
+            "backbone": run.data.tags.get(f"{TAG_PREFIX}backbone", "resnet18"),
             "aug": run.data.tags.get(f"{TAG_PREFIX}aug"),
             "seed": int(run.data.tags.get(f"{TAG_PREFIX}seed", -1)),
             "dvc_exp": run.data.tags.get(f"{TAG_PREFIX}dvc_exp"),

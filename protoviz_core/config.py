@@ -32,9 +32,12 @@ Augmentation = Literal["clrjit", "keepclr"]
 # The learners (protoviz_core/learners.py); simclr is the paper's.
 Method = Literal["simclr", "moco", "byol", "simsiam", "barlowtwins", "vicreg", "dino", "supervised"]
 METHODS: tuple[str, ...] = Method.__args__
+# The backbones (protoviz_core/simclr.py); resnet18 is the paper's.
+Backbone = Literal["resnet18", "resnet34", "resnet50", "mobilenet_v2"]
+BACKBONES: tuple[str, ...] = Backbone.__args__
 # Keys added after results existed, at the value that reproduces those results: left out of
 # the identities while they hold it, so that adding them retrains and redoes nothing.
-_IDENTITY_DEFAULTS = {("train", "method"): "simclr"}
+_IDENTITY_DEFAULTS = {("train", "method"): "simclr", ("train", "backbone"): "resnet18"}
 
 
 def _check_device(value: str) -> str:
@@ -90,6 +93,7 @@ class TrainParams(_Section):
     """Training (paper Sec. 6.1); defaults are the paper's values."""
 
     method: Method = "simclr"  # the learner; the paper: simclr (others: this project's, learners.py)
+    backbone: Backbone = "resnet18"  # the paper: resnet18; resnet34, resnet50, mobilenet_v2: this project's
 
     epochs: int = Field(100, ge=0)  # E epochs -> E+1 checkpoints (epoch 0 = init)
     batch_size: int = Field(256, ge=2)  # images per step; each gives two views
@@ -127,17 +131,21 @@ DEFAULT_LAYERS = ("layer1", "layer2", "layer3", "layer4")
 
 
 def _check_layers(layers: list[str]) -> list[str]:
-    from protoviz_core.simclr import backbone_layer_names  # builds a ResNet18: only when validating
-
-    valid = backbone_layer_names()
-    unknown = [layer for layer in layers if layer not in valid]
-    if unknown:
-        raise ValueError(
-            f"unknown layer {unknown[0]!r}; ResNet18 layers are e.g. {', '.join(valid[:12])}, ..."
-        )
     if not layers:
         raise ValueError("needs at least one layer")
     return layers
+
+
+def _unknown_layer(key: str, layers: list[str], arch: str) -> str | None:
+    """A one-line complaint about the first of ``layers`` that backbone ``arch`` lacks, or None."""
+    from protoviz_core.simclr import backbone_layer_names  # builds the backbone: only when validating
+
+    valid = backbone_layer_names(arch)
+    unknown = [layer for layer in layers if layer not in valid]
+    if not unknown:
+        return None
+    examples = ", ".join(valid[:12])
+    return f"{key}: unknown layer {unknown[0]!r}; {arch} (train.backbone) layers are e.g. {examples}, ..."
 
 
 class RFMaskParams(_Section):
@@ -282,7 +290,6 @@ class ReportParams(_Section):
             layer, _, channel = unit.partition(":")
             if not channel.isdigit():
                 raise ValueError(f"report.units: {unit!r} is not 'layer:channel', e.g. 'layer3:17'")
-            _check_layers([layer])
         return units
 
 
@@ -334,10 +341,20 @@ class Params(_Section):
                     f"{key}: epochs {beyond} are not in this run's 0..{self.train.epochs} "
                     f"(train.epochs); list epochs of that range"
                 )
+        arch = self.train.backbone
+        for key, layers in (
+            ("rfmask.layers", self.rfmask.layers),
+            ("extract.layers", self.extract.layers),
+            ("report.units", [unit.partition(":")[0] for unit in self.report.units or []]),
+        ):
+            if problem := _unknown_layer(key, layers, arch):
+                raise ValueError(problem)
         if self.report.units:
-            from protoviz_core.simclr import backbone_layer_widths  # builds a ResNet18: only when validating
+            from protoviz_core.simclr import (
+                backbone_layer_widths,  # builds the backbone: only when validating
+            )
 
-            widths = backbone_layer_widths()
+            widths = backbone_layer_widths(arch)
             for unit in self.report.units:
                 layer, _, channel = unit.partition(":")
                 if layer in widths and int(channel) >= widths[layer]:

@@ -84,9 +84,9 @@ class Learner(nn.Module):
     method = ""
     needs_labels = False  # supervised: trained on the labelled train split
 
-    def __init__(self, backbone: nn.Module):
+    def __init__(self, backbone: nn.Module, features: int = FEATURE_DIM):
         super().__init__()
-        self.backbone = backbone
+        self.backbone, self.features_dim = backbone, features
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """images (B, 3, S, S) -> pooled features (B, 512)."""
@@ -104,9 +104,9 @@ class SimCLRLearner(Learner):
 
     method = "simclr"
 
-    def __init__(self, backbone: nn.Module, temperature: float = 0.5):
-        super().__init__(backbone)
-        self.projection_head = SimCLRProjectionHead(*PROJECTION_DIMS)
+    def __init__(self, backbone: nn.Module, features: int = FEATURE_DIM, temperature: float = 0.5):
+        super().__init__(backbone, features)
+        self.projection_head = SimCLRProjectionHead(features, *PROJECTION_DIMS[1:])
         self.loss = NTXentLoss(temperature=temperature)
 
     def forward(self, views: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
@@ -144,9 +144,9 @@ class _MomentumLearner(Learner):
 class MoCoLearner(_MomentumLearner):
     method = "moco"
 
-    def __init__(self, backbone: nn.Module):
-        super().__init__(backbone)
-        self.projection_head = MoCoProjectionHead(FEATURE_DIM, 512, 128)
+    def __init__(self, backbone: nn.Module, features: int = FEATURE_DIM):
+        super().__init__(backbone, features)
+        self.projection_head = MoCoProjectionHead(features, 512, 128)
         self._make_teacher()
         self.loss = NTXentLoss(temperature=0.1, memory_bank_size=(4096, 128))
 
@@ -172,9 +172,9 @@ class MoCoLearner(_MomentumLearner):
 class BYOLLearner(_MomentumLearner):
     method = "byol"
 
-    def __init__(self, backbone: nn.Module):
-        super().__init__(backbone)
-        self.projection_head = BYOLProjectionHead(FEATURE_DIM, 1024, 256)
+    def __init__(self, backbone: nn.Module, features: int = FEATURE_DIM):
+        super().__init__(backbone, features)
+        self.projection_head = BYOLProjectionHead(features, 1024, 256)
         self.prediction_head = BYOLPredictionHead(256, 1024, 256)
         self._make_teacher()
         self.loss = NegativeCosineSimilarity()
@@ -193,9 +193,9 @@ class BYOLLearner(_MomentumLearner):
 class SimSiamLearner(Learner):
     method = "simsiam"
 
-    def __init__(self, backbone: nn.Module):
-        super().__init__(backbone)
-        self.projection_head = SimSiamProjectionHead(FEATURE_DIM, 512, 128)
+    def __init__(self, backbone: nn.Module, features: int = FEATURE_DIM):
+        super().__init__(backbone, features)
+        self.projection_head = SimSiamProjectionHead(features, 512, 128)
         self.prediction_head = SimSiamPredictionHead(128, 64, 128)
         self.loss = NegativeCosineSimilarity()
 
@@ -221,18 +221,18 @@ class _TwinLearner(Learner):
 class BarlowTwinsLearner(_TwinLearner):
     method = "barlowtwins"
 
-    def __init__(self, backbone: nn.Module):
-        super().__init__(backbone)
-        self.projection_head = BarlowTwinsProjectionHead(FEATURE_DIM, 2048, 2048)
+    def __init__(self, backbone: nn.Module, features: int = FEATURE_DIM):
+        super().__init__(backbone, features)
+        self.projection_head = BarlowTwinsProjectionHead(features, 2048, 2048)
         self.loss = BarlowTwinsLoss()
 
 
 class VICRegLearner(_TwinLearner):
     method = "vicreg"
 
-    def __init__(self, backbone: nn.Module):
-        super().__init__(backbone)
-        self.projection_head = VICRegProjectionHead(FEATURE_DIM, 2048, 2048, num_layers=2)
+    def __init__(self, backbone: nn.Module, features: int = FEATURE_DIM):
+        super().__init__(backbone, features)
+        self.projection_head = VICRegProjectionHead(features, 2048, 2048, num_layers=2)
         self.loss = VICRegLoss()
 
 
@@ -242,10 +242,10 @@ DINO_LOCAL_VIEWS = 6
 class DINOLearner(_MomentumLearner):
     method = "dino"
 
-    def __init__(self, backbone: nn.Module, epochs: int):
-        super().__init__(backbone)
-        self.projection_head = DINOProjectionHead(FEATURE_DIM, 512, 64, 2048, freeze_last_layer=1)
-        self._make_teacher(DINOProjectionHead(FEATURE_DIM, 512, 64, 2048))
+    def __init__(self, backbone: nn.Module, features: int = FEATURE_DIM, epochs: int = 1):
+        super().__init__(backbone, features)
+        self.projection_head = DINOProjectionHead(features, 512, 64, 2048, freeze_last_layer=1)
+        self._make_teacher(DINOProjectionHead(features, 512, 64, 2048))
         # The teacher temperature warms up over the first epochs (at most 30, DINO's).
         self.loss = DINOLoss(output_dim=2048, warmup_teacher_temp_epochs=min(30, max(epochs, 1)))
 
@@ -265,9 +265,9 @@ class SupervisedLearner(Learner):
     method = "supervised"
     needs_labels = True
 
-    def __init__(self, backbone: nn.Module):
-        super().__init__(backbone)
-        self.classifier = nn.Linear(FEATURE_DIM, CLASSES)
+    def __init__(self, backbone: nn.Module, features: int = FEATURE_DIM):
+        super().__init__(backbone, features)
+        self.classifier = nn.Linear(features, CLASSES)
         self.loss = nn.CrossEntropyLoss()
 
     def forward(self, views: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
@@ -277,16 +277,18 @@ class SupervisedLearner(Learner):
         return self.loss(outputs[0], labels)
 
 
-def build_learner(method: str, backbone: nn.Module, *, temperature: float, epochs: int) -> Learner:
-    """The learner of ``method`` around ``backbone``.
+def build_learner(
+    method: str, backbone: nn.Module, *, features: int = FEATURE_DIM, temperature: float, epochs: int
+) -> Learner:
+    """The learner of ``method`` around ``backbone``, whose pooled features are ``features`` wide.
 
     Raises:
         ValueError: an unknown method; names ``train.method`` and the methods there are.
     """
     if method == "simclr":
-        return SimCLRLearner(backbone, temperature)
+        return SimCLRLearner(backbone, features, temperature)
     if method == "dino":
-        return DINOLearner(backbone, epochs)
+        return DINOLearner(backbone, features, epochs)
     others = {
         "moco": MoCoLearner,
         "byol": BYOLLearner,
@@ -297,7 +299,7 @@ def build_learner(method: str, backbone: nn.Module, *, temperature: float, epoch
     }
     if method not in others:
         raise ValueError(f"train.method: {method!r} is not one of {', '.join(METHODS)}")
-    return others[method](backbone)
+    return others[method](backbone, features)
 
 
 def view_transform(

@@ -62,7 +62,7 @@ from protoviz_core.metric_keys import (
     view_label,
 )
 from protoviz_core.montage import grid, thumbnails
-from protoviz_core.simclr import build_backbone
+from protoviz_core.simclr import BACKBONE_ARCH, build_backbone
 from protoviz_core.store import PrototypeStore
 from protoviz_core.superstimulus import ratio_summary
 from protoviz_core.work import prune
@@ -173,6 +173,7 @@ def write_run_report(
     view: DistanceParams,
     run_name: str,
     exemplars: ExemplarSet | None = None,
+    arch: str = BACKBONE_ARCH,
     log: Callable[[str], None] = print,
     on_atlas_epoch: Callable[[int], None] = lambda epoch: None,
 ) -> Path:
@@ -202,7 +203,7 @@ def write_run_report(
 
     page.heading(f"Prototypes at epoch {last} (RF-masked, repeat {first_repeat})")
     last_masks = masks.for_epoch(last, layers)
-    untrained = build_backbone().eval()  # for the layers' map sizes in the unit notes
+    untrained = build_backbone(arch).eval()  # for the layers' map sizes in the unit notes
     for layer in layers:
         rows = store.select(epoch=last, layer=layer, repeat=first_repeat).sort_values("channel")
         images = masked_images(store.images(rows), last_masks[layer])
@@ -415,7 +416,7 @@ def write_comparison(
     used = selection.used
     page = HtmlPage("protoviz comparison: " + ", ".join(sorted(used.condition.unique())))
     page.heading("Runs used")
-    runs = used[["condition", "method", "aug", "seed", "name", "dvc_exp", "run_id"]]
+    runs = used[["condition", "method", "backbone", "aug", "seed", "name", "dvc_exp", "run_id"]]
     page.table(runs)
     runs.to_csv(out / "runs.csv", index=False)  # which MLflow runs the figures and tables are made of
     if not selection.skipped.empty:

@@ -20,23 +20,34 @@ from torch import nn
 
 from protoviz_core.engine.normalization import IMAGENET_NORMALIZE
 
-BACKBONE_ARCH = "resnet18"
-FEATURE_DIM = 512  # ResNet18 pooled output
-PROJECTION_DIMS = (512, 512, 128)  # (input, hidden, output) of the projection head
+BACKBONE_ARCH = "resnet18"  # the paper's
+# The backbones train.backbone offers (config.BACKBONES), with the width of their pooled features.
+FEATURE_DIMS = {"resnet18": 512, "resnet34": 512, "resnet50": 2048, "mobilenet_v2": 1280}
+FEATURE_DIM = FEATURE_DIMS[BACKBONE_ARCH]
+PROJECTION_DIMS = (512, 512, 128)  # (input, hidden, output) of the paper's projection head
 # What the backbone is trained with: lightly's SimCLRTransform normalises with the ImageNet statistics.
 NORMALIZE = IMAGENET_NORMALIZE
 
 
 def build_backbone(arch: str = BACKBONE_ARCH) -> nn.Module:
-    """ResNet18 without its classifier: images (B, 3, H, W) -> features (B, 512).
+    """A torchvision CNN without its classifier: images (B, 3, H, W) -> features (B, D),
+    D = ``FEATURE_DIMS[arch]`` (ResNet18: 512).
 
-    Module names are torchvision's (``conv1``, ``layer1`` .. ``layer4``, ``avgpool``),
-    so layers are addressed as in the paper (``layer3``, ``layer3.1.conv2``).
+    Module names are torchvision's (ResNets: ``conv1``, ``layer1`` .. ``layer4``, ``avgpool``;
+    MobileNetV2: ``features.0`` .. ``features.18``), so layers are addressed as in the paper
+    (``layer3``, ``layer3.1.conv2``). MobileNetV2 is the non-ResNet: its strided convolutions
+    are padded, so it runs on images as small as the tests' 24 px.
+
+    Raises:
+        ValueError: an architecture not in ``FEATURE_DIMS``; names ``train.backbone``.
     """
-    if arch != BACKBONE_ARCH:
-        raise ValueError(f"unsupported backbone {arch!r}; protoviz trains {BACKBONE_ARCH!r}")
-    backbone = torchvision.models.resnet18(weights=None)
-    backbone.fc = nn.Identity()
+    if arch not in FEATURE_DIMS:
+        raise ValueError(f"train.backbone: {arch!r} is not one of {', '.join(FEATURE_DIMS)}")
+    backbone = torchvision.models.get_model(arch, weights=None)
+    if arch.startswith("resnet"):
+        backbone.fc = nn.Identity()
+    else:  # MobileNetV2 pools globally before its classifier
+        backbone.classifier = nn.Identity()
     return backbone
 
 

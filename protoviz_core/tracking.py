@@ -103,8 +103,13 @@ def _git_commit(root: Path) -> str:
 
 def run_name(params: Params) -> str:
     """A pipeline run's label, in MLflow and on its report: unique per configuration and the
-    same on every machine, e.g. ``clrjit-seed1-1a2b3c4d`` (SimCLR), ``byol-clrjit-seed1-5e6f7a8b``."""
-    learner = "" if params.train.method == "simclr" else f"{params.train.method}-"
+    same on every machine, e.g. ``clrjit-seed1-1a2b3c4d`` (SimCLR), ``byol-clrjit-seed1-5e6f7a8b``,
+    ``byol-resnet50-clrjit-seed1-9c0d1e2f``."""
+    learner = "".join(
+        f"{value}-"
+        for value, paper in ((params.train.method, "simclr"), (params.train.backbone, "resnet18"))
+        if value != paper
+    )
     return f"{learner}{params.aug}-seed{params.seed}-{params.measurement_hash()[:8]}"
 
 
@@ -116,6 +121,7 @@ def run_tags(params: Params) -> dict[str, str]:
         f"{TAG_PREFIX}training_hash": params.training_hash(),
         f"{TAG_PREFIX}aug": params.aug,
         f"{TAG_PREFIX}method": params.train.method,
+        f"{TAG_PREFIX}backbone": params.train.backbone,
         f"{TAG_PREFIX}seed": str(params.seed),
         f"{TAG_PREFIX}git_commit": _git_commit(repository_root()),
     }

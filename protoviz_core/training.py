@@ -37,7 +37,7 @@ from protoviz_core.engine.normalization import normalize_images
 from protoviz_core.engine.precision import autocast, uses_bfloat16
 from protoviz_core.errors import ProtovizError
 from protoviz_core.learners import Learner, Views, build_learner, stack_views, view_transform
-from protoviz_core.simclr import BACKBONE_ARCH, NORMALIZE, build_backbone
+from protoviz_core.simclr import FEATURE_DIMS, NORMALIZE, build_backbone
 
 STATE_FORMAT = "protoviz.train_state/1"
 
@@ -141,7 +141,11 @@ def _fresh_model(seed: int, config: TrainParams) -> tuple[Learner, Optimizer, Sc
     """The learner, optimiser and scheduler before epoch 1: initial weights come from the training seed."""
     seed_everything(seed)
     model = build_learner(
-        config.method, build_backbone(), temperature=config.temperature, epochs=config.epochs
+        config.method,
+        build_backbone(config.backbone),
+        features=FEATURE_DIMS[config.backbone],
+        temperature=config.temperature,
+        epochs=config.epochs,
     )
     optimizer = torch.optim.SGD(
         model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
@@ -260,7 +264,7 @@ class _TrainingRun:
         self.train_seconds = 0.0  # time spent in training epochs, for images_per_s
         self.meta = {
             "format": CHECKPOINT_FORMAT,
-            "arch": BACKBONE_ARCH,
+            "arch": config.backbone,
             "training_hash": training_hash,
             "image_size": image_size,
             "normalize": {k: list(v) for k, v in NORMALIZE.items()},

@@ -48,6 +48,7 @@ def main(argv=None) -> None:
             settings=params.report,
             view=params.distance,
             run_name=run_name(params),
+            arch=params.train.backbone,
             exemplars=exemplars,
             on_atlas_epoch=lambda epoch: bar.update(),
         )

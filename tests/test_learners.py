@@ -2,9 +2,10 @@ import numpy as np
 import pytest
 import torch
 
-from protoviz_core.config import METHODS, Params, TrainParams
+from protoviz_core.checkpoints import load_backbone
+from protoviz_core.config import BACKBONES, METHODS, Params, ParamsError, TrainParams, parse_params
 from protoviz_core.learners import build_learner, view_transform
-from protoviz_core.simclr import build_backbone
+from protoviz_core.simclr import FEATURE_DIMS, build_backbone
 from protoviz_core.training import train_learner
 from tests.helpers import TINY_IMAGE_SIZE, tiny_params
 
@@ -96,14 +97,45 @@ def test_an_unknown_method_is_one_line_naming_the_param():
         Params.model_validate({**tiny_params(), "train": {**tiny_params()["train"], "method": "swav"}})
 
 
-def test_the_simclr_identity_is_unchanged_by_the_method_key():
+def test_the_paper_learners_identity_is_unchanged_by_the_method_and_backbone_keys():
     params = Params.model_validate(tiny_params())
     byol = params.model_copy(update={"train": params.train.model_copy(update={"method": "byol"})})
     assert byol.training_hash() != params.training_hash()
     dumped = params.model_dump()
-    del dumped["train"]["method"]
+    del dumped["train"]["method"], dumped["train"]["backbone"]  # at the paper's values: left out
     import hashlib
     import json
 
     payload = json.dumps({k: dumped[k] for k in ("aug", "seed", "data", "train")}, sort_keys=True)
     assert params.training_hash() == hashlib.sha256(payload.encode()).hexdigest()[:24]
+
+
+@pytest.mark.parametrize("arch", BACKBONES)
+def test_every_backbone_trains_and_its_checkpoints_load_as_that_backbone(tmp_path, tiny_images, arch):
+    config = TrainParams(backbone=arch, epochs=1, batch_size=32, num_workers=0, device="cpu")
+    result = train_learner(
+        tiny_images,
+        config,
+        aug="clrjit",
+        seed=1,
+        image_size=TINY_IMAGE_SIZE,
+        checkpoint_dir=tmp_path / "checkpoints",
+        state_path=tmp_path / "state.pt",
+        training_hash=f"h-{arch}",
+        device=torch.device("cpu"),
+        log=lambda message: None,
+    )
+    backbone, meta = load_backbone(result.checkpoints[1])
+    assert meta["arch"] == arch and np.isfinite(result.losses[1])
+    assert backbone(torch.rand(2, 3, TINY_IMAGE_SIZE, TINY_IMAGE_SIZE)).shape == (2, FEATURE_DIMS[arch])
+
+
+def test_layers_the_backbone_lacks_are_one_line_naming_the_key_and_the_backbone():
+    raw = {**tiny_params(), "train": {**tiny_params()["train"], "backbone": "mobilenet_v2"}}
+    with pytest.raises(
+        ParamsError, match=r"rfmask.layers: unknown layer 'layer1'; mobilenet_v2 \(train.backbone\)"
+    ):
+        parse_params(raw)
+    layers = ["features.4", "features.18"]
+    params = parse_params({**raw, "rfmask": {"layers": layers}, "extract": {"layers": layers}})
+    assert params.train.backbone == "mobilenet_v2" and params.extract.layers == layers
