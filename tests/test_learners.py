@@ -14,30 +14,34 @@ class _Killed(Exception):
     pass
 
 
-def _train(images, labels, method, directory, **kwargs):
-    config = TrainParams(method=method, epochs=2, batch_size=32, num_workers=0, device="cpu")
+def _train(images, directory, config: TrainParams, labels=None, **kwargs):
     return train_learner(
         images,
         config,
-        labels=labels if method == "supervised" else None,
+        labels=labels,
         aug="clrjit",
         seed=1,
         image_size=TINY_IMAGE_SIZE,
         checkpoint_dir=directory / "checkpoints",
         state_path=directory / "state.pt",
-        training_hash=f"h-{method}",
+        training_hash=f"h-{config.method}-{config.backbone}",
         device=torch.device("cpu"),
         log=lambda message: None,
         **kwargs,
     )
 
 
+def _config(**values) -> TrainParams:
+    return TrainParams(**{"epochs": 2, "batch_size": 32, "num_workers": 0, "device": "cpu", **values})
+
+
 @pytest.mark.parametrize("method", METHODS)
 def test_every_learner_trains_and_a_killed_run_resumes_to_the_uninterrupted_weights(
     tmp_path, tiny_images, method
 ):
-    labels = np.arange(len(tiny_images)) % 10
-    straight = _train(tiny_images, labels, method, tmp_path / "straight")
+    labels = np.arange(len(tiny_images)) % 10 if method == "supervised" else None
+    config = _config(method=method)
+    straight = _train(tiny_images, tmp_path / "straight", config, labels)
     assert straight.trained_epochs == [1, 2] and all(np.isfinite(list(straight.losses.values())))
     first, last = (torch.load(straight.checkpoints[e], weights_only=True) for e in (0, 2))
     assert last["method"] == method
@@ -48,8 +52,8 @@ def test_every_learner_trains_and_a_killed_run_resumes_to_the_uninterrupted_weig
             raise _Killed
 
     with pytest.raises(_Killed):
-        _train(tiny_images, labels, method, tmp_path / "resumed", on_epoch_end=killed_after_epoch_1)
-    resumed = _train(tiny_images, labels, method, tmp_path / "resumed")
+        _train(tiny_images, tmp_path / "resumed", config, labels, on_epoch_end=killed_after_epoch_1)
+    resumed = _train(tiny_images, tmp_path / "resumed", config, labels)
     assert resumed.trained_epochs == [2]
     # The whole learner (momentum encoders, DINO's teacher and centre, MoCo's memory bank) resumed.
     straight_state = torch.load(tmp_path / "straight/state.pt", weights_only=True)["model"]
@@ -112,19 +116,7 @@ def test_the_paper_learners_identity_is_unchanged_by_the_method_and_backbone_key
 
 @pytest.mark.parametrize("arch", BACKBONES)
 def test_every_backbone_trains_and_its_checkpoints_load_as_that_backbone(tmp_path, tiny_images, arch):
-    config = TrainParams(backbone=arch, epochs=1, batch_size=32, num_workers=0, device="cpu")
-    result = train_learner(
-        tiny_images,
-        config,
-        aug="clrjit",
-        seed=1,
-        image_size=TINY_IMAGE_SIZE,
-        checkpoint_dir=tmp_path / "checkpoints",
-        state_path=tmp_path / "state.pt",
-        training_hash=f"h-{arch}",
-        device=torch.device("cpu"),
-        log=lambda message: None,
-    )
+    result = _train(tiny_images, tmp_path, _config(backbone=arch, epochs=1))
     backbone, meta = load_backbone(result.checkpoints[1])
     assert meta["arch"] == arch and np.isfinite(result.losses[1])
     assert backbone(torch.rand(2, 3, TINY_IMAGE_SIZE, TINY_IMAGE_SIZE)).shape == (2, FEATURE_DIMS[arch])
