@@ -24,15 +24,19 @@ from tests.helpers import (
 REPORT_ARGS = STAGE_ARGS["report"]
 
 
-def _micro_run(folder, aug):
+def _micro_run(folder, aug, method="simclr", backbone="resnet18", layers=("layer1", "layer2"), units=None):
     """Every stage of the pipeline, as dvc.yaml runs them, at the smallest useful size."""
-    params = tiny_params(epochs=2)
+    params = tiny_params(epochs=2, method=method, backbone=backbone)
     params["aug"] = aug
     params["probe"] = {"adam_epochs": 2, "device": "cpu"}
-    params["extract"] = tiny_extract()
-    params["rfmask"] = {"layers": ["layer1", "layer2"], "samples": 2, "channels_per_layer": 2}
+    params["extract"] = tiny_extract(layers=list(layers))
+    params["rfmask"] = {"layers": list(layers), "samples": 2, "channels_per_layer": 2}
     params["embed"] = {"nets": [], "weights": "random"}
-    params["report"] = {"units": ["layer2:0", "layer1:63"], "montage_epochs": 2, "thumb_size": 16}
+    params["report"] = {
+        "units": units or ["layer2:0", "layer1:63"],
+        "montage_epochs": 2,
+        "thumb_size": 16,
+    }
     write_params(folder / "params.yaml", params)
     run_pipeline(
         folder, "data", "train", "probe", "rfmask", "exemplars", "extract", "embed", "distance", "report"
@@ -56,7 +60,7 @@ def _references_exist(page):
 
 @pytest.mark.slow
 def test_report_and_comparison_of_both_conditions(project):
-    tmp_path = project  # clrjit is trained already; keepclr trains here
+    tmp_path = project  # clrjit is trained already; the second run trains here
     _micro_run(tmp_path, "clrjit")
     report = tmp_path / "report"
     for name in (
@@ -133,48 +137,66 @@ def test_report_and_comparison_of_both_conditions(project):
     stale = report / "atlas/runs/clrjit-seed1-0123abcd"
     stale.mkdir()
 
-    _micro_run(tmp_path, "keepclr")
+    # The second run differs in everything a condition is made of: the augmentation, the learner
+    # (BYOL, with its momentum teacher) and the backbone (MobileNetV2, not a ResNet, so every
+    # stage follows the checkpoint's own layers); compare makes it one condition beside SimCLR.
+    mobilenet_layers = ("features.2", "features.4")  # 6 x 6 and 3 x 3 maps at 24 px, like layer1/2
+    _micro_run(
+        tmp_path, "keepclr", "byol", "mobilenet_v2", mobilenet_layers, ["features.4:0", "features.2:23"]
+    )
+    other = "byol mobilenet_v2 keepclr"
+    mobilenet_report = (tmp_path / "report/index.html").read_text()
+    assert "features.4&#x27;s map is 3 x 3 at 24 px" in mobilenet_report
     stdout = run_stage("compare", tmp_path, "--out", "comparison")
-    assert "using clrjit seed 1" in stdout and "using keepclr seed 1" in stdout  # it says which runs it used
+    assert "using clrjit seed 1" in stdout and f"using {other} seed 1" in stdout  # it says which runs it used
     comparison = tmp_path / "comparison"
     for name in ("probe.png", "diversity.png", "rate_of_change.png", "consistency.png", "final_probe.csv"):
         assert (comparison / name).is_file(), name
-    # Readouts; layers
-    assert _panels(comparison / "probe.png") == 3 and _panels(comparison / "diversity.png") == 2
-    assert _panels(comparison / "superstimulus.png") == 2
+    # Readouts; layers (ResNet18's two and MobileNetV2's two)
+    assert _panels(comparison / "probe.png") == 3 and _panels(comparison / "diversity.png") == 4
+    assert _panels(comparison / "superstimulus.png") == 4
     # Each condition's one run: its logged median, sem NaN
     ratio = pd.read_csv(comparison / "superstimulus.csv")
     assert ratio[(ratio.condition == "clrjit") & (ratio.layer == "layer2") & (ratio.epoch == 2)][
         "mean"
     ].item() == pytest.approx(ratios[(ratios.layer == "layer2") & (ratios.epoch == 2)]["median"].item())
     final = pd.read_csv(comparison / "final_probe.csv")
-    assert set(final.condition) == {"clrjit", "keepclr"} and set(final.readout) == {
+    assert set(final.condition) == {"clrjit", other} and set(final.readout) == {
         "logreg",
         "linearsvc",
         "adam",
     }
     assert (final.seeds == 1).all() and final["sem"].isna().all()
     runs = pd.read_csv(comparison / "runs.csv")  # the runs behind every number
-    assert sorted(runs.aug) == ["clrjit", "keepclr"] and (runs.seed == 1).all()
-    keepclr_probe = pd.read_csv(tmp_path / "plots/probe.csv")  # the workspace now holds the keepclr run
+    assert sorted(runs.aug) == ["clrjit", "keepclr"]
+    assert (
+        sorted(runs.method) == ["byol", "simclr"]
+        and sorted(runs.backbone) == ["mobilenet_v2", "resnet18"]
+        and (runs.seed == 1).all()
+    )
+    other_probe = pd.read_csv(tmp_path / "plots/probe.csv")  # the workspace now holds the second run
     per_run = pd.read_csv(comparison / "per_run.csv")  # each run's own curves
-    keepclr_run = per_run[per_run.condition == "keepclr"].set_index("epoch")
-    assert keepclr_run.logreg.tolist() == pytest.approx(keepclr_probe.logreg.tolist())
-    keepclr_loss = pd.read_csv(tmp_path / "plots/train_loss.csv").set_index("epoch").loss
-    assert keepclr_run.loss.loc[keepclr_loss.index].tolist() == pytest.approx(keepclr_loss.tolist())
-    assert pd.isna(keepclr_run.loss.loc[0]) and set(per_run.name) == set(runs.name)  # no loss before training
-    assert final.set_index(["condition", "readout"]).loc[("keepclr", "logreg"), "mean"] == pytest.approx(
-        keepclr_probe.logreg.iloc[-1]
+    other_run = per_run[per_run.condition == other].set_index("epoch")
+    assert other_run.logreg.tolist() == pytest.approx(other_probe.logreg.tolist())
+    other_loss = pd.read_csv(tmp_path / "plots/train_loss.csv").set_index("epoch").loss
+    assert other_run.loss.loc[other_loss.index].tolist() == pytest.approx(other_loss.tolist())
+    assert pd.isna(other_run.loss.loc[0]) and set(per_run.name) == set(runs.name)  # no loss before training
+    assert final.set_index(["condition", "readout"]).loc[(other, "logreg"), "mean"] == pytest.approx(
+        other_probe.logreg.iloc[-1]
     )
     per_epoch = pd.read_csv(comparison / "probe.csv")  # the probe figure's numbers
     last = per_epoch[per_epoch.epoch == per_epoch.epoch.max()].set_index(["condition", "readout"])
-    assert last.loc[("keepclr", "logreg"), "mean"] == pytest.approx(keepclr_probe.logreg.iloc[-1])
-    assert sorted(per_epoch.epoch.unique()) == sorted(keepclr_probe.epoch)
+    assert last.loc[(other, "logreg"), "mean"] == pytest.approx(other_probe.logreg.iloc[-1])
+    assert sorted(per_epoch.epoch.unique()) == sorted(other_probe.epoch)
     diversity = pd.read_csv(comparison / "diversity.csv")
-    assert set(diversity.condition) == {"clrjit", "keepclr"} and set(diversity.layer) == {"layer1", "layer2"}
+    assert set(diversity.condition) == {"clrjit", other} and set(diversity.layer) == {
+        "layer1",
+        "layer2",
+        *mobilenet_layers,
+    }
     page = comparison / "index.html"
     assert "atlas/index.html" in _references_exist(page)
     runs_js = (comparison / "atlas/runs.js").read_text()
     assert '"aug": "clrjit"' in runs_js and '"aug": "keepclr"' in runs_js
     assert len(list((comparison / "atlas/runs").glob("*/manifest.json"))) == 2
-    assert not stale.exists()  # the keepclr report removed the atlas folders of other configurations
+    assert not stale.exists()  # the second run's report removed the atlas folders of other configurations
