@@ -14,6 +14,14 @@ class _Killed(Exception):
     pass
 
 
+@pytest.fixture
+def one_batch(tiny_images):
+    """uint8 (32, 3, 24, 24): one SGD step per epoch at batch size 32. What a learner does
+    differs from another in its heads, loss and views, not in how many steps it takes, and
+    every learner here keeps a ResNet18's checkpoints and resume state on disk each epoch."""
+    return tiny_images[:32]
+
+
 def _train(images, directory, config: TrainParams, labels=None, **kwargs):
     return train_learner(
         images,
@@ -37,11 +45,11 @@ def _config(**values) -> TrainParams:
 
 @pytest.mark.parametrize("method", METHODS)
 def test_every_learner_trains_and_a_killed_run_resumes_to_the_uninterrupted_weights(
-    tmp_path, tiny_images, method
+    tmp_path, one_batch, method
 ):
-    labels = np.arange(len(tiny_images)) % 10 if method == "supervised" else None
+    labels = np.arange(len(one_batch)) % 10 if method == "supervised" else None
     config = _config(method=method)
-    straight = _train(tiny_images, tmp_path / "straight", config, labels)
+    straight = _train(one_batch, tmp_path / "straight", config, labels)
     assert straight.trained_epochs == [1, 2] and all(np.isfinite(list(straight.losses.values())))
     first, last = (torch.load(straight.checkpoints[e], weights_only=True) for e in (0, 2))
     assert last["method"] == method
@@ -52,8 +60,8 @@ def test_every_learner_trains_and_a_killed_run_resumes_to_the_uninterrupted_weig
             raise _Killed
 
     with pytest.raises(_Killed):
-        _train(tiny_images, tmp_path / "resumed", config, labels, on_epoch_end=killed_after_epoch_1)
-    resumed = _train(tiny_images, tmp_path / "resumed", config, labels)
+        _train(one_batch, tmp_path / "resumed", config, labels, on_epoch_end=killed_after_epoch_1)
+    resumed = _train(one_batch, tmp_path / "resumed", config, labels)
     assert resumed.trained_epochs == [2]
     # The whole learner (momentum encoders, DINO's teacher and centre, MoCo's memory bank) resumed.
     straight_state = torch.load(tmp_path / "straight/state.pt", weights_only=True)["model"]
@@ -115,8 +123,8 @@ def test_the_paper_learners_identity_is_unchanged_by_the_method_and_backbone_key
 
 
 @pytest.mark.parametrize("arch", BACKBONES)
-def test_every_backbone_trains_and_its_checkpoints_load_as_that_backbone(tmp_path, tiny_images, arch):
-    result = _train(tiny_images, tmp_path, _config(backbone=arch, epochs=1))
+def test_every_backbone_trains_and_its_checkpoints_load_as_that_backbone(tmp_path, one_batch, arch):
+    result = _train(one_batch, tmp_path, _config(backbone=arch, epochs=1))
     backbone, meta = load_backbone(result.checkpoints[1])
     assert meta["arch"] == arch and np.isfinite(result.losses[1])
     assert backbone(torch.rand(2, 3, TINY_IMAGE_SIZE, TINY_IMAGE_SIZE)).shape == (2, FEATURE_DIMS[arch])
