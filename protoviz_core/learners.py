@@ -277,6 +277,25 @@ class SupervisedLearner(Learner):
         return self.loss(outputs[0], labels)
 
 
+def learned_no_class(method: str, final_loss: float | None) -> str | None:
+    """A warning when a supervised run's final cross-entropy is no better than chance's
+    (``ln(CLASSES)``, a classifier that gives every class the same probability; within 2%
+    of it), else None.
+
+    Such a network learned nothing about the classes, yet every later stage would measure
+    it as if it had. Too high a learning rate does this: SGD diverges in the first epoch and
+    settles at uniform outputs. Other learners' losses have no chance level to compare with.
+    """
+    chance = float(np.log(CLASSES))
+    if method != "supervised" or final_loss is None or final_loss < 0.98 * chance:
+        return None
+    return (
+        f"train: warning: the supervised loss ends at {final_loss:.3f}, chance's is ln({CLASSES}) = "
+        f"{chance:.3f}: the network learned no class; lower train.lr (torchvision's reference "
+        f"recipe uses 0.1 per 256 images)"
+    )
+
+
 def build_learner(
     method: str, backbone: nn.Module, *, features: int = FEATURE_DIM, temperature: float, epochs: int
 ) -> Learner:

@@ -4,7 +4,7 @@ import torch
 
 from protoviz_core.checkpoints import load_backbone
 from protoviz_core.config import BACKBONES, METHODS, Params, ParamsError, TrainParams, parse_params
-from protoviz_core.learners import build_learner, view_transform
+from protoviz_core.learners import build_learner, learned_no_class, view_transform
 from protoviz_core.simclr import FEATURE_DIMS, build_backbone
 from protoviz_core.training import train_learner
 from tests.helpers import TINY_IMAGE_SIZE, tiny_params
@@ -139,3 +139,12 @@ def test_layers_the_backbone_lacks_are_one_line_naming_the_key_and_the_backbone(
     layers = ["features.4", "features.18"]
     params = parse_params({**raw, "rfmask": {"layers": layers}, "extract": {"layers": layers}})
     assert params.train.backbone == "mobilenet_v2" and params.extract.layers == layers
+
+
+def test_a_supervised_run_that_ends_at_chance_is_named_and_others_are_not():
+    # ln(10) = 2.303: a classifier with uniform outputs. 2.290 is where the demo's supervised run
+    # ends at train.lr 0.06; 2.18 where it ends at 0.0125.
+    warning = learned_no_class("supervised", 2.290)
+    assert warning and "ln(10) = 2.303" in warning and "train.lr" in warning
+    assert learned_no_class("supervised", 2.18) is None
+    assert learned_no_class("simclr", 4.5) is None and learned_no_class("supervised", None) is None

@@ -12,6 +12,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from protoviz_core.checkpoints import list_checkpoints
+from protoviz_core.learners import learned_no_class
 from protoviz_core.tracking import EXPERIMENT_NAME
 from protoviz_core.training import TRAINING_VERSION
 from tests.helpers import STAGE_ARGS, call_stage, run_stage, start_stage, tiny_params, write_params
@@ -132,9 +133,12 @@ def test_data_stage_missing_stl10_names_the_path(tmp_path, monkeypatch):
 def test_another_learner_trains_through_the_stage_and_tags_its_run(workdir):
     """Supervision: the labelled train split (20 images here), its learner in the checkpoint and in MLflow."""
     write_params(workdir / "params.yaml", tiny_params(epochs=1, method="supervised", batch_size=8))
-    run_stage("train", workdir, *TRAIN_ARGS)
+    status, _, stderr = call_stage("train", workdir, *TRAIN_ARGS)
+    assert status == 0, stderr[-3000:]
     checkpoint = torch.load(list_checkpoints(workdir / "out/checkpoints")[1], weights_only=True)
     assert checkpoint["method"] == "supervised" and checkpoint["loss"] > 0
+    # Two steps teach no class: the stage says so when the loss ends at chance's, and only then.
+    assert ("learned no class" in stderr) == (learned_no_class("supervised", checkpoint["loss"]) is not None)
     client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
     (run,) = client.search_runs([client.get_experiment_by_name(EXPERIMENT_NAME).experiment_id])
     assert run.data.tags["protoviz.method"] == "supervised"
