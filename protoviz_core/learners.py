@@ -83,6 +83,14 @@ class Learner(nn.Module):
 
     method = ""
     needs_labels = False  # supervised: trained on the labelled train split
+    # The train params to look at when the loss ends at chance's (:func:`learned_nothing`).
+    tuning_params: tuple[str, ...] = ("train.lr",)
+
+    @classmethod
+    def chance_loss(cls, batch_size: int) -> float | None:
+        """The loss of outputs that tell no two inputs apart (uniform similarities or class
+        probabilities), or None where the loss has no such level."""
+        return None
 
     def __init__(self, backbone: nn.Module, features: int = FEATURE_DIM):
         super().__init__()
@@ -103,6 +111,12 @@ class SimCLRLearner(Learner):
     """Paper Sec. 6.1: lightly's SimCLRProjectionHead(512, 512, 128) and NT-Xent on two views."""
 
     method = "simclr"
+    tuning_params = ("train.temperature", "train.lr", "train.batch_size")
+
+    @classmethod
+    def chance_loss(cls, batch_size: int) -> float:
+        """NT-Xent over a batch of B pairs: each view's partner is one of 2B - 1 candidates."""
+        return float(np.log(2 * batch_size - 1))
 
     def __init__(self, backbone: nn.Module, features: int = FEATURE_DIM, temperature: float = 0.5):
         super().__init__(backbone, features)
@@ -141,14 +155,22 @@ class _MomentumLearner(Learner):
             return self.teacher_head(self.teacher_backbone(images).flatten(start_dim=1))
 
 
+MOCO_MEMORY_BANK = 4096  # negatives kept from earlier batches
+
+
 class MoCoLearner(_MomentumLearner):
     method = "moco"
+
+    @classmethod
+    def chance_loss(cls, batch_size: int) -> float:
+        """NT-Xent of a query against its key and the memory bank's negatives."""
+        return float(np.log(1 + MOCO_MEMORY_BANK))
 
     def __init__(self, backbone: nn.Module, features: int = FEATURE_DIM):
         super().__init__(backbone, features)
         self.projection_head = MoCoProjectionHead(features, 512, 128)
         self._make_teacher()
-        self.loss = NTXentLoss(temperature=0.1, memory_bank_size=(4096, 128))
+        self.loss = NTXentLoss(temperature=0.1, memory_bank_size=(MOCO_MEMORY_BANK, 128))
 
     def forward(self, views: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
         query, key = views
@@ -172,6 +194,11 @@ class MoCoLearner(_MomentumLearner):
 class BYOLLearner(_MomentumLearner):
     method = "byol"
 
+    @classmethod
+    def chance_loss(cls, batch_size: int) -> float:
+        """Negative cosine similarity of unrelated predictions and targets."""
+        return 0.0
+
     def __init__(self, backbone: nn.Module, features: int = FEATURE_DIM):
         super().__init__(backbone, features)
         self.projection_head = BYOLProjectionHead(features, 1024, 256)
@@ -192,6 +219,11 @@ class BYOLLearner(_MomentumLearner):
 
 class SimSiamLearner(Learner):
     method = "simsiam"
+
+    @classmethod
+    def chance_loss(cls, batch_size: int) -> float:
+        """Negative cosine similarity of unrelated predictions and targets."""
+        return 0.0
 
     def __init__(self, backbone: nn.Module, features: int = FEATURE_DIM):
         super().__init__(backbone, features)
@@ -237,17 +269,24 @@ class VICRegLearner(_TwinLearner):
 
 
 DINO_LOCAL_VIEWS = 6
+DINO_OUTPUT_DIM = 2048
 
 
 class DINOLearner(_MomentumLearner):
     method = "dino"
+    tuning_params = ("train.lr", "train.epochs")
+
+    @classmethod
+    def chance_loss(cls, batch_size: int) -> float:
+        """Cross-entropy between uniform teacher and student outputs over the head's dimensions."""
+        return float(np.log(DINO_OUTPUT_DIM))
 
     def __init__(self, backbone: nn.Module, features: int = FEATURE_DIM, epochs: int = 1):
         super().__init__(backbone, features)
-        self.projection_head = DINOProjectionHead(features, 512, 64, 2048, freeze_last_layer=1)
-        self._make_teacher(DINOProjectionHead(features, 512, 64, 2048))
+        self.projection_head = DINOProjectionHead(features, 512, 64, DINO_OUTPUT_DIM, freeze_last_layer=1)
+        self._make_teacher(DINOProjectionHead(features, 512, 64, DINO_OUTPUT_DIM))
         # The teacher temperature warms up over the first epochs (at most 30, DINO's).
-        self.loss = DINOLoss(output_dim=2048, warmup_teacher_temp_epochs=min(30, max(epochs, 1)))
+        self.loss = DINOLoss(output_dim=DINO_OUTPUT_DIM, warmup_teacher_temp_epochs=min(30, max(epochs, 1)))
 
     def forward(self, views: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
         teacher = [self.teacher(view) for view in views[:2]]  # the global views
@@ -265,6 +304,11 @@ class SupervisedLearner(Learner):
     method = "supervised"
     needs_labels = True
 
+    @classmethod
+    def chance_loss(cls, batch_size: int) -> float:
+        """Cross-entropy of a classifier that gives every class the same probability."""
+        return float(np.log(CLASSES))
+
     def __init__(self, backbone: nn.Module, features: int = FEATURE_DIM):
         super().__init__(backbone, features)
         self.classifier = nn.Linear(features, CLASSES)
@@ -277,22 +321,51 @@ class SupervisedLearner(Learner):
         return self.loss(outputs[0], labels)
 
 
-def learned_no_class(method: str, final_loss: float | None) -> str | None:
-    """A warning when a supervised run's final cross-entropy is no better than chance's
-    (``ln(CLASSES)``, a classifier that gives every class the same probability; within 2%
-    of it), else None.
+LEARNERS: dict[str, type[Learner]] = {
+    learner.method: learner
+    for learner in (
+        SimCLRLearner,
+        MoCoLearner,
+        BYOLLearner,
+        SimSiamLearner,
+        BarlowTwinsLearner,
+        VICRegLearner,
+        DINOLearner,
+        SupervisedLearner,
+    )
+}
 
-    Such a network learned nothing about the classes, yet every later stage would measure
-    it as if it had. Too high a learning rate does this: SGD diverges in the first epoch and
-    settles at uniform outputs. Other learners' losses have no chance level to compare with.
+
+def _learner_class(method: str) -> type[Learner]:
+    if method not in LEARNERS:
+        raise ValueError(f"train.method: {method!r} is not one of {', '.join(METHODS)}")
+    return LEARNERS[method]
+
+
+CHANCE_MARGIN = 0.1  # nats: a final loss closer than this to chance's is a network that learned nothing
+
+
+def learned_nothing(method: str, final_loss: float | None, batch_size: int) -> str | None:
+    """A one-line warning when a run's final loss ends within :data:`CHANCE_MARGIN` nats of its
+    learner's chance level (:meth:`Learner.chance_loss`), else None.
+
+    Such a network tells its inputs apart no better than constant outputs do, yet every later
+    stage would measure it as if it had learned. Causes: too high a learning rate (SGD diverges
+    in the first epoch and settles at uniform outputs), or, for SimCLR, too soft a temperature
+    for views that colour jitter makes hard to match (the offline demo at temperature 0.5:
+    ``bench/demo_training.py``). The warning names the learner's params to look at.
+
+    Raises:
+        ValueError: an unknown method; names ``train.method``.
     """
-    chance = float(np.log(CLASSES))
-    if method != "supervised" or final_loss is None or final_loss < 0.98 * chance:
+    learner = _learner_class(method)
+    chance = learner.chance_loss(batch_size)
+    if chance is None or final_loss is None or final_loss < chance - CHANCE_MARGIN:
         return None
     return (
-        f"train: warning: the supervised loss ends at {final_loss:.3f}, chance's is ln({CLASSES}) = "
-        f"{chance:.3f}: the network learned no class; lower train.lr (torchvision's reference "
-        f"recipe uses 0.1 per 256 images)"
+        f"train: warning: the {method} loss ends at {final_loss:.3f}, chance's is {chance:.3f} "
+        f"(within {CHANCE_MARGIN} nats): the network learned nothing; look at "
+        f"{', '.join(learner.tuning_params)}"
     )
 
 
@@ -304,21 +377,12 @@ def build_learner(
     Raises:
         ValueError: an unknown method; names ``train.method`` and the methods there are.
     """
-    if method == "simclr":
+    learner = _learner_class(method)
+    if learner is SimCLRLearner:
         return SimCLRLearner(backbone, features, temperature)
-    if method == "dino":
+    if learner is DINOLearner:
         return DINOLearner(backbone, features, epochs)
-    others = {
-        "moco": MoCoLearner,
-        "byol": BYOLLearner,
-        "simsiam": SimSiamLearner,
-        "barlowtwins": BarlowTwinsLearner,
-        "vicreg": VICRegLearner,
-        "supervised": SupervisedLearner,
-    }
-    if method not in others:
-        raise ValueError(f"train.method: {method!r} is not one of {', '.join(METHODS)}")
-    return others[method](backbone, features)
+    return learner(backbone, features)
 
 
 def view_transform(

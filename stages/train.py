@@ -11,7 +11,7 @@ from tqdm import tqdm
 from protoviz_core.config import load_params
 from protoviz_core.devices import resolve_device
 from protoviz_core.dvc_files import write_csv, write_json
-from protoviz_core.learners import learned_no_class
+from protoviz_core.learners import learned_nothing
 from protoviz_core.metric_keys import TRAIN_IMAGES_PER_S, TRAIN_LOSS
 from protoviz_core.stl10 import read_split
 from protoviz_core.tracking import pipeline_run
@@ -62,7 +62,7 @@ def main(argv=None) -> None:
             mlflow.log_metric(TRAIN_IMAGES_PER_S, result.images_per_s)
 
     final_epoch = max(result.losses, default=0)
-    warning = learned_no_class(params.train.method, result.losses.get(final_epoch))
+    warning = learned_nothing(params.train.method, result.losses.get(final_epoch), params.train.batch_size)
     if warning:
         print(warning, file=sys.stderr)
     write_json(

@@ -4,7 +4,7 @@ import torch
 
 from protoviz_core.checkpoints import load_backbone
 from protoviz_core.config import BACKBONES, METHODS, Params, ParamsError, TrainParams, parse_params
-from protoviz_core.learners import build_learner, learned_no_class, view_transform
+from protoviz_core.learners import CLASSES, LEARNERS, build_learner, learned_nothing, view_transform
 from protoviz_core.simclr import FEATURE_DIMS, build_backbone
 from protoviz_core.training import train_learner
 from tests.helpers import TINY_IMAGE_SIZE, tiny_params
@@ -141,10 +141,32 @@ def test_layers_the_backbone_lacks_are_one_line_naming_the_key_and_the_backbone(
     assert params.train.backbone == "mobilenet_v2" and params.extract.layers == layers
 
 
-def test_a_supervised_run_that_ends_at_chance_is_named_and_others_are_not():
-    # ln(10) = 2.303: a classifier with uniform outputs. 2.290 is where the demo's supervised run
-    # ends at train.lr 0.06; 2.18 where it ends at 0.0125.
-    warning = learned_no_class("supervised", 2.290)
-    assert warning and "ln(10) = 2.303" in warning and "train.lr" in warning
-    assert learned_no_class("supervised", 2.18) is None
-    assert learned_no_class("simclr", 4.5) is None and learned_no_class("supervised", None) is None
+def test_a_run_whose_loss_ends_at_chance_is_named_with_the_params_to_look_at():
+    # SimCLR at batch 32: ln(63) = 4.143. 4.15 is where the demo's clrjit run ended at
+    # temperature 0.5; 3.0 is a network that tells views apart.
+    warning = learned_nothing("simclr", 4.15, 32)
+    assert warning and "4.143" in warning and "train.temperature" in warning and "train.lr" in warning
+    assert learned_nothing("simclr", 3.0, 32) is None
+    assert learned_nothing("simclr", 4.15, 256) is None  # ln(511) = 6.24: far below chance at batch 256
+    # Supervision: ln(10) = 2.303, a classifier with uniform outputs. 2.290 is where the demo's
+    # supervised run ends at train.lr 0.06; 2.18 where it ends at 0.0125.
+    warning = learned_nothing("supervised", 2.290, 32)
+    assert warning and "2.303" in warning and "train.lr" in warning
+    assert learned_nothing("supervised", 2.18, 32) is None
+    # DINO's teacher gone uniform: ln(2048) = 7.625 (the learner comparison's DINO run).
+    assert "7.625" in learned_nothing("dino", 7.62, 32)
+    assert learned_nothing("byol", -0.05, 32) and learned_nothing("byol", -0.9, 32) is None
+    # Losses with no chance level, and a run with no loss, give no warning.
+    assert learned_nothing("barlowtwins", 1e4, 32) is None and learned_nothing("simclr", None, 32) is None
+
+
+def test_the_chance_level_is_the_loss_of_outputs_that_tell_nothing_apart():
+    """Measured: lightly's own losses on constant embeddings equal each learner's chance_loss."""
+    constant = torch.ones(16, 128)
+    simclr = build_learner("simclr", build_backbone(), temperature=0.2, epochs=1)
+    chance = LEARNERS["simclr"].chance_loss(16)
+    assert float(simclr.loss(constant, constant)) == pytest.approx(chance, rel=1e-5)
+    logits = torch.zeros(16, CLASSES)
+    supervised = build_learner("supervised", build_backbone(), temperature=0.5, epochs=1)
+    labels = torch.arange(16) % CLASSES
+    assert float(supervised.loss(logits, labels)) == pytest.approx(LEARNERS["supervised"].chance_loss(16))

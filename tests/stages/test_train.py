@@ -12,7 +12,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from protoviz_core.checkpoints import list_checkpoints
-from protoviz_core.learners import learned_no_class
+from protoviz_core.learners import learned_nothing
 from protoviz_core.tracking import EXPERIMENT_NAME
 from protoviz_core.training import TRAINING_VERSION
 from tests.helpers import STAGE_ARGS, call_stage, run_stage, start_stage, tiny_params, write_params
@@ -138,7 +138,7 @@ def test_another_learner_trains_through_the_stage_and_tags_its_run(workdir):
     checkpoint = torch.load(list_checkpoints(workdir / "out/checkpoints")[1], weights_only=True)
     assert checkpoint["method"] == "supervised" and checkpoint["loss"] > 0
     # Two steps teach no class: the stage says so when the loss ends at chance's, and only then.
-    assert ("learned no class" in stderr) == (learned_no_class("supervised", checkpoint["loss"]) is not None)
+    assert ("learned nothing" in stderr) == (learned_nothing("supervised", checkpoint["loss"], 8) is not None)
     client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
     (run,) = client.search_runs([client.get_experiment_by_name(EXPERIMENT_NAME).experiment_id])
     assert run.data.tags["protoviz.method"] == "supervised"
