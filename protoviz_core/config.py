@@ -257,8 +257,20 @@ class DistanceParams(_Section):
     """Which space, metric and masking metrics/distance.json, the plots and the report show."""
 
     space: str = "pixel"  # pixel or one of embed.nets
-    metric: Literal["mse", "cosine"] = "mse"
+    # mse | cosine | weighted_mse: the mask-weighted mean squared pixel difference (pixel space,
+    # masked only), which does not shrink with the receptive field's area (protoviz_core.distance)
+    metric: Literal["mse", "cosine", "weighted_mse"] = "mse"
     masked: bool = True  # RF-masked prototypes (the paper's default)
+
+    @model_validator(mode="after")
+    def _weighted_needs_pixels_and_masks(self) -> DistanceParams:
+        if self.metric == "weighted_mse" and (self.space != "pixel" or not self.masked):
+            raise ValueError(
+                "distance.metric: weighted_mse weights pixels by the RF mask; it needs space: pixel "
+                f"and masked: true (got space: {self.space}, masked: {str(self.masked).lower()}); "
+                "choose mse or cosine for other views"
+            )
+        return self
 
 
 class ReportParams(_Section):

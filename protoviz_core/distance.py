@@ -1,4 +1,4 @@
-"""Distances between prototypes, and the three quantities the paper tracks per epoch.
+"""Distances between prototypes, the three quantities the paper tracks per epoch, and their noise floor.
 
 Paper Sec. 3.3 and 7.2 (Fig. 2, 5, 6, 7), per layer and epoch, in one embedding
 space and metric:
@@ -13,13 +13,31 @@ space and metric:
 Diversity and rate of change are measured per repeat and averaged over repeats.
 
 Metrics: ``mse`` (squared Euclidean distance / dimension, i.e. the mean squared
-difference) and ``cosine`` (1 - cosine similarity; a blank, all-zero vector is at
-distance 1 from everything). Computed with torch in float32 wherever the tensors are
-(the stage reads them into host memory and runs on the CPU: it is memory-bound, and a
-GPU would add a copy of every vector for little arithmetic), in a few passes over the
-data: diversity from the per-dimension variance (mse) or the mean unit vector
-(cosine), O(N D) without an N x N matrix; paired distances row by row; each row's norm computed once. Values
-carry float32 rounding: about 1e-6 absolute for cosine diversity, relative 1e-5 otherwise.
+difference), ``cosine`` (1 - cosine similarity; a blank, all-zero vector is at
+distance 1 from everything) and, in pixel space on RF-masked prototypes only,
+``weighted_mse``: the mask-weighted mean of the squared pixel difference,
+``sum(w (a - b)^2) / sum(w)`` with ``w`` the layer's receptive-field mask (for the
+rate of change, the mean of the two epochs' masks). The paper's masked MSE,
+``mean((w a - w b)^2)``, shrinks with the mask's area: a layer whose mask halves
+halves its diversity although its prototypes are as different as before. The
+weighted mean divides that out (this project's measure; the paper's is ``mse`` masked).
+
+The noise floor (this project's measure, not the paper's): re-evolution consistency is
+what two searches of the same unit differ by, so a diversity or rate of change is
+read against it. Each is also given as a ratio to the floor of the same units
+(``diversity_to_floor``, ``rate_of_change_to_floor``; the rate's floor is the mean of
+its two epochs'), with a 95% bootstrap interval over units (``_low``, ``_high``), as is
+the floor itself (``consistency_low``, ``consistency_high``). Units are resampled; the
+ratio of a resample is the mean of its units' values over the mean of their floors.
+
+Every quantity is the mean of per-unit values (a unit's diversity: its mean distance to
+the other units), computed in closed form, O(N D), without an N x N matrix: for mse
+``sum_j |x_i - x_j|^2 = N |x_i - m|^2 + sum_j |x_j - m|^2`` with m the mean row; for
+cosine, with u the unit rows (blank rows 0) and U their sum, a non-blank row's
+``sum_j (1 - u_i . u_j) = N - u_i . U``. Sums run in float64 on the CPU (the stage
+reads the vectors into host memory: it is memory-bound, and a GPU would add a copy of
+every vector for little arithmetic); paired distances in float32, with relative
+rounding about 1e-5.
 """
 
 from __future__ import annotations
@@ -31,25 +49,20 @@ import torch
 from protoviz_core.errors import MissingInputError
 from protoviz_core.work import KEY, WorkItem, epoch_file, identity, read_result, without_key
 
-METRICS = ("mse", "cosine")
-
+METRICS = ("mse", "cosine", "weighted_mse")
+WEIGHTED = "weighted_mse"  # pixel space, RF-masked prototypes only
+BOOTSTRAP_DRAWS = 1000  # resamples of the units per interval
+INTERVAL = (0.025, 0.975)  # the 95% percentile interval
 
 _TINY = 1e-12  # a norm at or below this is a blank vector
 
 
-def _paired(
-    x: torch.Tensor,
-    y: torch.Tensor,
-    metric: str,
-    x_norms: torch.Tensor | None = None,
-    y_norms: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Distance (N,) between matching rows of x and y (N, D); cosine may reuse the rows' norms (N,)."""
+def _paired(x: torch.Tensor, y: torch.Tensor, metric: str) -> torch.Tensor:
+    """Distance (N,) between matching rows of x and y (N, D), float32."""
     if metric == "mse":
         return (x - y).square_().mean(dim=-1)
     if metric == "cosine":
-        x_norms = x.norm(dim=-1) if x_norms is None else x_norms
-        y_norms = y.norm(dim=-1) if y_norms is None else y_norms
+        x_norms, y_norms = x.norm(dim=-1), y.norm(dim=-1)
         # 1 - cos as half the squared distance between the unit rows: no cancellation for
         # nearly parallel rows (1 - x.y / |x||y| loses ~1e-7 absolute in float32).
         x_scale = (1 / x_norms.clamp(min=_TINY))[:, None]
@@ -57,26 +70,28 @@ def _paired(
         half_squared = torch.sub(x * x_scale, y * y_scale).square_().sum(dim=-1) / 2
         both = (x_norms > _TINY) & (y_norms > _TINY)
         return torch.where(both, half_squared, torch.ones_like(half_squared))
-    raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+    raise ValueError(f"metric must be one of {METRICS[:2]}, got {metric!r}")
 
 
-def _diversity(x: torch.Tensor, metric: str, norms: torch.Tensor | None = None) -> float:
+def unit_diversity(x: torch.Tensor, metric: str) -> torch.Tensor:
+    """Each row's mean distance to the other rows of x (N, D), N >= 2: float64 (N,).
+
+    Their mean is the mean distance over all pairs of different rows (the diversity).
+    """
     n = len(x)
     if n < 2:
         raise ValueError("diversity needs at least two prototypes")
-    if (
-        metric == "mse"
-    ):  # sum over pairs of squared distances = 2 N S, S = sum_i |x_i - mean|^2 = (N-1) sum_d var_d
-        return float(2 * x.var(dim=0).sum(dtype=torch.float64) / x.shape[1])
-    if metric == "cosine":  # with u the unit rows (k not blank): 1 - k/N + (k - N |mean u|^2) / (N - 1)
-        norms = x.norm(dim=-1) if norms is None else norms
+    x = x.double()
+    if metric == "mse":
+        centred_squares = (x - x.mean(dim=0)).square().sum(dim=-1)  # (N,) |x_i - m|^2
+        return (n * centred_squares + centred_squares.sum()) / (x.shape[1] * (n - 1))
+    if metric == "cosine":
+        norms = x.norm(dim=-1)
         present = norms > _TINY
-        k = int(present.sum())
-        weights = torch.where(present, 1 / norms.clamp(min=_TINY), torch.zeros_like(norms)) / n
-        mean_unit = weights @ x  # (D,): one matrix-vector product instead of a normalised copy
-        spread = k - n * float(mean_unit.double().square().sum())
-        return (n - k) / n + max(spread, 0.0) / (n - 1)
-    raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+        units = x * torch.where(present, 1 / norms.clamp(min=_TINY), torch.zeros_like(norms))[:, None]
+        summed = (n - units @ units.sum(dim=0)) / (n - 1)
+        return torch.where(present, summed, torch.ones_like(summed))  # a blank row is at 1 from all
+    raise ValueError(f"metric must be one of {METRICS[:2]}, got {metric!r}")
 
 
 def paired(x: torch.Tensor, y: torch.Tensor, metric: str) -> torch.Tensor:
@@ -85,14 +100,8 @@ def paired(x: torch.Tensor, y: torch.Tensor, metric: str) -> torch.Tensor:
 
 
 def diversity(x: torch.Tensor, metric: str) -> float:
-    """Mean distance over all pairs of different rows of x (N, D), N >= 2.
-
-    Without the N x N matrix: for mse the sum over pairs of squared distances is
-    ``2 N S`` with ``S = sum_i |x_i - mean|^2``; for cosine, with u the unit rows (k
-    of them not blank), the mean distance over pairs is ``1 - k / N + S_u / (N - 1)``
-    with ``S_u = k - N |mean u|^2``.
-    """
-    return _diversity(x.float(), metric)
+    """Mean distance over all pairs of different rows of x (N, D), N >= 2 (closed form, no N x N matrix)."""
+    return float(unit_diversity(x, metric).mean())
 
 
 def mean_paired(x: torch.Tensor, y: torch.Tensor, metric: str) -> float:
@@ -100,17 +109,111 @@ def mean_paired(x: torch.Tensor, y: torch.Tensor, metric: str) -> float:
     return float(paired(x, y, metric).mean())
 
 
+def repeat_pairs(repeats: int) -> list[tuple[int, int]]:
+    """Every pair (i, j), i < j, of ``repeats`` repeats."""
+    return [(i, j) for i in range(repeats) for j in range(i + 1, repeats)]
+
+
+def unit_consistency(x: torch.Tensor, metric: str) -> torch.Tensor | None:
+    """Each unit's distance between its repeats, averaged over every pair of them.
+
+    x (R, C, D) -> float64 (C,); None with fewer than two repeats.
+    """
+    pairs = repeat_pairs(len(x))
+    if not pairs:
+        return None
+    return sum(paired(x[i], x[j], metric).double() for i, j in pairs) / len(pairs)
+
+
+def bootstrap_interval(
+    values: torch.Tensor, floor: torch.Tensor | None, generator: torch.Generator
+) -> tuple[float, float]:
+    """95% percentile interval over units of ``mean(values)``, or of ``mean(values) / mean(floor)``
+    where a floor (C,) is given: :data:`BOOTSTRAP_DRAWS` resamples of the C units."""
+    count = len(values)
+    draws = torch.randint(count, (BOOTSTRAP_DRAWS, count), generator=generator)
+    statistic = values[draws].mean(dim=1)
+    if floor is not None:
+        floors = floor[draws].mean(dim=1)
+        statistic = (
+            statistic[floors > _TINY] / floors[floors > _TINY]
+        )  # a resample of 0-floor units has no ratio
+    low, high = torch.quantile(statistic, torch.tensor(INTERVAL, dtype=statistic.dtype)).tolist()
+    return low, high
+
+
+def mask_weighted(vectors: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Plain pixel vectors (..., 3*S*S) scaled so that their mse is the ``mask``-weighted mean
+    squared difference: each pixel times sqrt(w / mean(w)), w the (S, S) mask on every colour."""
+    weights = mask.float().expand(3, *mask.shape).flatten()
+    return vectors.float() * (weights / weights.mean()).sqrt()
+
+
+def _views(space: str, of_layer: dict, after: dict | None) -> list[tuple]:
+    """(metric, masked, base metric, vectors (R, C, D), pair for the rate of change or None) per view."""
+    views = []
+    for masked in (False, True):
+        kind = "masked" if masked else "plain"
+        current = of_layer[kind].float()
+        following = None if after is None else (current, after[kind].float())
+        views += [(metric, masked, metric, current, following) for metric in METRICS[:2]]
+    if space == "pixel" and "mask" in of_layer:
+        following = None
+        if after is not None:  # both epochs weighted alike: the mean of their masks
+            mean_mask = (of_layer["mask"].float() + after["mask"].float()) / 2
+            following = (
+                mask_weighted(of_layer["plain"], mean_mask),
+                mask_weighted(after["plain"], mean_mask),
+            )
+        views.append((WEIGHTED, True, "mse", mask_weighted(of_layer["plain"], of_layer["mask"]), following))
+    return views
+
+
+def _view_values(current, following, metric: str, generator: torch.Generator) -> dict[str, float]:
+    """Every quantity of one view of one layer and epoch, with the noise floor's ratios and intervals."""
+    repeats = len(current)
+    diversities = sum(unit_diversity(current[r], metric) for r in range(repeats)) / repeats
+    values = {"diversity": float(diversities.mean())}
+    floor = unit_consistency(current, metric)
+    if floor is not None:
+        values["consistency"] = float(floor.mean())
+        values["consistency_low"], values["consistency_high"] = bootstrap_interval(floor, None, generator)
+    # A floor of 0 (repeats that are the same images) has no ratios: nothing to read against.
+    floored = floor is not None and values["consistency"] > _TINY
+    if floored:
+        values["diversity_to_floor"] = values["diversity"] / values["consistency"]
+        interval = bootstrap_interval(diversities, floor, generator)
+        values["diversity_to_floor_low"], values["diversity_to_floor_high"] = interval
+    if following is not None:
+        before, after = following
+        changes = sum(paired(before[r], after[r], metric).double() for r in range(repeats)) / repeats
+        values["rate_of_change"] = float(changes.mean())
+        both = (
+            None
+            if floor is None
+            else (unit_consistency(before, metric) + unit_consistency(after, metric)) / 2
+        )
+        if both is not None and float(both.mean()) > _TINY:  # the same units' floor, at both ends of the step
+            values["rate_of_change_to_floor"] = values["rate_of_change"] / float(both.mean())
+            interval = bootstrap_interval(changes, both, generator)
+            values["rate_of_change_to_floor_low"], values["rate_of_change_to_floor_high"] = interval
+    return values
+
+
 def epoch_rows(space: str, epoch: int, vectors: dict, following: dict | None) -> list[dict]:
     """The tidy rows of one epoch in one space, from :func:`~protoviz_core.embedding.embed_epoch` output.
 
     Args:
-        vectors: {layer: {"channels": (C,), "repeats": (R,), "plain": (R, C, D), "masked": (R, C, D)}}.
+        vectors: {layer: {"channels": (C,), "repeats": (R,), "plain": (R, C, D), "masked": (R, C, D),
+            "mask": (S, S) the RF mask applied (pixel space's weighted_mse needs it)}}.
         following: the same for the next extracted epoch, or None for the last one.
 
     Returns:
         Rows (space, metric, masked, layer, epoch, quantity, value) for each quantity in
         :data:`~protoviz_core.metric_keys.QUANTITIES` (consistency only with two or more
-        repeats, rate of change only with a following epoch), both metrics, masked and not.
+        repeats, rate of change only with a following epoch) and each noise-floor measure of
+        :data:`~protoviz_core.metric_keys.FLOOR_QUANTITIES`, every metric, masked and not.
+        Bootstrap draws are seeded by the epoch: the same inputs give the same rows.
 
     Raises:
         MissingInputError: the following epoch holds other channels or repeats of a layer.
@@ -126,48 +229,26 @@ def epoch_rows(space: str, epoch: int, vectors: dict, following: dict | None) ->
                 f"{space} {layer}: epoch {epoch} and the next epoch hold different channels or "
                 "repeats; rerun dvc repro embed"
             )
-        repeats = len(of_layer["repeats"])
-        pairs = [(i, j) for i in range(repeats) for j in range(i + 1, repeats)]
-        for masked in (False, True):
-            kind = "masked" if masked else "plain"
-            current = of_layer[kind].float()  # (R, C, D)
-            nxt = None if after is None else after[kind].float()
-            norms = current.norm(dim=-1)  # (R, C), for every cosine quantity
-            next_norms = None if nxt is None else nxt.norm(dim=-1)
-            for metric in METRICS:
-
-                def mean_distance(i, y, y_norms):
-                    return float(_paired(current[i], y, metric, norms[i], y_norms).mean())
-
-                values = {
-                    "diversity": sum(_diversity(current[r], metric, norms[r]) for r in range(repeats))
-                    / repeats
+        for metric, masked, base, current, pair in _views(space, of_layer, after):
+            generator = torch.Generator().manual_seed(epoch)
+            values = _view_values(current, pair, base, generator)
+            rows += [
+                {
+                    "space": space,
+                    "metric": metric,
+                    "masked": masked,
+                    "layer": layer,
+                    "epoch": epoch,
+                    "quantity": quantity,
+                    "value": value,
                 }
-                if pairs:
-                    values["consistency"] = sum(
-                        mean_distance(i, current[j], norms[j]) for i, j in pairs
-                    ) / len(pairs)
-                if nxt is not None:
-                    values["rate_of_change"] = (
-                        sum(mean_distance(r, nxt[r], next_norms[r]) for r in range(repeats)) / repeats
-                    )
-                rows += [
-                    {
-                        "space": space,
-                        "metric": metric,
-                        "masked": masked,
-                        "layer": layer,
-                        "epoch": epoch,
-                        "quantity": quantity,
-                        "value": value,
-                    }
-                    for quantity, value in values.items()
-                ]
+                for quantity, value in values.items()
+            ]
     return rows
 
 
 # Bump when a change alters the rows for the same embeddings: it keys every result file.
-DISTANCE_VERSION = 3  # 3: float32, diversity without an N x N matrix
+DISTANCE_VERSION = 4  # 4: weighted_mse, the noise floor and its ratios, float64 sums
 
 
 def distance_work(embeddings: str | Path, space: str, epochs: list[int]) -> list[WorkItem]:

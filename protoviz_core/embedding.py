@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from protoviz_core.store import PrototypeStore
 
 # Bump when a change alters embeddings (e.g. how random weights are drawn): it keys the cache.
-EMBEDDING_VERSION = 4
+EMBEDDING_VERSION = 5  # 5: each layer carries the mask it applied
 
 
 SPACES = ("pixel", *NETWORKS)
@@ -248,7 +248,8 @@ def embed_epoch(
 
     Returns:
         {layer: {"channels": int64 (C,) ascending, "repeats": int64 (R,) ascending,
-        "plain": (R, C, D), "masked": (R, C, D)}}, vectors in :func:`stored_dtype`.
+        "plain": (R, C, D), "masked": (R, C, D), "mask": float32 (S, S) the RF mask applied}},
+        vectors in :func:`stored_dtype` (the mask weights pixel space's ``weighted_mse``).
 
     Raises:
         DegenerateError: a mask or a set of vectors is NaN/inf, all zero, or the same
@@ -286,6 +287,7 @@ def embed_epoch(
             "channels": torch.tensor(channels),
             "repeats": torch.tensor(repeats),
             **{kind: torch.stack(parts) for kind, parts in vectors.items()},
+            "mask": masks[layer].float(),
         }
     return embedded
 

@@ -40,6 +40,8 @@ QUANTITY_LABELS = {
     "rate_of_change": "rate of change (distance to next epoch)",
     "consistency": "re-evolution consistency (distance between repeats)",
 }
+FLOOR_COLOR = "0.55"  # the noise floor's band, behind every condition's curve
+FLOOR_LABEL = "noise floor"  # the line label's suffix: "<condition> noise floor"
 
 
 def layer_sort_key(name: str) -> tuple:
@@ -62,9 +64,11 @@ def line_panels(
     """Curves vs epoch, one panel per value of ``panel``, one line per value of ``line``.
 
     Args:
-        frame: columns ``epoch``, ``mean``, ``panel``, ``line`` and optionally ``sem``
-            (drawn as a mean +- SEM band where it is a number), or ``low`` and ``high``
-            (a band between them, e.g. quartiles), and ``n`` (runs averaged, shown in the legend).
+        frame: columns ``epoch``, ``mean``, ``panel``, ``line`` (a label ending in
+            :data:`FLOOR_LABEL` is drawn dashed, in its condition's colour) and optionally
+            ``sem`` (drawn as a mean +- SEM band where it is a number), or ``low`` and
+            ``high`` (a band between them, e.g. quartiles; a curve whose are NaN gets its SEM
+            band), and ``n`` (runs averaged, shown in the legend).
         panel_order: panel values in drawing order; default: network order of the names.
         reference: (y, label) of a dashed horizontal line in every panel.
         log_y: a logarithmic y axis (for ratios).
@@ -85,26 +89,31 @@ def line_panels(
         for label, curve in frame[frame[panel] == name].groupby(line, sort=True):
             curve = curve.sort_values("epoch")
             runs = f" (n={int(curve['n'].max())})" if "n" in curve and curve["n"].max() > 1 else ""
+            floor = str(label).endswith(FLOOR_LABEL)  # dashed, in its condition's colour or grey
+            color = colors.get(label) or (
+                colors.get(str(label).removesuffix(FLOOR_LABEL).strip(), FLOOR_COLOR) if floor else None
+            )
             ax.plot(
                 curve["epoch"],
                 curve["mean"],
-                marker="o",
+                marker="" if floor else "o",
                 markersize=3,
-                color=colors.get(label),
+                linestyle="--" if floor else "-",
+                color=color,
                 label=f"{label}{runs}",
             )
-            if {"low", "high"} <= set(curve):
+            if {"low", "high"} <= set(curve) and curve["low"].notna().any():
                 ax.fill_between(
                     curve["epoch"],
                     curve["low"],
                     curve["high"],
                     alpha=0.25,
-                    color=colors.get(label),
+                    color=color,
                     linewidth=0,
                 )
             elif "sem" in curve and curve["sem"].notna().any():
                 low, high = curve["mean"] - curve["sem"], curve["mean"] + curve["sem"]
-                ax.fill_between(curve["epoch"], low, high, alpha=0.25, color=colors.get(label), linewidth=0)
+                ax.fill_between(curve["epoch"], low, high, alpha=0.25, color=color, linewidth=0)
         if reference is not None:
             ax.axhline(reference[0], color="0.3", linestyle="--", linewidth=1, label=reference[1])
         if log_y:

@@ -5,7 +5,7 @@
     rfmask/sigma/<layer>
     extract/activation/<layer>, extract/dead_fraction/<layer>, extract/superstimulus/<layer>,
     extract/prototypes_per_s
-    <quantity>/<space>/<metric>[-masked]/<layer>       quantity in QUANTITIES
+    <quantity>/<space>/<metric>[-masked]/<layer>       quantity in QUANTITIES or FLOOR_QUANTITIES
 
 Each metric is logged with the epoch as its step. The distance stage measures every
 (space, metric, masked) view; a *view* (params ``distance``) picks the one that
@@ -22,6 +22,14 @@ from protoviz_core.config import DistanceParams
 
 READOUTS = ("logreg", "linearsvc", "adam")  # the linear probes (paper Sec. 6.1)
 QUANTITIES = ("diversity", "rate_of_change", "consistency")  # the distance stage's (paper Sec. 3.3)
+# Against the noise floor (protoviz's, protoviz_core.distance): the floor's 95% bootstrap interval
+# over units, and diversity and rate of change as ratios to the floor of the same units, with theirs.
+FLOOR_RATIOS = ("diversity_to_floor", "rate_of_change_to_floor")
+FLOOR_QUANTITIES = (
+    "consistency_low",
+    "consistency_high",
+    *(f"{ratio}{end}" for ratio in FLOOR_RATIOS for end in ("", "_low", "_high")),
+)
 
 TRAIN_LOSS = "train/loss"
 TRAIN_IMAGES_PER_S = "train/images_per_s"
@@ -62,14 +70,14 @@ def distance_layers(keys: Iterable[str]) -> list[str]:
 
 
 def comparison_keys(layers: Iterable[str], view: DistanceParams) -> list[str]:
-    """The metrics the comparison of runs reads: every probe readout, every quantity of ``view``,
-    the superstimulus ratio of every layer."""
+    """The metrics the comparison of runs reads: every probe readout, every quantity of ``view``
+    and its noise-floor measures, the superstimulus ratio of every layer."""
     layers = list(layers)
     return (
         [probe_key(r) for r in READOUTS]
         + [
             distance_key(q, view.space, view.metric, view.masked, layer)
-            for q in QUANTITIES
+            for q in QUANTITIES + FLOOR_QUANTITIES
             for layer in layers
         ]
         + [extract_key("superstimulus", layer) for layer in layers]

@@ -30,7 +30,7 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
-from protoviz_core.aggregate import final_values, mean_sem
+from protoviz_core.aggregate import FLOOR_MEASURE, SIGNIFICANCE, condition_differences, final_values, mean_sem
 from protoviz_core.atlas import write_run_part, write_viewer
 from protoviz_core.atomic import save_image
 from protoviz_core.checkpoints import choose_epochs
@@ -40,6 +40,7 @@ from protoviz_core.errors import ProtovizError
 from protoviz_core.exemplars import ExemplarSet
 from protoviz_core.figures import (
     CONDITION_COLORS,
+    FLOOR_LABEL,
     QUANTITY_LABELS,
     READOUT_COLORS,
     development_montage,
@@ -139,10 +140,26 @@ def montage_units(store: PrototypeStore, settings: ReportParams) -> list[tuple[s
     return units
 
 
+# The figures that carry the noise floor (re-evolution consistency of the same units) as a band.
+FLOORED = ("diversity", "rate_of_change")
+
+
 def _curves(table: pd.DataFrame, quantity: str, view: DistanceParams, condition: str) -> pd.DataFrame:
+    """One run's curve of ``quantity`` (layer, line, epoch, mean); for :data:`FLOORED` quantities
+    also its noise floor, with the floor's bootstrap interval over units as low and high."""
     chosen = in_view(table, view)
-    chosen = chosen[chosen.quantity == quantity]
-    return chosen.assign(mean=chosen.value, line=condition)[["layer", "line", "epoch", "mean"]]
+    curves = chosen[chosen.quantity == quantity].assign(line=condition)
+    curves = curves.rename(columns={"value": "mean"})[["layer", "line", "epoch", "mean"]]
+    if quantity not in FLOORED or curves.empty:
+        return curves
+    floor = chosen[chosen.quantity.isin(["consistency", "consistency_low", "consistency_high"])]
+    if floor.empty:  # one repeat: no floor
+        return curves
+    floor = floor.pivot_table(index=["layer", "epoch"], columns="quantity", values="value").reset_index()
+    floor = floor.rename(
+        columns={"consistency": "mean", "consistency_low": "low", "consistency_high": "high"}
+    )
+    return pd.concat([curves, floor.assign(line=f"{condition} {FLOOR_LABEL}")], ignore_index=True)
 
 
 def _quantity_figure(
@@ -160,6 +177,13 @@ def _quantity_figure(
         title=f"{QUANTITY_LABELS[quantity]}; {view_title}",
     )
     page.image(save_figure(figure, out / f"{quantity}.png"), f"{quantity} {caption}")
+    if quantity in FLOORED:
+        page.text(
+            f"Dashed, with its band: the {FLOOR_LABEL}, the distance between two searches of the same "
+            "units (re-evolution consistency; band: 95% bootstrap interval over units). A curve inside "
+            "the band differs no more than searching again would make it.",
+            note=True,
+        )
 
 
 def write_run_report(
@@ -396,6 +420,41 @@ def _per_condition(stats: pd.DataFrame, panel: str, y_label: str, title: str, **
     )
 
 
+def _differences_section(page: HtmlPage, out: Path, of_view: Callable[[str], pd.DataFrame]) -> None:
+    """Which between-condition differences of the distance quantities clear the seeds' spread and
+    the noise floor (:func:`~protoviz_core.aggregate.condition_differences`): ``differences.csv``
+    (every layer and epoch) and the last epoch's table on the page."""
+    parts = []
+    for quantity, measure in FLOOR_MEASURE.items():
+        values = of_view(quantity)
+        if values.empty or values.condition.nunique() < 2:
+            continue
+        for end in ("low", "high"):
+            bound = of_view(f"{measure}_{end}")[["run_id", "layer", "epoch", "value"]]
+            values = values.merge(
+                bound.rename(columns={"value": end}), on=["run_id", "layer", "epoch"], how="left"
+            )
+        parts.append(values.assign(quantity=quantity))
+    if not parts:
+        return
+    differences = condition_differences(pd.concat(parts, ignore_index=True))
+    if differences.empty:  # the conditions share no layer (other backbones)
+        return
+    differences.to_csv(out / "differences.csv", index=False)
+    last = differences[differences.epoch == differences.epoch.max()]
+    page.heading("Differences between conditions")
+    page.text(
+        f"A difference is called one only where it clears both the seeds' spread (Welch's t-test over "
+        f"seeds, p < {SIGNIFICANCE}; one seed per condition cannot) and the noise floor (the conditions' "
+        "95% bootstrap intervals over units of the floor-relative measure do not overlap: diversity and "
+        "rate of change as ratios to the floor, consistency itself). "
+        f"Findings at epoch {int(differences.epoch.max())}: {int(last.finding.sum())} of {len(last)}; "
+        "every layer and epoch in differences.csv.",
+        note=True,
+    )
+    page.table(last.round(4))
+
+
 def write_comparison(
     out: str | Path,
     *,
@@ -468,24 +527,38 @@ def write_comparison(
         page.text("Final linear-probe accuracy (each run's last epoch), mean and SEM over seeds:")
         page.table(final_table)
 
-    for quantity in QUANTITIES:
+    def of_view(quantity: str) -> pd.DataFrame:
+        """``quantity``'s rows of the view, with their layer."""
         keys = {
             distance_key(quantity, view.space, view.metric, view.masked, layer_of(key))
             for key in histories.key
         }
         chosen = histories[histories.key.isin(keys)]
+        return chosen.assign(layer=chosen.key.map(layer_of))
+
+    floor = mean_sem(of_view("consistency"), ["layer", "condition", "epoch"])
+    for end in ("low", "high"):  # the floor's interval over units, averaged over seeds
+        bound = mean_sem(of_view(f"consistency_{end}"), ["layer", "condition", "epoch"])
+        floor = floor.merge(
+            bound[["layer", "condition", "epoch", "mean"]].rename(columns={"mean": end}),
+            on=["layer", "condition", "epoch"],
+            how="left",
+        )
+    for quantity in QUANTITIES:
+        chosen = of_view(quantity)
         if chosen.empty:
             continue
-        stats = mean_sem(chosen.assign(layer=chosen.key.map(layer_of)), ["layer", "condition", "epoch"])
+        stats = mean_sem(chosen, ["layer", "condition", "epoch"])
+        curves = stats.rename(columns={"condition": "line"})
+        if quantity in FLOORED and not floor.empty:
+            floor_lines = floor.assign(line=floor.condition + f" {FLOOR_LABEL}").drop(columns="condition")
+            curves = pd.concat([curves, floor_lines], ignore_index=True)
         _quantity_figure(
-            page,
-            stats.rename(columns={"condition": "line"}),
-            quantity,
-            out,
-            f"{view_label(view)}; mean ± SEM over seeds",
-            "per condition",
+            page, curves, quantity, out, f"{view_label(view)}; mean ± SEM over seeds", "per condition"
         )
         stats.to_csv(out / f"{quantity}.csv", index=False)
+
+    _differences_section(page, out, of_view)
 
     ratio_keys = {extract_key("superstimulus", layer_of(key)) for key in histories.key}
     ratios = histories[histories.key.isin(ratio_keys)]

@@ -21,6 +21,7 @@ from mlflow.tracking import MlflowClient
 from protoviz_core.atlas import read_manifest
 from protoviz_core.comparison import choose_runs, find_runs, metric_histories
 from protoviz_core.config import DistanceParams, load_params
+from protoviz_core.distance import METRICS
 from protoviz_core.metric_keys import TRAIN_LOSS, comparison_keys, distance_layers
 from protoviz_core.report import write_comparison
 from protoviz_core.tracking import tracking_uri
@@ -56,7 +57,7 @@ def main(argv=None) -> None:
         "--dvc-exp", nargs="+", help="only the runs of these DVC experiments ('workspace' for dvc repro)"
     )
     p.add_argument("--space", help="distance space (default: distance.space in --params)")
-    p.add_argument("--metric", choices=["mse", "cosine"], help="default: distance.metric in --params")
+    p.add_argument("--metric", choices=METRICS, help="default: distance.metric in --params")
     p.add_argument("--masked", choices=["yes", "no"], help="RF-masked distances (default: distance.masked)")
     args = p.parse_args(argv)
     default = load_params(args.params).distance if Path(args.params).is_file() else DistanceParams()

@@ -56,7 +56,9 @@ def main(argv=None) -> None:
 
     view = params.distance
     shown = in_view(table, view)
-    last = shown[shown.epoch == shown.epoch.max()]
+    # Each quantity at the last epoch that has it: the rate of change (and its ratio) ends one
+    # extracted epoch before the last.
+    latest = shown.sort_values("epoch").groupby(["layer", "quantity"]).tail(1)
     write_json(
         args.metrics,
         {
@@ -64,7 +66,13 @@ def main(argv=None) -> None:
             "metric": view.metric,
             "masked": view.masked,
             "epoch": int(shown.epoch.max()),
-            **{layer: dict(zip(group.quantity, group.value)) for layer, group in last.groupby("layer")},
+            "rate_of_change_from_epoch": int(latest[latest.quantity == "rate_of_change"].epoch.max())
+            if (latest.quantity == "rate_of_change").any()
+            else None,
+            **{
+                layer: dict(zip(group.quantity, group.value))
+                for layer, group in latest.sort_values("quantity").groupby("layer")
+            },
         },
     )
     diversity = shown[shown.quantity == "diversity"].pivot(index="epoch", columns="layer", values="value")

@@ -21,7 +21,7 @@ def test_embed_and_distance_stages(project):
     params["extract"] = tiny_extract()
     params["rfmask"] = {"layers": ["layer1", "layer2"], "samples": 2, "channels_per_layer": 2}
     params["embed"] = {"nets": ["mobilenet_v2"], "weights": "random", "batch_size": 4}
-    params["distance"] = {"space": "pixel", "metric": "mse", "masked": True}
+    params["distance"] = {"space": "pixel", "metric": "weighted_mse", "masked": True}
     write_params(tmp_path / "params.yaml", params)
     run_pipeline(tmp_path, "rfmask", "exemplars", "extract", "embed", "distance")
 
@@ -29,22 +29,39 @@ def test_embed_and_distance_stages(project):
     assert info == {"spaces": ["pixel", "mobilenet_v2"], "weights": "random", "epochs": [0, 1, 2]}
     table = pd.read_parquet(tmp_path / "out/distances.parquet")
     assert list(table.columns) == ["space", "metric", "masked", "layer", "epoch", "quantity", "value"]
-    assert set(table.space) == {"pixel", "mobilenet_v2"} and set(table.metric) == {"mse", "cosine"}
+    assert set(table.space) == {"pixel", "mobilenet_v2"} and set(table.metric) == {
+        "mse",
+        "cosine",
+        "weighted_mse",
+    }
+    weighted = table[table.metric == "weighted_mse"]  # the mask-weighted mean: masked pixels only
+    assert set(weighted.space) == {"pixel"} and set(weighted.masked) == {True}
     assert set(table.masked) == {True, False} and set(table.layer) == {"layer1", "layer2"}
     quantities = table.groupby("epoch").quantity.unique()
-    assert set(quantities[0]) == {"diversity", "consistency", "rate_of_change"}
-    assert "rate_of_change" not in set(quantities[2])  # no epoch after the last
+    floor = {"consistency_low", "consistency_high"} | {
+        f"{ratio}{end}"
+        for ratio in ("diversity_to_floor", "rate_of_change_to_floor")
+        for end in ("", "_low", "_high")
+    }
+    assert set(quantities[0]) == {"diversity", "consistency", "rate_of_change"} | floor
+    assert not any(q.startswith("rate_of_change") for q in quantities[2])  # no epoch after the last
     assert (table.value >= -1e-9).all()
 
     metrics = json.loads((tmp_path / "metrics/distance.json").read_text())
     assert metrics["space"] == "pixel" and metrics["epoch"] == 2 and metrics["layer1"]["diversity"] > 0
+    assert metrics["metric"] == "weighted_mse" and metrics["layer1"]["diversity_to_floor"] > 0
+    # The rate of change ends one extracted epoch before the last: the summary says from which.
+    assert metrics["rate_of_change_from_epoch"] == 1 and metrics["layer1"]["rate_of_change_to_floor"] > 0
     assert (tmp_path / "plots/diversity.csv").read_text().splitlines()[0] == "epoch,layer1,layer2"
 
     client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
     run = newest_run(client)
     assert run.data.tags[EMBED_WEIGHTS_TAG] == "random"
-    history = client.get_metric_history(run.info.run_id, "diversity/pixel/mse-masked/layer1")
-    assert sorted(m.step for m in history) == [0, 1, 2]
+    for key in (
+        "diversity/pixel/mse-masked/layer1",
+        "diversity_to_floor_low/pixel/weighted_mse-masked/layer1",
+    ):
+        assert sorted(m.step for m in client.get_metric_history(run.info.run_id, key)) == [0, 1, 2]
 
     embedded, parts = _stamps(tmp_path / "out/embeddings"), _stamps(tmp_path / "out/parts")
     run_pipeline(tmp_path, "embed", "distance")  # again: nothing is recomputed
