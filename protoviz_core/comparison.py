@@ -131,13 +131,21 @@ def choose_runs(client: MlflowClient, runs: pd.DataFrame) -> RunSelection:
 def metric_histories(client: MlflowClient, runs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     """Per-epoch values of ``keys`` for every run.
 
+    A stage that ran again in the same MLflow run (``dvc repro`` after a code change) has
+    logged its epochs again: each (run, key, epoch) keeps only its newest value, so that
+    a rerun is never counted as another seed.
+
     Returns:
         Long table: run_id, condition, seed, key, epoch, value (runs lacking a key add no rows).
     """
     rows = []
     for run in runs.itertuples():
         for key in keys:
+            newest = {}
             for metric in client.get_metric_history(run.run_id, key):
+                if metric.step not in newest or metric.timestamp >= newest[metric.step].timestamp:
+                    newest[metric.step] = metric
+            for metric in newest.values():
                 rows.append(
                     {
                         "run_id": run.run_id,

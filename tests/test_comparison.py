@@ -116,3 +116,17 @@ def test_another_learner_is_its_own_condition_never_averaged_with_simclr(client)
     final = mean_sem(final_values(histories), ["condition"]).set_index("condition")
     assert final.loc["byol clrjit", "mean"] == pytest.approx(0.9) and final.loc["byol clrjit", "n"] == 1
     assert final.loc["clrjit", "mean"] == pytest.approx(0.6)  # SimCLR's three seeds alone
+
+
+def test_a_stage_logged_again_in_the_same_run_is_not_another_seed(client):
+    """dvc repro after a code change reruns the probe stage inside the same MLflow run: its
+    epochs are logged twice, and only the newest value of each counts."""
+    selection = choose_runs(client, find_runs(client))
+    run_id = selection.used[(selection.used.aug == "keepclr") & (selection.used.seed == 1)].run_id.item()
+    later = int(time.time() * 1000) + 1000
+    client.log_batch(run_id, metrics=[Metric("probe/logreg", 0.45, later, epoch) for epoch in range(3)])
+    histories = metric_histories(client, selection.used, ["probe/logreg"])
+    again = histories[histories.run_id == run_id]
+    assert sorted(again.epoch) == [0, 1, 2] and (again.value == 0.45).all()
+    final = mean_sem(final_values(histories), ["condition"]).set_index("condition")
+    assert final.loc["keepclr", "n"] == 2  # keepclr's two seeds, not three rows
