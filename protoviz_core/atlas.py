@@ -18,7 +18,7 @@ Layout::
     <atlas>/runs/<run>/manifest.json        one run: epochs, layers, channels, activations
     <atlas>/runs/<run>/sprites/*.jpg        one sheet per shard, named by a hash of its content
     <atlas>/runs/<run>/strips/*.jpg         one strip per (layer, unit), named by a hash of its content
-    <atlas>/runs/<run>/masks/*.png          the RF mask of each (epoch, layer), white = inside
+    <atlas>/runs/<run>/masks/*.png          each (epoch, layer)'s RF mask as a dimming overlay (grey outside)
     <atlas>/runs/<run>/exemplars/*.jpg      per (layer, unit): its top natural images, a row per epoch
     <atlas>/runs/<run>/exemplar_sheets/*.jpg  per (epoch, layer): every unit's best natural image,
                                             laid out like the layer's prototype sheet
@@ -47,7 +47,7 @@ from protoviz_core.errors import MissingInputError
 from protoviz_core.exemplars import ExemplarSet
 from protoviz_core.hashing import short_hash
 from protoviz_core.masks import MaskSet
-from protoviz_core.montage import grid, thumbnails
+from protoviz_core.montage import grid, surround_gain, thumbnails
 from protoviz_core.store import PrototypeStore
 from protoviz_core.work import prune
 
@@ -66,6 +66,7 @@ def write_run_part(
     name: str,
     thumb_size: int,
     exemplars: ExemplarSet | None = None,
+    readability: dict[int, dict] | None = None,
     log: Callable[[str], None] = print,
     on_epoch: Callable[[int], None] = lambda epoch: None,
 ) -> dict:
@@ -78,6 +79,8 @@ def write_run_part(
     Args:
         masks: the rfmask stage's masks.
         exemplars: the run's natural exemplars (every epoch of the store); None: an atlas without them.
+        readability: ``{epoch: readability stage result}`` (:func:`~protoviz_core.readability.read_scores`);
+            each unit's 2-AFC scores go into the manifest. None: an atlas without them.
         on_epoch: called after each epoch's sheets (progress).
         name: the run's folder and label, e.g. ``clrjit-seed1-1a2b3c4d``.
 
@@ -140,7 +143,9 @@ def write_run_part(
     mask_files: dict[str, str] = {}
     for epoch in epochs:
         for layer, mask in masks.for_epoch(epoch, layers).items():
-            small = thumbnails((mask * 255).round().to(torch.uint8).expand(3, -1, -1)[None], thumb)[0]
+            small = thumbnails(
+                (surround_gain(mask) * 255).round().to(torch.uint8).expand(3, -1, -1)[None], thumb
+            )[0]
             cell = f"e{epoch:04d}-{layer}"
             mask_files[cell] = f"masks/{cell}.png"
             save_image(Image.fromarray(small.permute(1, 2, 0).numpy()), folder / mask_files[cell])
@@ -162,12 +167,31 @@ def write_run_part(
         "activations": activations,
         "superstimulus": ratios,
     }
+    if readability is not None:
+        # [epoch index][channel index] -> [prototypes, exemplars], None where the epoch has no scores
+        manifest["readability"] = {
+            layer: [_unit_scores(readability.get(epoch, {}).get(layer), channels[layer]) for epoch in epochs]
+            for layer in layers
+        }
     if exemplars is not None:
         log(f"atlas {name}: each unit's top natural images per epoch")
         manifest["exemplars"] = _write_exemplars(exemplars, folder, channels, columns, epochs, thumb, log)
     with atomic_write(folder / MANIFEST) as f:
         json.dump(manifest, f)
     return manifest
+
+
+def _unit_scores(scores: dict | None, channels: list[int]) -> list | None:
+    """[[prototypes, exemplars] per channel] from one epoch's and layer's readability scores."""
+    if scores is None:
+        return None
+    where = {int(c): i for i, c in enumerate(scores["channels"].tolist())}
+    return [
+        [round(float(scores[kind][where[c]]), 3) for kind in ("prototypes", "exemplars")]
+        if c in where
+        else None
+        for c in channels
+    ]
 
 
 def strip_name(layer: str, channel: int) -> str:

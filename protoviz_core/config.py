@@ -175,8 +175,11 @@ class ExtractParams(_Section):
     # (layer, channel, repeat) share theirs (common random numbers; lowers rate of change's noise floor)
     # starts: the same start codes at every epoch, independent search noise (the authors' code)
     common_streams: bool | Literal["starts"] = False
-    generator: Literal["deepsim_fc6", "fourier", "pixel"] = "fourier"  # the paper: deepsim_fc6
-    generator_weights: str | None = None  # deepsim_fc6: path to upconvGAN_fc6.pt
+    # the paper: deepsim_fc6; maco: phase-only with the data's magnitude spectrum (this project's)
+    generator: Literal["deepsim_fc6", "fourier", "maco", "pixel"] = "fourier"
+    generator_weights: str | None = None  # deepsim_fc6: path to upconvGAN_fc6.pt; maco: out/spectrum.pt
+    # true: every Adam step scores a randomly shifted, scaled, rotated and noised copy (Lucid, MACO)
+    robustness: bool = False
     cma_steps: int = Field(20, ge=0)  # evolution generations
     cma_popsize: int = Field(30, ge=4)  # samples per channel and generation
     cma_sigma: float = Field(2.0, gt=0)  # initial step size in latent units
@@ -223,6 +226,11 @@ class ExtractParams(_Section):
                 "extract.generator_weights: deepsim_fc6 needs its weights file, upconvGAN_fc6.pt from "
                 "https://huggingface.co/binxu/DeePSim_DosovitskiyBrox2016 (or use generator: fourier)"
             )
+        if self.generator == "maco" and not self.generator_weights:
+            raise ValueError(
+                "extract.generator_weights: maco needs the magnitude spectrum, out/spectrum.pt "
+                "(the spectrum stage's output)"
+            )
         return self
 
 
@@ -242,6 +250,17 @@ class ExemplarParams(_Section):
         if len(set(splits)) != len(splits):
             raise ValueError(f"exemplars.splits: each split once, got {splits}")
         return splits
+
+
+class ReadabilityParams(_Section):
+    """The machine 2-AFC readability score of prototypes and exemplars (protoviz_core.readability)."""
+
+    top: int = Field(5, ge=1)  # each unit's top test images: the q+ queries
+    bottom_fraction: float = Field(0.3, gt=0, le=0.5)  # the q- queries come from this lowest part
+    bottom_draws: int = Field(10, ge=1)  # q- queries per unit
+    seed: int = Field(0, ge=0)  # draws the q- queries
+    batch_size: int = Field(256, ge=1)
+    device: Device = "auto"
 
 
 class EmbedParams(_Section):
@@ -310,12 +329,16 @@ class Params(_Section):
 
     aug: Augmentation = "clrjit"  # clrjit: SimCLR default; keepclr: no colour jitter/grayscale
     seed: int = Field(1, ge=0)  # training seed (the paper used 1, 2, 3)
+    # which unit of a channel's map is studied: top_left, (H-1)//2 and (W-1)//2 (the authors'
+    # code), or centred, the mean of the middle 1, 2 or 4 positions (protoviz_core.engine.units)
+    read_unit: Literal["top_left", "centred"] = "top_left"
     data: DataParams = DataParams()
     train: TrainParams = TrainParams()
     probe: ProbeParams = ProbeParams()
     rfmask: RFMaskParams = RFMaskParams()
     extract: ExtractParams = ExtractParams()
     exemplars: ExemplarParams = ExemplarParams()
+    readability: ReadabilityParams = ReadabilityParams()
     embed: EmbedParams = EmbedParams()
     distance: DistanceParams = DistanceParams()
     report: ReportParams = ReportParams()
@@ -331,6 +354,11 @@ class Params(_Section):
             raise ValueError(
                 f"train.batch_size: {self.train.batch_size} exceeds data.synthetic.{split} "
                 f"({images}); lower the batch or add images"
+            )
+        if "test" in self.exemplars.splits:
+            raise ValueError(
+                "exemplars.splits: the test split holds the readability stage's queries, which "
+                "exemplars must not have seen; draw exemplars from train and unlabeled"
             )
         if self.distance.space != "pixel" and self.distance.space not in self.embed.nets:
             raise ValueError(

@@ -29,6 +29,9 @@ read against it. Each is also given as a ratio to the floor of the same units
 its two epochs'), with a 95% bootstrap interval over units (``_low``, ``_high``), as is
 the floor itself (``consistency_low``, ``consistency_high``). Units are resampled; the
 ratio of a resample is the mean of its units' values over the mean of their floors.
+``specificity`` is the inverse of ``diversity_to_floor``: the re-evolution distance over
+the between-unit distance (0: every search of a unit finds the same image; 1: two searches
+of one unit differ as much as two units do), with the inverted interval.
 
 Every quantity is the mean of per-unit values (a unit's diversity: its mean distance to
 the other units), computed in closed form, O(N D), without an N x N matrix: for mse
@@ -184,6 +187,10 @@ def _view_values(current, following, metric: str, generator: torch.Generator) ->
         values["diversity_to_floor"] = values["diversity"] / values["consistency"]
         interval = bootstrap_interval(diversities, floor, generator)
         values["diversity_to_floor_low"], values["diversity_to_floor_high"] = interval
+        if values["diversity"] > _TINY and min(interval) > _TINY:
+            # Specificity: how much of the between-unit distance one search's noise already is.
+            values["specificity"] = values["consistency"] / values["diversity"]
+            values["specificity_low"], values["specificity_high"] = 1 / interval[1], 1 / interval[0]
     if following is not None:
         before, after = following
         changes = sum(paired(before[r], after[r], metric).double() for r in range(repeats)) / repeats
@@ -248,7 +255,7 @@ def epoch_rows(space: str, epoch: int, vectors: dict, following: dict | None) ->
 
 
 # Bump when a change alters the rows for the same embeddings: it keys every result file.
-DISTANCE_VERSION = 4  # 4: weighted_mse, the noise floor and its ratios, float64 sums
+DISTANCE_VERSION = 5  # 4: weighted_mse, the noise floor and its ratios, float64 sums; 5: specificity
 
 
 def distance_work(embeddings: str | Path, space: str, epochs: list[int]) -> list[WorkItem]:

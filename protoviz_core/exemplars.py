@@ -112,12 +112,14 @@ def top_exemplars(
     top_k: int,
     batch_size: int = 256,
     device: torch.device | str = "cpu",
+    read_unit: str = "top_left",
 ) -> dict[str, dict[str, torch.Tensor]]:
     """Each unit's ``top_k`` images among ``positions``, one forward pass for all layers.
 
     Args:
         model: the backbone (run in eval mode, float32, without gradients).
-        layers: layers whose every channel is read at its centre unit.
+        layers: layers whose every channel is read at its centre unit (``read_unit``:
+            :func:`~protoviz_core.engine.units.centre_window`).
         pool, positions: the images, uint8, normalised with ``normalize`` like in training.
 
     Returns:
@@ -133,7 +135,8 @@ def top_exemplars(
             chosen = positions[start : start + batch_size]
             batch = torch.from_numpy(pool.images(chosen)).to(device).float().div_(255)
             units = {
-                layer: centre_units(features).float().T for layer, features in read(normalise(batch)).items()
+                layer: centre_units(features, read_unit).float().T
+                for layer, features in read(normalise(batch)).items()
             }
             where = torch.as_tensor(chosen, device=device)
             for layer, values in units.items():  # values (C, B)
@@ -155,6 +158,7 @@ def exemplar_work(
     top_k: int,
     batch_size: int,
     device: torch.device,
+    read_unit: str = "top_left",
 ) -> list[WorkItem]:
     """One work item per checkpoint, named ``e{epoch:04d}.pt``: its exemplar file (module docstring).
 
@@ -179,6 +183,7 @@ def exemplar_work(
                 top_k=top_k,
                 batch_size=batch_size,
                 device=device,
+                read_unit=read_unit,
             )
             for layer, record in found.items():
                 require_informative(
@@ -193,8 +198,17 @@ def exemplar_work(
                 "layers": found,
             }
 
+        unit = None if read_unit == "top_left" else read_unit  # top_left: the identity it had before
         key = identity(
-            "exemplars", made_from, list(pool.splits), sizes, sample, list(layers), top_k, EXEMPLARS_VERSION
+            "exemplars",
+            made_from,
+            list(pool.splits),
+            sizes,
+            sample,
+            list(layers),
+            top_k,
+            unit,
+            EXEMPLARS_VERSION,
         )
         items.append(WorkItem(epoch_file(epoch), key, compute))
     return items

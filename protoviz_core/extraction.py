@@ -41,9 +41,11 @@ from protoviz_core.engine.generators import (
     DEEPSIM_WEIGHTS_SOURCE,
     Generator,
     GeneratorWeightsError,
+    MagnitudeSpectrumError,
     make_generator,
 )
 from protoviz_core.engine.rng import derive_seed
+from protoviz_core.engine.robustness import Robustness
 from protoviz_core.engine.synthesis import synthesize
 from protoviz_core.engine.units import channel_count, spaced_channels
 from protoviz_core.hashing import file_hash
@@ -52,7 +54,8 @@ from protoviz_core.work import Contents, WorkItem, identity
 
 # Bump when a change alters prototypes for the same settings (e.g. how streams are derived):
 # it is part of every shard's identity, so old shards are redone, not reused.
-SYNTHESIS_VERSION = 4  # 3: units maximised before their final ReLU; 4: activations of the 8-bit images
+SYNTHESIS_VERSION = 5  # 3: units maximised before their final ReLU; 4: activations of the 8-bit images;
+# 5: no early stop of the gradient stage under random transforms
 
 # The extract params handed to synthesize() as they are; with the image size, the channel
 # subset and the shard's seed they are everything that shapes a prototype.
@@ -71,20 +74,23 @@ SYNTHESIS_OPTIONS = (
     "precision",
     "redraw_dead",
     "resize",
+    "robustness",
 )
 
 
-def weights_identity(weights: str | Path | None) -> str:
+def weights_identity(weights: str | Path | None, generator: str = "deepsim_fc6") -> str:
     """What a generator weights setting is, for the identity of results made with it:
     the file's SHA-256 (so replacing the file at the same path redoes the work), or the
     setting itself (``None``, ``"random"``) when there is no file.
 
     Raises:
-        GeneratorWeightsError: a path that does not exist.
+        GeneratorWeightsError: a path that does not exist (MagnitudeSpectrumError for ``maco``'s).
     """
     if weights is None or str(weights) == "random":
         return str(weights)
     path = Path(weights).expanduser()
+    if generator == "maco" and not path.is_file():
+        raise MagnitudeSpectrumError(f"{path}: magnitude spectrum not found; run dvc repro spectrum")
     if not path.is_file():
         raise GeneratorWeightsError(f"{path}: DeePSiM weights not found; download {DEEPSIM_WEIGHTS_SOURCE}")
     return file_hash(path)
@@ -167,6 +173,7 @@ def make_shard(
     prior = image_prior(
         options.pop("generator"), options.pop("generator_weights"), image_size, device, options.pop("resize")
     )
+    transforms = [Robustness()] if options.pop("robustness") else []
     channels = spaced_channels(channel_count(backbone, layer, image_size), channels_per_layer)
     prototypes = synthesize(
         backbone,
@@ -179,6 +186,7 @@ def make_shard(
         device=device,
         max_batch=max_batch,
         normalize=meta["normalize"],
+        transforms=transforms,
         **options,
     )
     return pack_shard(prototypes, image_format)
@@ -191,6 +199,7 @@ def shard_work(
     run_seed: int,
     image_size: int,
     device: torch.device | None,
+    read_unit: str = "top_left",
 ) -> dict[ShardId, WorkItem]:
     """One work item per (epoch of ``checkpoints``, layer, repeat), in that order.
 
@@ -198,11 +207,21 @@ def shard_work(
         checkpoints: {epoch: path} of the epochs to extract.
         settings: the ``extract`` section of params.yaml.
         run_seed: the training seed of the run (params ``seed``).
+        read_unit: the unit of each channel's map that is maximised (params ``read_unit``).
         device: resolved by the stage; None for Ray tasks, which use the GPU Ray gives each
             of them (or the CPU).
     """
     options = settings.model_dump(include=set(SYNTHESIS_OPTIONS))
-    weights = weights_identity(settings.generator_weights) if settings.generator == "deepsim_fc6" else None
+    options["read_unit"] = read_unit
+    weights = (
+        weights_identity(settings.generator_weights, settings.generator)
+        if settings.generator in ("deepsim_fc6", "maco")
+        else None
+    )
+    # Options at the values they had before they existed leave the identity as it was.
+    shaping = {
+        k: v for k, v in options.items() if (k, v) not in (("robustness", False), ("read_unit", "top_left"))
+    }
     work = {}
     for epoch, path in checkpoints.items():
         made_from = checkpoint_identity(path)
@@ -223,7 +242,7 @@ def shard_work(
                     shard.name,
                     seed,
                     start_seed,
-                    options,
+                    shaping,
                     weights,
                     image_size,
                     settings.channels_per_layer,

@@ -24,6 +24,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from protoviz_core.atomic import atomic_write  # noqa: E402
 from protoviz_core.config import METHODS  # noqa: E402
+from protoviz_core.montage import surround_gain  # noqa: E402
 
 PANEL_WIDTH = 3.4  # inches per panel of a curve figure
 DPI = 110  # saved PNGs: a curve figure is PANEL_WIDTH * DPI pixels wide per panel
@@ -35,6 +36,7 @@ CONDITION_COLORS = {"clrjit": "tab:blue", "keepclr": "tab:orange"} | {
     for shade, aug in enumerate(("clrjit", "keepclr"))
 }
 READOUT_COLORS = {"logreg": "tab:green", "linearsvc": "tab:purple", "adam": "tab:brown"}
+EXPLANATION_COLORS = {"prototypes": "tab:red", "exemplars": "tab:green", "control": "0.5"}  # readability
 QUANTITY_LABELS = {
     "diversity": "diversity (mean pairwise distance)",
     "rate_of_change": "rate of change (distance to next epoch)",
@@ -128,11 +130,16 @@ def line_panels(
     return figure
 
 
-def masked_images(images: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """uint8 (N, 3, S, S) prototypes multiplied by their layer's (S, S) RF mask (black outside)."""
+def dimmed_surround(images: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """uint8 (N, 3, S, S) prototypes shown whole, dimmed where their layer's (S, S) RF mask is low.
+
+    Each pixel keeps :func:`~protoviz_core.montage.surround_gain` of its value: all of it
+    where the unit looks, never none, so a small receptive field is a lit window in a
+    readable picture, not a few pixels in a black square.
+    """
     if mask is None:
         return images
-    return (images.float() * mask).round().clamp(0, 255).to(torch.uint8)
+    return (images.float() * surround_gain(mask)).round().clamp(0, 255).to(torch.uint8)
 
 
 def development_montage(images: torch.Tensor, *, units: list[str], epochs: list[int], title: str) -> Figure:

@@ -28,7 +28,7 @@ FLOOR_RATIOS = ("diversity_to_floor", "rate_of_change_to_floor")
 FLOOR_QUANTITIES = (
     "consistency_low",
     "consistency_high",
-    *(f"{ratio}{end}" for ratio in FLOOR_RATIOS for end in ("", "_low", "_high")),
+    *(f"{ratio}{end}" for ratio in (*FLOOR_RATIOS, "specificity") for end in ("", "_low", "_high")),
 )
 
 TRAIN_LOSS = "train/loss"
@@ -48,6 +48,12 @@ def extract_key(statistic: str, layer: str) -> str:
     """``statistic``: ``activation`` (mean centre activation), ``dead_fraction`` or ``superstimulus``
     (median over the layer's prototypes of activation / best natural activation)."""
     return f"extract/{statistic}/{layer}"
+
+
+def readability_key(explanation: str, layer: str) -> str:
+    """``readability/prototypes/layer3``: the layer's median 2-AFC score with that explanation
+    (prototypes, exemplars or control; protoviz_core.readability)."""
+    return f"readability/{explanation}/{layer}"
 
 
 def view_name(space: str, metric: str, masked: bool) -> str:

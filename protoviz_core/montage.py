@@ -40,3 +40,12 @@ def thumbnails(images: torch.Tensor, size: int) -> torch.Tensor:
         images.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False
     )
     return scaled.round().clamp(0, 255).to(torch.uint8)
+
+
+SURROUND_BRIGHTNESS = 0.3  # how bright a prototype stays where its unit does not look
+
+
+def surround_gain(mask: torch.Tensor) -> torch.Tensor:
+    """(S, S) RF mask in [0, 1] -> (S, S) brightness factor: 1 where the unit looks,
+    ``SURROUND_BRIGHTNESS`` far outside, never 0 (a dimmed surround, not a black square)."""
+    return SURROUND_BRIGHTNESS + (1 - SURROUND_BRIGHTNESS) * mask

@@ -2,7 +2,7 @@
 
 Run report (paper Fig. 1-8 for one run), in ``<out>/``:
 
-    prototypes_<layer>.png   every extracted channel at the last epoch, RF-masked (Fig. 1)
+    prototypes_<layer>.png   every extracted channel at the last epoch, surround dimmed (Fig. 1)
     development.png          chosen units x epochs 0, k, 2k, ... and the last, or listed ones (Fig. 3, 8)
     superstimulus.png, .csv  per layer vs epoch: prototype activation / best natural activation
                              (median and quartiles; protoviz's measure, not the paper's)
@@ -40,13 +40,14 @@ from protoviz_core.errors import ProtovizError
 from protoviz_core.exemplars import ExemplarSet
 from protoviz_core.figures import (
     CONDITION_COLORS,
+    EXPLANATION_COLORS,
     FLOOR_LABEL,
     QUANTITY_LABELS,
     READOUT_COLORS,
     development_montage,
+    dimmed_surround,
     exemplar_rows,
     line_panels,
-    masked_images,
     save_figure,
 )
 from protoviz_core.htmlpage import HtmlPage
@@ -63,6 +64,7 @@ from protoviz_core.metric_keys import (
     view_label,
 )
 from protoviz_core.montage import grid, thumbnails
+from protoviz_core.readability import EXPLANATIONS
 from protoviz_core.simclr import BACKBONE_ARCH, build_backbone
 from protoviz_core.store import PrototypeStore
 from protoviz_core.superstimulus import ratio_summary
@@ -79,31 +81,41 @@ class ReportError(ProtovizError, ValueError):
 
 
 def unit_position_note(
-    backbone: torch.nn.Module, layer: str, image_size: int, mask: torch.Tensor, epoch: int
+    backbone: torch.nn.Module,
+    layer: str,
+    image_size: int,
+    mask: torch.Tensor,
+    epoch: int,
+    read_unit: str = "top_left",
 ) -> str:
     """Which unit of the layer's map the prototypes belong to, and where in the image it looks.
 
-    Every prototype maximises one unit per channel: the middle one of the layer's map,
-    or where a side is even (no middle) the one up and left of it. With padded strided
-    convolutions even a middle unit need not look at the image's centre, so the note
-    quotes where the layer's receptive-field mask (rfmask stage) peaks.
+    Every prototype maximises one unit per channel: the middle one of the layer's map; where
+    a side is even (no middle), the one up and left of it (``top_left``) or the mean of the
+    middle two (``centred``). With padded strided convolutions even a middle unit need not
+    look at the image's centre, so the note quotes where the layer's receptive-field mask
+    (rfmask stage) peaks.
 
     Args:
         backbone: an (untrained) backbone of the run's architecture in eval mode: only its
             map sizes are read.
         mask: (S, S) the layer's RF mask at ``epoch``.
     """
-    (height, width), (row, column) = unit_position(backbone, layer, image_size)
-    which = (
-        "the map's middle"
-        if height % 2 and width % 2
-        else "up and left of the map's middle (a map with an even side has none)"
-    )
+    (height, width), (rows, columns) = unit_position(backbone, layer, image_size, read_unit)
+    if height % 2 and width % 2:
+        which = "the map's middle"
+    elif read_unit == "top_left":
+        which = "up and left of the map's middle (a map with an even side has none)"
+    else:
+        which = (
+            "the mean of the positions around the map's middle (a map with an even side has no middle one)"
+        )
+    span = [f"{s.start}" if s.stop - s.start == 1 else f"{s.start}-{s.stop - 1}" for s in (rows, columns)]
     peak_y, peak_x = divmod(int(mask.argmax()), mask.shape[1])
     centre = (image_size - 1) / 2
     return (
         f"{layer}'s map is {height} x {width} at {image_size} px; "
-        f"the unit read is ({row}, {column}), {which}. "
+        f"the unit read is ({span[0]}, {span[1]}), {which}. "
         f"Its receptive field peaks at pixel ({peak_y}, {peak_x}) at epoch {epoch} (the image's centre is "
         f"({centre:g}, {centre:g})): its prototypes show what it prefers there."
     )
@@ -186,6 +198,65 @@ def _quantity_figure(
         )
 
 
+def _readability_section(
+    page: HtmlPage, out: Path, table: pd.DataFrame, distances: pd.DataFrame, view: DistanceParams, title: str
+) -> None:
+    """The machine 2-AFC per layer over epochs (prototypes against the exemplars' yardstick and the
+    control), then specificity in the observer's space and in the distance view."""
+    page.heading("Readability: what an observer learns from the prototypes")
+    scores = table[table.explanation.isin(EXPLANATIONS)]
+    curves = scores.rename(columns={"median": "mean", "explanation": "line"})[
+        ["layer", "line", "epoch", "mean"]
+    ]
+    figure = line_panels(
+        curves,
+        panel="layer",
+        line="line",
+        y_label="2-AFC correct (median over units)",
+        colors=EXPLANATION_COLORS,
+        reference=(0.5, "chance"),
+        title=f"{title}: machine 2-AFC readability",
+    )
+    page.image(save_figure(figure, out / "readability.png"), "2-AFC readability vs epoch per layer")
+    page.text(
+        "For each unit, an observer that shares no weights with the network (a colour and "
+        "edge-orientation descriptor, looking at explanations through the unit's receptive field) "
+        "picks which of two test images drives the unit harder: one of its top 5 or one of its "
+        "bottom 30%. It is shown the unit's prototypes, or its top natural exemplars (the "
+        "yardstick), or another unit's exemplars (the control, which should sit at chance). "
+        "docs/readability.md has the task.",
+        note=True,
+    )
+    last = table[table.epoch == table.epoch.max()].pivot(
+        index="layer", columns="explanation", values="median"
+    )
+    page.table(last.reset_index())
+
+    page.heading("Specificity: one unit searched twice, against two units")
+    observer = table[table.explanation == "specificity"][["layer", "epoch", "median"]]
+    pixel = in_view(distances, view)
+    pixel = pixel[pixel.quantity == "specificity"][["layer", "epoch", "value"]]
+    lines = pd.concat(
+        [
+            observer.rename(columns={"median": "mean"}).assign(line="observer's features"),
+            pixel.rename(columns={"value": "mean"}).assign(line=view_label(view)),
+        ],
+        ignore_index=True,
+    ).dropna()
+    if lines.empty:
+        page.text("No specificity: one repeat per unit has nothing to compare.", note=True)
+        return
+    figure = line_panels(
+        lines,
+        panel="layer",
+        line="line",
+        y_label="re-evolution / between-unit distance",
+        reference=(1.0, "no more alike than two units"),
+        title=f"{title}: specificity (lower: a unit's searches agree)",
+    )
+    page.image(save_figure(figure, out / "specificity.png"), "specificity vs epoch per layer")
+
+
 def write_run_report(
     out: str | Path,
     *,
@@ -197,7 +268,10 @@ def write_run_report(
     view: DistanceParams,
     run_name: str,
     exemplars: ExemplarSet | None = None,
+    readability: pd.DataFrame | None = None,
+    unit_scores: dict[int, dict] | None = None,
     arch: str = BACKBONE_ARCH,
+    read_unit: str = "top_left",
     log: Callable[[str], None] = print,
     on_atlas_epoch: Callable[[int], None] = lambda epoch: None,
 ) -> Path:
@@ -210,6 +284,10 @@ def write_run_report(
         probe: the probe stage's table (epoch, logreg, linearsvc, adam).
         run_name: the atlas folder and label of this run.
         exemplars: the exemplars stage's natural exemplars; None: a report without them.
+        readability: the readability stage's table (epoch, layer, explanation, median, mean);
+            None: a report without it.
+        unit_scores: the readability stage's per-unit results (``{epoch: contents}``), shown in the atlas.
+        read_unit: the params' ``read_unit`` (which unit of a map the prototypes are of).
         on_atlas_epoch: called after each epoch of the atlas is written (progress).
     """
     out = Path(out)
@@ -225,18 +303,18 @@ def write_run_report(
         note=True,
     )
 
-    page.heading(f"Prototypes at epoch {last} (RF-masked, repeat {first_repeat})")
+    page.heading(f"Prototypes at epoch {last} (outside the receptive field dimmed, repeat {first_repeat})")
     last_masks = masks.for_epoch(last, layers)
     untrained = build_backbone(arch).eval()  # for the layers' map sizes in the unit notes
     for layer in layers:
         rows = store.select(epoch=last, layer=layer, repeat=first_repeat).sort_values("channel")
-        images = masked_images(store.images(rows), last_masks[layer])
+        images = dimmed_surround(store.images(rows), last_masks[layer])
         path = save_image(grid(images), out / f"prototypes_{layer}.png")
         page.text(
             f"{layer}: {len(rows)} channels ({int(rows.channel.min())}..{int(rows.channel.max())}), "
             f"row by row in channel order. "
             + unit_position_note(
-                untrained, layer, images.shape[-1], last_masks[layer], masks.source_epoch(last)
+                untrained, layer, images.shape[-1], last_masks[layer], masks.source_epoch(last), read_unit
             )
         )
         # The page stays small at full scale (960 channels): it inlines thumbnails, the file has every pixel.
@@ -245,7 +323,7 @@ def write_run_report(
         page.image(small.getvalue(), f"prototypes of {layer} at epoch {last}")
         page.link(path.name, f"{path.name} (full resolution)")
 
-    page.heading("Development of single units (RF-masked)")
+    page.heading("Development of single units (outside the receptive field dimmed)")
     units = montage_units(store, settings)
     try:  # a stride (0, k, 2k, ... and the last) or the listed epochs
         shown_epochs = choose_epochs(epochs, settings.montage_epochs, key="report.montage_epochs")
@@ -259,9 +337,9 @@ def write_run_report(
         pictures.append(
             torch.stack(
                 [
-                    masked_images(store.images(rows.iloc[[i]]), masks.for_epoch(int(epoch), [layer])[layer])[
-                        0
-                    ]
+                    dimmed_surround(
+                        store.images(rows.iloc[[i]]), masks.for_epoch(int(epoch), [layer])[layer]
+                    )[0]
                     for i, epoch in enumerate(rows.epoch)
                 ]
             )
@@ -275,8 +353,11 @@ def write_run_report(
     page.image(save_figure(figure, out / "development.png"), "development montage")
 
     _superstimulus_section(
-        page, out, store, units, exemplars, last, first_repeat, title=f"{aug}, seed {seed}"
+        page, out, store, units, exemplars, last, first_repeat, title=f"{aug}, seed {seed}", masks=masks
     )
+
+    if readability is not None:
+        _readability_section(page, out, readability, distances, view, title=f"{aug}, seed {seed}")
 
     page.heading("Linear-probe accuracy")
     readouts = pd.concat(
@@ -315,6 +396,7 @@ def write_run_report(
         name=run_name,
         thumb_size=settings.thumb_size,
         exemplars=exemplars,
+        readability=unit_scores,
         log=log,
         on_epoch=on_atlas_epoch,
     )
@@ -351,8 +433,10 @@ def _superstimulus_section(
     last: int,
     repeat: int,
     title: str,
+    masks: MaskSet | None = None,
 ) -> None:
-    """The superstimulus ratio over training per layer, and the montage's units beside their exemplars."""
+    """The superstimulus ratio over training per layer, and the montage's units beside their exemplars
+    (each prototype's surround dimmed by its layer's RF mask at ``last``, when ``masks`` are given)."""
     page.heading("Prototypes against the data (superstimulus ratio)")
     stats = ratio_summary(store.index)
     if stats.empty:
@@ -390,6 +474,11 @@ def _superstimulus_section(
         [store.select(epoch=last, layer=layer, channel=channel, repeat=repeat) for layer, channel in units]
     )
     prototypes = store.images(rows)
+    if masks is not None:
+        shown = masks.for_epoch(last, list(dict.fromkeys(layer for layer, _ in units)))
+        prototypes = torch.stack(
+            [dimmed_surround(image[None], shown[layer])[0] for image, (layer, _) in zip(prototypes, units)]
+        )
     tops = [exemplars.top(last, layer, [channel]) for layer, channel in units]
     pictures = torch.stack(
         [torch.from_numpy(exemplars.pool.images(positions[0].numpy())) for _, positions in tops]

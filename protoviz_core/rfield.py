@@ -65,6 +65,7 @@ def gradient_maps(
     device: torch.device,
     normalize: dict,
     max_batch: int,
+    read_unit: str = "top_left",
 ) -> torch.Tensor:
     """Per-channel maps (N, S, S): sum over colour of the squared mean input gradient.
 
@@ -82,7 +83,7 @@ def gradient_maps(
         for start in range(0, len(pairs_channel), max_batch):
             stop = start + max_batch
             images = noise[pairs_sample[start:stop]].clone().requires_grad_(True)
-            activation = centre_activation(read(normalise(images)), pairs_channel[start:stop])
+            activation = centre_activation(read(normalise(images)), pairs_channel[start:stop], read_unit)
             (gradient,) = torch.autograd.grad(activation.sum(), images)
             owner = torch.arange(start, min(stop, len(pairs_channel)), device=device) // samples
             gradient_sum.index_add_(0, owner, gradient)
@@ -158,6 +159,7 @@ def receptive_field(
     device: torch.device | str = "cpu",
     normalize: dict | None = None,
     max_batch: int = 256,
+    read_unit: str = "top_left",
 ) -> ReceptiveField:
     """Gradient receptive field of the centre unit of ``layer`` and its Gaussian mask.
 
@@ -170,6 +172,7 @@ def receptive_field(
             one map per channel, (N, S, S) (the fit is of their mean).
         normalize: the network's input normalisation (default ImageNet's).
         max_batch: most (channel, sample) images per forward/backward pass.
+        read_unit: ``top_left`` or ``centred`` (:func:`~protoviz_core.engine.units.centre_window`).
 
     Returns:
         :class:`ReceptiveField`.
@@ -189,6 +192,7 @@ def receptive_field(
             device=device,
             normalize=normalize or NORMALIZE,
             max_batch=max_batch,
+            read_unit=read_unit,
         )
     finally:
         model.train(was_training)
@@ -214,6 +218,7 @@ def layer_fields(
     device: torch.device,
     normalize: dict,
     max_batch: int,
+    read_unit: str = "top_left",
 ) -> dict[str, dict]:
     """Receptive field of each layer (mean over its channels), as plain tensors and numbers.
 
@@ -235,6 +240,7 @@ def layer_fields(
             device=device,
             normalize=normalize,
             max_batch=max_batch,
+            read_unit=read_unit,
         )
         fields[layer] = {
             "map": field.map.mean(dim=0),
@@ -251,7 +257,9 @@ def layer_fields(
 RFIELD_VERSION = 1
 
 
-def field_work(checkpoints: dict[int, Path], settings: RFMaskParams, device: torch.device) -> list[WorkItem]:
+def field_work(
+    checkpoints: dict[int, Path], settings: RFMaskParams, device: torch.device, read_unit: str = "top_left"
+) -> list[WorkItem]:
     """One work item per checkpoint: the receptive field of each of ``settings.layers``.
 
     Its contents are :func:`layer_fields`'s dict, checked before it is written (a NaN,
@@ -274,12 +282,15 @@ def field_work(checkpoints: dict[int, Path], settings: RFMaskParams, device: tor
                 device=device,
                 normalize=meta["normalize"],
                 max_batch=settings.max_batch,
+                read_unit=read_unit,
             )
             for layer, field in fields.items():
                 require_informative(field["mask"], f"RF mask of {path} ({layer})", items_must_differ=False)
             return fields
 
-        key = identity("rfmask", checkpoint_identity(path), shaping, RFIELD_VERSION)
+        # The authors' read unit keeps the identity it had before read_unit existed.
+        unit = None if read_unit == "top_left" else read_unit
+        key = identity("rfmask", checkpoint_identity(path), shaping, unit, RFIELD_VERSION)
         items.append(WorkItem(Path(path).name, key, compute))
     return items
 

@@ -40,6 +40,7 @@ def main(argv=None) -> None:
         top_k=settings.top_k,
         batch_size=settings.batch_size,
         device=resolve_device(settings.device),
+        read_unit=params.read_unit,
     )
     print(
         f"exemplars: the top {settings.top_k} of {len(positions)} images "

@@ -52,6 +52,7 @@ def extract(argv=None) -> None:
         run_seed=params.seed,
         image_size=params.data.image_size,
         device=device,
+        read_unit=params.read_unit,
     )
     # Missing exemplars or bad generator weights stop the stage here, before any synthesis.
     exemplars = read_exemplars(args.exemplars, {e: checkpoints[e] for e in epochs})

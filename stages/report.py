@@ -11,6 +11,7 @@ from tqdm import tqdm
 from protoviz_core.config import load_params
 from protoviz_core.exemplars import ExemplarSet
 from protoviz_core.masks import load_masks
+from protoviz_core.readability import read_scores
 from protoviz_core.report import write_run_report
 from protoviz_core.store import open_prototypes
 from protoviz_core.tracking import pipeline_run, run_name
@@ -27,6 +28,12 @@ def main(argv=None) -> None:
         "--data", required=True, help="stl10_binary folder the exemplars come from (data stage output)"
     )
     p.add_argument("--probe", required=True, help="probe accuracy per epoch (probe stage plot table)")
+    p.add_argument(
+        "--readability", required=True, help="2-AFC scores per epoch (readability stage plot table)"
+    )
+    p.add_argument(
+        "--unit-scores", required=True, help="per-unit 2-AFC scores (readability stage output folder)"
+    )
     p.add_argument("--out", required=True, help="folder for the figures, index.html and atlas/")
     args = p.parse_args(argv)
     params = load_params(args.params)
@@ -49,7 +56,10 @@ def main(argv=None) -> None:
             view=params.distance,
             run_name=run_name(params),
             arch=params.train.backbone,
+            read_unit=params.read_unit,
             exemplars=exemplars,
+            readability=pd.read_csv(args.readability),
+            unit_scores=read_scores(args.unit_scores, sorted(int(e) for e in store.index.epoch.unique())),
             on_atlas_epoch=lambda epoch: bar.update(),
         )
         mlflow.log_artifacts(args.out, artifact_path="report")

@@ -30,7 +30,10 @@ def main(argv=None) -> None:
     checkpoints = require_checkpoints(args.checkpoints)
     epochs = choose_epochs(list(checkpoints), params.rfmask.every, "rfmask.every", args.params)
     items = field_work(
-        {e: checkpoints[e] for e in epochs}, params.rfmask, resolve_device(params.rfmask.device)
+        {e: checkpoints[e] for e in epochs},
+        params.rfmask,
+        resolve_device(params.rfmask.device),
+        params.read_unit,
     )
     backbone, meta = load_backbone(checkpoints[epochs[0]])
     for line in oversized_selections(

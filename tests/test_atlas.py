@@ -325,18 +325,56 @@ def test_exemplar_strips_and_sheets_hold_each_units_top_images_per_epoch(tmp_pat
     assert again["exemplars"] == part  # a rerun finds every file in place
 
 
+def _unit_scores(epoch: int) -> dict:
+    """A readability stage result for layer3 (unit c scores 0.5 + c / 20 from its prototypes at epoch 2)."""
+    channels = torch.tensor(CHANNELS)
+    return {
+        "layer3": {
+            "channels": channels,
+            "prototypes": 0.5 + channels.double() / 20 * (epoch / 2),
+            "exemplars": torch.full((len(CHANNELS),), 0.95, dtype=torch.float64),
+            "control": torch.full((len(CHANNELS),), 0.5, dtype=torch.float64),
+        }
+    }
+
+
 def _atlas_with_exemplars(root):
     manifests = []
     for aug in ("clrjit", "keepclr"):
         name = f"{aug}-seed1-ex"
         exemplars = _exemplar_set(root / aug)
         store = _store_with_ratios(root / f"store-{aug}", exemplars, aug=aug)
+        # clrjit has readability scores at epochs 0 and 2 (none at 1); keepclr none.
+        scores = {0: _unit_scores(0), 2: _unit_scores(2)} if aug == "clrjit" else None
         manifests.append(
             write_run_part(
-                store, _masks(), root / "atlas/runs" / name, name=name, thumb_size=16, exemplars=exemplars
+                store,
+                _masks(),
+                root / "atlas/runs" / name,
+                name=name,
+                thumb_size=16,
+                exemplars=exemplars,
+                readability=scores,
             )
         )
     return write_viewer(root / "atlas", manifests), manifests
+
+
+def test_a_units_readability_scores_are_in_the_manifest_and_its_page(tmp_path, browser):
+    from selenium.webdriver.common.by import By
+
+    page, manifests = _atlas_with_exemplars(tmp_path)
+    scores = manifests[0]["readability"]
+    assert scores["layer1"] == [None, None, None] and scores["layer3"][1] is None  # no scores: none shown
+    assert scores["layer3"][2][CHANNELS.index(7)] == [0.85, 0.95]
+    assert "readability" not in manifests[1]
+    _open(browser, page, "#layer=layer3&unit=7&epoch=2")
+    notes = browser.find_elements(By.CSS_SELECTOR, "section.run p.readability")
+    assert [n.text for n in notes] == [
+        "machine 2-AFC at epoch 2: from its prototypes 0.85, from its exemplars 0.95 (chance 0.50)"
+    ]
+    _open(browser, page, "#layer=layer3&unit=7&epoch=1")
+    assert browser.find_elements(By.CSS_SELECTOR, "section.run p.readability") == []
 
 
 def test_unit_view_shows_exemplars_of_the_epoch_and_the_ratio_curve_in_chromium(tmp_path, browser):

@@ -176,3 +176,17 @@ def test_epochs_and_channels_the_run_will_not_have_are_refused_before_any_stage(
     assert expected in _error(raw)
     raw[section] = {key: value[:-1] + ([2] if key.endswith("epochs") else ["layer3:255"])}
     parse_params(raw)  # the last epoch and the last channel are fine
+
+
+def test_maco_needs_its_spectrum_file_and_exemplars_never_see_the_query_split():
+    assert "extract.generator_weights: maco needs the magnitude spectrum, out/spectrum.pt" in _error(
+        {**tiny_params(epochs=2), "extract": {"generator": "maco"}}
+    )
+    maco = parse_params(
+        {"extract": {"generator": "maco", "generator_weights": "out/spectrum.pt", "robustness": True}}
+    )
+    assert maco.extract.robustness and maco.read_unit == "top_left"  # the authors' unit unless asked
+    assert "exemplars.splits: the test split holds the readability stage's queries" in _error(
+        {**tiny_params(epochs=2), "exemplars": {"splits": ["train", "test"]}}
+    )
+    assert "read_unit" in _error({**tiny_params(epochs=2), "read_unit": "middle"})

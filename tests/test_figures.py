@@ -9,9 +9,9 @@ from PIL import Image
 from protoviz_core.figures import (
     CONDITION_COLORS,
     development_montage,
+    dimmed_surround,
     layer_sort_key,
     line_panels,
-    masked_images,
     save_figure,
 )
 
@@ -69,13 +69,14 @@ def test_layer_sort_key_orders_numbers_numerically():
     ]
 
 
-def test_masked_images_multiply_by_the_mask():
+def test_a_dimmed_surround_keeps_the_field_bright_and_the_rest_visible():
     images = torch.full((2, 3, 4, 4), 200, dtype=torch.uint8)
     mask = torch.zeros(4, 4)
-    mask[1:3, 1:3] = 0.5
-    masked = masked_images(images, mask)
-    assert masked.dtype == torch.uint8 and masked[:, :, 0, 0].eq(0).all() and masked[:, :, 1, 1].eq(100).all()
-    assert masked_images(images, None) is images
+    mask[1:3, 1:3] = 1.0
+    shown = dimmed_surround(images, mask)
+    assert shown.dtype == torch.uint8 and shown[:, :, 1, 1].eq(200).all()  # inside the field: as it is
+    assert shown[:, :, 0, 0].eq(60).all()  # outside: dimmed to 0.3, not black
+    assert dimmed_surround(images, None) is images
 
 
 def test_development_montage_has_a_cell_per_unit_and_epoch(tmp_path):

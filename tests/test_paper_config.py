@@ -96,7 +96,18 @@ def test_paper_configuration_runs_every_branch(tmp_path, published_torch_home, m
         images, labels = read_split(tmp_path / "data", split)
         assert np.array_equal(images, written[split]) and labels.max() == 9
 
-    run_pipeline(tmp_path, "train", "probe", "rfmask", "exemplars", "extract", "embed", "distance", "report")
+    run_pipeline(
+        tmp_path,
+        "train",
+        "probe",
+        "rfmask",
+        "exemplars",
+        "extract",
+        "embed",
+        "distance",
+        "readability",
+        "report",
+    )
 
     checkpoint = torch.load(tmp_path / "out/checkpoints/epoch_0001.pt", weights_only=True)
     assert checkpoint["image_size"] == 96
@@ -152,8 +163,13 @@ def test_the_paper_procedure_runs_every_generation_and_step_and_climbs_from_the_
         paper["adam_steps"],
         paper["adam_lr"],
     ) == (20, 30, 2.0, 50, 0.01)
+    assert paper["robustness"] is False  # the authors' code: the generator is the only prior
+    whole = yaml.safe_load((REPO / "configs/paper.yaml").read_text())
+    assert whole["read_unit"] == "top_left"  # act[c, (H-1)//2, (W-1)//2]
     procedure = {
-        k: paper[k] for k in SYNTHESIS_OPTIONS if k not in ("generator", "generator_weights", "resize")
+        k: paper[k]
+        for k in SYNTHESIS_OPTIONS
+        if k not in ("generator", "generator_weights", "resize", "robustness")
     }
     procedure.update(cma_steps=3, cma_popsize=6, adam_steps=4)  # sizes shrink, nothing else
 

@@ -7,6 +7,7 @@ from torch import nn
 
 from protoviz_core import receptive_field
 from protoviz_core.rfield import fit_gaussian, gaussian_mask
+from protoviz_core.simclr import build_backbone
 
 SIZE = 17  # odd: the centre unit's window is centred on the image centre (8, 8)
 
@@ -67,3 +68,19 @@ def test_per_channel_and_mean_modes():
     torch.testing.assert_close(per_channel.map.mean(0), mean.map)
     chunked = receptive_field(model, "conv1", image_size=SIZE, samples=4, device="cpu", max_batch=3)
     torch.testing.assert_close(chunked.map, mean.map)
+
+
+def test_a_centred_unit_of_an_even_map_looks_at_the_image_centre_and_the_authors_unit_does_not():
+    """At 48 px ResNet18's layer4 map is 2 x 2: the authors' unit (0, 0) has its gradient
+    receptive field in the image's corner; the centred unit's is symmetric about the centre."""
+    torch.manual_seed(0)
+    backbone = build_backbone().eval()
+    peaks = {}
+    for read_unit in ("top_left", "centred"):
+        field = receptive_field(
+            backbone, "layer4", image_size=48, samples=4, channels=[0, 1, 2], read_unit=read_unit
+        )
+        peaks[read_unit] = field.center
+    centre = 23.5
+    assert max(abs(c - centre) for c in peaks["centred"]) < 4
+    assert min(abs(c - centre) for c in peaks["top_left"]) > 8

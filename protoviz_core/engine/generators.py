@@ -1,11 +1,14 @@
 """Image priors for prototype synthesis: latents (N, d) -> images (N, 3, S, S) in [0, 1].
 
-Three generators behind one interface (:class:`Generator`):
+Four generators behind one interface (:class:`Generator`):
 
 - ``deepsim_fc6``: the DeePSiM "fc6" generator of Dosovitskiy & Brox (2016), the
   paper's natural-image prior (Sec. 2.1); weights from a file.
 - ``fourier``: a weight-free Lucid-style parameterisation (Olah et al. 2017): a
   1/f-scaled Fourier spectrum per colour channel, decorrelated colours, sigmoid.
+- ``maco``: MACO's phase-only parameterisation (Fel et al. 2023): the magnitude
+  spectrum is fixed to that of the data set's own images (:func:`magnitude_spectrum`),
+  only the phase is searched; no weights, readable images at every layer.
 - ``pixel``: raw pixels through a sigmoid, the baseline without a prior.
 
 Latents are sampled per stream key (:mod:`protoviz_core.engine.rng`) so that a channel's
@@ -29,7 +32,7 @@ DEEPSIM_WEIGHTS_SOURCE = (
     "upconvGAN_fc6.pt from the Hugging Face repository binxu/DeePSim_DosovitskiyBrox2016 "
     "(https://huggingface.co/binxu/DeePSim_DosovitskiyBrox2016)"
 )
-GENERATOR_NAMES = ("deepsim_fc6", "fourier", "pixel")
+GENERATOR_NAMES = ("deepsim_fc6", "fourier", "maco", "pixel")
 
 
 class GeneratorWeightsError(ProtovizError, FileNotFoundError):
@@ -98,6 +101,109 @@ class FourierGenerator(Generator):
         decorrelated = torch.fft.irfft2(spectrum * self.scale, s=(s, s), norm="ortho")  # (N, 3, S, S)
         rgb = torch.einsum("ij,njhw->nihw", self.colour, decorrelated)
         return torch.sigmoid(rgb)
+
+
+LOGIT_CLAMP = 0.02  # pixels are clamped to [0.02, 0.98] before the logit: 0 and 1 have none
+
+
+def magnitude_spectrum(images: torch.Tensor) -> torch.Tensor:
+    """The mean Fourier magnitude of natural images, in :class:`MacoGenerator`'s space.
+
+    Pixels go to logit space (the generator ends with a sigmoid), their colours are
+    decorrelated (the inverse of the generator's colour transform), and the magnitudes of
+    the 2-D real FFT (orthonormal) are averaged over the images. The frequency-0 term is
+    the mean colour of the data set (with its sign, which the generator keeps), so an image
+    made with any phase has the data's mean colour and its contrast at every frequency.
+    Xplique's ``init_maco_buffer`` measures the magnitude from a data set the same way.
+
+    Args:
+        images: (N, 3, S, S) uint8 or float in [0, 1].
+
+    Returns:
+        float32 (3, S, S // 2 + 1).
+    """
+    pixels = images.float() / 255 if images.dtype == torch.uint8 else images.float()
+    logits = torch.logit(pixels.clamp(LOGIT_CLAMP, 1 - LOGIT_CLAMP))
+    decorrelated = torch.einsum("ij,njhw->nihw", torch.linalg.inv(_COLOUR_SQRT), logits)
+    spectrum = torch.fft.rfft2(decorrelated, norm="ortho")
+    magnitude = spectrum.abs().mean(dim=0)
+    magnitude[:, 0, 0] = spectrum[:, :, 0, 0].real.mean(dim=0)  # signed: the mean colour
+    return magnitude
+
+
+class MagnitudeSpectrumError(ProtovizError, FileNotFoundError):
+    """The magnitude spectrum file is missing, unreadable or of another image size; names it and the fix."""
+
+
+def load_magnitude(path: str | Path, image_size: int) -> torch.Tensor:
+    """The (3, S, S // 2 + 1) magnitude spectrum saved by the spectrum stage (``{"magnitude": tensor}``).
+
+    Raises:
+        MagnitudeSpectrumError: missing, not a weights-only torch file, or of another image size.
+    """
+    path = Path(path).expanduser()
+    fix = "run dvc repro spectrum (it measures the spectrum from the training images)"
+    if not path.is_file():
+        raise MagnitudeSpectrumError(f"{path}: magnitude spectrum not found; {fix}")
+    try:
+        magnitude = torch.load(path, map_location="cpu", weights_only=True)["magnitude"]
+    except Exception as exc:  # truncated file, pickled code, another dict: torch raises many types
+        raise MagnitudeSpectrumError(
+            f"{path}: not a magnitude spectrum file ({type(exc).__name__}); {fix}"
+        ) from None
+    expected = (3, image_size, image_size // 2 + 1)
+    if not isinstance(magnitude, torch.Tensor) or tuple(magnitude.shape) != expected:
+        shape = tuple(magnitude.shape) if isinstance(magnitude, torch.Tensor) else type(magnitude).__name__
+        raise MagnitudeSpectrumError(
+            f"{path}: spectrum of shape {shape}, expected {expected} for {image_size} px; {fix}"
+        )
+    if not bool(torch.isfinite(magnitude).all()) or float(magnitude.max()) <= 0:
+        raise MagnitudeSpectrumError(f"{path}: spectrum is all zero or not finite; {fix}")
+    return magnitude.float()
+
+
+class MacoGenerator(Generator):
+    """MACO (Fel et al. 2023): only the Fourier phase is searched; the magnitude is the data's.
+
+    The latent is the phase of each frequency of three decorrelated colour channels,
+    d = 3 * S * (S // 2 + 1). image = sigmoid(colour @ irfft2(r * exp(i phase))), with r
+    the data set's mean magnitude in logit space (:func:`magnitude_spectrum`): every image
+    has the data's mean colour and its power at every frequency, so the search can move
+    edges and blobs but cannot pump up the high-frequency energy that adversarial
+    patterns are made of. The phase of frequency 0 is ignored (the mean colour is fixed).
+    (MACO itself standardises the image instead; with the data's own magnitudes, its
+    contrast is already the data's.)
+    """
+
+    def __init__(self, magnitude: torch.Tensor):
+        super().__init__()
+        if (
+            magnitude.ndim != 3
+            or magnitude.shape[0] != 3
+            or magnitude.shape[2] != magnitude.shape[1] // 2 + 1
+        ):
+            raise ValueError(f"magnitude must be (3, S, S // 2 + 1), got {tuple(magnitude.shape)}")
+        self.image_size = magnitude.shape[1]
+        self.register_buffer("magnitude", magnitude.float().clone(), persistent=False)
+        self.register_buffer("colour", _COLOUR_SQRT.clone(), persistent=False)
+        keep = torch.ones_like(self.magnitude)
+        keep[:, 0, 0] = 0
+        self.register_buffer("free", keep, persistent=False)  # 0 where the phase is fixed (the mean)
+        self.latent_dim = magnitude.numel()
+
+    def sample(self, keys: torch.Tensor, step: int = 0) -> torch.Tensor:
+        """Starting phases (K, d): normal with standard deviation pi, close to uniform on the circle.
+
+        (Phases near 0 would line every frequency's peak up at pixel (0, 0): a bright corner.)
+        """
+        return super().sample(keys, step) * math.pi
+
+    def forward(self, latents: torch.Tensor) -> torch.Tensor:
+        s = self.image_size
+        phase = latents.float().reshape(-1, *self.magnitude.shape) * self.free
+        spectrum = torch.polar(self.magnitude.expand_as(phase), phase)
+        decorrelated = torch.fft.irfft2(spectrum, s=(s, s), norm="ortho")  # (N, 3, S, S) logits
+        return torch.sigmoid(torch.einsum("ij,njhw->nihw", self.colour, decorrelated))
 
 
 def _deepsim_fc6_layers() -> nn.Sequential:
@@ -242,10 +348,11 @@ def make_generator(
     """A generator by name, or ``name`` itself when it already is one.
 
     Args:
-        name: ``deepsim_fc6``, ``fourier`` or ``pixel``.
+        name: ``deepsim_fc6``, ``fourier``, ``maco`` or ``pixel``.
         image_size: side S of the images it makes.
-        weights: ``deepsim_fc6`` only: the weights file, or ``"random"`` for an
-            untrained network (tests and timing only).
+        weights: ``deepsim_fc6``: the weights file, or ``"random"`` for an untrained
+            network (tests and timing only); ``maco``: the magnitude spectrum file
+            (:func:`load_magnitude`).
         antialias: ``deepsim_fc6`` only: antialias its 256 px -> S resize (False: the authors' code).
     """
     if isinstance(name, Generator):
@@ -254,6 +361,13 @@ def make_generator(
         return PixelGenerator(image_size)
     if name == "fourier":
         return FourierGenerator(image_size)
+    if name == "maco":
+        if weights is None:
+            raise MagnitudeSpectrumError(
+                "extract.generator_weights: maco needs the magnitude spectrum file (out/spectrum.pt, "
+                "made by dvc repro spectrum)"
+            )
+        return MacoGenerator(load_magnitude(weights, image_size))
     if name == "deepsim_fc6":
         if weights is None:
             raise GeneratorWeightsError(

@@ -73,6 +73,11 @@ def keyed_normal(
     return normal[:, :count].reshape(len(keys), *shape)
 
 
+def keyed_uniform(keys: torch.Tensor, step: int, count: int) -> torch.Tensor:
+    """Uniform samples in (0, 1), float32 (K, count), one stream per key (as :func:`keyed_normal`)."""
+    return _uniform_pair(keys.to(torch.int64), step, count)[0].float()
+
+
 def stream_keys(seed: int, ids: torch.Tensor) -> torch.Tensor:
     """Keys for ``ids`` (e.g. channel indices) under ``seed``: int64 (K,) in [0, 2**31)."""
     return (seed * 1_000_003 + ids.to(torch.int64) * 7919) % (2**31 - 1)

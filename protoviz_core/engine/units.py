@@ -1,7 +1,9 @@
 """Units of a network: a channel of a layer, read at the centre of its feature map.
 
 Paper Sec. 2.1: the unit of a convolutional layer is channel c at the spatial
-centre ``act[c, (H-1)//2, (W-1)//2]``. The network only runs up to the target
+centre, ``act[c, (H-1)//2, (W-1)//2]`` in the authors' code (``read_unit="top_left"``);
+``read_unit="centred"`` averages the middle two positions of an even side instead, so
+that the unit's receptive field is centred (:func:`centre_window`). The network only runs up to the target
 layer: a forward hook captures the layer's output and stops the forward pass, so
 no compute is spent on the layers above it.
 """
@@ -197,29 +199,56 @@ def unit_reader(
         yield read
 
 
+READ_UNITS = ("centred", "top_left")
+
+
 def centre_index(height: int, width: int) -> tuple[int, int]:
-    """(row, column) of the unit read on an (h, w) map: the middle one; where a side is
+    """(row, column) of the authors' unit on an (h, w) map: the middle one; where a side is
     even there is no middle, and it is the one before (up and left of the centre)."""
     return (height - 1) // 2, (width - 1) // 2
 
 
-def unit_position(model: nn.Module, layer: str, image_size: int) -> tuple[tuple[int, int], tuple[int, int]]:
-    """``((h, w), (row, column))``: the layer's map size for ``image_size`` inputs and the unit read.
+def centre_window(height: int, width: int, read_unit: str = "top_left") -> tuple[slice, slice]:
+    """(rows, columns) of the map positions whose mean is the unit read.
 
-    ``model`` on the CPU, in eval mode (one probe image). A linear layer is ``((1, 1), (0, 0))``.
+    ``top_left`` (the paper authors' code): the single position :func:`centre_index`.
+    ``centred`` (this project's choice for small images): on an odd side the middle
+    position, on an even side the two middle ones, so the unit is the mean of the middle
+    1, 2 or 4 positions and its receptive field is centred on the image by symmetry. At
+    48 px ResNet18's layer4 map is 2 x 2: ``top_left`` reads a corner unit whose gradient
+    receptive field peaks in the image's corner; ``centred`` reads the mean of all four.
+    """
+    if read_unit not in READ_UNITS:
+        raise ValueError(f"read_unit must be one of {READ_UNITS}, got {read_unit!r}")
+    row, column = centre_index(height, width)
+    if read_unit == "top_left":
+        return slice(row, row + 1), slice(column, column + 1)
+    return slice(row, height // 2 + 1), slice(column, width // 2 + 1)
+
+
+def unit_position(
+    model: nn.Module, layer: str, image_size: int, read_unit: str = "top_left"
+) -> tuple[tuple[int, int], tuple[slice, slice]]:
+    """``((h, w), (rows, columns))``: the layer's map size for ``image_size`` inputs and the
+    positions averaged into the unit read (:func:`centre_window`).
+
+    ``model`` on the CPU, in eval mode (one probe image). A linear layer is ``((1, 1), (0:1, 0:1))``.
     """
     with torch.no_grad(), layer_reader(model, layer) as read:
         features = read(torch.zeros(1, 3, image_size, image_size))
     height, width = features.shape[2:] if features.ndim == 4 else (1, 1)
-    return (height, width), centre_index(height, width)
+    return (height, width), centre_window(height, width, read_unit)
 
 
-def centre_activation(features: torch.Tensor, channels: torch.Tensor) -> torch.Tensor:
-    """Each image's own unit: ``features[i, channels[i], row, column]`` at :func:`centre_index`.
+def centre_activation(
+    features: torch.Tensor, channels: torch.Tensor, read_unit: str = "top_left"
+) -> torch.Tensor:
+    """Each image's own unit: ``features[i, channels[i]]`` read at :func:`centre_window`.
 
     Args:
         features: (B, C, h, w) or (B, C).
         channels: int (B,) channel index per image.
+        read_unit: ``top_left`` or ``centred`` (:func:`centre_window`).
 
     Returns:
         (B,) activations.
@@ -229,19 +258,20 @@ def centre_activation(features: torch.Tensor, channels: torch.Tensor) -> torch.T
         return features[rows, channels]
     if features.ndim != 4:
         raise ValueError(f"expected (B, C, h, w) or (B, C) features, got shape {tuple(features.shape)}")
-    row, column = centre_index(*features.shape[2:])
-    return features[rows, channels, row, column]
+    window_rows, window_columns = centre_window(*features.shape[2:], read_unit)
+    own = features[rows, channels]  # (B, h, w)
+    return own[:, window_rows, window_columns].mean(dim=(1, 2))
 
 
-def centre_units(features: torch.Tensor) -> torch.Tensor:
-    """Every channel's unit of every image: features (B, C, h, w) or (B, C) -> (B, C) at
-    :func:`centre_index`."""
+def centre_units(features: torch.Tensor, read_unit: str = "top_left") -> torch.Tensor:
+    """Every channel's unit of every image: features (B, C, h, w) or (B, C) -> (B, C), read at
+    :func:`centre_window`."""
     if features.ndim == 2:
         return features
     if features.ndim != 4:
         raise ValueError(f"expected (B, C, h, w) or (B, C) features, got shape {tuple(features.shape)}")
-    row, column = centre_index(*features.shape[2:])
-    return features[:, :, row, column]
+    window_rows, window_columns = centre_window(*features.shape[2:], read_unit)
+    return features[:, :, window_rows, window_columns].mean(dim=(2, 3))
 
 
 def channel_count(model: nn.Module, layer: str, image_size: int) -> int:

@@ -6,6 +6,10 @@ from protoviz_core.engine.generators import (
     DeePSiMGenerator,
     FourierGenerator,
     GeneratorWeightsError,
+    MacoGenerator,
+    MagnitudeSpectrumError,
+    load_magnitude,
+    magnitude_spectrum,
     make_generator,
 )
 from protoviz_core.engine.rng import stream_keys
@@ -101,3 +105,57 @@ def test_deepsim_legacy_resize_is_the_authors_bilinear_without_antialiasing():
         ).clamp(0, 1)
         torch.testing.assert_close(legacy(codes), expected)
         assert (legacy(codes) - smooth(codes)).abs().max() > 0.05  # the two resizes differ visibly
+
+
+def _bars(count: int, size: int = 20) -> torch.Tensor:
+    """uint8 (count, 3, S, S): yellow vertical bars on dark blue, shifted per image (a texture)."""
+    images = torch.zeros(count, 3, size, size)
+    images[:, 2] = 0.4
+    for i in range(count):
+        images[i, :2, :, (i % 4) :: 4] = 0.9
+    return (images * 255).round().to(torch.uint8)
+
+
+def test_maco_images_have_the_data_sets_mean_colour_and_spectrum_whatever_the_phase():
+    data = _bars(16)
+    magnitude = magnitude_spectrum(data)
+    assert magnitude.shape == (3, 20, 11)
+    generator = MacoGenerator(magnitude)
+    phases = generator.sample(stream_keys(0, torch.arange(8))).requires_grad_(True)
+    images = generator(phases)
+    assert images.shape == (8, 3, 20, 20) and 0 <= images.min() and images.max() <= 1
+    images.mean().backward()
+    assert phases.grad.abs().sum() > 0
+    # The data's blue background and yellow bars: its mean colour, with its contrast, not grey.
+    data_mean = (data.float() / 255).mean(dim=(0, 2, 3))
+    assert torch.allclose(images.mean(dim=(0, 2, 3)), data_mean, atol=0.12)
+    assert images.std() > 0.15
+    # Every image, whatever its phase, has the data's magnitude at every frequency (the columns
+    # of the half spectrum that need no Hermitian symmetry: not 0, not the Nyquist one).
+    logits = torch.logit(images.detach().double())
+    decorrelated = torch.einsum("ij,njhw->nihw", torch.linalg.inv(generator.colour.double()), logits)
+    per_image = torch.fft.rfft2(decorrelated, norm="ortho").abs()  # (8, 3, 20, 11)
+    assert torch.allclose(
+        per_image[..., 1:10], magnitude.double()[None, ..., 1:10].expand_as(per_image[..., 1:10]), atol=1e-3
+    )
+    # The phase is what the search moves: two phases, two images.
+    assert (images[0] - images[1]).abs().mean() > 0.05
+
+
+def test_maco_spectrum_file_errors_name_the_file_and_the_stage(tmp_path):
+    with pytest.raises(MagnitudeSpectrumError, match="not found; run dvc repro spectrum"):
+        load_magnitude(tmp_path / "none.pt", 20)
+    path = tmp_path / "spectrum.pt"
+    torch.save({"magnitude": torch.ones(3, 24, 13)}, path)
+    with pytest.raises(MagnitudeSpectrumError, match=r"expected \(3, 20, 11\) for 20 px"):
+        load_magnitude(path, 20)
+    torch.save({"magnitude": torch.zeros(3, 20, 11)}, path)
+    with pytest.raises(MagnitudeSpectrumError, match="all zero"):
+        load_magnitude(path, 20)
+    path.write_bytes(b"not a torch file")
+    with pytest.raises(MagnitudeSpectrumError, match="not a magnitude spectrum file"):
+        load_magnitude(path, 20)
+    with pytest.raises(MagnitudeSpectrumError, match="maco needs the magnitude spectrum"):
+        make_generator("maco", 20)
+    torch.save({"magnitude": magnitude_spectrum(_bars(4))}, path)
+    assert make_generator("maco", 20, path).latent_dim == 3 * 20 * 11

@@ -7,6 +7,7 @@ from torch import nn
 from protoviz_core import synthesize
 from protoviz_core.engine.generators import make_generator
 from protoviz_core.engine.rng import stream_keys
+from protoviz_core.engine.robustness import Robustness
 from protoviz_core.engine.synthesis import stream_seed
 from tests.fake_cuda import fake_cuda
 
@@ -186,15 +187,31 @@ def test_bad_layer_and_channel_are_named_and_hooks_are_removed():
     assert all(not m._forward_hooks for m in model.modules())
 
 
-def test_gradient_stage_transforms_are_applied():
+def test_gradient_stage_transforms_are_applied_with_each_channels_own_keys():
     calls = []
 
-    def jitter(images):
-        calls.append(images.shape)
+    def jitter(images, keys, step):
+        calls.append((images.shape, keys.tolist(), step))
         return torch.roll(images, shifts=1, dims=-1)
 
-    synthesize(_cnn(), "conv2", [0, 1], generator="pixel", seed=0, transforms=[jitter], **SCHEDULE)
-    assert len(calls) == SCHEDULE["adam_steps"] and calls[0] == (2, 3, SIZE, SIZE)
+    synthesize(
+        _cnn(), "conv2", [0, 1], generator="pixel", seed=0, transforms=[jitter], early_exit=False, **SCHEDULE
+    )
+    assert len(calls) == SCHEDULE["adam_steps"] and calls[0][0] == (2, 3, SIZE, SIZE)
+    assert [step for _, _, step in calls] == list(range(1, SCHEDULE["adam_steps"] + 1))
+    assert calls[0][1] == calls[-1][1] and len(set(calls[0][1])) == 2  # a key per channel, kept over steps
+
+
+def test_robust_synthesis_gives_a_channel_the_same_prototype_alone_or_in_a_batch():
+    model = _cnn()
+    robust = [Robustness()]
+    together = synthesize(
+        model, "conv2", [0, 1, 2], generator="fourier", seed=3, transforms=robust, **SCHEDULE
+    )
+    alone = synthesize(model, "conv2", [1], generator="fourier", seed=3, transforms=robust, **SCHEDULE)
+    assert torch.equal(together.images[1], alone.images[0])
+    plain = synthesize(model, "conv2", [1], generator="fourier", seed=3, **SCHEDULE)
+    assert not torch.equal(plain.images[0], alone.images[0])  # the transforms did change the search
 
 
 def test_monitor_sees_every_step_of_every_stage():

@@ -7,6 +7,8 @@ from torch import nn
 from protoviz_core.engine.units import (
     centre_activation,
     centre_index,
+    centre_units,
+    centre_window,
     channel_count,
     check_channels,
     find_layer,
@@ -98,15 +100,32 @@ def test_unit_reader_gives_the_value_before_the_final_relu():
     assert before is output
 
 
+def _at(row: int, column: int) -> tuple[slice, slice]:
+    return slice(row, row + 1), slice(column, column + 1)
+
+
 def test_unit_position_is_the_middle_of_an_odd_map_and_before_the_middle_of_an_even_one():
     backbone = build_backbone().eval()
-    assert unit_position(backbone, "layer4", 96) == ((3, 3), (1, 1))
-    assert unit_position(backbone, "layer4", 48) == ((2, 2), (0, 0))  # no middle unit: up and left of it
-    assert unit_position(backbone, "layer1", 48) == ((12, 12), (5, 5))
-    assert unit_position(backbone, "avgpool", 48) == ((1, 1), (0, 0))
+    assert unit_position(backbone, "layer4", 96) == ((3, 3), _at(1, 1))
+    assert unit_position(backbone, "layer4", 48) == ((2, 2), _at(0, 0))  # no middle unit: up and left of it
+    assert unit_position(backbone, "layer1", 48) == ((12, 12), _at(5, 5))
+    assert unit_position(backbone, "avgpool", 48) == ((1, 1), _at(0, 0))
     linear = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 4)).eval()
-    assert unit_position(linear, "1", 8) == ((1, 1), (0, 0))  # (B, C) features: one unit per channel
+    assert unit_position(linear, "1", 8) == ((1, 1), _at(0, 0))  # (B, C) features: one unit per channel
     assert centre_index(5, 4) == (2, 1)
+
+
+def test_the_centred_unit_of_an_even_side_is_the_mean_of_its_two_middle_positions():
+    assert centre_window(5, 5, "centred") == _at(2, 2)  # odd: the middle, as the authors'
+    assert centre_window(2, 2, "centred") == (slice(0, 2), slice(0, 2))  # layer4 at 48 px: all four
+    assert centre_window(12, 5, "centred") == (slice(5, 7), slice(2, 3))
+    features = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).view(2, 3, 4, 4)
+    middle = features[:, :, 1:3, 1:3].mean(dim=(2, 3))  # (2, 3)
+    assert torch.equal(centre_units(features, "centred"), middle)
+    assert torch.equal(centre_activation(features, torch.tensor([2, 0]), "centred"), middle[[0, 1], [2, 0]])
+    assert torch.equal(centre_units(features, "top_left"), features[:, :, 1, 1])
+    with pytest.raises(ValueError, match="read_unit must be one of"):
+        centre_window(4, 4, "middle")
 
 
 def test_a_pooling_layer_after_a_relu_reads_the_pool_of_the_pre_activation():

@@ -39,7 +39,17 @@ def _micro_run(folder, aug, method="simclr", backbone="resnet18", layers=("layer
     }
     write_params(folder / "params.yaml", params)
     run_pipeline(
-        folder, "data", "train", "probe", "rfmask", "exemplars", "extract", "embed", "distance", "report"
+        folder,
+        "data",
+        "train",
+        "probe",
+        "rfmask",
+        "exemplars",
+        "extract",
+        "embed",
+        "distance",
+        "readability",
+        "report",
     )
 
 
@@ -73,6 +83,8 @@ def test_report_and_comparison_of_both_conditions(project):
         "consistency.png",
         "superstimulus.png",
         "exemplars.png",
+        "readability.png",
+        "specificity.png",
         "index.html",
         "atlas/index.html",
     ):
@@ -81,11 +93,19 @@ def test_report_and_comparison_of_both_conditions(project):
     assert Image.open(report / "prototypes_layer2.png").size == (2 * 24 + 2, 2 * 24 + 2)
     assert [
         _panels(report / f"{name}.png")
-        for name in ("probe", "diversity", "rate_of_change", "consistency", "superstimulus")
-    ] == [1, 2, 2, 2, 2]  # the readouts in one panel; one panel per layer
+        for name in (
+            "probe",
+            "diversity",
+            "rate_of_change",
+            "consistency",
+            "superstimulus",
+            "readability",
+            "specificity",
+        )
+    ] == [1, 2, 2, 2, 2, 2, 2]  # the readouts in one panel; one panel per layer
     references = _references_exist(report / "index.html")
-    # 2 grids + 7 figures
-    assert "atlas/index.html" in references and sum(r.startswith("data:") for r in references) == 9
+    # 2 grids + 9 figures
+    assert "atlas/index.html" in references and sum(r.startswith("data:") for r in references) == 11
     # The ratio figure's numbers: the index's ratios, per layer and epoch.
     ratios = pd.read_csv(report / "superstimulus.csv")
     index = pd.read_parquet(tmp_path / "out/prototypes/index.parquet")
