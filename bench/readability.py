@@ -14,13 +14,14 @@ RF masks and the test split), the same channels are synthesised with each prior,
 - seconds per prototype on this machine.
 
 Priors (each as its users run it):
-- fourier: the engine's Lucid-style Fourier image, Adam lr 0.8 (the demo's before maco);
+- fourier: the engine's Lucid-style Fourier image, up to 30 Adam steps at lr 0.8 (the demo's
+  before maco);
 - maco: the phase-only prior with the run's magnitude spectrum and transformation
-  robustness, Adam lr 0.3 (params.yaml);
+  robustness, 40 Adam steps at lr 0.3 (params.yaml);
 - pixel: raw pixels, no prior, Adam lr 0.1;
-- lucent: Lucent's render_vis recipe in this engine: its Fourier image initialised at
-  0.01 N(0, 1), no evolution, Adam lr 0.05 for 512 steps with transformation robustness
-  (its standard_transforms, scaled to the image).
+- lucent: Lucent 0.1.8's render_vis with its defaults (its Fourier image with decorrelated
+  colour, standard_transforms, Adam lr 0.05, 512 steps), the unit read as the run reads it
+  (the mean of the window's positions); `make bench` installs it.
 
     python bench/readability.py                      # this folder's demo run
     python bench/readability.py --run /path/to/run --markdown
@@ -31,10 +32,16 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -42,21 +49,67 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from protoviz_core.checkpoints import list_checkpoints, load_backbone  # noqa: E402
 from protoviz_core.config import load_params  # noqa: E402
 from protoviz_core.distance import mask_weighted, unit_diversity  # noqa: E402
-from protoviz_core.engine.generators import FourierGenerator, MacoGenerator, load_magnitude  # noqa: E402
+from protoviz_core.engine.generators import MacoGenerator, load_magnitude  # noqa: E402
+from protoviz_core.engine.normalization import IMAGENET_NORMALIZE, Normalizer  # noqa: E402
 from protoviz_core.engine.robustness import Robustness  # noqa: E402
 from protoviz_core.engine.synthesis import synthesize  # noqa: E402
-from protoviz_core.engine.units import channel_count, spaced_channels  # noqa: E402
+from protoviz_core.engine.units import (  # noqa: E402
+    centre_activation,
+    centre_window,
+    channel_count,
+    layer_reader,
+    spaced_channels,
+)
 from protoviz_core.exemplars import ExemplarSet  # noqa: E402
 from protoviz_core.masks import load_masks  # noqa: E402
+from protoviz_core.montage import grid, surround_gain  # noqa: E402
 from protoviz_core.readability import score_layer, texture_features, unit_activations  # noqa: E402
 from protoviz_core.stl10 import read_images  # noqa: E402
 
 
-class LucentFourier(FourierGenerator):
-    """Lucent's starting point: the Fourier image's spectrum initialised at 0.01 N(0, 1)."""
+@dataclass
+class Made:
+    """What a search gives the bench: images (C, 3, S, S) in [0, 1] and activations (C,)."""
 
-    def sample(self, keys: torch.Tensor, step: int = 0) -> torch.Tensor:
-        return super().sample(keys, step) * 0.01
+    images: torch.Tensor
+    activations: torch.Tensor
+
+
+def lucent_prototypes(
+    model, layer: str, channels: torch.Tensor, size: int, read_unit: str, seed: int
+) -> Made:
+    """Lucent's render_vis with its defaults, one image per channel in one batch; each image
+    maximises its channel's unit read as the run reads it (the mean over the centre window)."""
+    from lucent.optvis import objectives, param, render
+
+    with torch.no_grad(), layer_reader(model, layer) as read:
+        height, width = read(torch.zeros(1, 3, size, size)).shape[2:]
+    rows, columns = centre_window(height, width, read_unit)
+    window = [(y, x) for y in range(rows.start, rows.stop) for x in range(columns.start, columns.stop)]
+    objective = sum(
+        objectives.neuron(layer.replace(".", "_"), c, x=x, y=y, batch=i) / len(window)
+        for i, c in enumerate(channels.tolist())
+        for y, x in window
+    )
+    torch.manual_seed(seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        images = render.render_vis(
+            model,
+            objective,
+            lambda: param.image(size, batch=len(channels)),
+            thresholds=(512,),
+            show_image=False,
+            progress=False,
+            fixed_image_size=size,
+        )
+    images = torch.as_tensor(np.asarray(images[-1])).permute(0, 3, 1, 2).float()
+    images = images.clamp(0, 1).mul(255).round().div(255)  # the 8-bit grid the store keeps
+    model.eval()
+    normalise = Normalizer(IMAGENET_NORMALIZE, torch.device("cpu"))  # Lucent's preprocess: ImageNet's
+    with torch.no_grad(), layer_reader(model, layer) as read:
+        activations = centre_activation(read(normalise(images)), channels, read_unit)
+    return Made(images, activations)
 
 
 def priors(run: Path, size: int) -> dict[str, dict]:
@@ -68,20 +121,10 @@ def priors(run: Path, size: int) -> dict[str, dict]:
             generator=MacoGenerator(load_magnitude(run / "out/spectrum.pt", size)),
             adam_lr=0.3,
             transforms=[Robustness()],
-            **search,
+            **{**search, "adam_steps": 40},
         ),
         "pixel": dict(generator="pixel", adam_lr=0.1, **search),
-        "lucent": dict(
-            generator=LucentFourier(size),
-            cma_steps=0,
-            cma_popsize=4,
-            cma_sigma=1.0,
-            adam_steps=512,
-            adam_lr=0.05,
-            early_exit=False,
-            redraw_dead=False,
-            transforms=[Robustness()],
-        ),
+        "lucent": {},  # lucent_prototypes
     }
 
 
@@ -93,7 +136,7 @@ def _specificity(images: torch.Tensor, mask: torch.Tensor) -> float:
     return again / between
 
 
-def measure(run: Path, chosen: list[str] | None) -> pd.DataFrame:
+def measure(run: Path, chosen: list[str] | None) -> tuple[pd.DataFrame, dict]:
     params = load_params(run / "params.yaml")
     size, read_unit = params.data.image_size, params.read_unit
     checkpoints = list_checkpoints(run / "out/checkpoints")
@@ -112,8 +155,14 @@ def measure(run: Path, chosen: list[str] | None) -> pd.DataFrame:
         batch_size=250,
         device=torch.device("cpu"),
     )
+    if (not chosen or "lucent" in chosen) and any(
+        abs(a - b) > 1e-6
+        for key in ("mean", "std")
+        for a, b in zip(meta["normalize"][key], IMAGENET_NORMALIZE[key])
+    ):
+        sys.exit("lucent preprocesses with ImageNet's normalisation; this run's checkpoints use another")
     settings = params.readability
-    rows = []
+    rows, shown = [], {}  # shown[(prior, layer)]: (C, 3, S, S) first seed's prototypes, surround dimmed
     for name, options in priors(run, size).items():
         if chosen and name not in chosen:
             continue
@@ -122,6 +171,10 @@ def measure(run: Path, chosen: list[str] | None) -> pd.DataFrame:
             found, seconds = [], 0.0
             for seed in (0, 1):
                 start = time.perf_counter()
+                if name == "lucent":
+                    found.append(lucent_prototypes(model, layer, channels, size, read_unit, seed))
+                    seconds += time.perf_counter() - start
+                    continue
                 found.append(
                     synthesize(
                         model,
@@ -136,6 +189,7 @@ def measure(run: Path, chosen: list[str] | None) -> pd.DataFrame:
                 )
                 seconds += time.perf_counter() - start
             images = torch.stack([f.images for f in found])  # (2, C, 3, S, S)
+            shown[(name, layer)] = images[0] * surround_gain(masks[layer])
             best, positions = exemplars.top(epoch, layer, channels.tolist())
             natural = torch.from_numpy(exemplars.pool.images(positions.flatten().numpy()))
             scores = score_layer(
@@ -168,7 +222,37 @@ def measure(run: Path, chosen: list[str] | None) -> pd.DataFrame:
                 + ", ".join(f"{k} {v:.3g}" for k, v in rows[-1].items() if isinstance(v, float)),
                 flush=True,
             )
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows), shown
+
+
+def _figure(run: Path, shown: dict, path: Path) -> None:
+    """Two units per layer (rows): each prior's prototype (surround dimmed), then its top 4 exemplars."""
+    params = load_params(run / "params.yaml")
+    size = params.data.image_size
+    epoch = max(list_checkpoints(run / "out/checkpoints"))
+    exemplars = ExemplarSet.open(run / "out/exemplars", run / "data/stl10_binary", size, [epoch])
+    model, _ = load_backbone(list_checkpoints(run / "out/checkpoints")[epoch])
+    names = list(dict.fromkeys(prior for prior, _ in shown))
+    cells, labels = [], []
+    for layer in params.extract.layers:
+        channels = spaced_channels(channel_count(model, layer, size), params.extract.channels_per_layer)
+        for index in (0, len(channels) - 1):
+            _, positions = exemplars.top(epoch, layer, [int(channels[index])])
+            natural = torch.from_numpy(exemplars.pool.images(positions[0, :4].numpy())).float() / 255
+            cells += [shown[(prior, layer)][index] for prior in names] + list(natural)
+            labels.append(f"{layer}:{int(channels[index])}")
+    columns = len(names) + 4
+    sheet = grid((torch.stack(cells).clamp(0, 1) * 255).round().to(torch.uint8), columns, gap=2)
+    figure, axis = plt.subplots(figsize=(1.1 * columns + 1, 1.1 * len(labels) + 0.6), dpi=100)
+    axis.imshow(np.asarray(sheet), interpolation="nearest")
+    step = size + 2
+    axis.set_xticks([step * i + size / 2 for i in range(columns)], [*names, "natural #1", "#2", "#3", "#4"])
+    axis.set_yticks([step * i + size / 2 for i in range(len(labels))], labels)
+    axis.tick_params(length=0)
+    axis.set_title(f"epoch {epoch}: each prior's prototype (surround dimmed) and the unit's top images")
+    figure.tight_layout()
+    figure.savefig(path)
+    print(f"figure: {path}")
 
 
 def main() -> None:
@@ -180,9 +264,14 @@ def main() -> None:
     )
     parser.add_argument("--priors", nargs="*", help="only these (fourier, maco, pixel, lucent)")
     parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")
+    parser.add_argument(
+        "--figure", type=Path, help="PNG: two units per layer, each prior's prototype, 4 exemplars"
+    )
     args = parser.parse_args()
     torch.manual_seed(0)
-    table = measure(args.run, args.priors)
+    table, shown = measure(args.run, args.priors)
+    if args.figure:
+        _figure(args.run, shown, args.figure)
     table["to_exemplars"] = table.readability / table.exemplars
     print(table.round(3).to_markdown(index=False) if args.markdown else table.round(3).to_string(index=False))
 

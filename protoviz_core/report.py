@@ -205,9 +205,9 @@ def _readability_section(
     control), then specificity in the observer's space and in the distance view."""
     page.heading("Readability: what an observer learns from the prototypes")
     scores = table[table.explanation.isin(EXPLANATIONS)]
-    curves = scores.rename(columns={"median": "mean", "explanation": "line"})[
-        ["layer", "line", "epoch", "mean"]
-    ]
+    curves = scores[["layer", "explanation", "epoch", "median"]].rename(
+        columns={"median": "mean", "explanation": "line"}
+    )
     figure = line_panels(
         curves,
         panel="layer",

@@ -56,6 +56,8 @@ def _params() -> dict:
         "metric": "mse",
         "masked": True,
     }  # DVC wants every section it tracks
+    params["read_unit"] = "top_left"
+    params["readability"] = {"device": "cpu"}
     params["report"] = {"units_per_layer": 1, "montage_epochs": 1, "thumb_size": 16}
     return params
 

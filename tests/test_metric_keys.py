@@ -24,9 +24,10 @@ def test_names_round_trip_and_views_are_spelt_once():
     keys = comparison_keys(["layer1"], view)
     assert keys[:3] == ["probe/logreg", "probe/linearsvc", "probe/adam"]
     assert "rate_of_change/pixel/mse-masked/layer1" in keys and keys[-1] == "extract/superstimulus/layer1"
-    # 3 readouts, 3 quantities and 8 noise-floor measures of layer1, its superstimulus ratio
+    # 3 readouts, 3 quantities, 8 noise-floor measures and 3 of specificity of layer1, its superstimulus ratio
     assert "diversity_to_floor_low/pixel/mse-masked/layer1" in keys
-    assert len(keys) == 3 + 3 + 8 + 1
+    assert "specificity_high/pixel/mse-masked/layer1" in keys
+    assert len(keys) == 3 + 3 + 8 + 3 + 1
     assert view_label(view) == "pixel, mse, RF-masked"
 
 

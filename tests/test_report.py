@@ -153,3 +153,36 @@ def test_the_comparison_calls_a_difference_one_only_beyond_the_seeds_and_the_flo
     assert not diversity.loc["layer2", "finding"]  # the same values in both conditions
     assert "Differences between conditions" in page.read_text()
     assert (tmp_path / "diversity.png").is_file()
+
+
+def test_the_readability_section_draws_one_curve_per_explanation_and_both_specificities(
+    tmp_path, monkeypatch
+):
+    import protoviz_core.report as report
+    from protoviz_core.htmlpage import HtmlPage
+
+    drawn = []
+    monkeypatch.setattr(report, "line_panels", lambda frame, **options: drawn.append(frame) or object())
+    monkeypatch.setattr(report, "save_figure", lambda figure, path: b"png")
+    rows = [
+        {"epoch": e, "layer": layer, "explanation": kind, "median": 0.5 + e / 10, "mean": 0.4}
+        for e in (0, 1)
+        for layer in ("layer1", "layer2")
+        for kind in ("prototypes", "exemplars", "control", "specificity")
+    ]
+    distances = pd.DataFrame(
+        [
+            {"space": "pixel", "metric": "mse", "masked": True, "layer": layer, "epoch": e}
+            | {"quantity": "specificity", "value": 0.8}
+            for e in (0, 1)
+            for layer in ("layer1", "layer2")
+        ]
+    )
+    page = HtmlPage("t")
+    report._readability_section(page, tmp_path, pd.DataFrame(rows), distances, DistanceParams(), "run")
+    scores, specificity = drawn
+    assert list(scores.columns) == ["layer", "line", "epoch", "mean"]
+    assert sorted(scores.line.unique()) == ["control", "exemplars", "prototypes"]
+    assert not scores.duplicated(["layer", "line", "epoch"]).any() and scores["mean"].tolist()[0] == 0.5
+    assert sorted(specificity.line.unique()) == ["observer's features", "pixel, mse, RF-masked"]
+    assert len(specificity) == 2 * 2 * 2

@@ -40,10 +40,14 @@ def test_embed_and_distance_stages(project):
     quantities = table.groupby("epoch").quantity.unique()
     floor = {"consistency_low", "consistency_high"} | {
         f"{ratio}{end}"
-        for ratio in ("diversity_to_floor", "rate_of_change_to_floor")
+        for ratio in ("diversity_to_floor", "rate_of_change_to_floor", "specificity")
         for end in ("", "_low", "_high")
     }
     assert set(quantities[0]) == {"diversity", "consistency", "rate_of_change"} | floor
+    specificity = table[table.quantity.isin(["specificity", "diversity_to_floor"])].pivot_table(
+        index=["space", "metric", "masked", "layer", "epoch"], columns="quantity", values="value"
+    )  # specificity: the re-evolution over the between-unit distance, the inverse of diversity / floor
+    assert ((specificity.specificity * specificity.diversity_to_floor - 1).abs() < 1e-9).all()
     assert not any(q.startswith("rate_of_change") for q in quantities[2])  # no epoch after the last
     assert (table.value >= -1e-9).all()
 

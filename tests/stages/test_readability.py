@@ -36,7 +36,9 @@ def test_spectrum_stage_measures_the_training_images_and_maco_extracts_from_it(p
         for name in ("prototypes", "exemplars", "control"):
             assert 0 <= metrics[layer][f"{name}_median"] <= 1
     header, *rows = (project / "plots/readability.csv").read_text().splitlines()
-    assert header == "epoch,layer,explanation,median,mean" and len(rows) == 3 * 2 * 3
+    # prototypes, exemplars, control and the layer's specificity, per layer and epoch
+    assert header == "epoch,layer,explanation,median,mean" and len(rows) == 4 * 2 * 3
+    assert 0 <= metrics["layer2"]["specificity"] < 2
     stored = torch.load(project / "out/readability/e0002.pt", weights_only=True)
     assert stored["layer2"]["channels"].tolist() == [0, 64, 127] and stored["layer2"]["prototypes"].shape == (
         3,
