@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +45,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.synthesis import lucent_images  # noqa: E402
 from protoviz_core.checkpoints import list_checkpoints, load_backbone  # noqa: E402
 from protoviz_core.config import load_params  # noqa: E402
 from protoviz_core.distance import mask_weighted, unit_diversity  # noqa: E402
@@ -55,7 +55,6 @@ from protoviz_core.engine.robustness import Robustness  # noqa: E402
 from protoviz_core.engine.synthesis import synthesize  # noqa: E402
 from protoviz_core.engine.units import (  # noqa: E402
     centre_activation,
-    centre_window,
     channel_count,
     layer_reader,
     spaced_channels,
@@ -78,33 +77,10 @@ class Made:
 def lucent_prototypes(
     model, layer: str, channels: torch.Tensor, size: int, read_unit: str, seed: int
 ) -> Made:
-    """Lucent's render_vis with its defaults, one image per channel in one batch; each image
-    maximises its channel's unit read as the run reads it (the mean over the centre window)."""
-    from lucent.optvis import objectives, param, render
-
-    with torch.no_grad(), layer_reader(model, layer) as read:
-        height, width = read(torch.zeros(1, 3, size, size)).shape[2:]
-    rows, columns = centre_window(height, width, read_unit)
-    window = [(y, x) for y in range(rows.start, rows.stop) for x in range(columns.start, columns.stop)]
-    objective = sum(
-        objectives.neuron(layer.replace(".", "_"), c, x=x, y=y, batch=i) / len(window)
-        for i, c in enumerate(channels.tolist())
-        for y, x in window
-    )
-    torch.manual_seed(seed)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        images = render.render_vis(
-            model,
-            objective,
-            lambda: param.image(size, batch=len(channels)),
-            thresholds=(512,),
-            show_image=False,
-            progress=False,
-            fixed_image_size=size,
-        )
-    images = torch.as_tensor(np.asarray(images[-1])).permute(0, 3, 1, 2).float()
-    images = images.clamp(0, 1).mul(255).round().div(255)  # the 8-bit grid the store keeps
+    """Lucent's render_vis with its defaults (bench/synthesis.py), each image maximising its
+    channel's unit read as the run reads it; images on the 8-bit grid the store keeps."""
+    _, images = lucent_images(model, layer, channels, size, (512,), read_unit=read_unit, seed=seed)
+    images = images.clamp(0, 1).mul(255).round().div(255)
     model.eval()
     normalise = Normalizer(IMAGENET_NORMALIZE, torch.device("cpu"))  # Lucent's preprocess: ImageNet's
     with torch.no_grad(), layer_reader(model, layer) as read:

@@ -41,7 +41,7 @@ from protoviz_core.checkpoints import load_backbone
 from protoviz_core.engine.generators import make_generator
 from protoviz_core.engine.rng import stream_keys
 from protoviz_core.engine.synthesis import synthesize
-from protoviz_core.engine.units import centre_activation, channel_count, layer_reader
+from protoviz_core.engine.units import centre_activation, centre_window, channel_count, layer_reader
 from protoviz_core.simclr import NORMALIZE, build_backbone
 
 # configs/paper.yaml's procedure (the authors' code); its schedule is given by the schedule flags.
@@ -145,10 +145,13 @@ def lucent_images(
     size: int,
     thresholds: tuple[int, ...],
     device="cpu",
+    read_unit: str = "top_left",
+    seed: int = 0,
     **render_options,
 ) -> tuple[float, torch.Tensor]:
     """Lucent's render_vis, one image per channel in one batch, each maximising its channel's
-    centre unit; ``render_options`` go to render_vis (its defaults otherwise).
+    centre unit (``read_unit``: the mean over :func:`centre_window`'s positions); torch seeded
+    with ``seed``; ``render_options`` go to render_vis (its defaults otherwise).
 
     Returns:
         seconds, and float (N, 3, size, size) images in [0, 1] at the last threshold.
@@ -157,12 +160,14 @@ def lucent_images(
 
     with torch.no_grad(), layer_reader(model, layer) as read:
         h, w = read(torch.zeros(1, 3, size, size, device=device)).shape[2:]
-    y, x = (h - 1) // 2, (w - 1) // 2
+    rows, columns = centre_window(h, w, read_unit)
+    window = [(y, x) for y in range(rows.start, rows.stop) for x in range(columns.start, columns.stop)]
     objective = sum(
-        objectives.neuron(layer.replace(".", "_"), c, x=x, y=y, batch=i)
+        objectives.neuron(layer.replace(".", "_"), c, x=x, y=y, batch=i) / len(window)
         for i, c in enumerate(channels.tolist())
+        for y, x in window
     )
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     started = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

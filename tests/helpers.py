@@ -192,6 +192,28 @@ STAGE_ARGS = {
 }
 
 
+# dvc.yaml's stages in the order dvc repro runs them.
+PIPELINE = (
+    "params",
+    "data",
+    "spectrum",
+    "train",
+    "probe",
+    "rfmask",
+    "exemplars",
+    "extract",
+    "embed",
+    "distance",
+    "readability",
+    "report",
+)
+
+
+def stages_from(first: str) -> list[str]:
+    """The pipeline's stages from ``first`` to the report, in order (params: DVC's own check)."""
+    return [stage for stage in PIPELINE[PIPELINE.index(first) :] if stage != "params"]
+
+
 def run_pipeline(cwd, *stages: str) -> None:
     """Run the named stages in order, each as :func:`run_stage` with its :data:`STAGE_ARGS`."""
     for name in stages:

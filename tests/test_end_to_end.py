@@ -23,24 +23,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.helpers import s3_server, tiny_extract, tiny_params, write_params
+from tests.helpers import PIPELINE, s3_server, tiny_extract, tiny_params, write_params
 from tests.test_dvc_deps import code_closure
 
 REPO = Path(__file__).resolve().parents[1]
-STAGES = [
-    "params",
-    "data",
-    "spectrum",
-    "train",
-    "probe",
-    "rfmask",
-    "exemplars",
-    "extract",
-    "embed",
-    "distance",
-    "readability",
-    "report",
-]
+STAGES = list(PIPELINE)
 DVC = str(Path(sys.executable).parent / "dvc")
 
 

@@ -29,7 +29,7 @@ from protoviz_core.stl10 import read_split
 from protoviz_core.tracking import EMBED_WEIGHTS_TAG, EXPERIMENT_NAME
 from stages import _cli
 from stages import data as data_stage
-from tests.helpers import STAGE_ARGS, run_pipeline
+from tests.helpers import STAGE_ARGS, run_pipeline, stages_from
 from tests.published_weights import write_published_deepsim
 
 REPO = Path(__file__).resolve().parents[1]
@@ -96,18 +96,7 @@ def test_paper_configuration_runs_every_branch(tmp_path, published_torch_home, m
         images, labels = read_split(tmp_path / "data", split)
         assert np.array_equal(images, written[split]) and labels.max() == 9
 
-    run_pipeline(
-        tmp_path,
-        "train",
-        "probe",
-        "rfmask",
-        "exemplars",
-        "extract",
-        "embed",
-        "distance",
-        "readability",
-        "report",
-    )
+    run_pipeline(tmp_path, "spectrum", *stages_from("train"))
 
     checkpoint = torch.load(tmp_path / "out/checkpoints/epoch_0001.pt", weights_only=True)
     assert checkpoint["image_size"] == 96

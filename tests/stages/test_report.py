@@ -16,6 +16,7 @@ from tests.helpers import (
     newest_run,
     run_pipeline,
     run_stage,
+    stages_from,
     tiny_extract,
     tiny_params,
     write_params,
@@ -38,19 +39,7 @@ def _micro_run(folder, aug, method="simclr", backbone="resnet18", layers=("layer
         "thumb_size": 16,
     }
     write_params(folder / "params.yaml", params)
-    run_pipeline(
-        folder,
-        "data",
-        "train",
-        "probe",
-        "rfmask",
-        "exemplars",
-        "extract",
-        "embed",
-        "distance",
-        "readability",
-        "report",
-    )
+    run_pipeline(folder, *stages_from("data"))
 
 
 def _panels(png):
