@@ -259,6 +259,9 @@ class ReadabilityParams(_Section):
     bottom_fraction: float = Field(0.3, gt=0, le=0.5)  # the q- queries come from this lowest part
     bottom_draws: int = Field(10, ge=1)  # q- queries per unit
     seed: int = Field(0, ge=0)  # draws the q- queries
+    # texture: a colour and orientation descriptor, no weights (offline); or one of the embedding
+    # networks, with embed.weights (the paper's path: ImageNet weights)
+    observer: Literal[("texture", *NETWORKS)] = "texture"
     batch_size: int = Field(256, ge=1)
     device: Device = "auto"
 

@@ -275,6 +275,41 @@ def observer_specificity(features: torch.Tensor) -> float:
     return float(again / between) if between > 0 else float("nan")
 
 
+class Observer:
+    """The observer's features of uint8 images, seen through an (S, S) mask or whole.
+
+    ``texture``: :func:`texture_features` (no weights; the offline default). A name of
+    :data:`~protoviz_core.networks.NETWORKS`: that network with ``weights`` (``imagenet`` on
+    the paper's path; the embed stage's loading, read at its last pooled layer), the images
+    multiplied by the mask as the embed stage masks them, features unit-normalised.
+    """
+
+    def __init__(self, name: str, weights: str, batch_size: int, device: torch.device):
+        self.name, self.weights, self.batch_size, self.device = name, weights, batch_size, device
+
+    @functools.cached_property
+    def _network(self) -> torch.nn.Module:
+        from protoviz_core.embedding import load_network  # the networks only where one is used
+
+        return load_network(self.name, self.weights)
+
+    def __call__(self, images: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """uint8 (N, 3, S, S) -> float32 (N, D), unit norm."""
+        if self.name == "texture":
+            return texture_features(images, mask)
+        from protoviz_core.embedding import embed_images
+
+        features = embed_images(
+            images,
+            self.name,
+            network=self._network,
+            mask=mask,
+            batch_size=self.batch_size,
+            device=self.device,
+        )
+        return F.normalize(features.float(), dim=1)
+
+
 def readability_work(
     checkpoints: dict[int, Path],
     store: PrototypeStore,
@@ -285,12 +320,14 @@ def readability_work(
     *,
     read_unit: str,
     device: torch.device,
+    observer_weights: str = "imagenet",
 ) -> list[WorkItem]:
     """One work item per extracted epoch, named ``eXXXX.pt``: every unit's 2-AFC scores.
 
     Queries are the ``test_images`` (a split that neither the exemplars nor the search saw);
-    the observer is :func:`texture_features`, looking at explanations through their layer's
-    RF mask at that epoch (where the unit looks), at queries whole. Contents:
+    the observer (``settings.observer``, :class:`Observer`; a network's weights are
+    ``observer_weights``) looks at explanations through their layer's RF mask at that epoch
+    (where the unit looks), at queries whole. Contents:
     ``{layer: {"channels": int64 (C,), "prototypes" | "exemplars" | "control": float64 (C,),
     "specificity": float (:func:`observer_specificity` of the prototypes)}}``.
 
@@ -299,10 +336,13 @@ def readability_work(
     :data:`READABILITY_VERSION`.
     """
     layers = list(dict.fromkeys(store.index.layer))
-    test_features = functools.cache(
-        lambda: texture_features(torch.from_numpy(np.ascontiguousarray(test_images)))
-    )
-    shaping = settings.model_dump(include={"top", "bottom_fraction", "bottom_draws", "seed"})
+    observer = Observer(settings.observer, observer_weights, settings.batch_size, device)
+    test_features = functools.cache(lambda: observer(torch.from_numpy(np.ascontiguousarray(test_images))))
+    shaping = settings.model_dump(include={"top", "bottom_fraction", "bottom_draws", "seed", "observer"})
+    if settings.observer == "texture":  # the identity it had before the observer was a setting
+        del shaping["observer"]
+    else:
+        shaping["observer_weights"] = observer_weights
     queries = short_hash(np.ascontiguousarray(test_images).tobytes())
     items = []
     for epoch in sorted(int(e) for e in store.index.epoch.unique()):
@@ -335,12 +375,10 @@ def readability_work(
                 rows = store.select(epoch=epoch, layer=layer).sort_values(["channel", "repeat"])
                 channels = sorted(int(c) for c in rows.channel.unique())
                 repeats = rows["repeat"].nunique()
-                prototypes = texture_features(store.images(rows), chosen[layer]).view(
-                    len(channels), repeats, -1
-                )
+                prototypes = observer(store.images(rows), chosen[layer]).view(len(channels), repeats, -1)
                 _, positions = exemplars.top(epoch, layer, channels)  # (C, K)
                 natural = torch.from_numpy(exemplars.pool.images(positions.flatten().numpy()))
-                exemplar_features = texture_features(natural, chosen[layer]).view(
+                exemplar_features = observer(natural, chosen[layer]).view(
                     len(channels), positions.shape[1], -1
                 )
                 scores = score_layer(

@@ -59,6 +59,7 @@ def main(argv=None) -> None:
         params.readability,
         read_unit=params.read_unit,
         device=resolve_device(params.readability.device),
+        observer_weights=params.embed.weights,
     )
     with pipeline_run(params, "readability"), tqdm(total=len(items), desc="readability", unit="epoch") as bar:
         results = run_work(items, args.out, on_done=lambda item, reused: bar.update())

@@ -115,6 +115,10 @@ def test_paper_configuration_runs_every_branch(tmp_path, published_torch_home, m
     shown = json.loads((tmp_path / "metrics/distance.json").read_text())
     assert (shown["space"], shown["metric"], shown["masked"]) == ("resnet50", "mse", True)
 
+    # The observer of the 2-AFC is the paper path's ImageNet ResNet50 (published-format weights here).
+    assert params["readability"]["observer"] == "resnet50"
+    readability = json.loads((tmp_path / "metrics/readability.json").read_text())
+    assert all(0 <= readability[layer]["exemplars_median"] <= 1 for layer in ("layer1", "layer4"))
     assert (tmp_path / "report/development.png").is_file() and (tmp_path / "report/index.html").is_file()
     # This test's database, whatever an earlier test set
     client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])

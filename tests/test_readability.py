@@ -115,3 +115,20 @@ def test_specificity_is_low_when_a_units_searches_agree_and_near_one_when_they_a
     random = torch.randn(6, 3, 16, generator=generator)  # searches unrelated to the unit
     assert 0.8 < observer_specificity(random) < 1.2
     assert np.isnan(observer_specificity(agreeing[:, :1]))
+
+
+def test_a_network_observer_sees_explanations_through_the_mask_and_features_are_unit_norm():
+    from protoviz_core.readability import Observer
+
+    torch.manual_seed(0)
+    observer = Observer("mobilenet_v2", "random", batch_size=4, device=torch.device("cpu"))
+    images = (torch.rand(3, 3, 24, 24) * 255).round().to(torch.uint8)
+    whole = observer(images)
+    assert whole.shape == (3, 1280) and torch.allclose(whole.norm(dim=1), torch.ones(3), atol=1e-5)
+    mask = torch.zeros(24, 24)
+    mask[8:16, 8:16] = 1.0
+    changed = images.clone()
+    changed[:, :, :4] = 0  # outside the mask: the masked view does not see it
+    assert torch.allclose(observer(images, mask), observer(changed, mask), atol=1e-5)
+    assert not torch.allclose(observer(images), observer(changed), atol=1e-3)
+    assert Observer("texture", "imagenet", 4, torch.device("cpu"))(images).shape[0] == 3
