@@ -468,17 +468,39 @@ def parse_params(raw: dict[str, Any], source: str = "params.yaml") -> Params:
         raise ParamsError(f"{source}: {problems}") from None
 
 
+class _AliasError(Exception):
+    """A YAML alias (``*name``) met while composing params.yaml; carries its line."""
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """PyYAML's safe loader that stops at the first alias, before anything is expanded.
+
+    Aliases let a few lines stand for exponentially many values (nested ``*a`` lists: an
+    "alias bomb" grows to gigabytes while being built), and params.yaml has no use for them.
+    """
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            raise _AliasError(self.peek_event().start_mark.line + 1)
+        return super().compose_node(parent, index)
+
+
 def load_params(path: str | Path = "params.yaml") -> Params:
     """Read and validate params.yaml.
 
     Raises:
-        ParamsError: the file is missing, is not YAML, or holds an invalid value.
+        ParamsError: the file is missing, is not YAML, uses a YAML alias, or holds an invalid value.
     """
     path = Path(path)
     if not path.is_file():
         raise ParamsError(f"{path}: file not found; run from the repository root")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.load(path.read_text(), Loader=_NoAliasLoader) or {}
+    except _AliasError as exc:
+        raise ParamsError(
+            f"{path}: line {exc.args[0]}: a YAML alias (*name); params.yaml takes plain values, "
+            "write the value out"
+        ) from None
     except yaml.YAMLError as exc:
         raise ParamsError(f"{path}: not valid YAML ({exc})") from None
     return parse_params(raw, source=str(path))

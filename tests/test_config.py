@@ -190,3 +190,15 @@ def test_maco_needs_its_spectrum_file_and_exemplars_never_see_the_query_split():
         {**tiny_params(epochs=2), "exemplars": {"splits": ["train", "test"]}}
     )
     assert "read_unit" in _error({**tiny_params(epochs=2), "read_unit": "middle"})
+
+
+def test_a_yaml_alias_bomb_is_refused_at_once_with_its_line(tmp_path):
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)]
+    lines += ["report:", "  units: *a8"]  # 9**9 values if expanded
+    path = tmp_path / "params.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ParamsError, match=r"params.yaml: line 2: a YAML alias \(\*name\)"):
+        load_params(path)
+    path.write_text("seed: 3\ndata:\n  image_size: 32\n")  # plain YAML still loads
+    assert load_params(path).seed == 3
