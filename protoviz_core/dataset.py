@@ -12,14 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from protoviz_core.config import DataParams
-from protoviz_core.stl10 import (
-    STL10_IMAGE_SIZE,
-    STL10_SPLIT_SIZES,
-    STL10_URL,
-    DatasetError,
-    images_path,
-    labels_path,
-)
+from protoviz_core.stl10 import STL10_URL, DatasetError, check_real_stl10_sizes
 from protoviz_core.synthetic import write_synthetic_stl10
 
 _STL10_FILES = (
@@ -47,20 +40,6 @@ def _download_stl10(root: Path) -> None:
 
     root.mkdir(parents=True, exist_ok=True)
     STL10(str(root), split="train", download=True)
-
-
-def _check_stl10_sizes(folder: Path) -> None:
-    image_bytes = 3 * STL10_IMAGE_SIZE**2
-    for split, count in STL10_SPLIT_SIZES.items():
-        expected = {images_path(folder, split): count * image_bytes}
-        if split != "unlabeled":
-            expected[labels_path(folder, split)] = count
-        for path, size in expected.items():
-            if path.stat().st_size != size:
-                raise DatasetError(
-                    f"{path}: {path.stat().st_size} bytes, expected {size}; the file is truncated "
-                    f"or not STL10: download it again from {STL10_URL}"
-                )
 
 
 def _link_or_copy(source: Path, target: Path) -> None:
@@ -94,7 +73,7 @@ def prepare_stl10(root: str | Path, out_dir: Path) -> None:
             raise DatasetError(
                 f"{root}: download finished but stl10_binary/ is incomplete; delete it and retry"
             )
-    _check_stl10_sizes(source)
+    check_real_stl10_sizes(source)
     for name in _STL10_FILES:
         _link_or_copy(source / name, out_dir / name)
 

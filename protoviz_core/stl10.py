@@ -27,6 +27,7 @@ LABELLED_SPLITS = ("train", "test")
 STL10_IMAGE_SIZE = 96
 STL10_SPLIT_SIZES = {"unlabeled": 100_000, "train": 5_000, "test": 8_000}
 STL10_URL = "http://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz"
+STL10_CLASS_NAMES = ("airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck")
 
 
 class DatasetError(ProtovizError, FileNotFoundError):
@@ -39,6 +40,42 @@ def images_path(root: Path, split: str) -> Path:
 
 def labels_path(root: Path, split: str) -> Path:
     return Path(root) / f"{split}_y.bin"
+
+
+def class_names_path(root: Path) -> Path:
+    return Path(root) / "class_names.txt"
+
+
+def is_real_stl10(root: str | Path) -> bool:
+    """Whether the folder says it holds the real STL10: its ``class_names.txt`` lists STL10's ten
+    classes (the synthetic set names its own shapes)."""
+    path = class_names_path(Path(root))
+    return path.is_file() and tuple(path.read_text().split()) == STL10_CLASS_NAMES
+
+
+def check_real_stl10_sizes(root: str | Path) -> None:
+    """Refuse a real STL10 folder whose files are not the published sizes.
+
+    A file cut to a whole number of images would otherwise read as a smaller data set with
+    no word (the download is hard-linked into the data stage's output, so truncating the
+    user's copy truncates the pipeline's too).
+
+    Raises:
+        DatasetError: names the file, its size, the expected size and where to download it.
+    """
+    root = Path(root)
+    image_bytes = 3 * STL10_IMAGE_SIZE**2
+    for split, count in STL10_SPLIT_SIZES.items():
+        expected = {images_path(root, split): count * image_bytes}
+        if split in LABELLED_SPLITS:
+            expected[labels_path(root, split)] = count
+        for path, size in expected.items():
+            if path.is_file() and path.stat().st_size != size:
+                raise DatasetError(
+                    f"{path}: {path.stat().st_size} bytes, expected {size} (STL10's {split} split holds "
+                    f"{count:,} images); the file is truncated or not STL10: download it again from "
+                    f"{STL10_URL}, then run dvc repro data"
+                )
 
 
 def _check_split(split: str) -> None:
@@ -54,12 +91,15 @@ def read_images(root: str | Path, split: str, image_size: int = STL10_IMAGE_SIZE
         index it, don't copy it whole). Identical to ``torchvision.datasets.STL10.data``.
 
     Raises:
-        DatasetError: the file is missing or its size is not a multiple of one image.
+        DatasetError: the file is missing, its size is not a multiple of one image, or the
+            folder is the real STL10 (:func:`is_real_stl10`) and the file is not its published size.
     """
     _check_split(split)
     path = images_path(root, split)
     if not path.is_file():
         raise DatasetError(f"{path}: missing; the data stage writes it (dvc repro data)")
+    if is_real_stl10(root):
+        check_real_stl10_sizes(root)
     image_bytes = 3 * image_size * image_size
     size = path.stat().st_size
     if size == 0 or size % image_bytes:

@@ -1,6 +1,7 @@
 import pytest
 
 import protoviz_core.dataset as dataset
+import protoviz_core.stl10 as stl10
 from protoviz_core.config import DataParams, SyntheticParams
 from protoviz_core.stl10 import DatasetError, read_split
 from protoviz_core.synthetic import write_synthetic_stl10
@@ -49,7 +50,7 @@ def test_stl10_offline_and_absent_gives_one_clear_error(tmp_path, monkeypatch):
 def small_real_layout(tmp_path, monkeypatch):
     """An 'STL10' download of reduced size, with the expected sizes reduced to match."""
     sizes = {"unlabeled": 4, "train": 10, "test": 10}
-    monkeypatch.setattr(dataset, "STL10_SPLIT_SIZES", sizes)
+    monkeypatch.setattr(stl10, "STL10_SPLIT_SIZES", sizes)
     write_synthetic_stl10(
         tmp_path / "download" / "stl10_binary", image_size=96, n_unlabeled=4, n_train=10, n_test=10, seed=1
     )

@@ -90,7 +90,7 @@ def test_paper_configuration_runs_every_branch(tmp_path, published_torch_home, m
     monkeypatch.setenv("TORCH_HOME", str(published_torch_home))
 
     # data: the real-STL10 branch, with the split sizes it checks scaled down like everything else.
-    monkeypatch.setattr("protoviz_core.dataset.STL10_SPLIT_SIZES", SPLITS)
+    monkeypatch.setattr("protoviz_core.stl10.STL10_SPLIT_SIZES", SPLITS)
     assert _cli.run(data_stage.main, STAGE_ARGS["data"]) == 0
     for split in ("train", "test"):
         images, labels = read_split(tmp_path / "data", split)

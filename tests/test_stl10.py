@@ -2,7 +2,18 @@ import numpy as np
 import pytest
 from torchvision.datasets import STL10
 
-from protoviz_core.stl10 import DatasetError, SplitWriter, images_path, labels_path, read_split
+import protoviz_core.stl10 as stl10
+from protoviz_core.stl10 import (
+    STL10_CLASS_NAMES,
+    STL10_URL,
+    DatasetError,
+    SplitWriter,
+    class_names_path,
+    images_path,
+    labels_path,
+    read_images,
+    read_split,
+)
 from protoviz_core.synthetic import write_synthetic_stl10
 
 
@@ -74,3 +85,33 @@ def test_failed_write_leaves_no_file(tmp_path):
             writer.write(np.zeros((2, 3, 8, 8), np.uint8), np.array([0, 1]))
             raise RuntimeError("killed")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture
+def real_stl10(tmp_path, monkeypatch):
+    """A folder that says it is the real STL10 (its class names), at 96 px, with the published
+    split sizes scaled down to match it."""
+    monkeypatch.setattr(stl10, "STL10_SPLIT_SIZES", {"unlabeled": 6, "train": 10, "test": 10})
+    write_synthetic_stl10(tmp_path, image_size=96, n_unlabeled=6, n_train=10, n_test=10, seed=2)
+    class_names_path(tmp_path).write_text("\n".join(STL10_CLASS_NAMES) + "\n")
+    return tmp_path
+
+
+def test_a_real_stl10_file_cut_to_whole_images_is_refused_by_every_read(real_stl10):
+    assert len(read_images(real_stl10, "unlabeled")) == 6
+    path = images_path(real_stl10, "unlabeled")
+    path.write_bytes(path.read_bytes()[: 3 * 3 * 96 * 96])  # half the images: still a whole number
+    for read in (lambda: read_images(real_stl10, "unlabeled"), lambda: read_split(real_stl10, "test")):
+        with pytest.raises(DatasetError) as caught:
+            read()
+        message = str(caught.value)
+        assert message.startswith(f"{path}: 82944 bytes, expected 165888 (STL10's unlabeled split holds 6 ")
+        assert STL10_URL in message and "dvc repro data" in message
+
+
+def test_a_synthetic_folder_is_held_only_to_whole_images(real_stl10):
+    """The same cut in the synthetic set (its own class names) reads as the smaller set it is."""
+    class_names_path(real_stl10).write_text("disc\nring\n")
+    path = images_path(real_stl10, "unlabeled")
+    path.write_bytes(path.read_bytes()[: 3 * 3 * 96 * 96])
+    assert len(read_images(real_stl10, "unlabeled")) == 3

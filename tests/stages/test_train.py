@@ -11,9 +11,11 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
+import protoviz_core.stl10 as stl10
 from protoviz_core.checkpoints import list_checkpoints
 from protoviz_core.learners import learned_nothing
 from protoviz_core.tracking import EXPERIMENT_NAME
+from protoviz_core.synthetic import write_synthetic_stl10
 from protoviz_core.training import TRAINING_VERSION
 from tests.helpers import STAGE_ARGS, call_stage, run_stage, start_stage, tiny_params, write_params
 
@@ -128,6 +130,28 @@ def test_data_stage_missing_stl10_names_the_path(tmp_path, monkeypatch):
     assert status == 2
     assert f"STL10 not found in {tmp_path / 'absent' / 'stl10_binary'}" in stderr
     assert not (tmp_path / "data").exists()
+
+
+def test_a_real_stl10_file_cut_after_the_data_stage_stops_training_with_one_line(tmp_path, monkeypatch):
+    """The data stage links the user's download; a file cut later to a whole number of images
+    (half of it) is refused before training reads it as a smaller data set."""
+    monkeypatch.setattr(stl10, "STL10_SPLIT_SIZES", {"unlabeled": 8, "train": 10, "test": 10})
+    download = tmp_path / "stl10" / "stl10_binary"
+    write_synthetic_stl10(download, image_size=96, n_unlabeled=8, n_train=10, n_test=10, seed=1)
+    stl10.class_names_path(download).write_text("\n".join(stl10.STL10_CLASS_NAMES) + "\n")
+    raw = tiny_params()
+    raw["data"] = {"name": "stl10", "root": str(tmp_path / "stl10"), "image_size": 96}
+    write_params(tmp_path / "params.yaml", raw)
+    run_stage("data", tmp_path, "--out", "data")
+    cut = tmp_path / "data" / "unlabeled_X.bin"
+    cut.write_bytes(cut.read_bytes()[: 4 * 3 * 96 * 96])
+
+    status, _, stderr = call_stage("train", tmp_path, *TRAIN_ARGS)
+    assert status == 2 and "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1].startswith(
+        "error: data/unlabeled_X.bin: 110592 bytes, expected 221184 (STL10's unlabeled split holds 8 images)"
+    )
+    assert not list_checkpoints(tmp_path / "out/checkpoints")
 
 
 def test_another_learner_trains_through_the_stage_and_tags_its_run(workdir):
