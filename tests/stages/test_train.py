@@ -14,8 +14,8 @@ from mlflow.tracking import MlflowClient
 import protoviz_core.stl10 as stl10
 from protoviz_core.checkpoints import list_checkpoints
 from protoviz_core.learners import learned_nothing
-from protoviz_core.tracking import EXPERIMENT_NAME
 from protoviz_core.synthetic import write_synthetic_stl10
+from protoviz_core.tracking import EXPERIMENT_NAME
 from protoviz_core.training import TRAINING_VERSION
 from tests.helpers import STAGE_ARGS, call_stage, run_stage, start_stage, tiny_params, write_params
 
@@ -148,8 +148,12 @@ def test_a_real_stl10_file_cut_after_the_data_stage_stops_training_with_one_line
 
     status, _, stderr = call_stage("train", tmp_path, *TRAIN_ARGS)
     assert status == 2 and "Traceback" not in stderr
-    assert stderr.strip().splitlines()[-1].startswith(
-        "error: data/unlabeled_X.bin: 110592 bytes, expected 221184 (STL10's unlabeled split holds 8 images)"
+    assert (
+        stderr.strip()
+        .splitlines()[-1]
+        .startswith(
+            "error: data/unlabeled_X.bin: 110592 bytes, expected 221184 (STL10's unlabeled split holds 8 images)"
+        )
     )
     assert not list_checkpoints(tmp_path / "out/checkpoints")
 
