@@ -37,7 +37,8 @@ import torch
 
 from protoviz_core.checkpoints import load_backbone
 from protoviz_core.config import ProbeParams, TrainParams
-from protoviz_core.probe import extract_features, probe_accuracies
+from protoviz_core.features import extract_features
+from protoviz_core.probe import probe_accuracies
 from protoviz_core.stl10 import read_split
 from protoviz_core.synthetic import write_synthetic_stl10
 from protoviz_core.training import train_learner

@@ -20,7 +20,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from protoviz_core.checkpoints import load_backbone  # noqa: E402
 from protoviz_core.config import load_params  # noqa: E402
-from protoviz_core.probe import extract_features, probe_accuracies  # noqa: E402
+from protoviz_core.features import extract_features  # noqa: E402
+from protoviz_core.probe import probe_accuracies  # noqa: E402
 from protoviz_core.stl10 import read_images, read_labels  # noqa: E402
 from protoviz_core.training import CALIBRATION_IMAGES, with_measured_batchnorm  # noqa: E402
 

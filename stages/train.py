@@ -8,15 +8,19 @@ import sys
 import mlflow
 from tqdm import tqdm
 
+from protoviz_core.checkpoints import load_backbone
 from protoviz_core.config import load_params
 from protoviz_core.devices import resolve_device
 from protoviz_core.dvc_files import write_csv, write_json
-from protoviz_core.learners import learned_nothing
+from protoviz_core.features import extract_features
+from protoviz_core.learners import collapsed, learned_nothing
 from protoviz_core.metric_keys import TRAIN_IMAGES_PER_S, TRAIN_LOSS
 from protoviz_core.stl10 import read_split
 from protoviz_core.tracking import pipeline_run
 from protoviz_core.training import train_learner, training_identity
 from stages import _cli
+
+COLLAPSE_CHECK_IMAGES = 256  # training images whose final features are checked for collapse
 
 
 def main(argv=None) -> None:
@@ -63,6 +67,10 @@ def main(argv=None) -> None:
 
     final_epoch = max(result.losses, default=0)
     warning = learned_nothing(params.train.method, result.losses.get(final_epoch), params.train.batch_size)
+    if not warning and final_epoch in result.checkpoints:
+        backbone, meta = load_backbone(result.checkpoints[final_epoch])
+        features = extract_features(backbone, images[:COLLAPSE_CHECK_IMAGES], meta["normalize"])
+        warning = collapsed(params.train.method, features, params.train.lr)
     if warning:
         print(warning, file=sys.stderr)
     write_json(

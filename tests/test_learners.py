@@ -4,7 +4,14 @@ import torch
 
 from protoviz_core.checkpoints import load_backbone
 from protoviz_core.config import BACKBONES, METHODS, Params, ParamsError, TrainParams, parse_params
-from protoviz_core.learners import CLASSES, LEARNERS, build_learner, learned_nothing, view_transform
+from protoviz_core.learners import (
+    CLASSES,
+    LEARNERS,
+    build_learner,
+    collapsed,
+    learned_nothing,
+    view_transform,
+)
 from protoviz_core.simclr import FEATURE_DIMS, build_backbone
 from protoviz_core.training import train_learner
 from tests.helpers import TINY_IMAGE_SIZE, tiny_params
@@ -158,6 +165,23 @@ def test_a_run_whose_loss_ends_at_chance_is_named_with_the_params_to_look_at():
     assert learned_nothing("byol", -0.05, 32) and learned_nothing("byol", -0.9, 32) is None
     # Losses with no chance level, and a run with no loss, give no warning.
     assert learned_nothing("barlowtwins", 1e4, 32) is None and learned_nothing("simclr", None, 32) is None
+
+
+def test_features_of_one_direction_are_named_as_a_collapse_with_train_lr():
+    healthy = torch.rand(64, 512) * 5  # non-negative, like pooled ReLU features: similar, not one
+    assert collapsed("byol", healthy, 0.06) is None
+    direction = torch.rand(1, 512)
+    one_way = direction * torch.linspace(1, 50, 64)[:, None]  # different lengths, one direction
+    warning = collapsed("byol", one_way, 1000.0)
+    assert (
+        warning and "byol" in warning and "64 training images" in warning and "train.lr (now 1000)" in warning
+    )
+    assert collapsed("dino", torch.zeros(8, 512), 1.0)  # every unit dead
+    # A control a little off one direction (relative noise 1e-4) is not a collapse.
+    assert (
+        collapsed("byol", one_way + 1e-4 * one_way.norm(dim=1, keepdim=True) * torch.randn(64, 512), 1.0)
+        is None
+    )
 
 
 def test_the_chance_level_is_the_loss_of_outputs_that_tell_nothing_apart():
