@@ -69,7 +69,12 @@ INDEX_COLUMNS = [
 # natural_best(epoch, layer, channels (N,)) -> (N,): each unit's best natural activation (the exemplars')
 NaturalBest = Callable[[int, str, np.ndarray], np.ndarray]
 IMAGE_FORMATS = ("raw", "png")  # how a shard holds its images; the same pixels either way
-_RERUN = "run dvc repro (the extract stage rebuilds the store; dvc checkout restores a committed one)"
+# dvc repro alone does nothing where DVC believes the output current (bytes pulled from a remote
+# without verify); forced, the extract stage redoes only shards that are missing or not its own.
+_RERUN = (
+    "run dvc repro --force --single-item extract (it redoes only the shards that are missing or "
+    "not what they should be; dvc checkout restores a committed store)"
+)
 
 
 class StoreError(MissingInputError):

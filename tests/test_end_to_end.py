@@ -158,6 +158,24 @@ def test_dvc_repro_on_a_fresh_clone_and_code_changes_rerun_exactly_their_stages(
         ).stdout
     )
 
+    # A remote's bad bytes never pass: a shard's object in the default remote overwritten with
+    # another shard's bytes is refused by dvc pull in a fresh clone (the remote's verify = true in
+    # .dvc/config), and the bad bytes never reach that clone's workspace.
+    shard, other = sorted((clone / "out/prototypes/shards").iterdir())[:2]
+    digest = before[str(shard)]
+    damaged = clone / "dvc-storage/files/md5" / digest[:2] / digest[2:]
+    damaged.chmod(0o644)
+    damaged.write_bytes(other.read_bytes())
+    bad = tmp_path / "bad"
+    subprocess.run(["git", "clone", "-q", str(clone), str(bad)], check=True)
+    subprocess.run(
+        [DVC, "remote", "modify", "--local", "local", "url", str(clone / "dvc-storage")], cwd=bad, check=True
+    )
+    pulled = subprocess.run([DVC, "pull", "-r", "local"], cwd=bad, capture_output=True, text=True)
+    assert pulled.returncode != 0 and "out/prototypes" in pulled.stdout + pulled.stderr
+    arrived = bad / shard.relative_to(clone)
+    assert not arrived.exists() or hashlib.md5(arrived.read_bytes()).hexdigest() == digest
+
     # A library file's change reruns exactly the stages that import it (extract, embed, readability, report).
     library_file = "protoviz_core/store.py"
     (clone / library_file).write_text((clone / library_file).read_text() + "\n# edited\n")

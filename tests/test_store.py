@@ -95,7 +95,10 @@ def test_selection_order_is_kept_across_shards(store):
 def test_bad_selection_and_missing_store(store, tmp_path):
     with pytest.raises(ValueError, match="unknown keys"):
         open_prototypes(store).select(colour="red")
-    with pytest.raises(FileNotFoundError, match="absent/index.parquet: no prototype index; run dvc repro"):
+    with pytest.raises(
+        FileNotFoundError,
+        match="absent/index.parquet: no prototype index; run dvc repro --force --single-item extract",
+    ):
         open_prototypes(tmp_path / "absent")
 
 

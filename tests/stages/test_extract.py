@@ -11,7 +11,7 @@ import torch
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from protoviz_core.store import open_prototypes
+from protoviz_core.store import StoreError, open_prototypes
 from tests.helpers import (
     STAGE_ARGS,
     call_stage,
@@ -93,6 +93,20 @@ def test_killed_extraction_resumes_and_exports(project):
     with Image.open(tmp_path / "grid.png") as picture:
         assert picture.size == (4 * 24 + 3 * 2, 2 * 24 + 2)
 
+    # A shard holding another shard's bytes (a store pulled from a remote without verify, which
+    # DVC believes current) is refused with advice that works: the forced extract stage redoes
+    # that shard alone, to its own bytes.
+    first, second = sorted(shards.glob("*.pt"))[:2]
+    good = first.read_bytes()
+    first.write_bytes(second.read_bytes())
+    store = open_prototypes(tmp_path / "out/prototypes")
+    with pytest.raises(StoreError, match=rf"{first.name}: .*run dvc repro --force --single-item extract"):
+        store.images(store.select(**_shard_selection(first.name)))
+    stamps = {p.name: p.stat().st_mtime_ns for p in shards.glob("*.pt")}
+    run_stage("extract", tmp_path, *EXTRACT_ARGS)
+    assert first.read_bytes() == good
+    assert [p.name for p in shards.glob("*.pt") if p.stat().st_mtime_ns != stamps[p.name]] == [first.name]
+
     # An uninterrupted run of the same configuration
     run_stage(
         "extract",
@@ -115,6 +129,12 @@ def test_killed_extraction_resumes_and_exports(project):
         assert torch.equal(resumed["images"], straight["images"]) and torch.equal(
             resumed["channels"], straight["channels"]
         )
+
+
+def _shard_selection(name: str) -> dict:
+    """The index selection of a shard file named ``e0001-layer2-r1.pt``."""
+    epoch, layer, repeat = name.removesuffix(".pt").split("-")
+    return {"epoch": int(epoch[1:]), "layer": layer, "repeat": int(repeat[1:])}
 
 
 def _extract_params(**extract) -> dict:
