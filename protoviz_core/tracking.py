@@ -31,7 +31,6 @@ import contextlib
 import fcntl
 import os
 import re
-import signal
 import socket
 import sqlite3
 import subprocess
@@ -47,6 +46,7 @@ from mlflow.tracking import MlflowClient
 
 from protoviz_core.config import Params
 from protoviz_core.errors import ProtovizError
+from protoviz_core.interrupts import interrupted, no_signal_raises, sigterm_raises
 
 EXPERIMENT_NAME = "protoviz"
 TAG_PREFIX = "protoviz."
@@ -269,7 +269,17 @@ def _process_gone(process: str) -> bool:
         return True
     except PermissionError:
         return False
-    return False
+    return _zombie(int(pid))
+
+
+def _zombie(pid: int) -> bool:
+    """Whether ``pid`` has exited and waits only for its parent to read its status (state Z in
+    /proc): a stage killed under ``dvc repro`` can stay so while DVC itself is being stopped."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2 :].startswith("Z")
 
 
 def _close_killed_runs(client: MlflowClient, experiment_id: str) -> None:
@@ -288,31 +298,6 @@ def _final_status(client: MlflowClient, run_id: str) -> str:
     """FAILED while any stage's last attempt failed, KILLED if one was interrupted, else FINISHED."""
     states = {v for k, v in client.get_run(run_id).data.tags.items() if k.startswith(f"{TAG_PREFIX}stage.")}
     return "FAILED" if "failed" in states else "KILLED" if "killed" in states else "FINISHED"
-
-
-class _Terminated(SystemExit):
-    """SIGTERM (``kill``, a stopped queue), raised so that the run is closed as KILLED; exits 143."""
-
-    def __init__(self):
-        super().__init__(128 + signal.SIGTERM)
-
-
-@contextmanager
-def _sigterm_raises() -> Iterator[None]:
-    """Turn SIGTERM into :class:`_Terminated` inside the block (main thread only; else unchanged)."""
-
-    def handler(signum, frame):
-        raise _Terminated
-
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _adopt_training_curves(client: MlflowClient, experiment_id: str, run_id: str, training_hash: str) -> None:
@@ -386,19 +371,17 @@ def _open_run(params: Params, stage: str) -> Iterator[mlflow.ActiveRun]:
         # stage's (finished) process for this one and close the run as killed.
         _retry(lambda: client.set_tag(run_id, PROCESS_TAG, _this_process()))
     stage_tag = f"{TAG_PREFIX}stage.{stage}"
-    with _sigterm_raises():
+    with sigterm_raises():
         active = mlflow.start_run(run_id=run_id)
         mlflow.set_tag(stage_tag, "running")
         try:
             yield active
         except BaseException as exc:
-            killed = isinstance(exc, (KeyboardInterrupt, _Terminated)) or (
-                # Ray's own SIGTERM handler (ray.init replaces ours) exits with the signal number
-                isinstance(exc, SystemExit) and exc.code in (signal.SIGTERM, 128 + signal.SIGTERM)
-            )
+            killed = interrupted(exc)
             try:
-                mlflow.set_tag(stage_tag, "killed" if killed else "failed")
-                mlflow.end_run("KILLED" if killed else "FAILED")
+                with no_signal_raises():
+                    mlflow.set_tag(stage_tag, "killed" if killed else "failed")
+                    mlflow.end_run("KILLED" if killed else "FAILED")
             except Exception as cleanup:
                 if database_failure(cleanup) is None:
                     raise

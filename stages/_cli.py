@@ -7,6 +7,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from protoviz_core.errors import ProtovizError
+from protoviz_core.interrupts import TERMINATED_STATUS, exit_status, interrupted, sigterm_raises
 
 
 def parser(description: str) -> argparse.ArgumentParser:
@@ -16,14 +17,23 @@ def parser(description: str) -> argparse.ArgumentParser:
 
 
 def run(main: Callable[[Sequence[str] | None], None], argv: Sequence[str] | None = None) -> int:
-    """Call a stage's ``main``; a user error (:class:`ProtovizError`) prints one line and exits with status 2,
-    Ctrl-C one line and status 130 (what was finished is kept: a rerun resumes)."""
+    """Call a stage's ``main``; a user error (:class:`ProtovizError`) prints one line and exits with status 2.
+
+    Stopped by Ctrl-C or SIGTERM (:func:`~protoviz_core.interrupts.interrupted`, whatever its
+    workers' deaths raised meanwhile), it prints one line and exits 130 or 143; what was
+    finished is kept and a rerun resumes from it.
+    """
     try:
-        main(argv)
-    except ProtovizError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted; finished work is kept and a rerun resumes from it", file=sys.stderr)
-        return 130
+        with sigterm_raises():
+            main(argv)
+    except BaseException as exc:
+        if interrupted(exc):
+            status = exit_status(exc)
+            how = "terminated (SIGTERM)" if status == TERMINATED_STATUS else "interrupted"
+            print(f"{how}; finished work is kept and a rerun resumes from it", file=sys.stderr)
+            return status
+        if isinstance(exc, ProtovizError):
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        raise
     return 0

@@ -3,6 +3,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import mlflow
@@ -10,7 +11,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from protoviz_core.config import parse_params
-from protoviz_core.tracking import EXPERIMENT_NAME, pipeline_run, tracking_uri
+from protoviz_core.tracking import EXPERIMENT_NAME, _process_gone, _this_process, pipeline_run, tracking_uri
 from tests.helpers import tiny_params
 
 
@@ -126,6 +127,20 @@ def test_a_killed_stage_leaves_its_run_killed_not_running(signal_name, exit_stat
     assert [(run.info.status, run.data.tags["protoviz.stage.train"]) for run in killed] == [
         ("KILLED", "killed")
     ]
+
+
+def test_a_stage_that_exited_but_was_not_reaped_counts_as_gone():
+    """A zombie (exited, its parent not yet told) still answers kill(pid, 0); its run must be closed."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    where = _this_process().rpartition(":")[0]
+    deadline = time.time() + 30
+    while not _process_gone(f"{where}:{child.pid}"):  # exited: a zombie until waited for
+        assert time.time() < deadline, "the child never became a zombie"
+        time.sleep(0.05)
+    assert Path(f"/proc/{child.pid}").exists()  # still in the process table
+    child.wait()
+    assert _process_gone(f"{where}:{child.pid}")
+    assert not _process_gone(_this_process())
 
 
 def test_a_copied_repository_keeps_its_artifacts_at_home(tmp_path, monkeypatch):

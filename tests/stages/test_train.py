@@ -4,6 +4,8 @@ import json
 import os
 import re
 import signal
+import subprocess
+import sys
 import time
 import urllib.request
 
@@ -57,6 +59,34 @@ def test_sigkill_mid_training_resumes_without_retraining(workdir):
     steps = sorted({m.step for m in client.get_metric_history(run.info.run_id, "train/loss")})
     assert steps == [1, 2, 3, 4]
     assert run.data.params["train.epochs"] == "4" and run.data.params["data.image_size"] == "24"
+
+
+def test_sigterm_to_the_process_group_ends_with_one_line_and_a_killed_run(workdir):
+    """As a terminal's kill or dvc queue kill stops a stage: SIGTERM to the stage and its DataLoader
+    workers at once. The workers' deaths must not turn the stop into a traceback or a FAILED run."""
+    write_params(workdir / "params.yaml", tiny_params(epochs=6, num_workers=2))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "stages.train", *TRAIN_ARGS],
+        cwd=workdir,
+        env=os.environ.copy(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as under a shell's job control
+    )
+    deadline = time.time() + 240
+    while 1 not in list_checkpoints(workdir / "out/checkpoints"):
+        assert process.poll() is None and time.time() < deadline, "training ended before the signal"
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143 and "Traceback" not in stderr, stderr[-3000:]
+    assert stderr.strip().splitlines()[-1] == (
+        "terminated (SIGTERM); finished work is kept and a rerun resumes from it"
+    )
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    (run,) = client.search_runs([client.get_experiment_by_name(EXPERIMENT_NAME).experiment_id])
+    assert (run.info.status, run.data.tags["protoviz.stage.train"]) == ("KILLED", "killed")
 
 
 def test_a_truncated_checkpoint_of_a_finished_run_is_made_again(project):
