@@ -38,6 +38,8 @@ BACKBONES: tuple[str, ...] = Backbone.__args__
 # Keys added after results existed, at the value that reproduces those results: left out of
 # the identities while they hold it, so that adding them retrains and redoes nothing.
 _IDENTITY_DEFAULTS = {("train", "method"): "simclr", ("train", "backbone"): "resnet18"}
+# Keys that change how a run is kept, never what it computes: left out of the identities.
+_NOT_IDENTITY = {("train", "state_every")}
 
 
 def _check_device(value: str) -> str:
@@ -105,6 +107,9 @@ class TrainParams(_Section):
     cj_strength: float = Field(1.0, ge=0)  # colour-jitter strength (clrjit only)
     gaussian_blur: float = Field(0.5, ge=0, le=1)  # blur probability
     num_workers: int = Field(2, ge=0)  # DataLoader worker processes
+    # Keep the resume state after every k-th epoch (0: never), so that a lost checkpoint costs
+    # a replay of at most k + 1 epochs. Shapes no weights: not part of the run's identity.
+    state_every: int = Field(10, ge=0)
     device: Device = "auto"  # auto: a free GPU when there is one, else the CPU; cuda:N: that GPU
 
 
@@ -413,6 +418,8 @@ class Params(_Section):
         for (section, key), default in _IDENTITY_DEFAULTS.items():
             if dumped[section].get(key) == default:
                 del dumped[section][key]
+        for section, key in _NOT_IDENTITY:
+            dumped[section].pop(key, None)
         payload = json.dumps({k: dumped[k] for k in keys}, sort_keys=True)
         return short_hash(payload)
 

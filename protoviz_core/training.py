@@ -9,6 +9,11 @@ Resumption is exact: every random choice of epoch ``e`` (shuffling, augmentation
 worker seeds) is seeded from ``(seed, e)``, and the model, optimiser and scheduler
 state after the last finished epoch is kept in one state file. A resumed run
 therefore ends with the same weights as an uninterrupted one.
+
+A checkpoint lost later is made again by replaying training up to it. The replay starts
+from the newest *state snapshot* before the hole (the resume state as it was after epochs
+``train.state_every``, 2 x ``state_every``, ...; a DVC output of its own, pushed with the
+checkpoints), so it costs at most ``state_every`` + 1 epochs instead of the whole run.
 """
 
 from __future__ import annotations
@@ -81,9 +86,9 @@ def _epoch_seed(seed: int, epoch: int) -> int:
     return seed * 100_003 + epoch  # distinct per (seed, epoch), stable across runs
 
 
-def _load_state(state_path: Path, training_hash: str) -> dict | None:
-    """The resume state, or None if absent, unreadable or from another configuration."""
-    state = load_or_none(state_path)  # a corrupt state only costs retraining
+def _load_state(state_path: Path, training_hash: str, mmap: bool = False) -> dict | None:
+    """The resume state (or a snapshot of it), or None if absent, unreadable or from another configuration."""
+    state = load_or_none(state_path, mmap=mmap)  # a corrupt state only costs retraining
     if (
         not isinstance(state, dict)
         or state.get("format") != STATE_FORMAT
@@ -91,6 +96,46 @@ def _load_state(state_path: Path, training_hash: str) -> dict | None:
     ):
         return None
     return state
+
+
+SNAPSHOT_NAME = "state_{epoch:04d}.pt"
+
+
+def snapshot_path(directory: str | Path, epoch: int) -> Path:
+    """The state snapshot after ``epoch`` in ``directory``."""
+    return Path(directory) / SNAPSHOT_NAME.format(epoch=epoch)
+
+
+def list_snapshots(directory: str | Path | None) -> dict[int, Path]:
+    """{epoch: path} of the state snapshot files in ``directory`` (none when it is None or absent)."""
+    if directory is None or not Path(directory).is_dir():
+        return {}
+    found = {}
+    for path in Path(directory).glob("state_*.pt"):
+        number = path.stem.removeprefix("state_")
+        if number.isdigit():
+            found[int(number)] = path
+    return dict(sorted(found.items()))
+
+
+def _snapshot_epochs(config: TrainParams) -> set[int]:
+    """The epochs after which the resume state is also kept as a snapshot: every
+    ``state_every``-th, but the last (whose checkpoint a replay never starts before)."""
+    if not config.state_every:
+        return set()
+    return set(range(config.state_every, config.epochs, config.state_every))
+
+
+def _remove_stale_snapshots(directory: Path | None, keep_up_to: int, training_hash: str, log: Log) -> None:
+    """Delete snapshots a replay of this run must not start from: later epochs than the
+    resume state's, other configurations, damaged files."""
+    for leftover in remove_leftovers(directory) if directory is not None and directory.is_dir() else []:
+        log(f"removing {leftover}: left by a write that was killed")
+    for epoch, path in list_snapshots(directory).items():
+        state = _load_state(path, training_hash, mmap=True)
+        if epoch > keep_up_to or state is None or int(state["epoch"]) != epoch:
+            log(f"removing {path}: from an unfinished run, damaged, or from another configuration")
+            path.unlink()
 
 
 def _finished_run(directory: Path, epochs: int, training_hash: str) -> dict[int, float] | None:
@@ -244,6 +289,7 @@ class _TrainingRun:
         image_size: int,
         checkpoint_dir: Path,
         state_path: Path,
+        snapshot_dir: Path | None,
         training_hash: str,
         device: torch.device,
         on_step: Callable[[int, int, float], None],
@@ -251,6 +297,7 @@ class _TrainingRun:
     ) -> None:
         self.images, self.config, self.seed, self.device = images, config, seed, device
         self.checkpoint_dir, self.state_path, self.training_hash = checkpoint_dir, state_path, training_hash
+        self.snapshot_dir = snapshot_dir
         self.on_step, self.log = on_step, log
         transform = view_transform(
             config.method,
@@ -291,19 +338,50 @@ class _TrainingRun:
     def save_state(
         self, model: Learner, optimizer: Optimizer, scheduler: Scheduler, epoch: int, losses: dict[int, float]
     ) -> None:
-        """Write the resume state after ``epoch``: model, optimiser, scheduler and the losses so far."""
-        save_atomic(
-            {
-                "format": STATE_FORMAT,
-                "training_hash": self.training_hash,
-                "epoch": epoch,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "losses": {str(k): v for k, v in losses.items()},
-            },
-            self.state_path,
-        )
+        """Write the resume state after ``epoch``: model, optimiser, scheduler and the losses so far;
+        after a snapshot epoch (:func:`_snapshot_epochs`) also as a snapshot in ``snapshot_dir``."""
+        state = {
+            "format": STATE_FORMAT,
+            "training_hash": self.training_hash,
+            "epoch": epoch,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "losses": {str(k): v for k, v in losses.items()},
+        }
+        if self.snapshot_dir is not None and epoch in _snapshot_epochs(self.config):
+            save_atomic(state, snapshot_path(self.snapshot_dir, epoch))
+        save_atomic(state, self.state_path)
+
+    def replay_start(self, first_hole: int) -> tuple[int, Learner, Optimizer, Scheduler]:
+        """Where a replay up to ``first_hole`` begins: the newest snapshot before it whose backbone
+        is the checkpoint of its epoch, loaded; else the initial weights (epoch 0).
+
+        Returns:
+            (epoch the model is after, model on the device, optimiser, scheduler).
+        """
+        model, optimizer, scheduler = self.fresh_model()
+        for epoch, path in reversed(list_snapshots(self.snapshot_dir).items()):
+            if epoch >= first_hole:
+                continue
+            state = _load_state(path, self.training_hash)
+            backbone = {
+                k.removeprefix("backbone."): v
+                for k, v in (state or {}).get("model", {}).items()
+                if k.startswith("backbone.")
+            }
+            checkpoint = read_checkpoint(checkpoint_path(self.checkpoint_dir, epoch))["backbone"]
+            if state is None or not _same_weights(checkpoint, backbone):
+                self.log(
+                    f"{path}: not the state its epoch's checkpoint was saved from; not replaying from it"
+                )
+                continue
+            model.load_state_dict(state["model"])
+            _place(model, self.device)  # first: the optimiser puts its loaded state where the parameters are
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            return epoch, model, optimizer, scheduler
+        return 0, model, optimizer, scheduler
 
     def run_epochs(
         self,
@@ -334,7 +412,8 @@ class _TrainingRun:
             on_epoch_done(epoch, loss)
 
     def refill(self, holes: list[int], last_finished: int, state: dict) -> None:
-        """Make the missing checkpoints ``holes`` of a finished run again, by replaying training from epoch 0.
+        """Make the missing checkpoints ``holes`` of a finished run again, by replaying training from
+        the newest state snapshot before the first hole (:meth:`replay_start`), or from epoch 0.
 
         The replay goes one epoch past the last hole and is checked there against the
         checkpoint on disk (or against the resume state when the last hole is the last
@@ -348,11 +427,12 @@ class _TrainingRun:
         Raises:
             CheckpointError: the replay does not reproduce the run (a non-deterministic device).
         """
+        start, model, optimizer, scheduler = self.replay_start(min(holes))
+        origin = f"epoch {start}'s state snapshot" if start else "the initial weights"
         self.log(
             f"{self.checkpoint_dir}: epochs {holes} are missing inside the finished run 0..{last_finished}; "
-            f"replaying training from the initial weights to make them again"
+            f"replaying training from {origin} to make them again"
         )
-        model, optimizer, scheduler = self.fresh_model()
         made = {0: (self.initial_weights(model), None)} if 0 in holes else {}
         last_replayed = min(max(holes) + 1, last_finished)
 
@@ -372,7 +452,7 @@ class _TrainingRun:
             if not _same_weights(read_checkpoint(path)["backbone"], _backbone_weights(model)):
                 raise refuse(str(path))
 
-        self.run_epochs(model, optimizer, scheduler, range(1, last_replayed + 1), check_or_keep)
+        self.run_epochs(model, optimizer, scheduler, range(start + 1, last_replayed + 1), check_or_keep)
         if last_replayed in holes:  # no checkpoint after the last hole: the resume state is the reference
             replayed = {k: v.detach().to("cpu", copy=True) for k, v in _tensors(model.state_dict()).items()}
             if not _same_weights(state["model"], replayed):
@@ -393,6 +473,7 @@ def train_learner(
     state_path: str | Path,
     training_hash: str,
     device: torch.device,
+    snapshot_dir: str | Path | None = None,
     on_step: Callable[[int, int, float], None] = lambda epoch, step, loss: None,
     on_epoch_end: Callable[[int, float], None] = lambda epoch, loss: None,
     log: Callable[[str], None] = print,
@@ -400,8 +481,9 @@ def train_learner(
     """Train the backbone on ``images`` with ``config.method`` and save it after every epoch.
 
     A checkpoint missing or damaged inside the finished range (``0..`` the resume
-    state's epoch) is made again by replaying training from the initial weights up to
-    it, so the run ends with the checkpoints of an uninterrupted run, never with a hole.
+    state's epoch) is made again by replaying training up to it, from the newest state
+    snapshot before it or the initial weights, so the run ends with the checkpoints of an
+    uninterrupted run, never with a hole.
 
     Args:
         images: uint8 (N, 3, S, S), e.g. the memory-mapped STL10 unlabeled split.
@@ -411,6 +493,8 @@ def train_learner(
         image_size: side of the views fed to the network.
         checkpoint_dir: receives ``epoch_0000.pt`` (initial weights) .. ``epoch_{E:04d}.pt``.
         state_path: model + optimiser + scheduler after the last finished epoch.
+        snapshot_dir: receives ``state_XXXX.pt``, the resume state after every
+            ``config.state_every``-th epoch, where replays start; None keeps none.
         training_hash: identity of this configuration (:func:`training_identity`); checkpoints
             and state of any other configuration found on disk are discarded, never mixed in.
         device: resolved by the caller (the stage claims GPUs).
@@ -443,6 +527,10 @@ def train_learner(
     state = _load_state(state_path, training_hash)
     last_finished = int(state["epoch"]) if state is not None else 0
     holes = _remove_stale_checkpoints(checkpoint_dir, last_finished, training_hash, log)
+    snapshot_dir = Path(snapshot_dir) if snapshot_dir is not None else None
+    if snapshot_dir is not None:
+        snapshot_dir.mkdir(parents=True, exist_ok=True)  # a DVC output, even while it holds none
+    _remove_stale_snapshots(snapshot_dir, last_finished, training_hash, log)
     if config.method == "supervised" and labels is None:
         raise ParamsError(f"train.method: {config.method} trains on labelled images; none were given")
     run = _TrainingRun(
@@ -454,6 +542,7 @@ def train_learner(
         image_size=image_size,
         checkpoint_dir=checkpoint_dir,
         state_path=state_path,
+        snapshot_dir=snapshot_dir,
         training_hash=training_hash,
         device=device,
         on_step=on_step,

@@ -28,6 +28,9 @@ def main(argv=None) -> None:
     p.add_argument("--data", required=True, help="stl10_binary folder (data stage output)")
     p.add_argument("--checkpoints", required=True, help="folder for epoch_XXXX.pt")
     p.add_argument("--state", required=True, help="resume state file")
+    p.add_argument(
+        "--snapshots", required=True, help="folder for the resume state every train.state_every epochs"
+    )
     p.add_argument("--metrics", required=True, help="JSON metrics file")
     p.add_argument("--plot", required=True, help="CSV of loss per epoch")
     args = p.parse_args(argv)
@@ -56,6 +59,7 @@ def main(argv=None) -> None:
             image_size=params.data.image_size,
             checkpoint_dir=args.checkpoints,
             state_path=args.state,
+            snapshot_dir=args.snapshots,
             training_hash=training_identity(params),
             device=resolve_device(params.train.device),
             on_step=step_done,

@@ -99,6 +99,8 @@ STAGE_ARGS = {
         "out/checkpoints",
         "--state",
         "out/state.pt",
+        "--snapshots",
+        "out/train_snapshots",
         "--metrics",
         "metrics/train.json",
         "--plot",

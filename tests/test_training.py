@@ -3,7 +3,14 @@ import torch
 
 from protoviz_core.checkpoints import CheckpointError, list_checkpoints, load_backbone, read_checkpoint
 from protoviz_core.config import Params
-from protoviz_core.training import TRAINING_VERSION, TrainingDiverged, train_learner, training_identity
+from protoviz_core.training import (
+    TRAINING_VERSION,
+    TrainingDiverged,
+    list_snapshots,
+    snapshot_path,
+    train_learner,
+    training_identity,
+)
 from tests.helpers import TINY_IMAGE_SIZE, tiny_params
 
 
@@ -149,6 +156,73 @@ def test_a_hole_in_the_finished_run_is_made_again_identically(tmp_path, tiny_ima
         _assert_same_weights(_weights(again.checkpoints[epoch]), weights)
     assert read_checkpoint(again.checkpoints[2])["loss"] == pytest.approx(first.losses[2], rel=1e-4)
     assert again.checkpoints[3].stat().st_mtime_ns == last_stamp  # only the holes were written
+
+
+def test_a_hole_replays_from_the_newest_state_snapshot_before_it(tmp_path, tiny_images, tiny_train):
+    """epochs 4, state_every 2: the state after epoch 2 is kept (not after 4, the resume state's);
+    a lost epoch 3 replays epochs 3 and 4 only, to the same weights."""
+    config = tiny_train.model_copy(update={"epochs": 4, "state_every": 2})
+    first = _train(tiny_images, config, tmp_path, snapshot_dir=tmp_path / "snapshots")
+    assert list(list_snapshots(tmp_path / "snapshots")) == [2]
+    saved = _weights(first.checkpoints[3])
+    first.checkpoints[3].unlink()
+
+    lines, replayed = [], set()
+    again = _train(
+        tiny_images,
+        config,
+        tmp_path,
+        snapshot_dir=tmp_path / "snapshots",
+        log=lines.append,
+        on_step=lambda epoch, step, loss: replayed.add(epoch),
+    )
+    assert replayed == {3, 4} and again.trained_epochs == []
+    assert any("replaying training from epoch 2's state snapshot" in line for line in lines)
+    _assert_same_weights(_weights(again.checkpoints[3]), saved)
+
+
+def test_a_snapshot_that_is_not_its_checkpoints_state_is_passed_over(tmp_path, tiny_images, tiny_train):
+    config = tiny_train.model_copy(update={"epochs": 4, "state_every": 2})
+    first = _train(tiny_images, config, tmp_path, snapshot_dir=tmp_path / "snapshots")
+    saved = _weights(first.checkpoints[3])
+    snapshot = snapshot_path(tmp_path / "snapshots", 2)
+    state = torch.load(snapshot, weights_only=True)
+    state["model"]["backbone.conv1.weight"] += 1.0
+    torch.save(state, snapshot)
+    first.checkpoints[3].unlink()
+
+    lines, replayed = [], set()
+    again = _train(
+        tiny_images,
+        config,
+        tmp_path,
+        snapshot_dir=tmp_path / "snapshots",
+        log=lines.append,
+        on_step=lambda epoch, step, loss: replayed.add(epoch),
+    )
+    assert replayed == {1, 2, 3, 4}
+    assert any("state_0002.pt: not the state its epoch's checkpoint was saved from" in line for line in lines)
+    _assert_same_weights(_weights(again.checkpoints[3]), saved)
+
+
+def test_snapshots_of_another_configuration_or_past_the_resume_state_are_removed(
+    tmp_path, tiny_images, tiny_train
+):
+    config = tiny_train.model_copy(update={"epochs": 4, "state_every": 1})
+    _train(tiny_images, config, tmp_path, snapshot_dir=tmp_path / "snapshots")
+    assert list(list_snapshots(tmp_path / "snapshots")) == [1, 2, 3]
+    other = tiny_train.model_copy(update={"epochs": 2, "state_every": 1, "lr": 0.01})
+    lines = []
+    _train(
+        tiny_images,
+        other,
+        tmp_path,
+        training_hash="other",
+        snapshot_dir=tmp_path / "snapshots",
+        log=lines.append,
+    )
+    assert list(list_snapshots(tmp_path / "snapshots")) == [1]
+    assert torch.load(snapshot_path(tmp_path / "snapshots", 1), weights_only=True)["training_hash"] == "other"
 
 
 def test_a_replay_that_does_not_reproduce_the_run_stops_with_the_fix(tmp_path, tiny_images, tiny_train):
