@@ -15,9 +15,11 @@ import json
 import os
 import re
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -124,6 +126,39 @@ def test_dvc_repro_on_a_fresh_clone_and_code_changes_rerun_exactly_their_stages(
     )
     assert steps == list(range(epochs + 1))
     assert list((clone / "mlartifacts").rglob("report/index.html"))
+
+    # Stopping dvc repro during extract, by SIGTERM to its process group (a terminal's kill,
+    # `dvc queue kill`) and by SIGKILL, then running it again: the same store, byte for byte,
+    # and the stopped runs' MLflow stage tags end as done.
+    store = clone / "out/prototypes"
+    finished = _digests(store)
+    for stop in (signal.SIGTERM, signal.SIGKILL):
+        shutil.rmtree(store)
+        repro = subprocess.Popen(
+            [DVC, "repro", "extract"],
+            cwd=clone,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        deadline = time.time() + 5 * 60
+        while not list((store / "shards").glob("*.pt")):
+            assert repro.poll() is None and time.time() < deadline, "extract ended before the stop"
+            time.sleep(0.05)
+        os.killpg(repro.pid, stop)
+        stdout, stderr = repro.communicate(timeout=120)
+        assert repro.returncode != 0 and len(_digests(store)) < len(finished)
+        if stop == signal.SIGTERM:
+            assert "terminated (SIGTERM); finished work is kept" in stdout + stderr
+            assert "Traceback" not in stdout + stderr
+    rerun = subprocess.run([DVC, "repro"], cwd=clone, capture_output=True, text=True, timeout=10 * 60)
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    assert _digests(store) == finished and _changed_stages(clone) == set()
+    with sqlite3.connect(clone / "mlflow.db") as db:
+        assert dict(db.execute("select key, value from tags where key = 'protoviz.stage.extract'")) == {
+            "protoviz.stage.extract": "done"
+        }
 
     # A finished run survives a round trip through the default remote (checkpoints, prototypes, data).
     outputs = [clone / "data", clone / "out/checkpoints", clone / "out/prototypes", clone / "out/rfmasks"]

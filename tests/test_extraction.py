@@ -1,5 +1,11 @@
 """Extraction on a micro run: shards, resume, invalidation, independent streams, Ray == local."""
 
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
 import pandas as pd
 import pytest
 import torch
@@ -178,11 +184,41 @@ def test_common_streams_share_noise_across_epochs_only(checkpoints):
     assert keywords[(0, "layer1", 1)]["start_seed"] != keywords[(0, "layer1", 2)]["start_seed"]
 
 
+def _ray_task_processes() -> list[int]:
+    """PIDs of Ray workers running a shard now (Ray titles a busy worker ``ray::<function>``)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and (entry / "cmdline").read_bytes().startswith(b"ray::_compute"):
+                found.append(int(entry.name))
+        except OSError:  # the process ended meanwhile
+            continue
+    return found
+
+
 @pytest.mark.slow
-def test_ray_executor_matches_local(tmp_path, checkpoints):
-    work = _work(checkpoints, SETTINGS.model_copy(update={"layers": ["layer1"]}))
+def test_ray_executor_matches_local_even_when_a_worker_is_killed_mid_shard(tmp_path, checkpoints):
+    """kill -9 on a ``ray::`` worker computing a shard: Ray runs the task again (max_retries), and
+    the store is the local executor's, byte for byte."""
+    work = _work(checkpoints, SETTINGS.model_copy(update={"layers": ["layer1"], "adam_steps": 30}))
     _, local = _extract(tmp_path / "local", work)
-    _, remote = _extract(tmp_path / "ray", work, executor=ray_executor(None))
+    killed = []
+
+    def kill_one_worker() -> None:
+        deadline = time.time() + 120
+        while not killed and time.time() < deadline:
+            for pid in _ray_task_processes()[:1]:
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+            time.sleep(0.02)
+
+    killer = threading.Thread(target=kill_one_worker)
+    killer.start()
+    try:
+        _, remote = _extract(tmp_path / "ray", work, executor=ray_executor(None))
+    finally:
+        killer.join()
+    assert killed, "no Ray worker was caught computing a shard"
     pd.testing.assert_frame_equal(local, remote)
     a, b = open_prototypes(tmp_path / "local"), open_prototypes(tmp_path / "ray")
     assert torch.equal(a.images(a.index), b.images(b.index))
