@@ -238,3 +238,66 @@ def test_dvc_repro_on_a_fresh_clone_and_code_changes_rerun_exactly_their_stages(
     assert result.returncode != 0
     assert "error: train: the loss is nan at epoch 1, step 2; training diverged" in result.stderr
     assert {name: (clone / name).read_bytes() for name in kept} == kept
+
+
+@pytest.mark.slow
+def test_two_queued_experiments_run_side_by_side_and_both_runs_hold_every_metric(tmp_path, monkeypatch):
+    """`dvc exp run --queue` twice (two seeds), then `dvc queue start -j 2` on this CPU machine:
+    both finish, and the one mlflow.db at the repository's root holds both runs, each with every
+    stage done and the same metric keys, every epoch's probe among them."""
+    clone = tmp_path / "protoviz"
+    subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
+    params = _params()
+    write_params(clone / "params.yaml", params)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    monkeypatch.setenv("PATH", f"{Path(DVC).parent}{os.pathsep}{os.environ['PATH']}")
+    for seed in (1, 2):
+        subprocess.run(
+            [DVC, "exp", "run", "--queue", "-n", f"seed{seed}", "-S", f"seed={seed}"],
+            cwd=clone,
+            check=True,
+            capture_output=True,
+        )
+    subprocess.run([DVC, "queue", "start", "-j", "2"], cwd=clone, check=True, capture_output=True)
+    deadline = time.time() + 15 * 60
+    while True:
+        status = subprocess.run([DVC, "queue", "status"], cwd=clone, capture_output=True, text=True).stdout
+        if not re.search(r"\b(Queued|Running)\b", status):
+            break
+        assert time.time() < deadline, status
+        time.sleep(2)
+    logs = {
+        name: subprocess.run([DVC, "queue", "logs", name], cwd=clone, capture_output=True, text=True).stdout
+        for name in ("seed1", "seed2")
+    }
+    assert status.count("Success") == 2, status + "".join(text[-2000:] for text in logs.values())
+
+    with sqlite3.connect(clone / "mlflow.db") as db:
+        runs = dict(db.execute("select run_uuid, status from runs"))
+        experiments = {
+            run: dict(db.execute("select key, value from tags where run_uuid = ?", (run,))) for run in runs
+        }
+        metric_keys = {
+            run: {row[0] for row in db.execute("select key from metrics where run_uuid = ?", (run,))}
+            for run in runs
+        }
+        probe_steps = {
+            run: sorted(
+                row[0]
+                for row in db.execute(
+                    "select step from metrics where run_uuid = ? and key = 'probe/logreg'", (run,)
+                )
+            )
+            for run in runs
+        }
+    assert sorted(tags["protoviz.dvc_exp"] for tags in experiments.values()) == ["seed1", "seed2"]
+    assert set(runs.values()) == {"FINISHED"}
+    for tags in experiments.values():
+        assert all(
+            tags[f"protoviz.stage.{stage}"] == "done"
+            for stage in STAGES
+            if stage not in ("params", "data", "spectrum")
+        )
+    first, second = metric_keys.values()
+    assert first == second and {"train/loss", "probe/logreg", "extract/activation/layer1"} <= first
+    assert all(steps == list(range(params["train"]["epochs"] + 1)) for steps in probe_steps.values())
