@@ -271,6 +271,16 @@ class ReadabilityParams(_Section):
     device: Device = "auto"
 
 
+class SimilarityParams(_Section):
+    """Linear CKA of each extracted layer across epochs, and its units' activations for matching
+    units across runs (protoviz_core.similarity)."""
+
+    images: int = Field(500, ge=4)  # held-out test images every checkpoint is measured on
+    seed: int = Field(0, ge=0)  # draws them
+    batch_size: int = Field(256, ge=1)
+    device: Device = "auto"
+
+
 class EmbedParams(_Section):
     """Prototypes in pixel space and pretrained networks (paper Sec. 6.4)."""
 
@@ -347,6 +357,7 @@ class Params(_Section):
     extract: ExtractParams = ExtractParams()
     exemplars: ExemplarParams = ExemplarParams()
     readability: ReadabilityParams = ReadabilityParams()
+    similarity: SimilarityParams = SimilarityParams()
     embed: EmbedParams = EmbedParams()
     distance: DistanceParams = DistanceParams()
     report: ReportParams = ReportParams()

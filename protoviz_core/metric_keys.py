@@ -5,6 +5,8 @@
     rfmask/sigma/<layer>
     extract/activation/<layer>, extract/dead_fraction/<layer>, extract/superstimulus/<layer>,
     extract/prototypes_per_s
+    readability/<explanation>/<layer>
+    similarity/<cka_to_final|cka_to_initial>/<layer>
     <quantity>/<space>/<metric>[-masked]/<layer>       quantity in QUANTITIES or FLOOR_QUANTITIES
 
 Each metric is logged with the epoch as its step. The distance stage measures every
@@ -48,6 +50,12 @@ def extract_key(statistic: str, layer: str) -> str:
     """``statistic``: ``activation`` (mean centre activation), ``dead_fraction`` or ``superstimulus``
     (median over the layer's prototypes of activation / best natural activation)."""
     return f"extract/{statistic}/{layer}"
+
+
+def similarity_key(quantity: str, layer: str) -> str:
+    """``similarity/cka_to_final/layer3``: the layer's linear CKA to the same layer at the run's
+    final (``cka_to_final``) or first (``cka_to_initial``) epoch (protoviz_core.similarity)."""
+    return f"similarity/{quantity}/{layer}"
 
 
 def readability_key(explanation: str, layer: str) -> str:

@@ -66,6 +66,7 @@ from protoviz_core.metric_keys import (
 from protoviz_core.montage import grid, thumbnails
 from protoviz_core.readability import EXPLANATIONS
 from protoviz_core.simclr import BACKBONE_ARCH, build_backbone
+from protoviz_core.similarity import SETTLED_CKA
 from protoviz_core.store import PrototypeStore
 from protoviz_core.superstimulus import ratio_summary
 from protoviz_core.work import prune
@@ -257,6 +258,47 @@ def _readability_section(
     page.image(save_figure(figure, out / "specificity.png"), "specificity vs epoch per layer")
 
 
+def _similarity_section(
+    page: HtmlPage, out: Path, table: pd.DataFrame, distances: pd.DataFrame, view: DistanceParams, title: str
+) -> None:
+    """Each layer's linear CKA to its final and first form over epochs, beside its prototypes'
+    rate of change (divided by its largest value, so that both read on one axis)."""
+    page.heading("Layers settling: CKA to the final epoch, beside the prototypes' rate of change")
+    change = _curves(distances, "rate_of_change", view, "prototypes")
+    change = change[change.line == "prototypes"]
+    largest = change.groupby("layer")["mean"].transform("max")
+    lines = pd.concat(
+        [
+            table[["layer", "epoch", "cka_to_final"]]
+            .rename(columns={"cka_to_final": "mean"})
+            .assign(line="layer: CKA to the final epoch"),
+            table[["layer", "epoch", "cka_to_initial"]]
+            .rename(columns={"cka_to_initial": "mean"})
+            .assign(line="layer: CKA to the first epoch"),
+            change.assign(mean=change["mean"] / largest, line="prototypes: rate of change / its largest"),
+        ],
+        ignore_index=True,
+    )
+    figure = line_panels(
+        lines[lines.layer.isin(set(table.layer))],
+        panel="layer",
+        line="line",
+        y_label="CKA; rate of change / largest",
+        reference=(SETTLED_CKA, f"settled ({SETTLED_CKA})"),
+        title=f"{title}: how far each layer is from its final form",
+    )
+    page.image(
+        save_figure(figure, out / "cka.png"), "CKA to the final epoch per layer, and the rate of change"
+    )
+    page.text(
+        "Linear CKA (unbiased estimator) between the layer's responses to the same held-out test "
+        "images at two epochs: 1 is the same representation up to rotation and scale. A layer has "
+        f"settled from the first epoch after which its CKA to the final epoch stays above {SETTLED_CKA}. "
+        "docs/similarity.md has the method.",
+        note=True,
+    )
+
+
 def write_run_report(
     out: str | Path,
     *,
@@ -270,6 +312,7 @@ def write_run_report(
     exemplars: ExemplarSet | None = None,
     readability: pd.DataFrame | None = None,
     unit_scores: dict[int, dict] | None = None,
+    similarity: pd.DataFrame | None = None,
     arch: str = BACKBONE_ARCH,
     read_unit: str = "top_left",
     log: Callable[[str], None] = print,
@@ -287,6 +330,8 @@ def write_run_report(
         readability: the readability stage's table (epoch, layer, explanation, median, mean);
             None: a report without it.
         unit_scores: the readability stage's per-unit results (``{epoch: contents}``), shown in the atlas.
+        similarity: the similarity stage's table (epoch, layer, cka_to_final, cka_to_initial);
+            None: a report without it.
         read_unit: the params' ``read_unit`` (which unit of a map the prototypes are of).
         on_atlas_epoch: called after each epoch of the atlas is written (progress).
     """
@@ -358,6 +403,8 @@ def write_run_report(
 
     if readability is not None:
         _readability_section(page, out, readability, distances, view, title=f"{aug}, seed {seed}")
+    if similarity is not None:
+        _similarity_section(page, out, similarity, distances, view, title=f"{aug}, seed {seed}")
 
     page.heading("Linear-probe accuracy")
     readouts = pd.concat(

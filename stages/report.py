@@ -34,6 +34,9 @@ def main(argv=None) -> None:
     p.add_argument(
         "--unit-scores", required=True, help="per-unit 2-AFC scores (readability stage output folder)"
     )
+    p.add_argument(
+        "--similarity", required=True, help="CKA per epoch and layer (similarity stage plot table)"
+    )
     p.add_argument("--out", required=True, help="folder for the figures, index.html and atlas/")
     args = p.parse_args(argv)
     params = load_params(args.params)
@@ -60,6 +63,7 @@ def main(argv=None) -> None:
             exemplars=exemplars,
             readability=pd.read_csv(args.readability),
             unit_scores=read_scores(args.unit_scores, sorted(int(e) for e in store.index.epoch.unique())),
+            similarity=pd.read_csv(args.similarity),
             on_atlas_epoch=lambda epoch: bar.update(),
         )
         mlflow.log_artifacts(args.out, artifact_path="report")

@@ -47,6 +47,7 @@ def _params() -> dict:
     }  # DVC wants every section it tracks
     params["read_unit"] = "top_left"
     params["readability"] = {"device": "cpu"}
+    params["similarity"] = {"images": 20, "device": "cpu"}
     params["report"] = {"units_per_layer": 1, "montage_epochs": 1, "thumb_size": 16}
     return params
 

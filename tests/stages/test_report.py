@@ -74,6 +74,7 @@ def test_report_and_comparison_of_both_conditions(project):
         "exemplars.png",
         "readability.png",
         "specificity.png",
+        "cka.png",
         "index.html",
         "atlas/index.html",
     ):
@@ -90,11 +91,12 @@ def test_report_and_comparison_of_both_conditions(project):
             "superstimulus",
             "readability",
             "specificity",
+            "cka",
         )
-    ] == [1, 2, 2, 2, 2, 2, 2]  # the readouts in one panel; one panel per layer
+    ] == [1, 2, 2, 2, 2, 2, 2, 2]  # the readouts in one panel; one panel per layer
     references = _references_exist(report / "index.html")
-    # 2 grids + 9 figures
-    assert "atlas/index.html" in references and sum(r.startswith("data:") for r in references) == 11
+    # 2 grids + 10 figures
+    assert "atlas/index.html" in references and sum(r.startswith("data:") for r in references) == 12
     # The ratio figure's numbers: the index's ratios, per layer and epoch.
     ratios = pd.read_csv(report / "superstimulus.csv")
     index = pd.read_parquet(tmp_path / "out/prototypes/index.parquet")
