@@ -515,6 +515,9 @@ def train_learner(
             f"train.batch_size ({config.batch_size}) exceeds the {len(images)} training images; lower it"
         )
     checkpoint_dir, state_path = Path(checkpoint_dir), Path(state_path)
+    snapshot_dir = Path(snapshot_dir) if snapshot_dir is not None else None
+    if snapshot_dir is not None:
+        snapshot_dir.mkdir(parents=True, exist_ok=True)  # a DVC output, even while it holds none
     finished = _finished_run(checkpoint_dir, config.epochs, training_hash)
     if finished is not None:  # e.g. checkpoints restored by `dvc checkout`, without their resume state
         log(f"all {config.epochs} epochs of this configuration are in {checkpoint_dir}; nothing to train")
@@ -527,9 +530,6 @@ def train_learner(
     state = _load_state(state_path, training_hash)
     last_finished = int(state["epoch"]) if state is not None else 0
     holes = _remove_stale_checkpoints(checkpoint_dir, last_finished, training_hash, log)
-    snapshot_dir = Path(snapshot_dir) if snapshot_dir is not None else None
-    if snapshot_dir is not None:
-        snapshot_dir.mkdir(parents=True, exist_ok=True)  # a DVC output, even while it holds none
     _remove_stale_snapshots(snapshot_dir, last_finished, training_hash, log)
     if config.method == "supervised" and labels is None:
         raise ParamsError(f"train.method: {config.method} trains on labelled images; none were given")

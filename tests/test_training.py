@@ -133,8 +133,9 @@ def test_complete_checkpoints_without_resume_state_are_kept(tmp_path, tiny_image
     first = _train(tiny_images, tiny_train, tmp_path)
     (tmp_path / "state.pt").unlink()  # as after `dvc checkout` of another experiment and back
     stamps = {e: p.stat().st_mtime_ns for e, p in first.checkpoints.items()}
-    again = _train(tiny_images, tiny_train, tmp_path)
+    again = _train(tiny_images, tiny_train, tmp_path, snapshot_dir=tmp_path / "snapshots")
     assert again.trained_epochs == [] and again.losses == pytest.approx(first.losses)
+    assert (tmp_path / "snapshots").is_dir()  # a DVC output: made even when nothing is trained
     assert {e: p.stat().st_mtime_ns for e, p in again.checkpoints.items()} == stamps
 
 
