@@ -13,12 +13,16 @@ are reported as skipped, never averaged in twice.
 
 from __future__ import annotations
 
+import itertools
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from protoviz_core.errors import ProtovizError
+from protoviz_core.similarity import SIMILARITY_ARTIFACTS, between_runs, read_similarity_files
 from protoviz_core.tracking import EXPERIMENT_NAME, TAG_PREFIX
 
 # Params that are allowed to differ between compared runs; any other difference is reported.
@@ -157,3 +161,40 @@ def metric_histories(client: MlflowClient, runs: pd.DataFrame, keys: list[str]) 
                     }
                 )
     return pd.DataFrame(rows, columns=["run_id", "condition", "seed", "key", "epoch", "value"])
+
+
+def similarity_between(client: MlflowClient, runs: pd.DataFrame) -> pd.DataFrame:
+    """Every pair of ``runs`` compared layer by layer (:func:`protoviz_core.similarity.between_runs`),
+    from the similarity stage's files each run logged as artifacts. A pair of one condition is
+    labelled ``<condition> (seeds)``, a pair of two ``<a> vs <b>``.
+
+    Returns:
+        Long table: pair, run_a, run_b, epoch, layer, quantity (cka | matched | best), value;
+        runs without the artifacts add no rows.
+    """
+    files = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        for run in runs.itertuples():
+            if not any(a.path == SIMILARITY_ARTIFACTS for a in client.list_artifacts(run.run_id)):
+                continue
+            local = client.download_artifacts(run.run_id, SIMILARITY_ARTIFACTS, scratch + f"/{run.run_id}")
+            files[run.run_id] = read_similarity_files(Path(local))
+    rows = []
+    conditions = dict(zip(runs.run_id, runs.condition))
+    for first, second in itertools.combinations(sorted(files, key=lambda r: (conditions[r], r)), 2):
+        a, b = conditions[first], conditions[second]
+        pair = f"{a} (seeds)" if a == b else " vs ".join(sorted((a, b)))
+        for row in between_runs(files[first], files[second]):
+            for quantity in ("cka", "matched", "best"):
+                rows.append(
+                    {
+                        "pair": pair,
+                        "run_a": first,
+                        "run_b": second,
+                        "epoch": row["epoch"],
+                        "layer": row["layer"],
+                        "quantity": quantity,
+                        "value": row[quantity],
+                    }
+                )
+    return pd.DataFrame(rows, columns=["pair", "run_a", "run_b", "epoch", "layer", "quantity", "value"])

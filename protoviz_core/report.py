@@ -591,6 +591,35 @@ def _differences_section(page: HtmlPage, out: Path, of_view: Callable[[str], pd.
     page.table(last.round(4))
 
 
+def _similarity_between_section(page: HtmlPage, out: Path, table: pd.DataFrame) -> None:
+    """Layers and units of two runs side by side: linear CKA, and how well units match one to one,
+    per layer over epochs, mean ± SEM over the pairs of runs of each kind (two conditions, or
+    two seeds of one). ``table``: :func:`protoviz_core.comparison.similarity_between`."""
+    table.to_csv(out / "similarity_between.csv", index=False)
+    page.heading("Runs side by side: whole layers (CKA) and single units (matching)")
+    for quantity, file, y_label, title in (
+        ("cka", "cka_between.png", "linear CKA between the runs", "CKA of the same layer in two runs"),
+        (
+            "matched",
+            "unit_matches.png",
+            "median correlation of matched units",
+            "units matched one to one across runs (Hungarian, by correlation)",
+        ),
+    ):
+        chosen = table[table.quantity == quantity].rename(columns={"pair": "line"})
+        curves = mean_sem(chosen, ["layer", "line", "epoch"])
+        figure = line_panels(curves, panel="layer", line="line", y_label=y_label, title=title)
+        page.image(save_figure(figure, out / file), title)
+    page.text(
+        "Both runs' layers respond to the same held-out test images. CKA 1: the same representation "
+        "up to rotation and scale. Matching pairs each unit of one run with one unit of the other "
+        "so that the summed correlation of their activations is largest (Li et al., ICLR 2016); "
+        "shown: the median over units. Mean ± SEM over the pairs of runs of each kind "
+        "(similarity_between.csv has every pair). docs/similarity.md has the method.",
+        note=True,
+    )
+
+
 def write_comparison(
     out: str | Path,
     *,
@@ -598,6 +627,7 @@ def write_comparison(
     histories: pd.DataFrame,
     view: DistanceParams,
     atlas_runs: list[dict],
+    similarity: pd.DataFrame | None = None,
 ) -> Path:
     """Cross-condition figures (mean ± SEM over seeds), the final probe table and ``index.html``.
 
@@ -605,6 +635,8 @@ def write_comparison(
         histories: :func:`protoviz_core.comparison.metric_histories` of the used runs, keys
             ``probe/<readout>`` and ``<quantity>/<space>/<metric>[-masked]/<layer>``.
         atlas_runs: manifests of run parts already in ``out/atlas/runs`` (may be empty).
+        similarity: :func:`protoviz_core.comparison.similarity_between` of the used runs; None
+            or empty: no such section.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -712,6 +744,8 @@ def write_comparison(
         page.image(save_figure(figure, out / "superstimulus.png"), "superstimulus ratio per condition")
         stats.to_csv(out / "superstimulus.csv", index=False)
 
+    if similarity is not None and not similarity.empty:
+        _similarity_between_section(page, out, similarity)
     if atlas_runs:
         page.heading("Prototype atlas")
         write_viewer(out / "atlas", atlas_runs)

@@ -28,10 +28,11 @@ from protoviz_core.engine.normalization import Normalizer
 from protoviz_core.engine.units import centre_units, layers_reader
 from protoviz_core.exemplars import sample_positions
 from protoviz_core.hashing import short_hash
-from protoviz_core.work import Contents, WorkItem, epoch_file, identity
+from protoviz_core.work import Contents, WorkItem, epoch_file, identity, read_result, without_key
 
 SETTLED_CKA = 0.9  # this project's threshold: a layer has settled once its CKA to the final epoch stays above
-SIMILARITY_VERSION = 1  # bump when what a checkpoint's representation file holds changes
+SIMILARITY_ARTIFACTS = "similarity"  # where the stage logs its files in the MLflow run, for comparisons
+SIMILARITY_VERSION = 3  # bump when what a checkpoint's representation file holds changes
 
 
 def gram(features: torch.Tensor) -> torch.Tensor:
@@ -136,7 +137,8 @@ def representations(
     """Each layer's representation of the uint8 (N, 3, S, S) ``images``, in one pass per batch.
 
     Returns:
-        ``{layer: {"gram": float64 (N, N) (:func:`gram` of the whole flattened map),
+        ``{layer: {"gram": float32 (N, N) (:func:`gram` of the whole flattened map, whose product is
+        float32 already: kept so, it loses nothing and halves what is kept and logged),
         "units": float32 (N, C) (every channel's unit, at ``read_unit``)}}``.
     """
     model.eval().to(device)
@@ -150,7 +152,7 @@ def representations(
                 flat[layer].append(features.float().flatten(start_dim=1))
                 units[layer].append(centre_units(features, read_unit).float().cpu())
     return {
-        layer: {"gram": gram(torch.cat(flat[layer])).cpu(), "units": torch.cat(units[layer])}
+        layer: {"gram": gram(torch.cat(flat[layer])).float().cpu(), "units": torch.cat(units[layer])}
         for layer in layers
     }
 
@@ -168,7 +170,8 @@ def similarity_work(
 ) -> list[WorkItem]:
     """One work item per checkpoint, named ``eXXXX.pt``: :func:`representations` of a fixed
     sample of ``images`` of the held-out ``test_images`` (every checkpoint sees the same ones),
-    plus ``"positions"``, int64 (N,), the sample's indices in the split.
+    plus ``"positions"``, int64 (N,), the sample's indices in the split, and ``"sample"``, the
+    digest of the sample's pixels (two runs compare only on the same images).
 
     The identity is the checkpoint's, the sample's (positions and the images' digest), the
     layers, ``read_unit`` and :data:`SIMILARITY_VERSION`.
@@ -194,7 +197,7 @@ def similarity_work(
                 require_informative(
                     parts["gram"], f"{path}: the Gram matrix of {layer}", items_must_differ=False
                 )
-            return {"layers": found, "positions": torch.from_numpy(positions)}
+            return {"layers": found, "positions": torch.from_numpy(positions), "sample": sample_key}
 
         key = identity(
             "similarity",
@@ -229,3 +232,46 @@ def cka_rows(epochs: Sequence[int], results: Sequence[Contents]) -> list[dict]:
                 }
             )
     return rows
+
+
+def between_runs(first: dict[int, Contents], second: dict[int, Contents]) -> list[dict]:
+    """Two runs' layers compared at every epoch both have, on the same images.
+
+    Args:
+        first, second: ``{epoch: contents}`` of :func:`similarity_work`'s files of two runs.
+
+    Returns:
+        Rows ``{"epoch", "layer", "cka", "matched", "best"}``: the layers' linear CKA; the
+        median correlation of the units' one-to-one matching (:func:`one_to_one`); the median
+        correlation of each unit of ``first`` with its best match in ``second``
+        (:func:`best_matches`). Epochs measured on other images than the other run's are left out.
+    """
+    rows = []
+    for epoch in sorted(set(first) & set(second)):
+        a, b = first[epoch], second[epoch]
+        if a["sample"] != b["sample"] or not torch.equal(a["positions"], b["positions"]):
+            continue
+        for layer in sorted(set(a["layers"]) & set(b["layers"])):
+            mine, theirs = a["layers"][layer], b["layers"][layer]
+            correlations = unit_correlations(mine["units"], theirs["units"])
+            rows.append(
+                {
+                    "epoch": epoch,
+                    "layer": layer,
+                    "cka": round(cka(mine["gram"], theirs["gram"]), 6),
+                    "matched": round(float(np.nanmedian(one_to_one(correlations)[1])), 6),
+                    "best": round(float(np.median(best_matches(correlations)[1])), 6),
+                }
+            )
+    return rows
+
+
+def read_similarity_files(folder: str | Path) -> dict[int, Contents]:
+    """``{epoch: contents}`` of a folder of :func:`similarity_work`'s ``eXXXX.pt`` files (unreadable
+    or foreign files are left out)."""
+    found = {}
+    for path in sorted(Path(folder).glob("e[0-9][0-9][0-9][0-9].pt")):
+        contents = read_result(path, mmap=False)
+        if contents is not None and "layers" in contents and "sample" in contents:
+            found[int(path.stem[1:])] = without_key(contents)
+    return found

@@ -19,7 +19,7 @@ from pathlib import Path
 from mlflow.tracking import MlflowClient
 
 from protoviz_core.atlas import read_manifest
-from protoviz_core.comparison import choose_runs, find_runs, metric_histories
+from protoviz_core.comparison import choose_runs, find_runs, metric_histories, similarity_between
 from protoviz_core.config import DistanceParams, load_params
 from protoviz_core.distance import METRICS
 from protoviz_core.metric_keys import TRAIN_LOSS, comparison_keys, distance_layers
@@ -88,6 +88,7 @@ def main(argv=None) -> None:
         histories=histories,
         view=view,
         atlas_runs=_collect_atlas(client, selection.used, out / "atlas"),
+        similarity=similarity_between(client, selection.used),
     )
     print(f"compare: {page}")
 

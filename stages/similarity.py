@@ -20,7 +20,13 @@ from protoviz_core.config import load_params
 from protoviz_core.devices import resolve_device
 from protoviz_core.dvc_files import write_csv, write_json
 from protoviz_core.metric_keys import similarity_key
-from protoviz_core.similarity import SETTLED_CKA, cka_rows, settled_epoch, similarity_work
+from protoviz_core.similarity import (
+    SETTLED_CKA,
+    SIMILARITY_ARTIFACTS,
+    cka_rows,
+    settled_epoch,
+    similarity_work,
+)
 from protoviz_core.stl10 import read_images
 from protoviz_core.tracking import pipeline_run
 from protoviz_core.work import run_work
@@ -54,6 +60,8 @@ def main(argv=None) -> None:
     with pipeline_run(params, "similarity"), tqdm(total=len(items), desc="similarity", unit="ckpt") as bar:
         results = run_work(items, args.out, on_done=lambda item, reused: bar.update())
         rows = cka_rows(epochs, results)
+        # Logged with the run, so that stages.compare can set runs side by side on the same images.
+        mlflow.log_artifacts(args.out, artifact_path=SIMILARITY_ARTIFACTS)
         for epoch in epochs:
             mlflow.log_metrics(
                 {

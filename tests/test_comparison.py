@@ -2,11 +2,22 @@ import os
 import time
 
 import pytest
+import torch
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 from protoviz_core.aggregate import final_values, mean_sem
-from protoviz_core.comparison import ComparisonError, choose_runs, find_runs, metric_histories
+from protoviz_core.atomic import save_atomic
+from protoviz_core.comparison import (
+    ComparisonError,
+    choose_runs,
+    find_runs,
+    metric_histories,
+    similarity_between,
+)
+from protoviz_core.config import DistanceParams
+from protoviz_core.report import write_comparison
+from protoviz_core.similarity import SIMILARITY_ARTIFACTS, gram
 from protoviz_core.tracking import EXPERIMENT_NAME
 
 # Final (epoch 2) logreg accuracy per (condition, seed); by hand:
@@ -130,3 +141,52 @@ def test_a_stage_logged_again_in_the_same_run_is_not_another_seed(client):
     assert sorted(again.epoch) == [0, 1, 2] and (again.value == 0.45).all()
     final = mean_sem(final_values(histories), ["condition"]).set_index("condition")
     assert final.loc["keepclr", "n"] == 2  # keepclr's two seeds, not three rows
+
+
+def test_runs_are_compared_layer_by_layer_and_unit_by_unit_on_the_same_images(client, tmp_path):
+    """Two seeds of clrjit whose layer1 is one representation with its channels permuted (plus a
+    little noise), and a keepclr run whose layer1 is unrelated: the seeds' CKA is near 1 and
+    their units match; clrjit against keepclr gives neither. Runs on other images are not compared."""
+    used = choose_runs(client, find_runs(client)).used.set_index(["condition", "seed"]).run_id
+    generator = torch.Generator().manual_seed(0)
+    shared = torch.randn(40, 16, generator=generator).relu()
+    copies = {
+        ("clrjit", 1): shared,
+        ("clrjit", 2): shared[:, torch.randperm(16, generator=generator)]
+        + 0.05 * torch.randn(40, 16, generator=generator),
+        ("keepclr", 1): torch.randn(40, 16, generator=generator).relu(),
+        ("keepclr", 2): shared,  # measured on other images: left out of every pair
+    }
+    for (condition, seed), units in copies.items():
+        folder = tmp_path / f"{condition}{seed}"
+        folder.mkdir()
+        for epoch in (0, 1):
+            contents = {
+                "key": "test",
+                "layers": {"layer1": {"gram": gram(units).float(), "units": units}},
+                "positions": torch.arange(40),
+                "sample": "other images" if (condition, seed) == ("keepclr", 2) else "shared images",
+            }
+            save_atomic(contents, folder / f"e{epoch:04d}.pt")
+        client.log_artifacts(used.loc[(condition, seed)], str(folder), SIMILARITY_ARTIFACTS)
+
+    table = similarity_between(client, used.reset_index().assign(run_id=used.values))
+    cka = table[table.quantity == "cka"].groupby("pair").value.mean()
+    matched = table[table.quantity == "matched"].groupby("pair").value.mean()
+    assert set(cka.index) == {"clrjit (seeds)", "clrjit vs keepclr"}
+    assert cka["clrjit (seeds)"] > 0.95 and matched["clrjit (seeds)"] > 0.95
+    assert cka["clrjit vs keepclr"] < 0.3 and matched["clrjit vs keepclr"] < 0.5
+    assert (
+        len(table[(table.pair == "clrjit vs keepclr") & (table.quantity == "cka")]) == 2 * 2
+    )  # 2 epochs x 2 pairs
+
+    page = write_comparison(
+        tmp_path / "comparison",
+        selection=choose_runs(client, find_runs(client)),
+        histories=metric_histories(client, choose_runs(client, find_runs(client)).used, ["probe/logreg"]),
+        view=DistanceParams(space="pixel", metric="mse", masked=True),
+        atlas_runs=[],
+        similarity=table,
+    )
+    for name in ("cka_between.png", "unit_matches.png", "similarity_between.csv"):
+        assert (page.parent / name).is_file(), name

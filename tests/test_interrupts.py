@@ -19,7 +19,7 @@ def _raised_while_handling(first: BaseException, then: BaseException) -> BaseExc
         try:
             raise first
         except BaseException:
-            raise then  # noqa: B904: the context is the point
+            raise then  # raised while handling: its __context__ is the point
     except BaseException as exc:
         return exc
 

@@ -33,7 +33,8 @@ def test_similarity_stage_measures_every_layer_at_every_epoch_against_its_final_
     stored = [torch.load(project / f"out/similarity/e{e:04d}.pt", weights_only=True) for e in (0, 2)]
     assert torch.equal(stored[0]["positions"], stored[1]["positions"]) and len(stored[0]["positions"]) == 16
     layer4 = stored[1]["layers"]["layer4"]
-    assert layer4["gram"].shape == (16, 16) and layer4["units"].shape == (16, 512)
+    assert layer4["gram"].shape == (16, 16) and layer4["gram"].dtype == torch.float32
+    assert layer4["units"].shape == (16, 512)
     assert cka(layer4["gram"], stored[0]["layers"]["layer4"]["gram"]) == pytest.approx(
         table[(0, "layer4")][0], abs=1e-5
     )
