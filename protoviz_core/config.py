@@ -98,7 +98,9 @@ class TrainParams(_Section):
     backbone: Backbone = "resnet18"  # the paper: resnet18; resnet34, resnet50, mobilenet_v2: this project's
 
     epochs: int = Field(100, ge=0)  # E epochs -> E+1 checkpoints (epoch 0 = init)
-    batch_size: int = Field(256, ge=2)  # images per step; each gives two views
+    batch_size: int = Field(
+        256, ge=2
+    )  # images per step (the learner makes its views of each: two, DINO eight, supervision one)
     lr: float = Field(0.06, gt=0)  # SGD learning rate, cosine-annealed to 0
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(5e-4, ge=0)
@@ -210,7 +212,9 @@ class ExtractParams(_Section):
     resize: Literal["antialias", "legacy"] = (
         "antialias"  # deepsim_fc6's 256 px -> image_size (legacy: the authors')
     )
-    max_batch: int | None = Field(None, ge=1)  # images per forward pass; null = all at once
+    max_batch: int | None = Field(
+        None, ge=1
+    )  # images per forward pass; null: all at once on a CPU, as many as fit in free memory on a GPU
     device: Device = "auto"
     executor: Literal["local", "ray"] = "local"  # ray: one Ray task per shard
     ray_address: str | None = None  # existing cluster; null starts a local Ray instance

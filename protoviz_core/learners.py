@@ -97,7 +97,7 @@ class Learner(nn.Module):
         self.backbone, self.features_dim = backbone, features
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
-        """images (B, 3, S, S) -> pooled features (B, 512)."""
+        """images (B, 3, S, S) -> pooled features (B, ``features_dim``): 512 (ResNet18), 2048 (ResNet50)."""
         return self.backbone(images).flatten(start_dim=1)
 
     def step_begins(self, epoch: int, epochs: int) -> None:

@@ -15,7 +15,7 @@ Run report (paper Fig. 1-8 for one run), in ``<out>/``:
 
 Comparison (:func:`write_comparison`): the same curves with both conditions in
 every panel as mean ± SEM over seeds (Fig. 2, 4B, 5-7; and the superstimulus ratio), a table of final probe
-accuracies, each run's own curves (``per_run.csv``: SimCLR loss and probe accuracies
+accuracies, each run's own curves (``per_run.csv``: training loss and probe accuracies
 per epoch), and the list of runs used (also ``runs.csv``) and skipped.
 """
 

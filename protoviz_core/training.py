@@ -56,8 +56,8 @@ class TrainingDiverged(ProtovizError, FloatingPointError):
 
 
 TRAINING_VERSION = 1
-"""The version of what turns a configuration into checkpoints: this loop, the SimCLR model,
-its augmentations and loss. Bump it with any change of their behaviour (not of their
+"""The version of what turns a configuration into checkpoints: this loop, the learners (their
+heads and losses) and their augmentations. Bump it with any change of their behaviour (not of their
 wording), so that checkpoints of the old behaviour are retrained instead of resumed;
 tests/test_training.py's golden run fails until it is bumped."""
 
@@ -274,7 +274,7 @@ def _same_weights(saved: dict, replayed: dict) -> bool:
 class _TrainingRun:
     """One configuration's training on disk: the data it sees, its checkpoints and resume state.
 
-    Holds what every epoch needs (the augmented view pairs, the loss, the device) so that
+    Holds what every epoch needs (the augmented views, the learner, the device) so that
     training, saving and replaying a finished range read as single steps.
     """
 

@@ -19,6 +19,7 @@ from protoviz_core.config import load_params
 from protoviz_core.devices import resolve_device
 from protoviz_core.dvc_files import write_json
 from protoviz_core.engine.units import oversized_selections
+from protoviz_core.errors import ProtovizError
 from protoviz_core.exemplars import best_natural, read_exemplars
 from protoviz_core.extraction import image_prior, ray_executor, shard_work
 from protoviz_core.metric_keys import EXTRACT_PROTOTYPES_PER_S, extract_key
@@ -145,7 +146,11 @@ def export(argv=None) -> None:
     keys = {k: getattr(args, k) for k in ("epoch", "layer", "repeat", "channel") if getattr(args, k)}
     rows = store.select(**keys).sort_values(["layer", "repeat", "epoch", "channel"])
     if rows.empty:
-        raise SystemExit(f"error: no prototypes match {keys} in {args.store}")
+        epochs = sorted(int(e) for e in store.index.epoch.unique())
+        raise ProtovizError(
+            f"no prototypes match {keys} in {args.store}; the store holds epochs {epochs} "
+            f"and layers {sorted(store.index.layer.unique())}"
+        )
     grid(store.images(rows), args.columns).save(args.out)
     print(f"wrote {len(rows)} prototypes to {args.out}")
 

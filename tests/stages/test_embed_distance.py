@@ -67,9 +67,9 @@ def test_embed_and_distance_stages(project):
     ):
         assert sorted(m.step for m in client.get_metric_history(run.info.run_id, key)) == [0, 1, 2]
 
-    embedded, parts = _stamps(tmp_path / "out/embeddings"), _stamps(tmp_path / "out/parts")
+    embedded, parts = _stamps(tmp_path / "out/embeddings"), _stamps(tmp_path / "out/distance_parts")
     run_pipeline(tmp_path, "embed", "distance")  # again: nothing is recomputed
-    assert _stamps(tmp_path / "out/embeddings") == embedded and _stamps(tmp_path / "out/parts") == parts
+    assert _stamps(tmp_path / "out/embeddings") == embedded and _stamps(tmp_path / "out/distance_parts") == parts
 
     # Leftovers of another configuration (persisted outputs) are removed, never read.
     stale = tmp_path / "out/embeddings/pixel/e0009.pt"

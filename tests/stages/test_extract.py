@@ -90,6 +90,13 @@ def test_killed_extraction_resumes_and_exports(project):
         "4",
     )
     assert "wrote 8 prototypes" in out
+    status, _, stderr = call_stage(
+        "extract", tmp_path, "export", "--store", "out/prototypes", "--out", "none.png", "--epoch", "7"
+    )
+    assert status == 2 and stderr.strip().splitlines() == [
+        "error: no prototypes match {'epoch': [7]} in out/prototypes; the store holds epochs [0, 1, 2] "
+        "and layers ['layer1', 'layer2']"
+    ]
     with Image.open(tmp_path / "grid.png") as picture:
         assert picture.size == (4 * 24 + 3 * 2, 2 * 24 + 2)
 
