@@ -7,7 +7,8 @@ later stages find it again by its tags:
     protoviz.params_hash    hash of all params but the views (``Params.measurement_hash``)
     protoviz.dvc_exp        DVC_EXP_NAME, or "workspace" for plain ``dvc repro``
     protoviz.training_hash  hash of the params that shape the checkpoints (aug, seed, data, train)
-    protoviz.aug, protoviz.seed, protoviz.git_commit
+    protoviz.aug, protoviz.method, protoviz.backbone, protoviz.seed, protoviz.git_commit
+    protoviz.stage.<stage>  running, done, failed or killed (how each stage last ended)
 
 When a run is created by a later stage because DVC restored the training outputs
 from its cache (a new probe setting, say), the ``train/*`` curves are copied from the
