@@ -69,7 +69,8 @@ def test_embed_and_distance_stages(project):
 
     embedded, parts = _stamps(tmp_path / "out/embeddings"), _stamps(tmp_path / "out/distance_parts")
     run_pipeline(tmp_path, "embed", "distance")  # again: nothing is recomputed
-    assert _stamps(tmp_path / "out/embeddings") == embedded and _stamps(tmp_path / "out/distance_parts") == parts
+    assert _stamps(tmp_path / "out/embeddings") == embedded
+    assert _stamps(tmp_path / "out/distance_parts") == parts
 
     # Leftovers of another configuration (persisted outputs) are removed, never read.
     stale = tmp_path / "out/embeddings/pixel/e0009.pt"

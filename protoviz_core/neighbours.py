@@ -1,0 +1,100 @@
+"""The units most like a given one, across epochs and runs: cosine similarity of one vector per unit.
+
+Two kinds of vector, each its own index:
+
+- a unit's prototypes, embedded (the embed stage's ``out/embeddings/<space>/eXXXX.pt``; the mean
+  over repeats, RF-masked or plain): units that *look* alike;
+- a unit's activations on the similarity stage's held-out images (``out/similarity/eXXXX.pt``),
+  centred, so that the cosine is their correlation: units that *respond* alike, as
+  :func:`protoviz_core.similarity.unit_correlations` matches them.
+
+:class:`UnitIndex` answers a query by brute force, one matrix-vector product over a float16
+matrix (half the memory of float32, and on the CPU as fast): no index to build or keep, exact
+up to float16's rounding, and measured at 1.16 M rows in ``bench/nearest_units.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from protoviz_core.work import read_result
+
+
+class UnitIndex:
+    """Unit vectors with a label row each, for k-nearest queries by cosine similarity.
+
+    Args:
+        vectors: (M, D), one per unit; normalised here, stored as float16.
+        units: M rows naming each vector (e.g. run, epoch, layer, channel).
+    """
+
+    def __init__(self, vectors: torch.Tensor, units: pd.DataFrame):
+        if len(vectors) != len(units):
+            raise ValueError(f"{len(vectors)} vectors for {len(units)} units")
+        self.units = units.reset_index(drop=True)
+        self.vectors = torch.nn.functional.normalize(vectors.float(), dim=1).half()
+
+    @classmethod
+    def concat(cls, indices: Sequence[UnitIndex]) -> UnitIndex:
+        """One index over several (e.g. one per run)."""
+        joined = cls.__new__(cls)
+        joined.units = pd.concat([i.units for i in indices], ignore_index=True)
+        joined.vectors = torch.cat([i.vectors for i in indices])
+        return joined
+
+    def __len__(self) -> int:
+        return len(self.vectors)
+
+    def find(self, **labels) -> int:
+        """The row of the one unit whose labels equal ``labels`` (e.g. ``epoch=5, layer="layer3",
+        channel=17``). Raises KeyError when none or several match."""
+        match = self.units.index[(self.units[list(labels)] == pd.Series(labels)).all(axis=1)]
+        if len(match) != 1:
+            raise KeyError(f"{len(match)} units match {labels}")
+        return int(match[0])
+
+    def nearest(self, row: int, k: int = 10) -> pd.DataFrame:
+        """The ``k`` units most similar to unit ``row`` (itself left out), most similar first:
+        its label columns and ``similarity`` (cosine, -1..1, to float16's precision)."""
+        scores = (self.vectors @ self.vectors[row]).float()  # float16 product: as fast as float32 here
+        scores[row] = -float("inf")
+        values, chosen = scores.topk(min(k, len(scores) - 1))
+        return self.units.iloc[chosen.numpy()].assign(similarity=values.numpy()).reset_index(drop=True)
+
+
+def _epoch_files(folder: Path) -> dict[int, dict]:
+    found = {}
+    for path in sorted(Path(folder).glob("e[0-9][0-9][0-9][0-9].pt")):
+        contents = read_result(path, mmap=False)
+        if contents is not None:
+            found[int(path.stem[1:])] = contents
+    return found
+
+
+def prototype_index(embeddings: str | Path, space: str, *, masked: bool = True, run: str = "") -> UnitIndex:
+    """Every unit of every epoch of one run, by its prototypes' embedding in ``space`` (mean over
+    repeats) from the embed stage's folder ``embeddings``; labels run, epoch, layer, channel."""
+    vectors, rows = [], []
+    for epoch, contents in _epoch_files(Path(embeddings) / space).items():
+        for layer, parts in contents.items():
+            if not isinstance(parts, dict) or "channels" not in parts:
+                continue
+            vectors.append(parts["masked" if masked else "plain"].float().mean(dim=0).flatten(start_dim=1))
+            rows += [(run, epoch, layer, int(c)) for c in parts["channels"]]
+    return UnitIndex(torch.cat(vectors), pd.DataFrame(rows, columns=["run", "epoch", "layer", "channel"]))
+
+
+def response_index(similarity: str | Path, *, run: str = "") -> UnitIndex:
+    """Every unit of every checkpoint of one run, by its centred activations on the similarity
+    stage's held-out images (cosine = correlation); labels run, epoch, layer, channel."""
+    vectors, rows = [], []
+    for epoch, contents in _epoch_files(Path(similarity)).items():
+        for layer, parts in contents["layers"].items():
+            units = parts["units"].float()
+            vectors.append((units - units.mean(dim=0)).T)
+            rows += [(run, epoch, layer, c) for c in range(units.shape[1])]
+    return UnitIndex(torch.cat(vectors), pd.DataFrame(rows, columns=["run", "epoch", "layer", "channel"]))
