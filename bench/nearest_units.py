@@ -69,9 +69,7 @@ def main() -> None:
         assert set(found.row) == set(top.tolist()), "the two queries disagree"
 
     mine, peer_time = statistics.median(ours), statistics.median(theirs)
-    print(
-        "| rows x dim | protoviz UnitIndex (float16) s/query | numpy float32 BLAS s/query | ratio | memory (GB) |"
-    )
+    print("| rows x dim | protoviz UnitIndex (float16) s/query | numpy float32 BLAS s/query | ratio | GB |")
     print("|---|---|---|---|---|")
     print(
         f"| {args.rows:,} x {args.dim} | {mine:.3f} | {peer_time:.3f} | {mine / peer_time:.2f} | "
