@@ -172,29 +172,31 @@ def similarity_between(client: MlflowClient, runs: pd.DataFrame) -> pd.DataFrame
         Long table: pair, run_a, run_b, epoch, layer, quantity (cka | matched | best), value;
         runs without the artifacts add no rows.
     """
-    files = {}
+    rows = []
+    conditions = dict(zip(runs.run_id, runs.condition))
+    # Files are memory-mapped from the downloads, so only the pair of epochs being compared is
+    # read (at the paper's scale a run's files are about 2 GB).
     with tempfile.TemporaryDirectory() as scratch:
+        files = {}
         for run in runs.itertuples():
             if not any(a.path == SIMILARITY_ARTIFACTS for a in client.list_artifacts(run.run_id)):
                 continue
             local = client.download_artifacts(run.run_id, SIMILARITY_ARTIFACTS, scratch + f"/{run.run_id}")
             files[run.run_id] = read_similarity_files(Path(local))
-    rows = []
-    conditions = dict(zip(runs.run_id, runs.condition))
-    for first, second in itertools.combinations(sorted(files, key=lambda r: (conditions[r], r)), 2):
-        a, b = conditions[first], conditions[second]
-        pair = f"{a} (seeds)" if a == b else " vs ".join(sorted((a, b)))
-        for row in between_runs(files[first], files[second]):
-            for quantity in ("cka", "matched", "best"):
-                rows.append(
-                    {
-                        "pair": pair,
-                        "run_a": first,
-                        "run_b": second,
-                        "epoch": row["epoch"],
-                        "layer": row["layer"],
-                        "quantity": quantity,
-                        "value": row[quantity],
-                    }
-                )
+        for first, second in itertools.combinations(sorted(files, key=lambda r: (conditions[r], r)), 2):
+            a, b = conditions[first], conditions[second]
+            pair = f"{a} (seeds)" if a == b else " vs ".join(sorted((a, b)))
+            for row in between_runs(files[first], files[second]):
+                for quantity in ("cka", "matched", "best"):
+                    rows.append(
+                        {
+                            "pair": pair,
+                            "run_a": first,
+                            "run_b": second,
+                            "epoch": row["epoch"],
+                            "layer": row["layer"],
+                            "quantity": quantity,
+                            "value": row[quantity],
+                        }
+                    )
     return pd.DataFrame(rows, columns=["pair", "run_a", "run_b", "epoch", "layer", "quantity", "value"])

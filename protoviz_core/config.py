@@ -37,9 +37,14 @@ Backbone = Literal["resnet18", "resnet34", "resnet50", "mobilenet_v2"]
 BACKBONES: tuple[str, ...] = Backbone.__args__
 # Keys added after results existed, at the value that reproduces those results: left out of
 # the identities while they hold it, so that adding them retrains and redoes nothing.
-_IDENTITY_DEFAULTS = {("train", "method"): "simclr", ("train", "backbone"): "resnet18"}
-# Keys that change how a run is kept, never what it computes: left out of the identities.
-_NOT_IDENTITY = {("train", "state_every")}
+_IDENTITY_DEFAULTS = {
+    ("train", "method"): "simclr",
+    ("train", "backbone"): "resnet18",
+    ("similarity", "images"): 250,
+    ("similarity", "seed"): 0,
+}
+# Keys that change how a run is kept or how fast, never what it computes: left out of the identities.
+_NOT_IDENTITY = {("train", "state_every"), ("similarity", "batch_size"), ("similarity", "device")}
 
 
 def _check_device(value: str) -> str:
@@ -279,7 +284,7 @@ class SimilarityParams(_Section):
     """Linear CKA of each extracted layer across epochs, and its units' activations for matching
     units across runs (protoviz_core.similarity)."""
 
-    images: int = Field(500, ge=4)  # held-out test images every checkpoint is measured on
+    images: int = Field(250, ge=4)  # held-out test images every checkpoint is measured on
     seed: int = Field(0, ge=0)  # draws them
     batch_size: int = Field(256, ge=1)
     device: Device = "auto"
@@ -435,7 +440,9 @@ class Params(_Section):
                 del dumped[section][key]
         for section, key in _NOT_IDENTITY:
             dumped[section].pop(key, None)
-        payload = json.dumps({k: dumped[k] for k in keys}, sort_keys=True)
+        # A section added later, at its defaults, leaves the identity of earlier runs as it was.
+        dumped = {name: value for name, value in dumped.items() if value != {}}
+        payload = json.dumps({k: dumped[k] for k in keys if k in dumped}, sort_keys=True)
         return short_hash(payload)
 
     def training_hash(self) -> str:

@@ -11,6 +11,7 @@ therefore answers from the signal's arrival, not only from the exception's type.
 from __future__ import annotations
 
 import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -32,26 +33,24 @@ _arrived: list[int] = []  # SIGTERMs received since the outermost sigterm_raises
 def sigterm_raises() -> Iterator[None]:
     """Turn SIGTERM into :class:`Terminated` inside the block (main thread only; elsewhere unchanged).
 
-    Only the first SIGTERM raises: a second (a process group signalled twice, a queue's
-    retry) must not cut short the closing of the MLflow run that the first one started.
-    Nests: an inner block restores the outer block's handler.
+    Every SIGTERM raises, so that one swallowed where Python cannot raise (a finaliser) never
+    makes the stage unstoppable; the closing of the MLflow run is shielded by
+    :func:`no_signal_raises` instead. Nests: an inner block restores the outer block's handler.
     """
 
     def handler(signum, frame):
         _arrived.append(signum)
-        if len(_arrived) == 1:
-            raise Terminated
+        raise Terminated
 
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread
+    handler._protoviz_sigterm = True  # type: ignore[attr-defined]
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    outermost = not getattr(previous, "_protoviz_sigterm", False)
-    handler._protoviz_sigterm = True  # type: ignore[attr-defined]
-    if outermost:
+    previous = signal.getsignal(signal.SIGTERM)
+    if not getattr(previous, "_protoviz_sigterm", False):  # the outermost block starts afresh
         _arrived.clear()
     try:
+        signal.signal(signal.SIGTERM, handler)
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)

@@ -293,7 +293,8 @@ def _similarity_section(
     page.text(
         "Linear CKA (unbiased estimator) between the layer's responses to the same held-out test "
         "images at two epochs: 1 is the same representation up to rotation and scale. A layer has "
-        f"settled from the first epoch after which its CKA to the final epoch stays above {SETTLED_CKA}. "
+        "settled from the first epoch from which its CKA to the final epoch stays at or above "
+        f"{SETTLED_CKA}. "
         "docs/similarity.md has the method.",
         note=True,
     )
@@ -615,7 +616,9 @@ def _similarity_between_section(page: HtmlPage, out: Path, table: pd.DataFrame) 
         "up to rotation and scale. Matching pairs each unit of one run with one unit of the other "
         "so that the summed correlation of their activations is largest (Li et al., ICLR 2016); "
         "shown: the median over units. Mean ± SEM over the pairs of runs of each kind "
-        "(similarity_between.csv has every pair). docs/similarity.md has the method.",
+        "(similarity_between.csv has every pair); pairs share runs (three seeds make three pairs "
+        "of three runs), so they are not independent and the SEM understates the spread. "
+        "docs/similarity.md has the method.",
         note=True,
     )
 

@@ -23,7 +23,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 from protoviz_core.checkpoints import checkpoint_identity, load_backbone
-from protoviz_core.checks import require_informative
+from protoviz_core.checks import DegenerateError
 from protoviz_core.engine.normalization import Normalizer
 from protoviz_core.engine.units import centre_units, layers_reader
 from protoviz_core.exemplars import sample_positions
@@ -193,10 +193,9 @@ def similarity_work(
                 batch_size=batch_size,
                 device=device,
             )
-            for layer, parts in found.items():
-                require_informative(
-                    parts["gram"], f"{path}: the Gram matrix of {layer}", items_must_differ=False
-                )
+            for layer, parts in found.items():  # a dead layer (all zero) is a result: its CKA is NaN
+                if not torch.isfinite(parts["gram"]).all():
+                    raise DegenerateError(f"{path}: the Gram matrix of {layer} holds NaN or infinite values")
             return {"layers": found, "positions": torch.from_numpy(positions), "sample": sample_key}
 
         key = identity(
@@ -267,11 +266,11 @@ def between_runs(first: dict[int, Contents], second: dict[int, Contents]) -> lis
 
 
 def read_similarity_files(folder: str | Path) -> dict[int, Contents]:
-    """``{epoch: contents}`` of a folder of :func:`similarity_work`'s ``eXXXX.pt`` files (unreadable
-    or foreign files are left out)."""
+    """``{epoch: contents}`` of a folder of :func:`similarity_work`'s ``eXXXX.pt`` files, tensors
+    memory-mapped (unreadable or foreign files are left out)."""
     found = {}
     for path in sorted(Path(folder).glob("e[0-9][0-9][0-9][0-9].pt")):
-        contents = read_result(path, mmap=False)
+        contents = read_result(path, mmap=True)
         if contents is not None and "layers" in contents and "sample" in contents:
             found[int(path.stem[1:])] = without_key(contents)
     return found

@@ -388,5 +388,6 @@ def _open_run(params: Params, stage: str) -> Iterator[mlflow.ActiveRun]:
                     raise
                 # The database failed too; the stage's own error is the one to report.
             raise
-        mlflow.set_tag(stage_tag, "done")
-        mlflow.end_run(_final_status(client, run_id))
+        with no_signal_raises():  # a SIGTERM now must not leave a finished stage's run RUNNING
+            mlflow.set_tag(stage_tag, "done")
+            mlflow.end_run(_final_status(client, run_id))
