@@ -411,14 +411,32 @@ class _TrainingRun:
             _require_finite_weights(model, epoch, self.config)
             on_epoch_done(epoch, loss)
 
-    def refill(self, holes: list[int], last_finished: int, state: dict) -> None:
-        """Make the missing checkpoints ``holes`` of a finished run again, by replaying training from
-        the newest state snapshot before the first hole (:meth:`replay_start`), or from epoch 0.
+    def replay_segments(self, holes: list[int], last_finished: int) -> list[tuple[int, int]]:
+        """(first hole, last epoch to replay) of each replay that ``holes`` need: a hole's replay
+        runs one epoch past it (to check it), from the newest snapshot before it; a hole that an
+        earlier replay passes on its way, or whose snapshot lies before where that replay ends,
+        joins that replay."""
+        snapshots = list(list_snapshots(self.snapshot_dir))
+        segments: list[tuple[int, int]] = []
+        for hole in sorted(holes):
+            start = max((e for e in snapshots if e < hole), default=0)
+            end = min(hole + 1, last_finished)
+            if segments and start < segments[-1][1]:
+                segments[-1] = (segments[-1][0], max(segments[-1][1], end))
+            else:
+                segments.append((hole, end))
+        return segments
 
-        The replay goes one epoch past the last hole and is checked there against the
-        checkpoint on disk (or against the resume state when the last hole is the last
-        finished epoch), and against every intact checkpoint on the way; only when all
-        agree are the missing checkpoints written.
+    def refill(self, holes: list[int], last_finished: int, state: dict | None) -> None:
+        """Make the missing checkpoints ``holes`` of a finished run again, by replaying training:
+        for each group of holes (:meth:`replay_segments`) from the newest state snapshot before
+        it (:meth:`replay_start`), or from epoch 0. Holes at 0 and 90 of 100 epochs with
+        ``state_every: 10`` replay epoch 1, then epochs 81..91.
+
+        Each replay goes one epoch past its last hole and is checked there against the
+        checkpoint on disk (or against the resume state ``state`` when the last hole is the last
+        finished epoch), and against every intact checkpoint on the way; only when all agree
+        are the missing checkpoints written.
 
         A missing epoch 0 is made again from the seeded initial weights and a new measurement
         of its BatchNorm statistics, which nothing on disk can check: on a CPU it is
@@ -427,14 +445,11 @@ class _TrainingRun:
         Raises:
             CheckpointError: the replay does not reproduce the run (a non-deterministic device).
         """
-        start, model, optimizer, scheduler = self.replay_start(min(holes))
-        origin = f"epoch {start}'s state snapshot" if start else "the initial weights"
         self.log(
             f"{self.checkpoint_dir}: epochs {holes} are missing inside the finished run 0..{last_finished}; "
-            f"replaying training from {origin} to make them again"
+            f"replaying training to make them again"
         )
-        made = {0: (self.initial_weights(model), None)} if 0 in holes else {}
-        last_replayed = min(max(holes) + 1, last_finished)
+        made: dict[int, tuple[dict[str, torch.Tensor], float | None]] = {}
 
         def refuse(reference: str) -> CheckpointError:
             return CheckpointError(
@@ -444,19 +459,28 @@ class _TrainingRun:
                 f"and {self.state_path} to retrain"
             )
 
-        def check_or_keep(epoch: int, loss: float) -> None:
-            if epoch in holes:
-                made[epoch] = (_backbone_weights(model), loss)
-                return
-            path = checkpoint_path(self.checkpoint_dir, epoch)
-            if not _same_weights(read_checkpoint(path)["backbone"], _backbone_weights(model)):
-                raise refuse(str(path))
+        for first, end in self.replay_segments(holes, last_finished):
+            start, model, optimizer, scheduler = self.replay_start(first)
+            origin = f"epoch {start}'s state snapshot" if start else "the initial weights"
+            self.log(f"{self.checkpoint_dir}: replaying epochs {start + 1}..{end} from {origin}")
+            if first == 0:
+                made[0] = (self.initial_weights(model), None)
 
-        self.run_epochs(model, optimizer, scheduler, range(start + 1, last_replayed + 1), check_or_keep)
-        if last_replayed in holes:  # no checkpoint after the last hole: the resume state is the reference
-            replayed = {k: v.detach().to("cpu", copy=True) for k, v in _tensors(model.state_dict()).items()}
-            if not _same_weights(state["model"], replayed):
-                raise refuse(str(self.state_path))
+            def check_or_keep(epoch: int, loss: float, model: Learner = model) -> None:
+                if epoch in holes:
+                    made[epoch] = (_backbone_weights(model), loss)
+                    return
+                path = checkpoint_path(self.checkpoint_dir, epoch)
+                if not _same_weights(read_checkpoint(path)["backbone"], _backbone_weights(model)):
+                    raise refuse(str(path))
+
+            self.run_epochs(model, optimizer, scheduler, range(start + 1, end + 1), check_or_keep)
+            if end in holes:  # no checkpoint after the last hole: the resume state is the reference
+                replayed = {
+                    k: v.detach().to("cpu", copy=True) for k, v in _tensors(model.state_dict()).items()
+                }
+                if state is None or not _same_weights(state["model"], replayed):
+                    raise refuse(str(self.state_path))
         for epoch, (weights, loss) in sorted(made.items()):
             self.save(weights, epoch, loss)
 
@@ -528,7 +552,14 @@ def train_learner(
             checkpoints=list_checkpoints(checkpoint_dir),
         )
     state = _load_state(state_path, training_hash)
-    last_finished = int(state["epoch"]) if state is not None else 0
+    if state is not None:
+        last_finished = int(state["epoch"])
+    elif _is_ours(checkpoint_path(checkpoint_dir, config.epochs), training_hash):
+        # A finished run with holes whose resume state is gone (it is not in DVC's cache, so
+        # `dvc pull` brings the checkpoints and snapshots without it): refill, never retrain.
+        last_finished = config.epochs
+    else:
+        last_finished = 0
     holes = _remove_stale_checkpoints(checkpoint_dir, last_finished, training_hash, log)
     _remove_stale_snapshots(snapshot_dir, last_finished, training_hash, log)
     if config.method == "supervised" and labels is None:
@@ -548,8 +579,15 @@ def train_learner(
         on_step=on_step,
         log=log,
     )
-    if state is not None and holes:
+    if holes and (state is not None or last_finished == config.epochs):
         run.refill(holes, last_finished, state)
+    if state is None and last_finished == config.epochs:  # refilled above: the run is finished
+        return TrainResult(
+            losses=_finished_run(checkpoint_dir, config.epochs, training_hash) or {},
+            trained_epochs=[],
+            images_per_s=float("nan"),
+            checkpoints=list_checkpoints(checkpoint_dir),
+        )
 
     model, optimizer, scheduler = run.fresh_model()
     losses: dict[int, float] = {}

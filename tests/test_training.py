@@ -178,8 +178,44 @@ def test_a_hole_replays_from_the_newest_state_snapshot_before_it(tmp_path, tiny_
         on_step=lambda epoch, step, loss: replayed.add(epoch),
     )
     assert replayed == {3, 4} and again.trained_epochs == []
-    assert any("replaying training from epoch 2's state snapshot" in line for line in lines)
+    assert any("replaying epochs 3..4 from epoch 2's state snapshot" in line for line in lines)
     _assert_same_weights(_weights(again.checkpoints[3]), saved)
+
+
+def test_holes_far_apart_replay_each_from_its_own_start_and_a_lost_resume_state_retrains_nothing(
+    tmp_path, tiny_images, tiny_train
+):
+    """epochs 6, state_every 2 (snapshots 2 and 4). Holes at 0 and 5, and the resume state gone,
+    as after `dvc pull` in a fresh clone (the state is not cached): epoch 1 is replayed from the
+    initial weights, epochs 5..6 from the snapshot of 4; everything else is kept."""
+    config = tiny_train.model_copy(update={"epochs": 6, "state_every": 2})
+    first = _train(tiny_images, config, tmp_path, snapshot_dir=tmp_path / "snapshots")
+    assert list(list_snapshots(tmp_path / "snapshots")) == [2, 4]
+    saved = {epoch: _weights(path) for epoch, path in first.checkpoints.items()}
+    for epoch in (0, 5):
+        first.checkpoints[epoch].unlink()
+    (tmp_path / "state.pt").unlink()
+    stamps = {e: p.stat().st_mtime_ns for e, p in first.checkpoints.items() if p.exists()}
+
+    replayed, lines = [], []
+    again = _train(
+        tiny_images,
+        config,
+        tmp_path,
+        snapshot_dir=tmp_path / "snapshots",
+        log=lines.append,
+        on_step=lambda epoch, step, loss: replayed.append(epoch),
+    )
+    assert sorted(set(replayed)) == [1, 5, 6] and again.trained_epochs == []
+    assert any("replaying epochs 5..6 from epoch 4's state snapshot" in line for line in lines)
+    assert list(again.checkpoints) == list(range(7)) and list(list_snapshots(tmp_path / "snapshots")) == [
+        2,
+        4,
+    ]
+    for epoch, weights in saved.items():
+        _assert_same_weights(_weights(again.checkpoints[epoch]), weights)
+    assert {e: p.stat().st_mtime_ns for e, p in again.checkpoints.items() if e in stamps} == stamps
+    assert again.losses == pytest.approx(first.losses)
 
 
 def test_a_snapshot_that_is_not_its_checkpoints_state_is_passed_over(tmp_path, tiny_images, tiny_train):
