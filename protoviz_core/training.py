@@ -552,14 +552,15 @@ def train_learner(
             checkpoints=list_checkpoints(checkpoint_dir),
         )
     state = _load_state(state_path, training_hash)
+    # A finished run with holes whose resume state is gone (it is not in DVC's cache, so
+    # `dvc pull` brings the checkpoints and snapshots without it): refill, never retrain.
+    finished_without_state = state is None and _is_ours(
+        checkpoint_path(checkpoint_dir, config.epochs), training_hash
+    )
     if state is not None:
         last_finished = int(state["epoch"])
-    elif _is_ours(checkpoint_path(checkpoint_dir, config.epochs), training_hash):
-        # A finished run with holes whose resume state is gone (it is not in DVC's cache, so
-        # `dvc pull` brings the checkpoints and snapshots without it): refill, never retrain.
-        last_finished = config.epochs
     else:
-        last_finished = 0
+        last_finished = config.epochs if finished_without_state else 0
     holes = _remove_stale_checkpoints(checkpoint_dir, last_finished, training_hash, log)
     _remove_stale_snapshots(snapshot_dir, last_finished, training_hash, log)
     if config.method == "supervised" and labels is None:
@@ -579,9 +580,9 @@ def train_learner(
         on_step=on_step,
         log=log,
     )
-    if holes and (state is not None or last_finished == config.epochs):
+    if holes and (state is not None or finished_without_state):
         run.refill(holes, last_finished, state)
-    if state is None and last_finished == config.epochs:  # refilled above: the run is finished
+    if finished_without_state:  # refilled above: the run is finished
         return TrainResult(
             losses=_finished_run(checkpoint_dir, config.epochs, training_hash) or {},
             trained_epochs=[],
