@@ -258,19 +258,42 @@ def test_two_queued_experiments_run_side_by_side_and_both_runs_hold_every_metric
             cwd=clone,
             check=True,
             capture_output=True,
+            timeout=120,
         )
-    subprocess.run([DVC, "queue", "start", "-j", "2"], cwd=clone, check=True, capture_output=True)
-    deadline = time.time() + 15 * 60
-    while True:
-        status = subprocess.run([DVC, "queue", "status"], cwd=clone, capture_output=True, text=True).stdout
-        if not re.search(r"\b(Queued|Running)\b", status):
-            break
-        assert time.time() < deadline, status
-        time.sleep(2)
-    logs = {
-        name: subprocess.run([DVC, "queue", "logs", name], cwd=clone, capture_output=True, text=True).stdout
-        for name in ("seed1", "seed2")
-    }
+    # The workers are daemons that keep the output they inherit open: not captured, or this
+    # call would wait for them to exit.
+    subprocess.run(
+        [DVC, "queue", "start", "-j", "2"],
+        cwd=clone,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        timeout=120,
+    )
+    try:
+        deadline = time.time() + 15 * 60
+        while True:
+            status = subprocess.run(
+                [DVC, "queue", "status"], cwd=clone, capture_output=True, text=True, timeout=120
+            ).stdout
+            if not re.search(r"\b(Queued|Running)\b", status):
+                break
+            assert time.time() < deadline, status
+            time.sleep(2)
+        logs = {
+            name: subprocess.run(
+                [DVC, "queue", "logs", name], cwd=clone, capture_output=True, text=True, timeout=120
+            ).stdout
+            for name in ("seed1", "seed2")
+        }
+    finally:  # no worker outlives the test, idle or not
+        subprocess.run(
+            [DVC, "queue", "stop", "--kill"],
+            cwd=clone,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=120,
+        )
     assert status.count("Success") == 2, status + "".join(text[-2000:] for text in logs.values())
 
     with sqlite3.connect(clone / "mlflow.db") as db:
