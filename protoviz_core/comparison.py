@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import itertools
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from mlflow.tracking import MlflowClient
 from protoviz_core.errors import ProtovizError
 from protoviz_core.similarity import SIMILARITY_ARTIFACTS, between_runs, read_similarity_files
 from protoviz_core.tracking import EXPERIMENT_NAME, TAG_PREFIX
+from protoviz_core.work import Contents
 
 # Params that are allowed to differ between compared runs; any other difference is reported.
 VARYING_PARAMS = {"aug", "seed", "train.method", "train.backbone"}
@@ -163,19 +166,16 @@ def metric_histories(client: MlflowClient, runs: pd.DataFrame, keys: list[str]) 
     return pd.DataFrame(rows, columns=["run_id", "condition", "seed", "key", "epoch", "value"])
 
 
-def similarity_between(client: MlflowClient, runs: pd.DataFrame) -> pd.DataFrame:
-    """Every pair of ``runs`` compared layer by layer (:func:`protoviz_core.similarity.between_runs`),
-    from the similarity stage's files each run logged as artifacts. A pair of one condition is
-    labelled ``<condition> (seeds)``, a pair of two ``<a> vs <b>``.
+@contextmanager
+def similarity_files(client: MlflowClient, runs: pd.DataFrame) -> Iterator[dict[str, dict[int, Contents]]]:
+    """The similarity stage's files of each of ``runs`` that logged them, downloaded from its
+    MLflow artifacts into a scratch folder that lasts as long as the block.
 
-    Returns:
-        Long table: pair, run_a, run_b, epoch, layer, quantity (cka | matched | best), value;
-        runs without the artifacts add no rows.
+    Yields:
+        ``{run_id: {epoch: contents}}`` (:func:`~protoviz_core.similarity.read_similarity_files`),
+        memory-mapped: only the epochs a comparison reads are read (at the paper's scale a run's
+        files are about 2 GB).
     """
-    rows = []
-    conditions = dict(zip(runs.run_id, runs.condition))
-    # Files are memory-mapped from the downloads, so only the pair of epochs being compared is
-    # read (at the paper's scale a run's files are about 2 GB).
     with tempfile.TemporaryDirectory() as scratch:
         files = {}
         for run in runs.itertuples():
@@ -183,20 +183,37 @@ def similarity_between(client: MlflowClient, runs: pd.DataFrame) -> pd.DataFrame
                 continue
             local = client.download_artifacts(run.run_id, SIMILARITY_ARTIFACTS, scratch + f"/{run.run_id}")
             files[run.run_id] = read_similarity_files(Path(local))
-        for first, second in itertools.combinations(sorted(files, key=lambda r: (conditions[r], r)), 2):
-            a, b = conditions[first], conditions[second]
-            pair = f"{a} (seeds)" if a == b else " vs ".join(sorted((a, b)))
-            for row in between_runs(files[first], files[second]):
-                for quantity in ("cka", "matched", "best"):
-                    rows.append(
-                        {
-                            "pair": pair,
-                            "run_a": first,
-                            "run_b": second,
-                            "epoch": row["epoch"],
-                            "layer": row["layer"],
-                            "quantity": quantity,
-                            "value": row[quantity],
-                        }
-                    )
+        yield files
+
+
+def similarity_between(files: dict[str, dict[int, Contents]], runs: pd.DataFrame) -> pd.DataFrame:
+    """Every pair of ``runs`` compared layer by layer (:func:`protoviz_core.similarity.between_runs`).
+    A pair of one condition is labelled ``<condition> (seeds)``, a pair of two ``<a> vs <b>``.
+
+    Args:
+        files: :func:`similarity_files` of the runs.
+
+    Returns:
+        Long table: pair, run_a, run_b, epoch, layer, quantity (cka | matched | best |
+        matched_chance | best_chance), value; runs without files add no rows.
+    """
+    rows = []
+    conditions = dict(zip(runs.run_id, runs.condition))
+    present = [run_id for run_id in files if run_id in conditions]
+    for first, second in itertools.combinations(sorted(present, key=lambda r: (conditions[r], r)), 2):
+        a, b = conditions[first], conditions[second]
+        pair = f"{a} (seeds)" if a == b else " vs ".join(sorted((a, b)))
+        for row in between_runs(files[first], files[second]):
+            for quantity in ("cka", "matched", "best", "matched_chance", "best_chance"):
+                rows.append(
+                    {
+                        "pair": pair,
+                        "run_a": first,
+                        "run_b": second,
+                        "epoch": row["epoch"],
+                        "layer": row["layer"],
+                        "quantity": quantity,
+                        "value": row[quantity],
+                    }
+                )
     return pd.DataFrame(rows, columns=["pair", "run_a", "run_b", "epoch", "layer", "quantity", "value"])

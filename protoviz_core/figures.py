@@ -44,6 +44,8 @@ QUANTITY_LABELS = {
 }
 FLOOR_COLOR = "0.55"  # the noise floor's band, behind every condition's curve
 FLOOR_LABEL = "noise floor"  # the line label's suffix: "<condition> noise floor"
+CHANCE_LABEL = "images shuffled"  # a control's suffix: "<pair> images shuffled"
+_DASHED = (FLOOR_LABEL, CHANCE_LABEL)  # lines drawn dashed, in the colour of the line they belong to
 
 
 def layer_sort_key(name: str) -> tuple:
@@ -67,7 +69,8 @@ def line_panels(
 
     Args:
         frame: columns ``epoch``, ``mean``, ``panel``, ``line`` (a label ending in
-            :data:`FLOOR_LABEL` is drawn dashed, in its condition's colour) and optionally
+            :data:`FLOOR_LABEL` or :data:`CHANCE_LABEL` is drawn dashed, in its condition's
+            colour) and optionally
             ``sem`` (drawn as a mean +- SEM band where it is a number), or ``low`` and
             ``high`` (a band between them, e.g. quartiles; a curve whose are NaN gets its SEM
             band), and ``n`` (runs averaged, shown in the legend).
@@ -91,10 +94,9 @@ def line_panels(
         for label, curve in frame[frame[panel] == name].groupby(line, sort=True):
             curve = curve.sort_values("epoch")
             runs = f" (n={int(curve['n'].max())})" if "n" in curve and curve["n"].max() > 1 else ""
-            floor = str(label).endswith(FLOOR_LABEL)  # dashed, in its condition's colour or grey
-            color = colors.get(label) or (
-                colors.get(str(label).removesuffix(FLOOR_LABEL).strip(), FLOOR_COLOR) if floor else None
-            )
+            floor = str(label).endswith(_DASHED)  # dashed, in its condition's colour or grey
+            base = str(label).removesuffix(FLOOR_LABEL).removesuffix(CHANCE_LABEL).strip()
+            color = colors.get(label) or (colors.get(base, FLOOR_COLOR) if floor else None)
             ax.plot(
                 curve["epoch"],
                 curve["mean"],

@@ -73,6 +73,39 @@ class UnitIndex:
         chosen = candidates[order].numpy()
         return self.units.iloc[chosen].assign(similarity=values.numpy()).reset_index(drop=True)
 
+    def nearest_each(self, rows: Sequence[int], k: int = 10, chunk: int = 65536) -> pd.DataFrame:
+        """:meth:`nearest` for many units at once: one matrix product per ``chunk`` stored rows
+        (float32, so the result is the rescored one without a margin), a running top-k per query.
+        For the atlas's many queries, where a product per query would scan the index that often.
+
+        Returns:
+            Rows ``query`` (the row asked about), the found unit's label columns and
+            ``similarity``; per query most similar first, the query itself left out.
+        """
+        rows = list(rows)
+        if not rows:
+            return pd.DataFrame(columns=["query", *self.units.columns, "similarity"])
+        queries = self.vectors[rows].float()  # (Q, D)
+        keep = min(k, len(self) - 1)
+        best_values = torch.full((len(queries), 0), -float("inf"))
+        best_rows = torch.zeros((len(queries), 0), dtype=torch.long)
+        for start in range(0, len(self), chunk):
+            scores = queries @ self.vectors[start : start + chunk].float().T  # (Q, chunk)
+            for q, row in enumerate(rows):
+                if start <= row < start + chunk:
+                    scores[q, row - start] = -float("inf")
+            values = torch.cat([best_values, scores], dim=1)
+            chunk_rows = torch.arange(start, start + scores.shape[1]).expand_as(scores)
+            found = torch.cat([best_rows, chunk_rows], dim=1)
+            best_values, order = values.topk(min(keep, values.shape[1]), dim=1)
+            best_rows = found.gather(1, order)
+        frames = [
+            self.units.iloc[best_rows[q].numpy()].assign(query=row, similarity=best_values[q].numpy())
+            for q, row in enumerate(rows)
+        ]
+        found = pd.concat(frames, ignore_index=True)
+        return found[["query", *self.units.columns, "similarity"]]
+
 
 def _epoch_files(folder: Path) -> dict[int, dict]:
     found = {}

@@ -39,6 +39,7 @@ from protoviz_core.engine.units import spaced_channels, unit_position
 from protoviz_core.errors import ProtovizError
 from protoviz_core.exemplars import ExemplarSet
 from protoviz_core.figures import (
+    CHANCE_LABEL,
     CONDITION_COLORS,
     EXPLANATION_COLORS,
     FLOOR_LABEL,
@@ -608,14 +609,20 @@ def _similarity_between_section(page: HtmlPage, out: Path, table: pd.DataFrame) 
         ),
     ):
         chosen = table[table.quantity == quantity].rename(columns={"pair": "line"})
+        if quantity == "matched":  # the control: the same matching with one run's images shuffled
+            chance = table[table.quantity == "matched_chance"].rename(columns={"pair": "line"})
+            chosen = pd.concat([chosen, chance.assign(line=chance.line + " " + CHANCE_LABEL)])
         curves = mean_sem(chosen, ["layer", "line", "epoch"])
-        figure = line_panels(curves, panel="layer", line="line", y_label=y_label, title=title)
+        colors = {pair: f"C{i}" for i, pair in enumerate(sorted(table.pair.unique()))}
+        figure = line_panels(curves, panel="layer", line="line", y_label=y_label, title=title, colors=colors)
         page.image(save_figure(figure, out / file), title)
     page.text(
         "Both runs' layers respond to the same held-out test images. CKA 1: the same representation "
         "up to rotation and scale. Matching pairs each unit of one run with one unit of the other "
         "so that the summed correlation of their activations is largest (Li et al., ICLR 2016); "
-        "shown: the median over units. Mean ± SEM over the pairs of runs of each kind "
+        "shown: the median over units; dashed, the same matching with one run's images shuffled, "
+        "which pairs unrelated units (the largest of many chance correlations): matches near it "
+        "are no better than chance. Mean ± SEM over the pairs of runs of each kind "
         "(similarity_between.csv has every pair); pairs share runs (three seeds make three pairs "
         "of three runs), so they are not independent and the SEM understates the spread. "
         "docs/similarity.md has the method.",

@@ -19,7 +19,14 @@ from pathlib import Path
 from mlflow.tracking import MlflowClient
 
 from protoviz_core.atlas import read_manifest
-from protoviz_core.comparison import choose_runs, find_runs, metric_histories, similarity_between
+from protoviz_core.atlas_links import unit_links, write_links
+from protoviz_core.comparison import (
+    choose_runs,
+    find_runs,
+    metric_histories,
+    similarity_between,
+    similarity_files,
+)
 from protoviz_core.config import DistanceParams, load_params
 from protoviz_core.distance import METRICS
 from protoviz_core.metric_keys import TRAIN_LOSS, comparison_keys, distance_layers
@@ -30,9 +37,10 @@ from stages import _cli
 ATLAS_ARTIFACTS = "report/atlas/runs"
 
 
-def _collect_atlas(client: MlflowClient, used, atlas: Path) -> list[dict]:
-    """Copy each run's atlas part from its report artifacts into ``atlas/runs``; their manifests."""
-    manifests = []
+def _collect_atlas(client: MlflowClient, used, atlas: Path) -> dict[str, dict]:
+    """Copy each run's atlas part from its report artifacts into ``atlas/runs``; their manifests
+    by run id."""
+    manifests = {}
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one line per run is enough
     (atlas / "runs").mkdir(parents=True, exist_ok=True)
     for run in used.itertuples():
@@ -45,7 +53,7 @@ def _collect_atlas(client: MlflowClient, used, atlas: Path) -> list[dict]:
                 target = atlas / "runs" / part.name
                 shutil.rmtree(target, ignore_errors=True)
                 shutil.move(str(part), target)
-                manifests.append(read_manifest(target))
+                manifests[run.run_id] = read_manifest(target)
     return manifests
 
 
@@ -82,13 +90,23 @@ def main(argv=None) -> None:
     histories = metric_histories(client, selection.used, [TRAIN_LOSS] + comparison_keys(layers, view))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    atlas_runs = _collect_atlas(client, selection.used, out / "atlas")
+    with similarity_files(client, selection.used) as files:
+        similarity = similarity_between(files, selection.used)
+        links = unit_links(files, atlas_runs)
+    if links:
+        print(f"compare: the atlas links each unit to its matches in {len(links) - 1} other runs")
+    atlas_runs = {
+        run_id: write_links(out / "atlas", m, links[m["name"]]) if m["name"] in links else m
+        for run_id, m in atlas_runs.items()
+    }
     page = write_comparison(
         out,
         selection=selection,
         histories=histories,
         view=view,
-        atlas_runs=_collect_atlas(client, selection.used, out / "atlas"),
-        similarity=similarity_between(client, selection.used),
+        atlas_runs=list(atlas_runs.values()),
+        similarity=similarity,
     )
     print(f"compare: {page}")
 

@@ -14,6 +14,7 @@ from protoviz_core.comparison import (
     find_runs,
     metric_histories,
     similarity_between,
+    similarity_files,
 )
 from protoviz_core.config import DistanceParams
 from protoviz_core.report import write_comparison
@@ -54,9 +55,11 @@ def _log_run(
 
 
 @pytest.fixture
-def client():
+def client(tmp_path):
     client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
-    experiment_id = client.create_experiment(EXPERIMENT_NAME)
+    # Artifacts beside the test's database, not in ./mlruns of the directory pytest runs in.
+    artifacts = (tmp_path / "artifacts").as_uri()
+    experiment_id = client.create_experiment(EXPERIMENT_NAME, artifact_location=artifacts)
     _log_run(client, experiment_id, "clrjit", 1, 0.99, dvc_exp="old")  # older duplicate: must be skipped
     for (aug, seed), final in FINAL.items():
         _log_run(client, experiment_id, aug, seed, final, dvc_exp=f"exp-{aug}-{seed}")
@@ -170,12 +173,17 @@ def test_runs_are_compared_layer_by_layer_and_unit_by_unit_on_the_same_images(cl
             save_atomic(contents, folder / f"e{epoch:04d}.pt")
         client.log_artifacts(used.loc[(condition, seed)], str(folder), SIMILARITY_ARTIFACTS)
 
-    table = similarity_between(client, used.reset_index().assign(run_id=used.values))
+    runs = used.reset_index().assign(run_id=used.values)
+    with similarity_files(client, runs) as files:
+        table = similarity_between(files, runs)
     cka = table[table.quantity == "cka"].groupby("pair").value.mean()
     matched = table[table.quantity == "matched"].groupby("pair").value.mean()
     assert set(cka.index) == {"clrjit (seeds)", "clrjit vs keepclr"}
     assert cka["clrjit (seeds)"] > 0.95 and matched["clrjit (seeds)"] > 0.95
     assert cka["clrjit vs keepclr"] < 0.3 and matched["clrjit vs keepclr"] < 0.5
+    # The control: with one run's images shuffled even the seeds' units match only by chance.
+    chance = table[table.quantity == "matched_chance"].groupby("pair").value.mean()
+    assert chance["clrjit (seeds)"] < 0.5 and chance["clrjit (seeds)"] < matched["clrjit (seeds)"] - 0.4
     assert (
         len(table[(table.pair == "clrjit vs keepclr") & (table.quantity == "cka")]) == 2 * 2
     )  # 2 epochs x 2 pairs

@@ -53,3 +53,18 @@ def test_units_whose_prototypes_look_alike_are_nearest(tmp_path):
     nearest = index.nearest(index.find(channel=4), k=1)
     assert nearest.channel.tolist() == [13] and nearest.epoch.tolist() == [3]
     assert nearest.similarity.item() == pytest.approx(1.0, abs=1e-3)
+
+
+def test_many_queries_at_once_find_what_one_query_at_a_time_finds():
+    """Chunks smaller than the index: a query's own row and its best units fall in other chunks."""
+    vectors = torch.randn(70, 8, generator=torch.Generator().manual_seed(2))
+    index = UnitIndex(vectors, _labels(70))
+    rows = [0, 13, 69]
+    many = index.nearest_each(rows, k=4, chunk=16)
+    for row in rows:
+        one = index.nearest(row, k=4)
+        found = many[many["query"] == row]
+        assert found.channel.tolist() == one.channel.tolist()
+        assert found.similarity.tolist() == pytest.approx(one.similarity.tolist(), abs=1e-6)
+        assert row not in found.channel.tolist()
+    assert index.nearest_each([], k=4).empty

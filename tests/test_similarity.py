@@ -2,7 +2,15 @@ import numpy as np
 import pytest
 import torch
 
-from protoviz_core.similarity import best_matches, cka, gram, one_to_one, settled_epoch, unit_correlations
+from protoviz_core.similarity import (
+    best_matches,
+    cka,
+    gram,
+    match_units,
+    one_to_one,
+    settled_epoch,
+    unit_correlations,
+)
 
 
 @pytest.fixture
@@ -65,6 +73,24 @@ def test_unit_matching_recovers_a_permutation_exactly_and_a_noisy_copy_mostly(re
     unrelated = torch.randn(200, 64, generator=torch.Generator().manual_seed(6))
     matched, correlation = one_to_one(unit_correlations(units, unrelated))
     assert (matched == inverse).mean() < 0.1 and np.median(correlation) < 0.3
+
+
+def test_the_atlas_matches_extracted_units_to_all_units_and_to_those_with_prototypes(representation):
+    """The other run is this one's channels permuted: its best unit and one-to-one partner are the
+    permuted channel; among the other run's extracted units, the best is that channel where it was
+    extracted, and otherwise another extracted unit with a lower correlation."""
+    units = representation[:, :, 1, 1]
+    permutation = torch.randperm(64, generator=torch.Generator().manual_seed(8))
+    theirs = units[:, permutation]
+    where = torch.argsort(permutation)  # units[:, c] is theirs[:, where[c]]
+    mine_channels = [0, 9, 18, 27]
+    shown = [int(where[0]), int(where[9]), 5, 6]  # the partners of 0 and 9 have prototypes
+    found = match_units(units, theirs, mine_channels, shown)
+    assert [c for c, _ in found["best"]] == [int(where[c]) for c in mine_channels]
+    assert [c for c, _ in found["one_to_one"]] == [int(where[c]) for c in mine_channels]
+    assert all(r == pytest.approx(1.0) for _, r in found["best"])
+    assert [c for c, _ in found["shown"][:2]] == shown[:2]
+    assert all(c in shown and r < 0.5 for c, r in found["shown"][2:])
 
 
 def test_a_dead_unit_correlates_zero_and_more_rows_than_columns_leave_some_unmatched():

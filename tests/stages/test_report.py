@@ -1,6 +1,7 @@
 """report and compare on micro runs of both conditions: files, panels, links, MLflow artifacts."""
 
 import errno
+import json
 import os
 import re
 
@@ -211,3 +212,13 @@ def test_report_and_comparison_of_both_conditions(project):
     assert '"aug": "clrjit"' in runs_js and '"aug": "keepclr"' in runs_js
     assert len(list((comparison / "atlas/runs").glob("*/manifest.json"))) == 2
     assert not stale.exists()  # the second run's report removed the atlas folders of other configurations
+    # Each run part links its units to the other run's (layers of other names have no matches) and
+    # to the units of either run that respond most alike, from the similarity stage's artifacts.
+    assert "the atlas links each unit to its matches in 1 other runs" in stdout
+    links = sorted((comparison / "atlas/runs").glob("*/links/*.js"))
+    assert sorted(p.stem for p in links) == sorted(["layer1", "layer2", *mobilenet_layers])
+    layer2 = next(p for p in links if p.stem == "layer2").read_text()
+    payload = json.loads(layer2.splitlines()[1].split(" = ", 1)[1].rstrip(";"))
+    (other_name,) = payload["matches"]
+    assert all(values is None for values in payload["matches"][other_name]["best"])
+    assert payload["nearest"]["epoch"] == 2 and all(len(units) == 6 for units in payload["nearest"]["units"])
