@@ -46,8 +46,8 @@ test: setup-test browser
 bench: setup-test
 	pip install --quiet --no-deps torch-lucent==0.1.8
 	pip install --quiet kornia==0.4.1 decorator ipython
-	python bench/train_throughput.py
-	python bench/synthesis.py
+	python -m bench.peers.train_throughput
+	python -m bench.peers.synthesis
 
 clean-venv:
 	rm -rf $(VENV)

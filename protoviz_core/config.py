@@ -129,7 +129,7 @@ class ProbeParams(_Section):
     logreg_c: float = Field(1.0, gt=0)  # inverse L2 strength of LogisticRegression
     logreg_max_iter: int = Field(1000, ge=1)
     # newton-cg reaches the same (strictly convex) optimum as sklearn's default lbfgs in a few
-    # Newton steps, faster on these few-feature problems (bench/probe_solver.py)
+    # Newton steps, faster on these few-feature problems (bench/choices/probe_solver.py)
     logreg_solver: Literal["newton-cg", "lbfgs"] = "newton-cg"
     svc_c: float = Field(0.1, gt=0)  # LinearSVC's C (squared hinge loss)
     svc_max_iter: int = Field(5000, ge=1)

@@ -218,7 +218,7 @@ def embed_images(
         size = NETWORKS[space].input_size
         batch = F.interpolate(batch, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
         # float32 on a GPU too: bfloat16 moves the distances measured on these embeddings
-        # (bench/bf16_scores.py)
+        # (bench/choices/bf16_scores.py)
         with torch.no_grad():
             out.append(network.to(device)(normalize_images(batch)).float().flatten(start_dim=1).cpu())
     return torch.cat(out)

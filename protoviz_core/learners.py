@@ -353,7 +353,7 @@ def learned_nothing(method: str, final_loss: float | None, batch_size: int) -> s
     stage would measure it as if it had learned. Causes: too high a learning rate (SGD diverges
     in the first epoch and settles at uniform outputs), or, for SimCLR, too soft a temperature
     for views that colour jitter makes hard to match (the offline demo at temperature 0.5:
-    ``bench/demo_training.py``). The warning names the learner's params to look at.
+    ``bench/choices/demo_training.py``). The warning names the learner's params to look at.
 
     Raises:
         ValueError: an unknown method; names ``train.method``.

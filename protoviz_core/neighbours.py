@@ -11,7 +11,7 @@ Two kinds of vector, each its own index:
 :class:`UnitIndex` answers a query by brute force, one matrix-vector product over a float16
 matrix (half the memory of float32, and on the CPU as fast), then rescores the best
 candidates in float32: no index to build or keep, the same units as a float32 search of the
-stored vectors (checked at 1.16 M rows in ``bench/nearest_units.py``).
+stored vectors (checked at 1.16 M rows in ``bench/peers/nearest_units.py``).
 """
 
 from __future__ import annotations

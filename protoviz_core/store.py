@@ -122,7 +122,7 @@ def encode_images(images: torch.Tensor, image_format: str) -> dict[str, torch.Te
 
     ``png`` compresses each image on its own (lossless), so reading a few channels
     decodes only those; how much it saves depends on the images: little for noisy
-    prototypes, more for smooth ones (bench/png_shards.py).
+    prototypes, more for smooth ones (bench/choices/png_shards.py).
     """
     if image_format == "raw":
         return {"images": images}

@@ -217,7 +217,7 @@ def with_measured_batchnorm(
     no data produced. Evaluated with them, epoch 0 would compute a function the network
     never computes in training, where BatchNorm normalises with batch statistics, while
     every later checkpoint holds statistics gathered from training batches
-    (bench/epoch0_batchnorm.py measures the difference on the probe). The statistics are
+    (bench/choices/epoch0_batchnorm.py measures the difference on the probe). The statistics are
     averaged over the full batches of the first :data:`CALIBRATION_IMAGES` images, un-augmented and normalised
     (``torch.optim.swa_utils.update_bn``): no weight changes, no random numbers drawn.
 

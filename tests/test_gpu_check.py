@@ -1,4 +1,4 @@
-"""bench/gpu_check.py, the one-command GPU check, in its CPU form: it must not rot between GPU runs."""
+"""bench/ops/gpu_check.py, the one-command GPU check, in its CPU form: it must not rot between GPU runs."""
 
 import re
 import subprocess
@@ -12,7 +12,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_gpu_check_runs_on_the_cpu_and_prints_its_table():
     result = subprocess.run(
-        [sys.executable, "bench/gpu_check.py", "--device", "cpu", "--tiny"],
+        [sys.executable, "-m", "bench.ops.gpu_check", "--device", "cpu", "--tiny"],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -31,13 +31,9 @@ def test_gpu_check_runs_its_gpu_branches_on_a_fake_gpu_and_reports_the_peak_of_e
 ):
     """The GPU form, on the suite's fake CUDA device: rows print as they are measured, and the
     memory row is the highest of the shards' peaks, not the last shard's alone."""
-    import importlib.util
-
+    from bench.ops import gpu_check
     from tests.fake_cuda import fake_cuda
 
-    spec = importlib.util.spec_from_file_location("gpu_check", REPO / "bench" / "gpu_check.py")
-    gpu_check = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(gpu_check)
     peaks = []
     shard = gpu_check.make_shard
 

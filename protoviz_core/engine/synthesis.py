@@ -166,7 +166,7 @@ class _Objective:
         """images (B, 3, S, S), channels (B,) -> (B,) activations in float32, without autocast.
 
         What is reported and decides ``dead``: bfloat16's coarse spacing can flip a unit
-        near zero (bench/bf16_scores.py).
+        near zero (bench/choices/bf16_scores.py).
         """
         return torch.cat(
             [

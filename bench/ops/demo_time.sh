@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Wall time of the README's first command (`make demo`, setup included) on a fresh clone
 # of the committed repository, in a fresh shell environment.
-#   bash bench/demo_time.sh            # prints "make demo on a fresh clone: <s> s"
+#   bash bench/ops/demo_time.sh            # prints "make demo on a fresh clone: <s> s"
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 scratch="$(mktemp -d)"

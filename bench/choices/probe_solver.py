@@ -5,7 +5,7 @@ aim at the same optimum; this measures, on the demo's cached probe features (eve
 checkpoint in ``out/probe_features``), how long each takes and how far their test
 accuracies are apart.
 
-    python bench/probe_solver.py
+    python -m bench.choices.probe_solver
 """
 
 from __future__ import annotations

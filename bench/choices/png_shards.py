@@ -3,18 +3,15 @@
 Re-encodes every shard of a prototype store in memory, raw and png, and reports
 the bytes of the image fields, the ratio, and the encode and decode time per image.
 
-    python bench/png_shards.py --store out/prototypes
+    python -m bench.choices.png_shards --store out/prototypes
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from protoviz_core.store import decode_images, encode_images, open_prototypes  # noqa: E402
+from protoviz_core.store import decode_images, encode_images, open_prototypes
 
 
 def main() -> None:

@@ -7,25 +7,22 @@ Adam's step is about ``lr`` latent units per coordinate whatever the gradient's 
 so the rate is a property of the prior's parameterisation (checked here on a trained
 and an untrained network), not of one network.
 
-    python bench/adam_lr.py --checkpoint out/checkpoints/epoch_0005.pt
-    python bench/adam_lr.py                      # ResNet18 with seeded random weights
+    python -m bench.choices.adam_lr --checkpoint out/checkpoints/epoch_0005.pt
+    python -m bench.choices.adam_lr                      # ResNet18 with seeded random weights
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from protoviz_core.checkpoints import load_backbone  # noqa: E402
-from protoviz_core.config import load_params  # noqa: E402
-from protoviz_core.engine.synthesis import synthesize  # noqa: E402
-from protoviz_core.engine.units import channel_count, spaced_channels  # noqa: E402
-from protoviz_core.simclr import NORMALIZE, build_backbone  # noqa: E402
+from protoviz_core.checkpoints import load_backbone
+from protoviz_core.config import load_params
+from protoviz_core.engine.synthesis import synthesize
+from protoviz_core.engine.units import channel_count, spaced_channels
+from protoviz_core.simclr import NORMALIZE, build_backbone
 
 
 def main() -> None:

@@ -21,31 +21,29 @@ channels per layer, fourier prior, 5 x 12 evolution, 30 Adam steps at lr 0.8, 48
    and under CPU bfloat16 autocast (close to what the embed stage did on a GPU before it
    kept float32; CPU and CUDA autocast cast not quite the same operations).
 
-    python bench/bf16_scores.py            # about 3 minutes on 2 cores; a markdown table
+    python -m bench.choices.bf16_scores            # about 3 minutes on 2 cores; a markdown table
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from protoviz_core.checkpoints import load_backbone
+from protoviz_core.distance import epoch_rows
+from protoviz_core.embedding import embed_images, load_network
+from protoviz_core.engine.generators import make_generator
+from protoviz_core.engine.rng import stream_keys
+from protoviz_core.engine.synthesis import stream_seed, synthesize
+from protoviz_core.engine.units import centre_activation, channel_count, spaced_channels, unit_reader
+from protoviz_core.stl10 import read_images
+from tests.fake_cuda import fake_cuda
 
-from protoviz_core.checkpoints import load_backbone  # noqa: E402
-from protoviz_core.distance import epoch_rows  # noqa: E402
-from protoviz_core.embedding import embed_images, load_network  # noqa: E402
-from protoviz_core.engine.generators import make_generator  # noqa: E402
-from protoviz_core.engine.rng import stream_keys  # noqa: E402
-from protoviz_core.engine.synthesis import stream_seed, synthesize  # noqa: E402
-from protoviz_core.engine.units import centre_activation, channel_count, spaced_channels, unit_reader  # noqa: E402
-from protoviz_core.stl10 import read_images  # noqa: E402
-from tests.fake_cuda import fake_cuda  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 LAYERS = ("layer1", "layer2", "layer3", "layer4")
 SCHEDULE = dict(generator="fourier", cma_steps=5, cma_popsize=12, cma_sigma=1.0, adam_steps=30, adam_lr=0.8)
@@ -138,7 +136,8 @@ def main() -> None:
     network = load_network("mobilenet_v2", "random")
     started = time.perf_counter()
     print(
-        f"\n{time.strftime('%Y-%m-%d')}, `python bench/bf16_scores.py` on {Path(args.checkpoint).name}, "
+        f"\n{time.strftime('%Y-%m-%d')}, `python -m bench.choices.bf16_scores` "
+        f"on {Path(args.checkpoint).name}, "
         f"{size} px, {args.channels} channels per layer, {len(test_images)} test images\n"
     )
     print(

@@ -7,8 +7,8 @@ whole ``train_learner`` call the train stage makes: seeding, progress bar, an at
 checkpoint and resume state after every epoch. The bare side is the loop a
 researcher would write by hand, with nothing saved.
 
-    python bench/train_throughput.py                 # CPU, demo scale
-    python bench/train_throughput.py --stl10-scale   # 96 px, 100,000 images (GPU)
+    python -m bench.peers.train_throughput                 # CPU, demo scale
+    python -m bench.peers.train_throughput --stl10-scale   # 96 px, 100,000 images (GPU)
 
 Prints one markdown table; ratio = bare images/s / protoviz images/s (target <= 1.2).
 """

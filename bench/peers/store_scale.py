@@ -13,8 +13,8 @@ its own remote, so each row's ``dvc status`` walks only its own files. Images ar
 smooth random fields (upsampled noise), so PNG compresses them about as well as real
 prototypes.
 
-    python bench/store_scale.py                       # 100,000 prototypes (several GB, minutes)
-    python bench/store_scale.py --count 5000 --workdir /tmp/store-bench
+    python -m bench.peers.store_scale                       # 100,000 prototypes (several GB, minutes)
+    python -m bench.peers.store_scale --count 5000 --workdir /tmp/store-bench
 """
 
 from __future__ import annotations
@@ -23,24 +23,15 @@ import argparse
 import shutil
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
+from bench.common import LAYER_CHANNELS, size_on_disk, smooth_images, timed
 from protoviz_core.engine.synthesis import Prototypes
 from protoviz_core.store import ShardId, build_index, open_prototypes, write_shard
-
-LAYER_CHANNELS = {"layer1": 64, "layer2": 128, "layer3": 256, "layer4": 512}
-
-
-def smooth_images(count: int, size: int, generator: torch.Generator) -> torch.Tensor:
-    """float (count, 3, size, size) in [0, 1]: 12x12 noise upsampled, like a blurry prototype."""
-    coarse = torch.rand(count, 3, 12, 12, generator=generator)
-    return F.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=False).clamp(0, 1)
 
 
 def plan(count: int) -> list[ShardId]:
@@ -55,18 +46,8 @@ def plan(count: int) -> list[ShardId]:
     return shards
 
 
-def timed(action) -> float:
-    started = time.perf_counter()
-    action()
-    return time.perf_counter() - started
-
-
 def dvc(repo: Path, *args: str) -> float:
     return timed(lambda: subprocess.run(["dvc", *args], cwd=repo, check=True, capture_output=True))
-
-
-def size_on_disk(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
 def main() -> None:

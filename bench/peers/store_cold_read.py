@@ -1,13 +1,13 @@
 """Measurement: reading one unit across a run from a cold page cache, at two readahead sizes.
 
-One run's store (193,920 prototypes at 96 px, as bench/study_store.py writes it); then
+One run's store (193,920 prototypes at 96 px, as bench/peers/study_store.py writes it); then
 layer4 unit 17 at all 101 epochs and both repeats is read after dropping the page
 cache, and again warm, with the disk's readahead as it is and at Linux's default
 (128 KB). Every read touches 202 shards, so a large readahead makes each small read
 pull megabytes. Needs root (it drops caches and sets the block device's
 read_ahead_kb, restoring it after).
 
-    sudo .venv/bin/python bench/store_cold_read.py --workdir /work/cold-read --device vda
+    sudo .venv/bin/python -m bench.peers.store_cold_read --workdir /work/cold-read --device vda
 """
 
 from __future__ import annotations
@@ -15,11 +15,9 @@ from __future__ import annotations
 import argparse
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.study_store import unit_read, write_run  # noqa: E402
+from bench.peers.study_store import unit_read, write_run
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ stage's sample). Rows, in one run:
 - the demo's own prototypes (``--store``, both repeats of the checkpoint's epoch),
   recomputed from the stored images and the checkpoint, not read from the index;
 - protoviz, the demo's schedule (params.yaml's extract settings);
-- protoviz, the demo's schedule at Adam lr 0.05, its rate before ``bench/adam_lr.py``;
+- protoviz, the demo's schedule at Adam lr 0.05, its rate before ``bench/choices/adam_lr.py``;
 - protoviz, the paper configuration's schedule (configs/paper.yaml: CMA-ES 20 x 30,
   sigma 2, Adam 100 steps at lr 0.01) in the demo's prior, since the paper's
   generator weights cannot be loaded offline;
@@ -24,24 +24,20 @@ Times are per prototype on this machine, in the same run.
 
     pip install --no-deps torch-lucent==0.1.8 &&
         pip install kornia==0.4.1 decorator ipython  # as make bench does
-    python bench/superstimulus.py --checkpoint out/checkpoints/epoch_0005.pt --data data/stl10_binary
+    python -m bench.peers.superstimulus --checkpoint out/checkpoints/epoch_0005.pt --data data/stl10_binary
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.synthesis import lucent_images  # noqa: E402
-from protoviz_core.checkpoints import load_backbone  # noqa: E402
+from bench.common import lucent_images
+from protoviz_core.checkpoints import load_backbone
 from protoviz_core.config import parse_params
 from protoviz_core.engine.synthesis import synthesize
 from protoviz_core.engine.units import centre_activation, channel_count, layer_reader, spaced_channels
@@ -155,7 +151,7 @@ def main() -> None:
             yardstick = natural[layer][[order[c] for c in chosen.channel]]
             rows[name][layer] = (float("nan"), activations, yardstick)
     plans = {"protoviz, demo schedule": schedule_of(args.params, prior)}
-    if "old-lr" not in skip:  # the demo's Adam rate before bench/adam_lr.py
+    if "old-lr" not in skip:  # the demo's Adam rate before bench/choices/adam_lr.py
         plans["protoviz, demo schedule at Adam lr 0.05"] = {
             **schedule_of(args.params, prior),
             "adam_lr": 0.05,

@@ -18,9 +18,9 @@ on the demo's trained checkpoints, and reports, averaged over layers:
 
 The schedule is the paper's (20 generations of 30, sigma 2, 50 Adam steps) in the
 demo's ``fourier`` prior (the fc6 weights cannot be downloaded here) at that prior's
-Adam rate, 0.8 (0.01 belongs to the fc6 latent; ``bench/adam_lr.py``).
+Adam rate, 0.8 (0.01 belongs to the fc6 latent; ``bench/choices/adam_lr.py``).
 
-    python bench/paper_procedure.py --checkpoints out/checkpoints --epochs 3,4,5
+    python -m bench.choices.paper_procedure --checkpoints out/checkpoints --epochs 3,4,5
 """
 
 from __future__ import annotations

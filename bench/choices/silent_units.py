@@ -18,7 +18,7 @@ A channel counts as alive when its prototype's centre activation is above 0. For
 every channel left dead, 256 uniform-noise images are tried: "noise drives" counts
 dead channels that one of them drives above 0 (the target is none).
 
-    python bench/silent_units.py            # about 3 minutes on a 2-core CPU
+    python -m bench.choices.silent_units            # about 3 minutes on a 2-core CPU
 """
 
 from __future__ import annotations

@@ -7,15 +7,14 @@ forward pass of the network and of the generator and every backward pass (throug
 both). Everything else (CMA-ES updates, random streams, Adam's update, bookkeeping,
 writing shards) is "outside"; the target is under 10% of the total.
 
-    python bench/extract_profile.py                 # demo params, one checkpoint
-    python bench/extract_profile.py --generator deepsim_fc6
+    python -m bench.ops.extract_profile                 # demo params, one checkpoint
+    python -m bench.ops.extract_profile --generator deepsim_fc6
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,15 +22,14 @@ from pathlib import Path
 import torch
 import torchvision
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from bench.common import write_checkpoint, write_deepsim_weights
+from protoviz_core.config import load_params
+from protoviz_core.engine import generators
+from protoviz_core.extraction import shard_work
+from protoviz_core.store import build_index, shards_dir
+from protoviz_core.work import run_work
 
-from bench.gpu_check import write_checkpoint, write_deepsim_weights  # noqa: E402
-from protoviz_core.config import load_params  # noqa: E402
-from protoviz_core.engine import generators  # noqa: E402
-from protoviz_core.extraction import shard_work  # noqa: E402
-from protoviz_core.store import build_index, shards_dir  # noqa: E402
-from protoviz_core.work import run_work  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class Timer:

@@ -6,24 +6,21 @@ demo's probe params: with the placeholders (``reset_running_stats``), as epoch 0
 evaluated before the train stage measured them, and with statistics measured on the
 unlabeled images (``torch.optim.swa_utils.update_bn``, what the train stage now saves).
 
-    python bench/epoch0_batchnorm.py                       # out/checkpoints/epoch_0000.pt, data/stl10_binary
+    python -m bench.choices.epoch0_batchnorm   # out/checkpoints/epoch_0000.pt, data/stl10_binary
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from protoviz_core.checkpoints import load_backbone  # noqa: E402
-from protoviz_core.config import load_params  # noqa: E402
-from protoviz_core.features import extract_features  # noqa: E402
-from protoviz_core.probe import probe_accuracies  # noqa: E402
-from protoviz_core.stl10 import read_images, read_labels  # noqa: E402
-from protoviz_core.training import CALIBRATION_IMAGES, with_measured_batchnorm  # noqa: E402
+from protoviz_core.checkpoints import load_backbone
+from protoviz_core.config import load_params
+from protoviz_core.features import extract_features
+from protoviz_core.probe import probe_accuracies
+from protoviz_core.stl10 import read_images, read_labels
+from protoviz_core.training import CALIBRATION_IMAGES, with_measured_batchnorm
 
 
 def main() -> None:

@@ -10,24 +10,21 @@ rate of change and diversity as ratios to the re-evolution distance of the same 
 The control (``mask_swap``): every cell's prototypes measured under every cell's mask,
 so that how much the mask alone moves a view is seen apart from the prototypes.
 
-    python bench/mask_area.py                      # this folder's demo run
-    python bench/mask_area.py --run /path/to/run --markdown
+    python -m bench.choices.mask_area                      # this folder's demo run
+    python -m bench.choices.mask_area --run /path/to/run --markdown
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from protoviz_core.distance import mask_weighted, unit_diversity  # noqa: E402
-from protoviz_core.masks import load_masks  # noqa: E402
-from protoviz_core.work import read_result, without_key  # noqa: E402
+from protoviz_core.distance import mask_weighted, unit_diversity
+from protoviz_core.masks import load_masks
+from protoviz_core.work import read_result, without_key
 
 VIEWS = (
     ("mse", True, "paper: masked MSE"),

@@ -19,8 +19,8 @@ written once, by atomic renames, and never edited in place, which is what hardli
 Images are smooth random fields (see store_scale.py): PNG saves more on them than on
 noisy prototypes.
 
-    python bench/study_store.py --workdir /work/study-bench          # full scale: ~33 GB, ~30 min
-    python bench/study_store.py --runs 2 --epochs 3 --workdir /tmp/sb  # a quick check of the script
+    python -m bench.peers.study_store --workdir /work/study-bench          # full scale: ~33 GB, ~30 min
+    python -m bench.peers.study_store --runs 2 --epochs 3 --workdir /tmp/sb  # a quick check of the script
 """
 
 from __future__ import annotations
@@ -34,11 +34,10 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.store_scale import LAYER_CHANNELS, size_on_disk, smooth_images, timed  # noqa: E402
-from protoviz_core.engine.synthesis import Prototypes  # noqa: E402
-from protoviz_core.store import ShardId, build_index, open_prototypes, write_shard  # noqa: E402
-from tests.helpers import s3_server  # noqa: E402
+from bench.common import LAYER_CHANNELS, size_on_disk, smooth_images, timed
+from protoviz_core.engine.synthesis import Prototypes
+from protoviz_core.store import ShardId, build_index, open_prototypes, write_shard
+from tests.helpers import s3_server
 
 RUNS = [f"{aug}-seed{seed}" for aug in ("clrjit", "keepclr") for seed in (1, 2, 3)]
 BIN = Path(sys.executable).parent  # dvc and moto_server of this environment

@@ -16,8 +16,8 @@ measure) and differ in what costs no more per epoch: temperature, learning rate,
 scale, batch size, image size and data set size. The demo's params are chosen from this
 table (``bench/RESULTS.md``).
 
-    python bench/demo_training.py                                  # every candidate, 3 seeds
-    python bench/demo_training.py --candidates before chosen --seeds 1 2 3 --out runs.csv
+    python -m bench.choices.demo_training                                  # every candidate, 3 seeds
+    python -m bench.choices.demo_training --candidates before chosen --seeds 1 2 3 --out runs.csv
 
 Prints one markdown table, a row per (candidate, condition): means over seeds, with the
 worst seed's learning (last - epoch 0) and gap (clrjit - keepclr of the same seed).

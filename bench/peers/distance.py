@@ -12,8 +12,8 @@ distances, row-wise products for the paired ones. protoviz computes diversity in
 closed form (O(N D), float64; ``protoviz_core.distance.diversity``). Both sides'
 values are compared at the end.
 
-    python bench/distance.py --epochs 3          # CPU-sized
-    python bench/distance.py --epochs 101 --device cuda
+    python -m bench.peers.distance --epochs 3          # CPU-sized
+    python -m bench.peers.distance --epochs 101 --device cuda
 """
 
 from __future__ import annotations

@@ -20,9 +20,9 @@ activation over the compared channels first reaches that row's final mean, per
 prototype; the ratio to the row's own time per prototype is the speed-up.
 
     pip install --no-deps torch-lucent==0.1.8 && pip install kornia==0.4.1 decorator ipython
-    python bench/synthesis.py                       # CPU default: 96 px, 8 channels per layer
-    python bench/synthesis.py --device cuda --generator deepsim_fc6 --all-channels
-    python bench/synthesis.py --procedure paper --generator deepsim_fc6 --weights upconvGAN_fc6.pt \
+    python -m bench.peers.synthesis                       # CPU default: 96 px, 8 channels per layer
+    python -m bench.peers.synthesis --device cuda --generator deepsim_fc6 --all-channels
+    python -m bench.peers.synthesis --procedure paper --generator deepsim_fc6 --weights upconvGAN_fc6.pt \
         --cma-steps 20 --cma-popsize 30 --cma-sigma 2 \
         --adam-steps 50 --adam-lr 0.01   # P1 at the paper's schedule
 """
@@ -32,16 +32,16 @@ from __future__ import annotations
 import argparse
 import math
 import time
-import warnings
 
 import numpy as np
 import torch
 
+from bench.common import lucent_images
 from protoviz_core.checkpoints import load_backbone
 from protoviz_core.engine.generators import make_generator
 from protoviz_core.engine.rng import stream_keys
 from protoviz_core.engine.synthesis import synthesize
-from protoviz_core.engine.units import centre_activation, centre_window, channel_count, layer_reader
+from protoviz_core.engine.units import centre_activation, channel_count, layer_reader
 from protoviz_core.simclr import NORMALIZE, build_backbone
 
 # configs/paper.yaml's procedure (the authors' code); its schedule is given by the schedule flags.
@@ -136,53 +136,6 @@ def run_pycma(model, layer, channels, args, device):
             finals.append(score(model, layer, prior(best), torch.tensor([channel]), device))
     activations = torch.cat(finals)
     return time.perf_counter() - started, activations, activations <= 0
-
-
-def lucent_images(
-    model,
-    layer: str,
-    channels: torch.Tensor,
-    size: int,
-    thresholds: tuple[int, ...],
-    device="cpu",
-    read_unit: str = "top_left",
-    seed: int = 0,
-    **render_options,
-) -> tuple[float, torch.Tensor]:
-    """Lucent's render_vis, one image per channel in one batch, each maximising its channel's
-    centre unit (``read_unit``: the mean over :func:`centre_window`'s positions); torch seeded
-    with ``seed``; ``render_options`` go to render_vis (its defaults otherwise).
-
-    Returns:
-        seconds, and float (N, 3, size, size) images in [0, 1] at the last threshold.
-    """
-    from lucent.optvis import objectives, param, render
-
-    with torch.no_grad(), layer_reader(model, layer) as read:
-        h, w = read(torch.zeros(1, 3, size, size, device=device)).shape[2:]
-    rows, columns = centre_window(h, w, read_unit)
-    window = [(y, x) for y in range(rows.start, rows.stop) for x in range(columns.start, columns.stop)]
-    objective = sum(
-        objectives.neuron(layer.replace(".", "_"), c, x=x, y=y, batch=i) / len(window)
-        for i, c in enumerate(channels.tolist())
-        for y, x in window
-    )
-    torch.manual_seed(seed)
-    started = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        images = render.render_vis(
-            model,
-            objective,
-            lambda: param.image(size, batch=len(channels)),
-            thresholds=thresholds,
-            show_image=False,
-            progress=False,
-            fixed_image_size=size,
-            **render_options,
-        )
-    elapsed = time.perf_counter() - started
-    return elapsed, torch.as_tensor(np.asarray(images[-1])).permute(0, 3, 1, 2).float()
 
 
 def run_lucent(model, layer, channels, args, device, steps):

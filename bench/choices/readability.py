@@ -23,8 +23,8 @@ Priors (each as its users run it):
   colour, standard_transforms, Adam lr 0.05, 512 steps), the unit read as the run reads it
   (the mean of the window's positions); `make bench` installs it.
 
-    python bench/readability.py                      # this folder's demo run
-    python bench/readability.py --run /path/to/run --markdown
+    python -m bench.choices.readability                      # this folder's demo run
+    python -m bench.choices.readability --run /path/to/run --markdown
 """
 
 from __future__ import annotations
@@ -38,32 +38,30 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.synthesis import lucent_images  # noqa: E402
-from protoviz_core.checkpoints import list_checkpoints, load_backbone  # noqa: E402
-from protoviz_core.config import load_params  # noqa: E402
-from protoviz_core.distance import mask_weighted, unit_diversity  # noqa: E402
-from protoviz_core.engine.generators import MacoGenerator, load_magnitude  # noqa: E402
-from protoviz_core.engine.normalization import IMAGENET_NORMALIZE, Normalizer  # noqa: E402
-from protoviz_core.engine.robustness import Robustness  # noqa: E402
-from protoviz_core.engine.synthesis import synthesize  # noqa: E402
-from protoviz_core.engine.units import (  # noqa: E402
+from bench.common import lucent_images
+from protoviz_core.checkpoints import list_checkpoints, load_backbone
+from protoviz_core.config import load_params
+from protoviz_core.distance import mask_weighted, unit_diversity
+from protoviz_core.engine.generators import MacoGenerator, load_magnitude
+from protoviz_core.engine.normalization import IMAGENET_NORMALIZE, Normalizer
+from protoviz_core.engine.robustness import Robustness
+from protoviz_core.engine.synthesis import synthesize
+from protoviz_core.engine.units import (
     centre_activation,
     channel_count,
     layer_reader,
     spaced_channels,
 )
-from protoviz_core.exemplars import ExemplarSet  # noqa: E402
-from protoviz_core.masks import load_masks  # noqa: E402
-from protoviz_core.montage import grid, surround_gain  # noqa: E402
-from protoviz_core.readability import score_layer, texture_features, unit_activations  # noqa: E402
-from protoviz_core.stl10 import read_images  # noqa: E402
+from protoviz_core.exemplars import ExemplarSet
+from protoviz_core.masks import load_masks
+from protoviz_core.montage import grid, surround_gain
+from protoviz_core.readability import score_layer, texture_features, unit_activations
+from protoviz_core.stl10 import read_images
 
 
 @dataclass
@@ -77,7 +75,7 @@ class Made:
 def lucent_prototypes(
     model, layer: str, channels: torch.Tensor, size: int, read_unit: str, seed: int
 ) -> Made:
-    """Lucent's render_vis with its defaults (bench/synthesis.py), each image maximising its
+    """Lucent's render_vis with its defaults (bench/peers/synthesis.py), each image maximising its
     channel's unit read as the run reads it; images on the 8-bit grid the store keeps."""
     _, images = lucent_images(model, layer, channels, size, (512,), read_unit=read_unit, seed=seed)
     images = images.clamp(0, 1).mul(255).round().div(255)
@@ -236,7 +234,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--run", type=Path, default=Path(__file__).resolve().parents[1], help="pipeline folder"
+        "--run", type=Path, default=Path(__file__).resolve().parents[2], help="pipeline folder"
     )
     parser.add_argument("--priors", nargs="*", help="only these (fourier, maco, pixel, lucent)")
     parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")

@@ -12,8 +12,8 @@ at the newest snapshot before the hole (``protoviz_core.training``).
    size this machine can train (``--measure-epochs`` of ``--images`` images at ``--size``
    px), the measured seconds of both replays of the same hole, side by side.
 
-    python bench/bounded_replay.py
-    python bench/bounded_replay.py --epochs 100 --every 10 --hole 90 --measure-epochs 10 --images 512
+    python -m bench.choices.bounded_replay
+    python -m bench.choices.bounded_replay --epochs 100 --every 10 --hole 90 --measure-epochs 10 --images 512
 
 Prints a markdown table.
 """
@@ -33,7 +33,7 @@ import yaml
 from protoviz_core.config import TrainParams
 from protoviz_core.training import list_snapshots, train_learner
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _train(images, config: TrainParams, folder: Path, snapshots: bool, **kwargs):

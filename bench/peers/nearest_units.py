@@ -12,8 +12,8 @@ network), random, as the query's time depends on the matrix's size, not on its v
 Both give the same k units (checked). Prints the median of ``--queries`` queries each, the
 ratio, and both matrices' memory.
 
-    python bench/nearest_units.py
-    python bench/nearest_units.py --rows 100000 --dim 512 --queries 20
+    python -m bench.peers.nearest_units
+    python -m bench.peers.nearest_units --rows 100000 --dim 512 --queries 20
 """
 
 from __future__ import annotations

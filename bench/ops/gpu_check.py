@@ -25,15 +25,14 @@ ready for bench/RESULTS.md:
 Each row is printed as soon as it is measured, so a failure late in the run still
 leaves the rows before it.
 
-    python bench/gpu_check.py                      # on the GPU machine
-    python bench/gpu_check.py --device cuda:1      # another GPU of the machine
-    python bench/gpu_check.py --device cpu --tiny  # seconds on a CPU: the test suite runs this
+    python -m bench.ops.gpu_check                      # on the GPU machine
+    python -m bench.ops.gpu_check --device cuda:1      # another GPU of the machine
+    python -m bench.ops.gpu_check --device cpu --tiny  # seconds on a CPU: the test suite runs this
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -41,19 +40,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from bench.common import write_checkpoint, write_deepsim_weights
+from protoviz_core.config import TrainParams, load_params
+from protoviz_core.distance import distance_work
+from protoviz_core.embedding import stored_dtype
+from protoviz_core.engine.synthesis import MEMORY_FRACTION
+from protoviz_core.extraction import SYNTHESIS_OPTIONS, make_shard
+from protoviz_core.training import train_learner
+from protoviz_core.work import KEY, epoch_file
 
-from protoviz_core.checkpoints import CHECKPOINT_FORMAT  # noqa: E402
-from protoviz_core.config import TrainParams, load_params  # noqa: E402
-from protoviz_core.distance import distance_work  # noqa: E402
-from protoviz_core.embedding import stored_dtype  # noqa: E402
-from protoviz_core.engine.generators import DeePSiMGenerator  # noqa: E402
-from protoviz_core.engine.synthesis import MEMORY_FRACTION  # noqa: E402
-from protoviz_core.extraction import SYNTHESIS_OPTIONS, make_shard  # noqa: E402
-from protoviz_core.simclr import BACKBONE_ARCH, NORMALIZE, build_backbone  # noqa: E402
-from protoviz_core.training import train_learner  # noqa: E402
-from protoviz_core.work import KEY, epoch_file  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 LAYERS = {"layer1": 64, "layer2": 128, "layer3": 256, "layer4": 512}
 STL10_EPOCH = 100_000
@@ -67,36 +63,6 @@ def _sync(device: torch.device) -> None:
 def size(nbytes: int) -> str:
     """Bytes as GiB, or MiB below one GiB (the --tiny sizes)."""
     return f"{nbytes / 2**30:.1f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.1f} MiB"
-
-
-def write_checkpoint(path: Path, image_size: int) -> Path:
-    """A seeded random ResNet18 backbone in the train stage's checkpoint format."""
-    torch.manual_seed(0)
-    backbone = build_backbone(BACKBONE_ARCH)
-    torch.save(
-        {
-            "format": CHECKPOINT_FORMAT,
-            "arch": BACKBONE_ARCH,
-            "epoch": 0,
-            "loss": None,
-            "training_hash": "gpu-check",
-            "image_size": image_size,
-            "normalize": {k: list(v) for k, v in NORMALIZE.items()},
-            "aug": "clrjit",
-            "seed": 1,
-            "backbone": backbone.state_dict(),
-        },
-        path,
-    )
-    return path
-
-
-def write_deepsim_weights(path: Path) -> Path:
-    """Random DeePSiM fc6 weights under the published file's key names ("G." prefix)."""
-    torch.manual_seed(0)
-    state = DeePSiMGenerator.random(256).G.state_dict()
-    torch.save({f"G.{key}": value for key, value in state.items()}, path)
-    return path
 
 
 def check_extraction(folder: Path, device: torch.device, tiny: bool) -> dict:
@@ -231,7 +197,7 @@ def main() -> None:
     )
     print(
         f"\n{time.strftime('%Y-%m-%d')}, {name}, torch {torch.__version__}, "
-        f"`python bench/gpu_check.py{' --device ' + args.device if args.device != 'cuda' else ''}"
+        f"`python -m bench.ops.gpu_check{' --device ' + args.device if args.device != 'cuda' else ''}"
         f"{' --tiny' if args.tiny else ''}`\n"
     )
     print("| check | result | target |")

@@ -17,8 +17,8 @@ Then it scrubs one layer4 unit through every epoch in Chromium (the arrow key, o
 epoch at a time, each view loaded before the next key) and sums the files the viewer
 asked for, against what the per-epoch layer sheets alone would have cost.
 
-    python bench/atlas_scale.py                     # full scale: ~5.4 GB of shards, minutes
-    python bench/atlas_scale.py --epochs 11 --workdir /tmp/atlas-bench
+    python -m bench.peers.atlas_scale                     # full scale: ~5.4 GB of shards, minutes
+    python -m bench.peers.atlas_scale --epochs 11 --workdir /tmp/atlas-bench
 """
 
 from __future__ import annotations
@@ -38,13 +38,12 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.store_scale import LAYER_CHANNELS, smooth_images, timed  # noqa: E402
-from protoviz_core.atlas import write_run_part, write_viewer  # noqa: E402
-from protoviz_core.engine.synthesis import Prototypes  # noqa: E402
-from protoviz_core.masks import MaskSet  # noqa: E402
-from protoviz_core.montage import thumbnails  # noqa: E402
-from protoviz_core.store import ShardId, build_index, open_prototypes, write_shard  # noqa: E402
+from bench.common import LAYER_CHANNELS, size_on_disk, smooth_images, timed
+from protoviz_core.atlas import write_run_part, write_viewer
+from protoviz_core.engine.synthesis import Prototypes
+from protoviz_core.masks import MaskSet
+from protoviz_core.montage import thumbnails
+from protoviz_core.store import ShardId, build_index, open_prototypes, write_shard
 
 THUMB = 64
 
@@ -106,10 +105,6 @@ finally:
 """
 )
 INLINE_READY = "return document.readyState === 'complete' && [...document.images].every((i) => i.complete);"
-
-
-def size_on_disk(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
 def write_store(store: Path, epochs: int, size: int) -> int:
