@@ -42,9 +42,21 @@ _IDENTITY_DEFAULTS = {
     ("train", "backbone"): "resnet18",
     ("similarity", "images"): 250,
     ("similarity", "seed"): 0,
+    ("decoder", "latent_dim"): 32,
+    ("decoder", "width"): 16,
+    ("decoder", "epochs"): 20,
+    ("decoder", "beta"): 0.1,
+    ("decoder", "batch_size"): 64,
+    ("decoder", "lr"): 0.002,
+    ("decoder", "seed"): 0,
 }
 # Keys that change how a run is kept or how fast, never what it computes: left out of the identities.
-_NOT_IDENTITY = {("train", "state_every"), ("similarity", "batch_size"), ("similarity", "device")}
+_NOT_IDENTITY = {
+    ("train", "state_every"),
+    ("similarity", "batch_size"),
+    ("similarity", "device"),
+    ("decoder", "device"),
+}
 
 
 def _check_device(value: str) -> str:
@@ -187,9 +199,11 @@ class ExtractParams(_Section):
     # (layer, channel, repeat) share theirs (common random numbers; lowers rate of change's noise floor)
     # starts: the same start codes at every epoch, independent search noise (the authors' code)
     common_streams: bool | Literal["starts"] = False
-    # the paper: deepsim_fc6; maco: phase-only with the data's magnitude spectrum (this project's)
-    generator: Literal["deepsim_fc6", "fourier", "maco", "pixel"] = "fourier"
-    generator_weights: str | None = None  # deepsim_fc6: path to upconvGAN_fc6.pt; maco: out/spectrum.pt
+    # the paper: deepsim_fc6; maco: phase-only with the data's magnitude spectrum; decoder: a VAE's
+    # decoder trained on the run's training images (both this project's)
+    generator: Literal["deepsim_fc6", "fourier", "maco", "decoder", "pixel"] = "fourier"
+    # deepsim_fc6: path to upconvGAN_fc6.pt; maco: out/spectrum.pt; decoder: out/decoder.pt
+    generator_weights: str | None = None
     # true: every Adam step scores a randomly shifted, scaled, rotated and noised copy (Lucid, MACO)
     robustness: bool = False
     cma_steps: int = Field(20, ge=0)  # evolution generations
@@ -245,6 +259,11 @@ class ExtractParams(_Section):
                 "extract.generator_weights: maco needs the magnitude spectrum, out/spectrum.pt "
                 "(the spectrum stage's output)"
             )
+        if self.generator == "decoder" and not self.generator_weights:
+            raise ValueError(
+                "extract.generator_weights: decoder needs the trained prior, out/decoder.pt "
+                "(the decoder stage's output)"
+            )
         return self
 
 
@@ -277,6 +296,20 @@ class ReadabilityParams(_Section):
     # networks, with embed.weights (the paper's path: ImageNet weights)
     observer: Literal[("texture", *NETWORKS)] = "texture"
     batch_size: int = Field(256, ge=1)
+    device: Device = "auto"
+
+
+class DecoderParams(_Section):
+    """The decoder image prior: a VAE trained on the training images (protoviz_core.decoder_prior).
+    Trained by the decoder stage only when extract.generator is decoder."""
+
+    latent_dim: int = Field(32, ge=2)  # the search's latent dimension
+    width: int = Field(16, ge=1)  # channels of the last hidden map (8x, 4x, 2x, 1x from the first)
+    epochs: int = Field(20, ge=1)
+    beta: float = Field(0.1, gt=0)  # weight of the KL term: below 1, sharper images
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(0.002, gt=0)  # Adam
+    seed: int = Field(0, ge=0)
     device: Device = "auto"
 
 
@@ -367,6 +400,7 @@ class Params(_Section):
     exemplars: ExemplarParams = ExemplarParams()
     readability: ReadabilityParams = ReadabilityParams()
     similarity: SimilarityParams = SimilarityParams()
+    decoder: DecoderParams = DecoderParams()
     embed: EmbedParams = EmbedParams()
     distance: DistanceParams = DistanceParams()
     report: ReportParams = ReportParams()

@@ -39,6 +39,7 @@ from protoviz_core.config import ExtractParams
 from protoviz_core.devices import visible_device
 from protoviz_core.engine.generators import (
     DEEPSIM_WEIGHTS_SOURCE,
+    DecoderWeightsError,
     Generator,
     GeneratorWeightsError,
     MagnitudeSpectrumError,
@@ -84,13 +85,16 @@ def weights_identity(weights: str | Path | None, generator: str = "deepsim_fc6")
     setting itself (``None``, ``"random"``) when there is no file.
 
     Raises:
-        GeneratorWeightsError: a path that does not exist (MagnitudeSpectrumError for ``maco``'s).
+        GeneratorWeightsError: a path that does not exist (MagnitudeSpectrumError for ``maco``'s,
+            DecoderWeightsError for ``decoder``'s).
     """
     if weights is None or str(weights) == "random":
         return str(weights)
     path = Path(weights).expanduser()
     if generator == "maco" and not path.is_file():
         raise MagnitudeSpectrumError(f"{path}: magnitude spectrum not found; run dvc repro spectrum")
+    if generator == "decoder" and not path.is_file():
+        raise DecoderWeightsError(f"{path}: decoder prior not found; run dvc repro decoder")
     if not path.is_file():
         raise GeneratorWeightsError(f"{path}: DeePSiM weights not found; download {DEEPSIM_WEIGHTS_SOURCE}")
     return file_hash(path)
@@ -215,7 +219,7 @@ def shard_work(
     options["read_unit"] = read_unit
     weights = (
         weights_identity(settings.generator_weights, settings.generator)
-        if settings.generator in ("deepsim_fc6", "maco")
+        if settings.generator in ("deepsim_fc6", "maco", "decoder")
         else None
     )
     # Options at the values they had before they existed leave the identity as it was.

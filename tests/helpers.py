@@ -142,6 +142,7 @@ STAGE_ARGS = {
     ],
     "exemplars": ["--data", "data", "--checkpoints", "out/checkpoints", "--out", "out/exemplars"],
     "spectrum": ["--data", "data", "--out", "out/spectrum.pt"],
+    "decoder": ["--data", "data", "--out", "out/decoder.pt"],
     "readability": [
         "--data",
         "data",
@@ -213,6 +214,7 @@ PIPELINE = (
     "params",
     "data",
     "spectrum",
+    "decoder",
     "train",
     "probe",
     "similarity",

@@ -16,8 +16,10 @@ RF masks and the test split), the same channels are synthesised with each prior,
 Priors (each as its users run it):
 - fourier: the engine's Lucid-style Fourier image, up to 30 Adam steps at lr 0.8 (the demo's
   before maco);
+- decoder: the run's trained VAE decoder (the decoder stage's out/decoder.pt) with
+  transformation robustness, 40 Adam steps at lr 0.1 (params.yaml);
 - maco: the phase-only prior with the run's magnitude spectrum and transformation
-  robustness, 40 Adam steps at lr 0.3 (params.yaml);
+  robustness, 40 Adam steps at lr 0.3 (the demo's before decoder);
 - pixel: raw pixels, no prior, Adam lr 0.1;
 - lucent: Lucent 0.1.8's render_vis with its defaults (its Fourier image with decorrelated
   colour, standard_transforms, Adam lr 0.05, 512 steps), the unit read as the run reads it
@@ -47,7 +49,7 @@ from bench.common import lucent_images
 from protoviz_core.checkpoints import list_checkpoints, load_backbone
 from protoviz_core.config import load_params
 from protoviz_core.distance import mask_weighted, unit_diversity
-from protoviz_core.engine.generators import MacoGenerator, load_magnitude
+from protoviz_core.engine.generators import DecoderGenerator, MacoGenerator, load_magnitude
 from protoviz_core.engine.normalization import IMAGENET_NORMALIZE, Normalizer
 from protoviz_core.engine.robustness import Robustness
 from protoviz_core.engine.synthesis import synthesize
@@ -87,9 +89,18 @@ def lucent_prototypes(
 
 
 def priors(run: Path, size: int) -> dict[str, dict]:
-    """name -> synthesize() options."""
+    """name -> synthesize() options (decoder: where the run has trained one)."""
     search = dict(cma_steps=5, cma_popsize=12, cma_sigma=1.0, adam_steps=30)
+    decoder = {}
+    if (run / "out/decoder.pt").is_file():
+        decoder["decoder"] = dict(
+            generator=DecoderGenerator.from_file(run / "out/decoder.pt", size),
+            adam_lr=0.1,
+            transforms=[Robustness()],
+            **{**search, "adam_steps": 40},
+        )
     return {
+        **decoder,
         "fourier": dict(generator="fourier", adam_lr=0.8, **search),
         "maco": dict(
             generator=MacoGenerator(load_magnitude(run / "out/spectrum.pt", size)),
@@ -236,7 +247,7 @@ def main() -> None:
     parser.add_argument(
         "--run", type=Path, default=Path(__file__).resolve().parents[2], help="pipeline folder"
     )
-    parser.add_argument("--priors", nargs="*", help="only these (fourier, maco, pixel, lucent)")
+    parser.add_argument("--priors", nargs="*", help="only these (decoder, fourier, maco, pixel, lucent)")
     parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     parser.add_argument(
         "--figure", type=Path, help="PNG: two units per layer, each prior's prototype, 4 exemplars"

@@ -9,6 +9,9 @@ Four generators behind one interface (:class:`Generator`):
 - ``maco``: MACO's phase-only parameterisation (Fel et al. 2023): the magnitude
   spectrum is fixed to that of the data set's own images (:func:`magnitude_spectrum`),
   only the phase is searched; no weights, readable images at every layer.
+- ``decoder``: the decoder of a small variational autoencoder trained on the data set's
+  own images (:class:`DecoderGenerator`; ``protoviz_core.decoder_prior`` trains it): a
+  learnt prior like DeePSiM's, with no downloaded weights, whose images look like the data.
 - ``pixel``: raw pixels through a sigmoid, the baseline without a prior.
 
 Latents are sampled per stream key (:mod:`protoviz_core.engine.rng`) so that a channel's
@@ -32,7 +35,7 @@ DEEPSIM_WEIGHTS_SOURCE = (
     "upconvGAN_fc6.pt from the Hugging Face repository binxu/DeePSim_DosovitskiyBrox2016 "
     "(https://huggingface.co/binxu/DeePSim_DosovitskiyBrox2016)"
 )
-GENERATOR_NAMES = ("deepsim_fc6", "fourier", "maco", "pixel")
+GENERATOR_NAMES = ("deepsim_fc6", "fourier", "maco", "decoder", "pixel")
 
 
 class GeneratorWeightsError(ProtovizError, FileNotFoundError):
@@ -206,6 +209,105 @@ class MacoGenerator(Generator):
         return torch.sigmoid(torch.einsum("ij,njhw->nihw", self.colour, decorrelated))
 
 
+# The decoder stage's file: {"format", "latent_dim", "width", "image_size", "decoder"}.
+DECODER_FORMAT = "protoviz-decoder-1"
+
+
+class DecoderWeightsError(ProtovizError, FileNotFoundError):
+    """The decoder prior's file is missing, unreadable, of another size or format; names it and the fix."""
+
+
+class DecoderGenerator(Generator):
+    """A VAE's decoder as the prior: latent (N, d) -> images (N, 3, S, S) in [0, 1].
+
+    A linear layer to a (8w, s, s) map, s = ceil(S / 16), then four transposed convolutions
+    that each double the side (BatchNorm and LeakyReLU between them; eval mode in the
+    search, so every image is made on its own and a channel's prototype does not depend on
+    its batch), and a sigmoid; a side 16 s other than S (24 px, say) is resized to S. Trained
+    as a VAE, its latent prior is the standard normal that :meth:`Generator.sample` draws
+    starts from.
+
+    Args:
+        latent_dim: d.
+        width: w, the channels of the last hidden map (8w, 4w, 2w, w from the first).
+        image_size: S.
+    """
+
+    def __init__(self, latent_dim: int, width: int, image_size: int):
+        super().__init__()
+        self.latent_dim, self.width, self.image_size = latent_dim, width, image_size
+        self.start = math.ceil(image_size / 16)
+        self.side = 16 * self.start  # the network's own output side
+        self.project = nn.Linear(latent_dim, 8 * width * self.start**2)
+
+        def up(cin: int, cout: int) -> nn.Module:
+            return nn.Sequential(
+                nn.ConvTranspose2d(cin, cout, kernel_size=4, stride=2, padding=1),
+                nn.BatchNorm2d(cout),
+                nn.LeakyReLU(0.2),
+            )
+
+        self.body = nn.Sequential(
+            up(8 * width, 4 * width),
+            up(4 * width, 2 * width),
+            up(2 * width, width),
+            nn.ConvTranspose2d(width, 3, kernel_size=4, stride=2, padding=1),
+        )
+
+    def forward(self, latents: torch.Tensor) -> torch.Tensor:
+        hidden = self.project(latents.float()).view(-1, 8 * self.width, self.start, self.start)
+        images = torch.sigmoid(self.body(hidden))
+        if self.side != self.image_size:
+            images = F.interpolate(images, size=(self.image_size,) * 2, mode="bilinear", antialias=True)
+        return images
+
+    @classmethod
+    def from_file(cls, path: str | Path, image_size: int) -> DecoderGenerator:
+        """The decoder stage's file (weights only, no pickled code is run), in eval mode.
+
+        Raises:
+            DecoderWeightsError: missing, not a weights-only torch file, another format, or
+                trained for another image size.
+        """
+        path = Path(path).expanduser()
+        fix = "run dvc repro decoder (it trains the prior on the training images)"
+        if not path.is_file():
+            raise DecoderWeightsError(f"{path}: decoder prior not found; {fix}")
+        try:
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # truncated file, pickled code, not a torch file: torch raises many types
+            raise DecoderWeightsError(
+                f"{path}: not a decoder prior file ({type(exc).__name__}); {fix}"
+            ) from None
+        if not isinstance(saved, dict) or saved.get("format") != DECODER_FORMAT:
+            raise DecoderWeightsError(f"{path}: not a {DECODER_FORMAT} file; {fix}")
+        if "unused" in saved:
+            raise DecoderWeightsError(
+                f"{path}: no decoder was trained (extract.generator was {saved['unused']} when the "
+                f"decoder stage ran); {fix}"
+            )
+        if saved["image_size"] != image_size:
+            raise DecoderWeightsError(
+                f"{path}: a decoder for {saved['image_size']} px images, the run's are {image_size} px; {fix}"
+            )
+        generator = cls(int(saved["latent_dim"]), int(saved["width"]), image_size)
+        try:
+            generator.load_state_dict(saved["decoder"])
+        except (RuntimeError, KeyError, TypeError) as exc:
+            raise DecoderWeightsError(f"{path}: its tensors do not fit the decoder ({exc}); {fix}") from None
+        return generator.eval()
+
+    def file_contents(self) -> dict:
+        """What :meth:`from_file` reads: the architecture and the weights, tensors only."""
+        return {
+            "format": DECODER_FORMAT,
+            "latent_dim": self.latent_dim,
+            "width": self.width,
+            "image_size": self.image_size,
+            "decoder": self.state_dict(),
+        }
+
+
 def _deepsim_fc6_layers() -> nn.Sequential:
     """DeePSiM fc6 (Dosovitskiy & Brox 2016): 4096 -> BGR (3, 256, 256), mean-subtracted 0-255.
 
@@ -348,11 +450,11 @@ def make_generator(
     """A generator by name, or ``name`` itself when it already is one.
 
     Args:
-        name: ``deepsim_fc6``, ``fourier``, ``maco`` or ``pixel``.
+        name: ``deepsim_fc6``, ``fourier``, ``maco``, ``decoder`` or ``pixel``.
         image_size: side S of the images it makes.
         weights: ``deepsim_fc6``: the weights file, or ``"random"`` for an untrained
             network (tests and timing only); ``maco``: the magnitude spectrum file
-            (:func:`load_magnitude`).
+            (:func:`load_magnitude`); ``decoder``: the decoder stage's file.
         antialias: ``deepsim_fc6`` only: antialias its 256 px -> S resize (False: the authors' code).
     """
     if isinstance(name, Generator):
@@ -368,6 +470,13 @@ def make_generator(
                 "made by dvc repro spectrum)"
             )
         return MacoGenerator(load_magnitude(weights, image_size))
+    if name == "decoder":
+        if weights is None:
+            raise DecoderWeightsError(
+                "extract.generator_weights: decoder needs the trained prior, out/decoder.pt "
+                "(made by dvc repro decoder)"
+            )
+        return DecoderGenerator.from_file(weights, image_size)
     if name == "deepsim_fc6":
         if weights is None:
             raise GeneratorWeightsError(

@@ -3,6 +3,8 @@ import torch
 
 from protoviz_core.engine.generators import (
     DEEPSIM_WEIGHTS_SOURCE,
+    DecoderGenerator,
+    DecoderWeightsError,
     DeePSiMGenerator,
     FourierGenerator,
     GeneratorWeightsError,
@@ -159,3 +161,44 @@ def test_maco_spectrum_file_errors_name_the_file_and_the_stage(tmp_path):
         make_generator("maco", 20)
     torch.save({"magnitude": magnitude_spectrum(_bars(4))}, path)
     assert make_generator("maco", 20, path).latent_dim == 3 * 20 * 11
+
+
+def test_the_decoder_prior_makes_images_per_latent_whatever_its_batch_and_round_trips_its_file(tmp_path):
+    """Eval mode: a latent's image does not depend on the others in its batch (BatchNorm uses its
+    running statistics), so a channel's prototype does not depend on its batch."""
+    torch.manual_seed(0)
+    decoder = DecoderGenerator(latent_dim=8, width=4, image_size=32).eval()
+    latents = decoder.sample(stream_keys(0, torch.arange(5))).requires_grad_(True)
+    images = decoder(latents)
+    assert images.shape == (5, 3, 32, 32) and 0 <= images.min() and images.max() <= 1
+    assert torch.allclose(decoder(latents[2:3]), images[2:3], atol=1e-6)
+    images.mean().backward()
+    assert latents.grad.abs().sum() > 0
+    path = tmp_path / "decoder.pt"
+    torch.save(decoder.file_contents(), path)
+    loaded = make_generator("decoder", 32, path)
+    assert isinstance(loaded, DecoderGenerator) and not loaded.training
+    assert torch.equal(loaded(latents.detach()), decoder(latents.detach()))
+
+
+def test_decoder_prior_file_errors_name_the_file_and_the_stage(tmp_path):
+    path = tmp_path / "decoder.pt"
+    with pytest.raises(DecoderWeightsError, match="decoder prior not found; run dvc repro decoder"):
+        make_generator("decoder", 32, path)
+    with pytest.raises(DecoderWeightsError, match="decoder needs the trained prior"):
+        make_generator("decoder", 32)
+    torch.save(DecoderGenerator(8, 4, 32).file_contents(), path)
+    with pytest.raises(DecoderWeightsError, match="a decoder for 32 px images, the run's are 48 px"):
+        make_generator("decoder", 48, path)
+    torch.save({"format": "protoviz-decoder-1", "unused": "maco"}, path)
+    with pytest.raises(DecoderWeightsError, match="no decoder was trained .extract.generator was maco"):
+        make_generator("decoder", 32, path)
+    torch.save({"magnitude": torch.ones(3)}, path)
+    with pytest.raises(DecoderWeightsError, match="not a protoviz-decoder-1 file"):
+        make_generator("decoder", 32, path)
+    contents = DecoderGenerator(8, 4, 32).file_contents()
+    contents["width"] = 5
+    torch.save(contents, path)
+    with pytest.raises(DecoderWeightsError, match="do not fit the decoder"):
+        make_generator("decoder", 32, path)
+    assert DecoderGenerator(8, 4, 24)(torch.zeros(2, 8)).shape == (2, 3, 24, 24)  # made at 32, resized
