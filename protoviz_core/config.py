@@ -37,6 +37,12 @@ Backbone = Literal["resnet18", "resnet34", "resnet50", "mobilenet_v2"]
 BACKBONES: tuple[str, ...] = Backbone.__args__
 # Keys added after results existed, at the value that reproduces those results: left out of
 # the identities while they hold it, so that adding them retrains and redoes nothing.
+TRAINING_VERSION = 1
+"""The version of what turns a configuration into checkpoints: the training loop, the learners
+(their heads and losses) and their augmentations. Bump it with any change of their behaviour
+(not of their wording), so that checkpoints of the old behaviour are retrained instead of resumed;
+tests/test_training.py's golden run fails until it is bumped."""
+
 _IDENTITY_DEFAULTS = {
     ("train", "method"): "simclr",
     ("train", "backbone"): "resnet18",
@@ -480,8 +486,13 @@ class Params(_Section):
         return short_hash(payload)
 
     def training_hash(self) -> str:
-        """Identity of the training run: everything that changes its checkpoints."""
+        """Hash of the params that change a run's checkpoints (``aug``, ``seed``, ``data``, ``train``)."""
         return self.section_hash("aug", "seed", "data", "train")
+
+    def training_identity(self) -> str:
+        """A checkpoint's configuration identity, and the MLflow tag ``protoviz.training_hash``:
+        :meth:`training_hash` and :data:`TRAINING_VERSION`."""
+        return f"{self.training_hash()}-v{TRAINING_VERSION}"
 
     def measurement_hash(self) -> str:
         """Identity of a pipeline run: every section but the views, which change no measurement.

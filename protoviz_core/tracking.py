@@ -6,7 +6,8 @@ later stages find it again by its tags:
 
     protoviz.params_hash    hash of all params but the views (``Params.measurement_hash``)
     protoviz.dvc_exp        DVC_EXP_NAME, or "workspace" for plain ``dvc repro``
-    protoviz.training_hash  hash of the params that shape the checkpoints (aug, seed, data, train)
+    protoviz.training_hash  the checkpoints' identity: hash of the params that shape them (aug, seed,
+                            data, train) and TRAINING_VERSION, as each checkpoint records it
     protoviz.aug, protoviz.method, protoviz.backbone, protoviz.seed, protoviz.git_commit
     protoviz.stage.<stage>  running, done, failed or killed (how each stage last ended)
 
@@ -119,7 +120,7 @@ def run_tags(params: Params) -> dict[str, str]:
     return {
         f"{TAG_PREFIX}params_hash": params.measurement_hash(),
         f"{TAG_PREFIX}dvc_exp": os.environ.get("DVC_EXP_NAME") or "workspace",
-        f"{TAG_PREFIX}training_hash": params.training_hash(),
+        f"{TAG_PREFIX}training_hash": params.training_identity(),
         f"{TAG_PREFIX}aug": params.aug,
         f"{TAG_PREFIX}method": params.train.method,
         f"{TAG_PREFIX}backbone": params.train.backbone,
@@ -365,7 +366,7 @@ def _open_run(params: Params, stage: str) -> Iterator[mlflow.ActiveRun]:
         logged = [Param(key, str(value)) for key, value in params_flat.items()]
         _retry(lambda: client.log_batch(run_id, params=logged))
         if stage != "train":
-            _adopt_training_curves(client, experiment_id, run_id, params.training_hash())
+            _adopt_training_curves(client, experiment_id, run_id, params.training_identity())
     else:
         run_id = existing.info.run_id
         # Claimed before the run is RUNNING again: another process must not take the previous

@@ -37,7 +37,7 @@ from protoviz_core.checkpoints import (
     list_checkpoints,
     read_checkpoint,
 )
-from protoviz_core.config import Params, ParamsError, TrainParams
+from protoviz_core.config import ParamsError, TrainParams
 from protoviz_core.engine.normalization import normalize_images
 from protoviz_core.engine.precision import autocast, uses_bfloat16
 from protoviz_core.errors import ProtovizError
@@ -53,19 +53,6 @@ Log = Callable[[str], None]
 
 class TrainingDiverged(ProtovizError, FloatingPointError):
     """The loss or the weights became NaN or infinite; names the epoch, the step and the likely param."""
-
-
-TRAINING_VERSION = 1
-"""The version of what turns a configuration into checkpoints: this loop, the learners (their
-heads and losses) and their augmentations. Bump it with any change of their behaviour (not of their
-wording), so that checkpoints of the old behaviour are retrained instead of resumed;
-tests/test_training.py's golden run fails until it is bumped."""
-
-
-def training_identity(params: Params) -> str:
-    """A checkpoint's configuration identity: the params that change its weights, and
-    :data:`TRAINING_VERSION`."""
-    return f"{params.training_hash()}-v{TRAINING_VERSION}"
 
 
 @dataclass
@@ -519,8 +506,9 @@ def train_learner(
         state_path: model + optimiser + scheduler after the last finished epoch.
         snapshot_dir: receives ``state_XXXX.pt``, the resume state after every
             ``config.state_every``-th epoch, where replays start; None keeps none.
-        training_hash: identity of this configuration (:func:`training_identity`); checkpoints
-            and state of any other configuration found on disk are discarded, never mixed in.
+        training_hash: identity of this configuration
+            (:meth:`~protoviz_core.config.Params.training_identity`); checkpoints and state of
+            any other configuration found on disk are discarded, never mixed in.
         device: resolved by the caller (the stage claims GPUs).
         on_step: called with (epoch, step within the epoch from 1, loss) after each step (progress).
         on_epoch_end: called with (epoch, mean loss) after each trained epoch.

@@ -17,7 +17,7 @@ from protoviz_core.learners import collapsed, learned_nothing
 from protoviz_core.metric_keys import TRAIN_IMAGES_PER_S, TRAIN_LOSS
 from protoviz_core.stl10 import read_split
 from protoviz_core.tracking import pipeline_run
-from protoviz_core.training import train_learner, training_identity
+from protoviz_core.training import train_learner
 from stages import _cli
 
 COLLAPSE_CHECK_IMAGES = 256  # training images whose final features are checked for collapse
@@ -60,7 +60,7 @@ def main(argv=None) -> None:
             checkpoint_dir=args.checkpoints,
             state_path=args.state,
             snapshot_dir=args.snapshots,
-            training_hash=training_identity(params),
+            training_hash=params.training_identity(),
             device=resolve_device(params.train.device),
             on_step=step_done,
             on_epoch_end=lambda epoch, loss: mlflow.log_metric(TRAIN_LOSS, loss, step=epoch),

@@ -109,23 +109,31 @@ def test_training_hash_ignores_nothing_that_changes_training():
     assert parse_params({**tiny_params(), "aug": "keepclr"}).training_hash() != base.training_hash()
 
 
-def test_the_similarity_section_at_its_defaults_leaves_earlier_runs_their_identity():
-    """Runs made before the similarity stage existed keep their MLflow run: at its defaults the
-    section is left out of the hash, as are the keys that change only speed."""
+def test_sections_added_later_at_their_defaults_leave_earlier_runs_their_identity():
+    """Runs made before the similarity and decoder stages existed keep their MLflow run: at
+    their defaults the sections are left out of the hash, as are the keys that change only speed."""
     base = parse_params({})
     dumped = base.model_dump()
     del (
         dumped["similarity"],
+        dumped["decoder"],
         dumped["train"]["method"],
         dumped["train"]["backbone"],
         dumped["train"]["state_every"],
     )
-    keys = [k for k in type(base).model_fields if k not in ("distance", "report", "similarity")]
+    keys = [k for k in type(base).model_fields if k not in ("distance", "report", "similarity", "decoder")]
     payload = json.dumps({k: dumped[k] for k in keys}, sort_keys=True)
     assert base.measurement_hash() == hashlib.sha256(payload.encode()).hexdigest()[:24]
-    faster = parse_params({"similarity": {"batch_size": 16, "device": "cpu"}, "train": {"state_every": 3}})
+    faster = parse_params(
+        {
+            "similarity": {"batch_size": 16, "device": "cpu"},
+            "train": {"state_every": 3},
+            "decoder": {"device": "cpu"},
+        }
+    )
     assert faster.measurement_hash() == base.measurement_hash()
     assert parse_params({"similarity": {"images": 1000}}).measurement_hash() != base.measurement_hash()
+    assert parse_params({"decoder": {"epochs": 5}}).measurement_hash() != base.measurement_hash()
 
 
 def test_views_do_not_change_the_measurement_identity():

@@ -2,14 +2,12 @@ import pytest
 import torch
 
 from protoviz_core.checkpoints import CheckpointError, list_checkpoints, load_backbone, read_checkpoint
-from protoviz_core.config import Params
+from protoviz_core.config import TRAINING_VERSION, Params
 from protoviz_core.training import (
-    TRAINING_VERSION,
     TrainingDiverged,
     list_snapshots,
     snapshot_path,
     train_learner,
-    training_identity,
 )
 from tests.helpers import TINY_IMAGE_SIZE, tiny_params
 
@@ -387,12 +385,12 @@ def test_training_behaviour_is_that_of_its_version(tmp_path, tiny_images, tiny_t
     # Tolerances well above float rounding over these four steps, well below any change of behaviour.
     assert measured == pytest.approx(TRAINING_GOLDEN[TRAINING_VERSION][aug], rel=1e-4), (
         f"training changed its checkpoints ({measured}) but not TRAINING_VERSION ({TRAINING_VERSION}): "
-        f"bump it in protoviz_core/training.py and record the new values"
+        f"bump it in protoviz_core/config.py and record the new values"
     )
 
 
 def test_identity_names_the_params_and_the_training_version_not_the_code_bytes():
     params = Params.model_validate(tiny_params())
-    assert training_identity(params) == f"{params.training_hash()}-v{TRAINING_VERSION}"
+    assert params.training_identity() == f"{params.training_hash()}-v{TRAINING_VERSION}"
     changed = params.model_copy(update={"seed": params.seed + 1})
-    assert training_identity(changed) != training_identity(params)
+    assert changed.training_identity() != params.training_identity()
