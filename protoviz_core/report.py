@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -337,55 +338,119 @@ def write_run_report(
         read_unit: the params' ``read_unit`` (which unit of a map the prototypes are of).
         on_atlas_epoch: called after each epoch of the atlas is written (progress).
     """
-    out = Path(out)
-    index = store.index
-    aug, seed = str(index.aug.iloc[0]), int(index.seed.iloc[0])
-    layers = list(dict.fromkeys(index.layer))
-    epochs = sorted(int(e) for e in index.epoch.unique())
-    last, first_repeat = epochs[-1], int(index["repeat"].min())
-    page = HtmlPage(f"protoviz report: {aug}, seed {seed}")
+    run = _RunInReport.of(Path(out), store, masks, run_name)
+    page = HtmlPage(f"protoviz report: {run.title}")
     page.text(
-        f"Run {run_name}. Epochs with prototypes: {epochs[0]}..{last} ({len(epochs)}); "
-        f"layers {', '.join(layers)}; distances in {view_label(view)} space.",
+        f"Run {run_name}. Epochs with prototypes: {run.epochs[0]}..{run.last} ({len(run.epochs)}); "
+        f"layers {', '.join(run.layers)}; distances in {view_label(view)} space.",
         note=True,
     )
+    _prototypes_section(page, run, arch, read_unit)
+    units = _development_section(page, run, settings)
+    _superstimulus_section(
+        page, run.out, store, units, exemplars, run.last, run.first_repeat, title=run.title, masks=masks
+    )
+    if readability is not None:
+        _readability_section(page, run.out, readability, distances, view, title=run.title)
+    if similarity is not None:
+        _similarity_section(page, run.out, similarity, distances, view, title=run.title)
+    _probe_section(page, run, probe)
+    for quantity in QUANTITIES:
+        curves = _curves(distances, quantity, view, run.aug)
+        if curves.empty:
+            log(f"report: no {quantity} in {view_label(view)} space; figure skipped")
+            continue
+        _quantity_figure(page, curves, quantity, run.out, f"{view_label(view)}", "vs epoch per layer")
+    _atlas_section(page, run, settings, exemplars, unit_scores, log, on_atlas_epoch)
+    return page.write(run.out / "index.html")
 
-    page.heading(f"Prototypes at epoch {last} (outside the receptive field dimmed, repeat {first_repeat})")
-    last_masks = masks.for_epoch(last, layers)
+
+@dataclass(frozen=True)
+class _RunInReport:
+    """What every section of one run's report reads: its folder, prototypes, masks and their extent."""
+
+    out: Path
+    store: PrototypeStore
+    masks: MaskSet
+    name: str
+    aug: str
+    seed: int
+    layers: list[str]  # in network order
+    epochs: list[int]  # with prototypes
+    first_repeat: int
+
+    @classmethod
+    def of(cls, out: Path, store: PrototypeStore, masks: MaskSet, name: str) -> _RunInReport:
+        index = store.index
+        return cls(
+            out=out,
+            store=store,
+            masks=masks,
+            name=name,
+            aug=str(index.aug.iloc[0]),
+            seed=int(index.seed.iloc[0]),
+            layers=list(dict.fromkeys(index.layer)),
+            epochs=sorted(int(e) for e in index.epoch.unique()),
+            first_repeat=int(index["repeat"].min()),
+        )
+
+    @property
+    def last(self) -> int:
+        return self.epochs[-1]
+
+    @property
+    def title(self) -> str:
+        return f"{self.aug}, seed {self.seed}"
+
+
+def _prototypes_section(page: HtmlPage, run: _RunInReport, arch: str, read_unit: str) -> None:
+    """Every extracted unit of each layer at the last epoch, surround dimmed, with where the unit looks."""
+    page.heading(
+        f"Prototypes at epoch {run.last} (outside the receptive field dimmed, repeat {run.first_repeat})"
+    )
+    last_masks = run.masks.for_epoch(run.last, run.layers)
     untrained = build_backbone(arch).eval()  # for the layers' map sizes in the unit notes
-    for layer in layers:
-        rows = store.select(epoch=last, layer=layer, repeat=first_repeat).sort_values("channel")
-        images = dimmed_surround(store.images(rows), last_masks[layer])
-        path = save_image(grid(images), out / f"prototypes_{layer}.png")
+    for layer in run.layers:
+        rows = run.store.select(epoch=run.last, layer=layer, repeat=run.first_repeat).sort_values("channel")
+        images = dimmed_surround(run.store.images(rows), last_masks[layer])
+        path = save_image(grid(images), run.out / f"prototypes_{layer}.png")
         page.text(
             f"{layer}: {len(rows)} channels ({int(rows.channel.min())}..{int(rows.channel.max())}), "
             f"row by row in channel order. "
             + unit_position_note(
-                untrained, layer, images.shape[-1], last_masks[layer], masks.source_epoch(last), read_unit
+                untrained,
+                layer,
+                images.shape[-1],
+                last_masks[layer],
+                run.masks.source_epoch(run.last),
+                read_unit,
             )
         )
         # The page stays small at full scale (960 channels): it inlines thumbnails, the file has every pixel.
         small = io.BytesIO()
         grid(thumbnails(images, PAGE_THUMB)).save(small, format="PNG")
-        page.image(small.getvalue(), f"prototypes of {layer} at epoch {last}")
+        page.image(small.getvalue(), f"prototypes of {layer} at epoch {run.last}")
         page.link(path.name, f"{path.name} (full resolution)")
 
+
+def _development_section(page: HtmlPage, run: _RunInReport, settings: ReportParams) -> list[tuple[str, int]]:
+    """The montage's units over training (``report.units``, ``report.montage_epochs``); returns the units."""
     page.heading("Development of single units (outside the receptive field dimmed)")
-    units = montage_units(store, settings)
+    units = montage_units(run.store, settings)
     try:  # a stride (0, k, 2k, ... and the last) or the listed epochs
-        shown_epochs = choose_epochs(epochs, settings.montage_epochs, key="report.montage_epochs")
+        shown_epochs = choose_epochs(run.epochs, settings.montage_epochs, key="report.montage_epochs")
     except ValueError as exc:
         raise ReportError(f"{exc} (extracted epochs)") from None
     pictures = []
     for layer, channel in units:
-        rows = store.select(
-            layer=layer, channel=channel, repeat=first_repeat, epoch=shown_epochs
+        rows = run.store.select(
+            layer=layer, channel=channel, repeat=run.first_repeat, epoch=shown_epochs
         ).sort_values("epoch")
         pictures.append(
             torch.stack(
                 [
                     dimmed_surround(
-                        store.images(rows.iloc[[i]]), masks.for_epoch(int(epoch), [layer])[layer]
+                        run.store.images(rows.iloc[[i]]), run.masks.for_epoch(int(epoch), [layer])[layer]
                     )[0]
                     for i, epoch in enumerate(rows.epoch)
                 ]
@@ -395,19 +460,14 @@ def write_run_report(
         torch.stack(pictures),
         units=[f"{layer}:{c}" for layer, c in units],
         epochs=shown_epochs,
-        title=f"{aug}, seed {seed}: units over training",
+        title=f"{run.title}: units over training",
     )
-    page.image(save_figure(figure, out / "development.png"), "development montage")
+    page.image(save_figure(figure, run.out / "development.png"), "development montage")
+    return units
 
-    _superstimulus_section(
-        page, out, store, units, exemplars, last, first_repeat, title=f"{aug}, seed {seed}", masks=masks
-    )
 
-    if readability is not None:
-        _readability_section(page, out, readability, distances, view, title=f"{aug}, seed {seed}")
-    if similarity is not None:
-        _similarity_section(page, out, similarity, distances, view, title=f"{aug}, seed {seed}")
-
+def _probe_section(page: HtmlPage, run: _RunInReport, probe: pd.DataFrame) -> None:
+    """Each readout's test accuracy over epochs, and the table."""
     page.heading("Linear-probe accuracy")
     readouts = pd.concat(
         [
@@ -422,36 +482,39 @@ def write_run_report(
         line="line",
         y_label="test accuracy",
         colors=READOUT_COLORS,
-        title=f"{aug}, seed {seed}: linear probe",
+        title=f"{run.title}: linear probe",
     )
-    page.image(save_figure(figure, out / "probe.png"), "probe accuracy vs epoch")
+    page.image(save_figure(figure, run.out / "probe.png"), "probe accuracy vs epoch")
     page.table(probe)
 
-    for quantity in QUANTITIES:
-        curves = _curves(distances, quantity, view, aug)
-        if curves.empty:
-            log(f"report: no {quantity} in {view_label(view)} space; figure skipped")
-            continue
-        _quantity_figure(page, curves, quantity, out, f"{view_label(view)}", "vs epoch per layer")
 
+def _atlas_section(
+    page: HtmlPage,
+    run: _RunInReport,
+    settings: ReportParams,
+    exemplars: ExemplarSet | None,
+    unit_scores: dict[int, dict] | None,
+    log: Callable[[str], None],
+    on_epoch: Callable[[int], None],
+) -> None:
+    """This run's part of the atlas and its viewer in ``atlas/``; files of other configurations removed."""
     page.heading("Prototype atlas")
     # The report folder persists across configurations: drop what this run did not make.
-    prune(out, [f"prototypes_{layer}.png" for layer in layers], log, pattern="prototypes_*.png")
-    prune(out / "atlas" / "runs", [run_name], log, pattern="*/")
+    prune(run.out, [f"prototypes_{layer}.png" for layer in run.layers], log, pattern="prototypes_*.png")
+    prune(run.out / "atlas" / "runs", [run.name], log, pattern="*/")
     manifest = write_run_part(
-        store,
-        masks,
-        out / "atlas" / "runs" / run_name,
-        name=run_name,
+        run.store,
+        run.masks,
+        run.out / "atlas" / "runs" / run.name,
+        name=run.name,
         thumb_size=settings.thumb_size,
         exemplars=exemplars,
         readability=unit_scores,
         log=log,
-        on_epoch=on_atlas_epoch,
+        on_epoch=on_epoch,
     )
-    write_viewer(out / "atlas", [manifest])
+    write_viewer(run.out / "atlas", [manifest])
     page.link("atlas/index.html", "Open the atlas: any unit, any epoch, both repeats (opens from disk)")
-    return page.write(out / "index.html")
 
 
 def check_exemplars_match(store: PrototypeStore, exemplars: ExemplarSet) -> None:
@@ -650,10 +713,36 @@ def write_comparison(
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    used = selection.used
-    page = HtmlPage("protoviz comparison: " + ", ".join(sorted(used.condition.unique())))
+    page = HtmlPage("protoviz comparison: " + ", ".join(sorted(selection.used.condition.unique())))
+    runs = _runs_section(page, out, selection)
+    _per_run_table(out, histories, runs)
+    _probe_comparison_section(page, out, histories)
+
+    def of_view(quantity: str) -> pd.DataFrame:
+        """``quantity``'s rows of the view, with their layer."""
+        keys = {
+            distance_key(quantity, view.space, view.metric, view.masked, layer_of(key))
+            for key in histories.key
+        }
+        chosen = histories[histories.key.isin(keys)]
+        return chosen.assign(layer=chosen.key.map(layer_of))
+
+    _distance_comparison_sections(page, out, of_view, view)
+    _differences_section(page, out, of_view)
+    _superstimulus_comparison_section(page, out, histories)
+    if similarity is not None and not similarity.empty:
+        _similarity_between_section(page, out, similarity)
+    if atlas_runs:
+        page.heading("Prototype atlas")
+        write_viewer(out / "atlas", atlas_runs)
+        page.link("atlas/index.html", "Open the atlas: both conditions side by side")
+    return page.write(out / "index.html")
+
+
+def _runs_section(page: HtmlPage, out: Path, selection: RunSelection) -> pd.DataFrame:
+    """The runs used (``runs.csv``), the ones skipped and why, and params they differ in; returns the runs."""
     page.heading("Runs used")
-    runs = used[["condition", "method", "backbone", "aug", "seed", "name", "dvc_exp", "run_id"]]
+    runs = selection.used[["condition", "method", "backbone", "aug", "seed", "name", "dvc_exp", "run_id"]]
     page.table(runs)
     runs.to_csv(out / "runs.csv", index=False)  # which MLflow runs the figures and tables are made of
     if not selection.skipped.empty:
@@ -666,54 +755,56 @@ def write_comparison(
             "Warning: the runs differ in more than condition and seed: "
             + "; ".join(f"{key} = {', '.join(values)}" for key, values in selection.differing_params.items())
         )
+    return runs
 
-    # Each run's own curves, the numbers behind every mean: one row per (run, epoch).
+
+def _per_run_table(out: Path, histories: pd.DataFrame, runs: pd.DataFrame) -> None:
+    """``per_run.csv``: each run's own curves, the numbers behind every mean, one row per (run, epoch)."""
     per_run = histories[histories.key.isin([TRAIN_LOSS] + [probe_key(r) for r in READOUTS])]
-    if not per_run.empty:
-        wide = per_run.pivot_table(
-            index=["condition", "seed", "run_id", "epoch"], columns="key", values="value"
-        )
-        wide = wide.rename(
-            columns=lambda key: "loss" if key == TRAIN_LOSS else key.split("/", 1)[1]
-        ).reset_index()
-        wide = wide.merge(runs[["run_id", "name"]], on="run_id")
-        columns = ["condition", "seed", "name", "run_id", "epoch"] + [
-            c for c in ["loss", *READOUTS] if c in wide
-        ]
-        wide[columns].to_csv(out / "per_run.csv", index=False)
+    if per_run.empty:
+        return
+    wide = per_run.pivot_table(index=["condition", "seed", "run_id", "epoch"], columns="key", values="value")
+    wide = wide.rename(
+        columns=lambda key: "loss" if key == TRAIN_LOSS else key.split("/", 1)[1]
+    ).reset_index()
+    wide = wide.merge(runs[["run_id", "name"]], on="run_id")
+    columns = ["condition", "seed", "name", "run_id", "epoch"] + [c for c in ["loss", *READOUTS] if c in wide]
+    wide[columns].to_csv(out / "per_run.csv", index=False)
 
+
+def _probe_comparison_section(page: HtmlPage, out: Path, histories: pd.DataFrame) -> None:
+    """Probe accuracy per condition over epochs (``probe.csv``) and at each run's last epoch
+    (``final_probe.csv``), mean ± SEM over seeds."""
     probe = histories[histories.key.isin([probe_key(r) for r in READOUTS])]
+    if probe.empty:
+        return
     readout_of = {probe_key(r): r for r in READOUTS}
-    if not probe.empty:
-        page.heading("Linear-probe accuracy")
-        stats = mean_sem(probe.assign(readout=probe.key.map(readout_of)), ["readout", "condition", "epoch"])
-        figure = _per_condition(
-            stats,
-            "readout",
-            "test accuracy",
-            "Linear-probe accuracy, mean ± SEM over seeds",
-            panel_order=[r for r in READOUTS if r in set(stats.readout)],
-        )
-        page.image(save_figure(figure, out / "probe.png"), "probe accuracy per condition")
-        # The figure's numbers: readout, condition, epoch, mean, sem, n.
-        stats.to_csv(out / "probe.csv", index=False)
-        final = mean_sem(
-            final_values(probe).assign(readout=lambda f: f.key.map(readout_of)), ["condition", "readout"]
-        )
-        final_table = final.rename(columns={"n": "seeds"})
-        final_table.to_csv(out / "final_probe.csv", index=False)
-        page.text("Final linear-probe accuracy (each run's last epoch), mean and SEM over seeds:")
-        page.table(final_table)
+    page.heading("Linear-probe accuracy")
+    stats = mean_sem(probe.assign(readout=probe.key.map(readout_of)), ["readout", "condition", "epoch"])
+    figure = _per_condition(
+        stats,
+        "readout",
+        "test accuracy",
+        "Linear-probe accuracy, mean ± SEM over seeds",
+        panel_order=[r for r in READOUTS if r in set(stats.readout)],
+    )
+    page.image(save_figure(figure, out / "probe.png"), "probe accuracy per condition")
+    # The figure's numbers: readout, condition, epoch, mean, sem, n.
+    stats.to_csv(out / "probe.csv", index=False)
+    final = mean_sem(
+        final_values(probe).assign(readout=lambda f: f.key.map(readout_of)), ["condition", "readout"]
+    )
+    final_table = final.rename(columns={"n": "seeds"})
+    final_table.to_csv(out / "final_probe.csv", index=False)
+    page.text("Final linear-probe accuracy (each run's last epoch), mean and SEM over seeds:")
+    page.table(final_table)
 
-    def of_view(quantity: str) -> pd.DataFrame:
-        """``quantity``'s rows of the view, with their layer."""
-        keys = {
-            distance_key(quantity, view.space, view.metric, view.masked, layer_of(key))
-            for key in histories.key
-        }
-        chosen = histories[histories.key.isin(keys)]
-        return chosen.assign(layer=chosen.key.map(layer_of))
 
+def _distance_comparison_sections(
+    page: HtmlPage, out: Path, of_view: Callable[[str], pd.DataFrame], view: DistanceParams
+) -> None:
+    """Diversity, rate of change and consistency per condition (``<quantity>.csv``), the first two
+    with each condition's noise floor and its interval over units."""
     floor = mean_sem(of_view("consistency"), ["layer", "condition", "epoch"])
     for end in ("low", "high"):  # the floor's interval over units, averaged over seeds
         bound = mean_sem(of_view(f"consistency_{end}"), ["layer", "condition", "epoch"])
@@ -736,28 +827,22 @@ def write_comparison(
         )
         stats.to_csv(out / f"{quantity}.csv", index=False)
 
-    _differences_section(page, out, of_view)
 
+def _superstimulus_comparison_section(page: HtmlPage, out: Path, histories: pd.DataFrame) -> None:
+    """Each run's median superstimulus ratio per layer, mean ± SEM over seeds (``superstimulus.csv``)."""
     ratio_keys = {extract_key("superstimulus", layer_of(key)) for key in histories.key}
     ratios = histories[histories.key.isin(ratio_keys)]
-    if not ratios.empty:
-        stats = mean_sem(ratios.assign(layer=ratios.key.map(layer_of)), ["layer", "condition", "epoch"])
-        page.heading("Prototypes against the data (superstimulus ratio)")
-        figure = _per_condition(
-            stats,
-            "layer",
-            "prototype / best natural image",
-            "Median superstimulus ratio per run; mean ± SEM over seeds",
-            log_y=True,
-            reference=(1.0, "best natural image"),
-        )
-        page.image(save_figure(figure, out / "superstimulus.png"), "superstimulus ratio per condition")
-        stats.to_csv(out / "superstimulus.csv", index=False)
-
-    if similarity is not None and not similarity.empty:
-        _similarity_between_section(page, out, similarity)
-    if atlas_runs:
-        page.heading("Prototype atlas")
-        write_viewer(out / "atlas", atlas_runs)
-        page.link("atlas/index.html", "Open the atlas: both conditions side by side")
-    return page.write(out / "index.html")
+    if ratios.empty:
+        return
+    stats = mean_sem(ratios.assign(layer=ratios.key.map(layer_of)), ["layer", "condition", "epoch"])
+    page.heading("Prototypes against the data (superstimulus ratio)")
+    figure = _per_condition(
+        stats,
+        "layer",
+        "prototype / best natural image",
+        "Median superstimulus ratio per run; mean ± SEM over seeds",
+        log_y=True,
+        reference=(1.0, "best natural image"),
+    )
+    page.image(save_figure(figure, out / "superstimulus.png"), "superstimulus ratio per condition")
+    stats.to_csv(out / "superstimulus.csv", index=False)
