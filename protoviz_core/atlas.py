@@ -37,6 +37,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -98,58 +99,16 @@ def write_run_part(
     layers = list(dict.fromkeys(index.layer))  # extraction order = network order
     image_size = int(store.images(index.iloc[:1]).shape[-1])
     thumb = min(thumb_size, image_size)
-
     channels = {
         layer: sorted(int(c) for c in index[index.layer == layer].channel.unique()) for layer in layers
     }
     columns = {layer: max(1, math.ceil(math.sqrt(len(chosen)))) for layer, chosen in channels.items()}
-    sprites: dict[str, str] = {}
-    shard_keys: dict[str, list[str]] = {layer: [] for layer in layers}  # every shard's, for the strips' names
-    activations = {layer: [] for layer in layers}  # [epoch index][repeat index][channel index]
-    ratios = {layer: [] for layer in layers}  # the same, superstimulus ratio (None: no yardstick)
-    for epoch in epochs:
-        for layer in layers:
-            per_repeat, per_repeat_ratio = [], []
-            for repeat in repeats:
-                rows = store.select(epoch=epoch, layer=layer, repeat=repeat).sort_values("channel")
-                if list(rows.channel) != channels[layer]:
-                    raise MissingInputError(
-                        f"{store.root}: epoch {epoch} {layer} repeat {repeat} lacks channels; "
-                        "rerun the extract stage"
-                    )
-                shard_key = store.shard_keys(epoch=epoch, layer=layer, repeat=repeat)
-                shard_keys[layer].append(str(shard_key))
-                key = f"{shard_key}:{thumb}:{columns[layer]}"
-                digest = short_hash(key)
-                cell = f"e{epoch:04d}-{layer}-r{repeat}"
-                sprites[cell] = f"sprites/{cell}-{digest}.jpg"
-                path = folder / sprites[cell]
-                if not path.is_file():
-                    # Cell i of a sheet at (i // columns, i % columns), no gaps: the viewer's arithmetic.
-                    sheet = grid(thumbnails(store.images(rows), thumb), columns[layer], gap=0)
-                    save_image(sheet, path, quality=90)
-                per_repeat.append([round(float(a), 4) for a in rows.activation])
-                per_repeat_ratio.append(
-                    [None if math.isnan(r) else round(float(r), 4) for r in rows.superstimulus]
-                )
-            activations[layer].append(per_repeat)
-            ratios[layer].append(per_repeat_ratio)
-        on_epoch(epoch)
-    prune(folder / "sprites", [Path(p).name for p in sprites.values()], log, pattern="*.jpg")
+    sheets = _write_sheets(store, folder, epochs, repeats, channels, columns, thumb, on_epoch)
+    prune(folder / "sprites", [Path(p).name for p in sheets.sprites.values()], log, pattern="*.jpg")
     log(f"atlas {name}: one strip per unit across epochs (for scrubbing)")
-    strips = _write_strips(store, folder, channels, shard_keys, epochs, repeats, thumb)
+    strips = _write_strips(store, folder, channels, sheets.shard_keys, epochs, repeats, thumb)
     prune(folder / "strips", [Path(p).name for p in strips.values()], log, pattern="*.jpg")
-
-    mask_files: dict[str, str] = {}
-    for epoch in epochs:
-        for layer, mask in masks.for_epoch(epoch, layers).items():
-            small = thumbnails(
-                (surround_gain(mask) * 255).round().to(torch.uint8).expand(3, -1, -1)[None], thumb
-            )[0]
-            cell = f"e{epoch:04d}-{layer}"
-            mask_files[cell] = f"masks/{cell}.png"
-            save_image(Image.fromarray(small.permute(1, 2, 0).numpy()), folder / mask_files[cell])
-
+    mask_files = _write_masks(masks, folder, epochs, layers, thumb)
     rows0 = index.iloc[0]
     manifest = {
         "name": name,
@@ -161,24 +120,102 @@ def write_run_part(
         "layers": layers,
         "channels": channels,
         "columns": columns,
-        "sprites": sprites,
+        "sprites": sheets.sprites,
         "strips": strips,
         "masks": mask_files,
-        "activations": activations,
-        "superstimulus": ratios,
+        "activations": sheets.activations,
+        "superstimulus": sheets.ratios,
     }
     if readability is not None:
-        # [epoch index][channel index] -> [prototypes, exemplars], None where the epoch has no scores
-        manifest["readability"] = {
-            layer: [_unit_scores(readability.get(epoch, {}).get(layer), channels[layer]) for epoch in epochs]
-            for layer in layers
-        }
+        manifest["readability"] = _readability_scores(readability, epochs, channels)
     if exemplars is not None:
         log(f"atlas {name}: each unit's top natural images per epoch")
         manifest["exemplars"] = _write_exemplars(exemplars, folder, channels, columns, epochs, thumb, log)
     with atomic_write(folder / MANIFEST) as f:
         json.dump(manifest, f)
     return manifest
+
+
+@dataclass
+class _Sheets:
+    """The layer sheets of every (epoch, layer, repeat) and what the manifest says of their units."""
+
+    sprites: dict[str, str]  # cell "eXXXX-<layer>-r<repeat>" -> sheet path relative to the run part
+    shard_keys: dict[str, list[str]]  # per layer, every shard's key (the strips are named by them)
+    activations: dict[str, list]  # per layer: [epoch index][repeat index][channel index]
+    ratios: dict[str, list]  # the same, superstimulus ratio (None: no yardstick)
+
+
+def _write_sheets(
+    store: PrototypeStore,
+    folder: Path,
+    epochs: list[int],
+    repeats: list[int],
+    channels: dict[str, list[int]],
+    columns: dict[str, int],
+    thumb: int,
+    on_epoch: Callable[[int], None],
+) -> _Sheets:
+    """One JPEG sheet per shard (unit i at cell (i // columns, i % columns)), named by a hash of the
+    shard's key and the layout, so that a rerun writes only missing sheets."""
+    sheets = _Sheets(
+        sprites={},
+        shard_keys={layer: [] for layer in channels},
+        activations={layer: [] for layer in channels},
+        ratios={layer: [] for layer in channels},
+    )
+    for epoch in epochs:
+        for layer in channels:
+            per_repeat, per_repeat_ratio = [], []
+            for repeat in repeats:
+                rows = store.select(epoch=epoch, layer=layer, repeat=repeat).sort_values("channel")
+                if list(rows.channel) != channels[layer]:
+                    raise MissingInputError(
+                        f"{store.root}: epoch {epoch} {layer} repeat {repeat} lacks channels; "
+                        "rerun the extract stage"
+                    )
+                shard_key = store.shard_keys(epoch=epoch, layer=layer, repeat=repeat)
+                sheets.shard_keys[layer].append(str(shard_key))
+                digest = short_hash(f"{shard_key}:{thumb}:{columns[layer]}")
+                cell = f"e{epoch:04d}-{layer}-r{repeat}"
+                sheets.sprites[cell] = f"sprites/{cell}-{digest}.jpg"
+                path = folder / sheets.sprites[cell]
+                if not path.is_file():
+                    # Cell i of a sheet at (i // columns, i % columns), no gaps: the viewer's arithmetic.
+                    sheet = grid(thumbnails(store.images(rows), thumb), columns[layer], gap=0)
+                    save_image(sheet, path, quality=90)
+                per_repeat.append([round(float(a), 4) for a in rows.activation])
+                per_repeat_ratio.append(
+                    [None if math.isnan(r) else round(float(r), 4) for r in rows.superstimulus]
+                )
+            sheets.activations[layer].append(per_repeat)
+            sheets.ratios[layer].append(per_repeat_ratio)
+        on_epoch(epoch)
+    return sheets
+
+
+def _write_masks(masks: MaskSet, folder: Path, epochs: list[int], layers: list[str], thumb: int) -> dict:
+    """Each (epoch, layer)'s RF mask as a small PNG the viewer multiplies over a tile (grey outside)."""
+    files = {}
+    for epoch in epochs:
+        for layer, mask in masks.for_epoch(epoch, layers).items():
+            small = thumbnails(
+                (surround_gain(mask) * 255).round().to(torch.uint8).expand(3, -1, -1)[None], thumb
+            )[0]
+            cell = f"e{epoch:04d}-{layer}"
+            files[cell] = f"masks/{cell}.png"
+            save_image(Image.fromarray(small.permute(1, 2, 0).numpy()), folder / files[cell])
+    return files
+
+
+def _readability_scores(
+    readability: dict[int, dict], epochs: list[int], channels: dict[str, list[int]]
+) -> dict:
+    """Per layer, [epoch index][channel index] -> [prototypes, exemplars] (None: no scores that epoch)."""
+    return {
+        layer: [_unit_scores(readability.get(epoch, {}).get(layer), chosen) for epoch in epochs]
+        for layer, chosen in channels.items()
+    }
 
 
 def _unit_scores(scores: dict | None, channels: list[int]) -> list | None:
