@@ -370,41 +370,69 @@ def readability_work(
                 batch_size=settings.batch_size,
                 device=device,
             )
-            result = {}
-            for layer in layers:
-                rows = store.select(epoch=epoch, layer=layer).sort_values(["channel", "repeat"])
-                channels = sorted(int(c) for c in rows.channel.unique())
-                repeats = rows["repeat"].nunique()
-                prototypes = observer(store.images(rows), chosen[layer]).view(len(channels), repeats, -1)
-                _, positions = exemplars.top(epoch, layer, channels)  # (C, K)
-                natural = torch.from_numpy(exemplars.pool.images(positions.flatten().numpy()))
-                exemplar_features = observer(natural, chosen[layer]).view(
-                    len(channels), positions.shape[1], -1
-                )
-                scores = score_layer(
-                    units[layer][:, channels],
+            return {
+                layer: _layer_scores(
+                    epoch,
+                    layer,
+                    store,
+                    exemplars,
+                    observer,
+                    chosen[layer],
+                    units[layer],
                     test_features(),
-                    prototypes,
-                    exemplar_features,
-                    top=settings.top,
-                    bottom_fraction=settings.bottom_fraction,
-                    bottom_draws=settings.bottom_draws,
-                    seed=settings.seed,
+                    settings,
                 )
-                for name, values in scores.items():
-                    if name != "control" or len(channels) >= 3:
-                        require_informative(
-                            values, f"2-AFC {name} scores of epoch {epoch}, {layer}", items_must_differ=False
-                        )
-                result[layer] = {
-                    "channels": torch.tensor(channels, dtype=torch.int64),
-                    **scores,
-                    "specificity": observer_specificity(prototypes),
-                }
-            return result
+                for layer in layers
+            }
 
         items.append(WorkItem(epoch_file(epoch), key, compute))
     return items
+
+
+def _layer_scores(
+    epoch: int,
+    layer: str,
+    store: PrototypeStore,
+    exemplars: ExemplarSet,
+    observer: Observer,
+    mask: torch.Tensor,
+    units: torch.Tensor,
+    test_features: torch.Tensor,
+    settings: ReadabilityParams,
+) -> dict:
+    """One layer's entry of :func:`readability_work`'s contents at ``epoch``.
+
+    Args:
+        mask: (S, S) the layer's RF mask at the epoch, through which the observer sees explanations.
+        units: (N, C_all) every channel's unit on the N test images; test_features: (N, F) theirs.
+    """
+    rows = store.select(epoch=epoch, layer=layer).sort_values(["channel", "repeat"])
+    channels = sorted(int(c) for c in rows.channel.unique())
+    repeats = rows["repeat"].nunique()
+    prototypes = observer(store.images(rows), mask).view(len(channels), repeats, -1)
+    _, positions = exemplars.top(epoch, layer, channels)  # (C, K)
+    natural = torch.from_numpy(exemplars.pool.images(positions.flatten().numpy()))
+    exemplar_features = observer(natural, mask).view(len(channels), positions.shape[1], -1)
+    scores = score_layer(
+        units[:, channels],
+        test_features,
+        prototypes,
+        exemplar_features,
+        top=settings.top,
+        bottom_fraction=settings.bottom_fraction,
+        bottom_draws=settings.bottom_draws,
+        seed=settings.seed,
+    )
+    for name, values in scores.items():
+        if name != "control" or len(channels) >= 3:
+            require_informative(
+                values, f"2-AFC {name} scores of epoch {epoch}, {layer}", items_must_differ=False
+            )
+    return {
+        "channels": torch.tensor(channels, dtype=torch.int64),
+        **scores,
+        "specificity": observer_specificity(prototypes),
+    }
 
 
 def read_scores(folder: str | Path, epochs: Sequence[int]) -> dict[int, dict]:
