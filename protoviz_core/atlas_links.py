@@ -11,7 +11,8 @@ of a comparison's atlas, and each of its layers, one script file holds:
   the Hungarian one-to-one partner (Li et al. 2016);
 - **nearest**: for each extracted unit at the run's last epoch, the ``k`` units of any
   run, epoch and layer that respond most alike (:class:`protoviz_core.neighbours.UnitIndex`
-  over the extracted units, cosine of centred activations = correlation).
+  over the extracted units measured on the same images, cosine of centred activations =
+  correlation).
 
 Layout, beside :mod:`protoviz_core.atlas`'s::
 
@@ -43,18 +44,31 @@ def _same_images(first: Contents, second: Contents) -> bool:
     return first["sample"] == second["sample"] and torch.equal(first["positions"], second["positions"])
 
 
-def _response_index(files: dict[str, dict[int, Contents]], manifests: dict[str, dict]) -> UnitIndex:
-    """Every extracted unit of every run, epoch and layer, by its centred activations."""
-    vectors, rows = [], []
+def _sample_key(contents: Contents) -> tuple:
+    """Which images a similarity file measured: its sample and their positions."""
+    return contents["sample"], tuple(contents["positions"].tolist())
+
+
+def _response_indices(
+    files: dict[str, dict[int, Contents]], manifests: dict[str, dict]
+) -> dict[tuple, UnitIndex]:
+    """Every extracted unit of every run, epoch and layer, by its centred activations, one index
+    per image sample (correlations exist only between activations on the same images)."""
+    parts: dict[tuple, tuple[list, list]] = {}
     for run_id, manifest in manifests.items():
         for epoch, contents in files.get(run_id, {}).items():
+            vectors, rows = parts.setdefault(_sample_key(contents), ([], []))
             for layer, channels in manifest["channels"].items():
                 if layer not in contents["layers"]:
                     continue
                 units = contents["layers"][layer]["units"][:, channels].float()
                 vectors.append((units - units.mean(dim=0)).T)
                 rows += [(manifest["name"], epoch, layer, c) for c in channels]
-    return UnitIndex(torch.cat(vectors), pd.DataFrame(rows, columns=["run", "epoch", "layer", "channel"]))
+    return {
+        key: UnitIndex(torch.cat(vectors), pd.DataFrame(rows, columns=["run", "epoch", "layer", "channel"]))
+        for key, (vectors, rows) in parts.items()
+        if vectors
+    }
 
 
 def unit_links(
@@ -77,8 +91,11 @@ def unit_links(
     linked = {run_id: m for run_id, m in manifests.items() if files.get(run_id)}
     if not linked:
         return {}
-    index = _response_index(files, linked)
-    rows_of = {tuple(r): i for i, r in enumerate(index.units.itertuples(index=False, name=None))}
+    indices = _response_indices(files, linked)
+    rows_of = {
+        key: {tuple(r): i for i, r in enumerate(index.units.itertuples(index=False, name=None))}
+        for key, index in indices.items()
+    }
     links: dict[str, dict[str, dict]] = {}
     for run_id, manifest in linked.items():
         mine = files[run_id]
@@ -116,8 +133,9 @@ def unit_links(
                 matches[other["name"]] = per_kind
             nearest = []
             if last is not None and layer in mine[last]["layers"]:
-                queries = [rows_of[(name, last, layer, c)] for c in channels]
-                found = index.nearest_each(queries, k)
+                sample = _sample_key(mine[last])  # units measured on other images are not compared
+                queries = [rows_of[sample][(name, last, layer, c)] for c in channels]
+                found = indices[sample].nearest_each(queries, k)
                 nearest = [
                     [
                         [r.run, int(r.epoch), r.layer, int(r.channel), round(float(r.similarity), 3)]

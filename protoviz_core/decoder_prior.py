@@ -74,7 +74,8 @@ def train_decoder(
     device: torch.device | str = "cpu",
     on_epoch: Callable[[int, float], None] = lambda epoch, loss: None,
 ) -> DecoderGenerator:
-    """Train a VAE on ``images`` (N, 3, S, S) uint8; its decoder in eval mode, on the CPU.
+    """Train a VAE on ``images`` (N, 3, S, S) uint8, an array or a memory map (each batch is
+    copied in turn); its decoder in eval mode, on the CPU.
 
     Deterministic for one seed on one machine (torch's CPU kernels; like training, not
     across CPU models). ``on_epoch(epoch, mean loss per image)`` after each epoch.
@@ -83,8 +84,7 @@ def train_decoder(
         DegenerateError: the decoder's images are not finite, or differ across latents by less
             than a grey level on average (it learnt nothing a search could use).
     """
-    pixels = torch.as_tensor(np.ascontiguousarray(images))
-    size = int(pixels.shape[-1])
+    size = int(images.shape[-1])  # images stay where they are (a memory map): batches are copied
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)  # the layers' initial weights
     encoder = Encoder(latent_dim, width, size).to(device)
@@ -92,11 +92,15 @@ def train_decoder(
     optimizer = torch.optim.Adam([*encoder.parameters(), *decoder.parameters()], lr=lr)
     encoder.train()
     decoder.train()
+    count = len(images)
     for epoch in range(epochs):
-        order = torch.randperm(len(pixels), generator=generator)
-        total = 0.0
-        for start in range(0, len(order), batch_size):
-            batch = pixels[order[start : start + batch_size]].to(device).float() / 255
+        order = torch.randperm(count, generator=generator)
+        total, seen = 0.0, 0
+        for start in range(0, count, batch_size):
+            chosen = order[start : start + batch_size].numpy()
+            if len(chosen) < 2:  # BatchNorm needs two images; a last batch of one is left out
+                continue
+            batch = torch.from_numpy(np.ascontiguousarray(images[chosen])).to(device).float() / 255
             mean, log_variance = encoder(batch)
             noise = torch.randn(mean.shape, generator=generator).to(device)
             decoded = decoder(mean + noise * (0.5 * log_variance).exp())
@@ -107,7 +111,8 @@ def train_decoder(
             loss.backward()
             optimizer.step()
             total += float(loss.detach()) * len(batch)
-        on_epoch(epoch, total / len(pixels))
+            seen += len(batch)
+        on_epoch(epoch, total / seen)
     decoder = decoder.cpu().eval()
     with torch.no_grad():
         samples = decoder(torch.randn(16, latent_dim, generator=torch.Generator().manual_seed(seed)))

@@ -303,9 +303,19 @@ def _final_status(client: MlflowClient, run_id: str) -> str:
 
 
 def _adopt_training_curves(client: MlflowClient, experiment_id: str, run_id: str, training_hash: str) -> None:
-    """Copy ``train/*`` metric histories from the newest other run with this training hash."""
-    query = f"tags.`{TAG_PREFIX}training_hash` = '{training_hash}'"
-    for source in client.search_runs([experiment_id], query, order_by=["attributes.start_time DESC"]):
+    """Copy ``train/*`` metric histories from the newest other run with this training hash (runs
+    tagged before the tag carried the version, ``-v1``, carry the bare hash: version 1's)."""
+    values = [training_hash] + ([training_hash.removesuffix("-v1")] if training_hash.endswith("-v1") else [])
+    sources = [
+        run
+        for value in values
+        for run in client.search_runs(
+            [experiment_id],
+            f"tags.`{TAG_PREFIX}training_hash` = '{value}'",
+            order_by=["attributes.start_time DESC"],
+        )
+    ]
+    for source in sorted(sources, key=lambda run: run.info.start_time, reverse=True):
         if source.info.run_id == run_id:
             continue
         keys = [k for k in source.data.metrics if k.startswith("train/")]

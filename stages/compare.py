@@ -94,7 +94,7 @@ def main(argv=None) -> None:
     with similarity_files(client, selection.used) as files:
         similarity = similarity_between(files, selection.used)
         links = unit_links(files, atlas_runs)
-    if links:
+    if len(links) > 1:
         print(f"compare: the atlas links each unit to its matches in {len(links) - 1} other runs")
     atlas_runs = {
         run_id: write_links(out / "atlas", m, links[m["name"]]) if m["name"] in links else m

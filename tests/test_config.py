@@ -133,7 +133,13 @@ def test_sections_added_later_at_their_defaults_leave_earlier_runs_their_identit
     )
     assert faster.measurement_hash() == base.measurement_hash()
     assert parse_params({"similarity": {"images": 1000}}).measurement_hash() != base.measurement_hash()
-    assert parse_params({"decoder": {"epochs": 5}}).measurement_hash() != base.measurement_hash()
+    # The decoder prior's params count only where it is the prior: otherwise the stage trains nothing.
+    assert parse_params({"decoder": {"epochs": 5}}).measurement_hash() == base.measurement_hash()
+    decoder = {"generator": "decoder", "generator_weights": "out/decoder.pt"}
+    assert (
+        parse_params({"extract": decoder, "decoder": {"epochs": 5}}).measurement_hash()
+        != parse_params({"extract": decoder}).measurement_hash()
+    )
 
 
 def test_views_do_not_change_the_measurement_identity():

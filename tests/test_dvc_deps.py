@@ -99,3 +99,22 @@ def test_the_package_init_imports_no_module_eagerly():
 def test_closure_follows_imports_inside_functions(tmp_path):
     """config imports simclr only when validating layers: that still counts."""
     assert "protoviz_core/simclr.py" in code_closure("protoviz_core/config.py")
+
+
+@pytest.mark.parametrize("config", ["params.yaml", "configs/paper.yaml"])
+def test_every_param_a_stage_depends_on_is_in_each_committed_configuration(config):
+    """DVC hashes a stage's params from the file itself: a key missing there stops ``dvc repro``
+    (MissingParamsError), whatever the schema's defaults, e.g. after cp configs/paper.yaml params.yaml."""
+    values = yaml.safe_load((ROOT / config).read_text())
+    missing = []
+    for stage, spec in _stages().items():
+        for key in spec.get("params", []):
+            if isinstance(key, dict):  # {file: null}: the whole file (the params stage)
+                continue
+            node = values
+            for part in str(key).split("."):
+                if not isinstance(node, dict) or part not in node:
+                    missing.append(f"{stage}: {key}")
+                    break
+                node = node[part]
+    assert missing == []

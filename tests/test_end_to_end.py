@@ -37,7 +37,8 @@ def _params() -> dict:
     params = tiny_params(epochs=2)
     params["probe"] = {"adam_epochs": 5, "device": "cpu"}
     params["rfmask"] = {"layers": ["layer1", "layer4"], "samples": 2, "channels_per_layer": 2}
-    params["extract"] = tiny_extract(epochs="all", layers=["layer1", "layer4"])
+    params["extract"] = tiny_extract(epochs="all", layers=["layer1", "layer4"], generator="fourier")
+    params["decoder"] = {"device": "cpu"}  # trains nothing with the fourier prior
     params["exemplars"] = {"images": 50, "top_k": 4, "device": "cpu"}
     params["embed"] = {"nets": [], "weights": "random"}
     params["distance"] = {

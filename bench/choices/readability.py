@@ -49,7 +49,12 @@ from bench.common import lucent_images
 from protoviz_core.checkpoints import list_checkpoints, load_backbone
 from protoviz_core.config import load_params
 from protoviz_core.distance import mask_weighted, unit_diversity
-from protoviz_core.engine.generators import DecoderGenerator, MacoGenerator, load_magnitude
+from protoviz_core.engine.generators import (
+    DecoderGenerator,
+    DecoderWeightsError,
+    MacoGenerator,
+    load_magnitude,
+)
 from protoviz_core.engine.normalization import IMAGENET_NORMALIZE, Normalizer
 from protoviz_core.engine.robustness import Robustness
 from protoviz_core.engine.synthesis import synthesize
@@ -92,13 +97,15 @@ def priors(run: Path, size: int) -> dict[str, dict]:
     """name -> synthesize() options (decoder: where the run has trained one)."""
     search = dict(cma_steps=5, cma_popsize=12, cma_sigma=1.0, adam_steps=30)
     decoder = {}
-    if (run / "out/decoder.pt").is_file():
+    try:
         decoder["decoder"] = dict(
             generator=DecoderGenerator.from_file(run / "out/decoder.pt", size),
             adam_lr=0.1,
             transforms=[Robustness()],
             **{**search, "adam_steps": 40},
         )
+    except DecoderWeightsError as exc:  # the run trained no decoder (another generator)
+        print(f"decoder prior left out: {exc}")
     return {
         **decoder,
         "fourier": dict(generator="fourier", adam_lr=0.8, **search),
