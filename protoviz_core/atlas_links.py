@@ -26,6 +26,7 @@ fetch files.
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -33,8 +34,14 @@ import pandas as pd
 import torch
 
 from protoviz_core.atomic import atomic_write
-from protoviz_core.neighbours import UnitIndex
-from protoviz_core.similarity import match_units
+from protoviz_core.neighbours import UnitIndex, centred_responses
+from protoviz_core.similarity import (
+    MATCH_KINDS,
+    invert_assignment,
+    match_units,
+    one_to_one,
+    unit_correlations,
+)
 from protoviz_core.work import Contents
 
 NEAREST_K = 6  # units listed as responding alike
@@ -61,8 +68,7 @@ def _response_indices(
             for layer, channels in manifest["channels"].items():
                 if layer not in contents["layers"]:
                     continue
-                units = contents["layers"][layer]["units"][:, channels].float()
-                vectors.append((units - units.mean(dim=0)).T)
+                vectors.append(centred_responses(contents["layers"][layer]["units"][:, channels]))
                 rows += [(manifest["name"], epoch, layer, c) for c in channels]
     return {
         key: UnitIndex(torch.cat(vectors), pd.DataFrame(rows, columns=["run", "epoch", "layer", "channel"]))
@@ -91,65 +97,95 @@ def unit_links(
     linked = {run_id: m for run_id, m in manifests.items() if files.get(run_id)}
     if not linked:
         return {}
-    indices = _response_indices(files, linked)
+    # Every run's matches in every other run start empty (None per epoch) and are filled pair by pair.
+    matches = {
+        run_id: {
+            layer: {
+                other["name"]: {kind: [None] * len(manifest["epochs"]) for kind in MATCH_KINDS}
+                for other_id, other in linked.items()
+                if other_id != run_id
+            }
+            for layer in manifest["channels"]
+        }
+        for run_id, manifest in linked.items()
+    }
+    for first, second in itertools.combinations(linked, 2):
+        _match_pair(files, linked, first, second, matches)
+    nearest = _nearest_units(files, linked, k)
+    return {
+        manifest["name"]: {
+            layer: {
+                "epochs": manifest["epochs"],
+                "channels": channels,
+                "matches": matches[run_id][layer],
+                "nearest": nearest[run_id][layer],
+            }
+            for layer, channels in manifest["channels"].items()
+        }
+        for run_id, manifest in linked.items()
+    }
+
+
+def _match_pair(
+    files: dict[str, dict[int, Contents]], manifests: dict[str, dict], first: str, second: str, matches: dict
+) -> None:
+    """Fill ``matches`` both ways for one pair of runs: each (epoch, layer)'s correlations and
+    one-to-one assignment are computed once, the second run's view is their transpose."""
+    a, b = manifests[first], manifests[second]
+    for layer in set(a["channels"]) & set(b["channels"]):
+        for epoch in sorted(set(a["epochs"]) | set(b["epochs"])):  # each run's own epochs get entries
+            mine, theirs = files[first].get(epoch), files[second].get(epoch)
+            if (
+                mine is None
+                or theirs is None
+                or layer not in mine["layers"]
+                or layer not in theirs["layers"]
+                or not _same_images(mine, theirs)
+            ):
+                continue
+            correlations = unit_correlations(mine["layers"][layer]["units"], theirs["layers"][layer]["units"])
+            assigned = one_to_one(correlations)
+            forward = match_units(correlations, assigned, a["channels"][layer], b["channels"][layer])
+            inverse = invert_assignment(*assigned, correlations.shape[1])
+            backward = match_units(correlations.T, inverse, b["channels"][layer], a["channels"][layer])
+            for run_id, other, found in ((first, b, forward), (second, a, backward)):
+                if epoch not in manifests[run_id]["epochs"]:
+                    continue
+                at = manifests[run_id]["epochs"].index(epoch)
+                for kind in MATCH_KINDS:
+                    matches[run_id][layer][other["name"]][kind][at] = found[kind]
+
+
+def _nearest_units(files: dict[str, dict[int, Contents]], manifests: dict[str, dict], k: int) -> dict:
+    """Per run and layer, ``{"epoch": its last epoch with files, "units": per extracted channel the
+    k units of any run, epoch and layer measured on the same images that respond most alike}``."""
+    indices = _response_indices(files, manifests)
     rows_of = {
         key: {tuple(r): i for i, r in enumerate(index.units.itertuples(index=False, name=None))}
         for key, index in indices.items()
     }
-    links: dict[str, dict[str, dict]] = {}
-    for run_id, manifest in linked.items():
+    nearest: dict[str, dict] = {}
+    for run_id, manifest in manifests.items():
         mine = files[run_id]
-        name, epochs = manifest["name"], manifest["epochs"]
-        links[name] = {}
-        last = max(e for e in epochs if e in mine) if any(e in mine for e in epochs) else None
+        name = manifest["name"]
+        measured = [e for e in manifest["epochs"] if e in mine]
+        last = max(measured) if measured else None
+        nearest[run_id] = {}
         for layer, channels in manifest["channels"].items():
-            matches = {}
-            for other_id, other in linked.items():
-                if other_id == run_id:
-                    continue
-                theirs = files[other_id]
-                per_kind: dict[str, list] = {"best": [], "shown": [], "one_to_one": []}
-                for epoch in epochs:
-                    usable = (
-                        epoch in mine
-                        and epoch in theirs
-                        and layer in mine[epoch]["layers"]
-                        and layer in theirs[epoch]["layers"]
-                        and bool(other["channels"].get(layer))
-                        and _same_images(mine[epoch], theirs[epoch])
-                    )
-                    found = (
-                        match_units(
-                            mine[epoch]["layers"][layer]["units"],
-                            theirs[epoch]["layers"][layer]["units"],
-                            channels,
-                            other["channels"][layer],
-                        )
-                        if usable
-                        else None
-                    )
-                    for kind, values in per_kind.items():
-                        values.append(None if found is None else found[kind])
-                matches[other["name"]] = per_kind
-            nearest = []
+            units = []
             if last is not None and layer in mine[last]["layers"]:
                 sample = _sample_key(mine[last])  # units measured on other images are not compared
                 queries = [rows_of[sample][(name, last, layer, c)] for c in channels]
                 found = indices[sample].nearest_each(queries, k)
-                nearest = [
+                units = [
                     [
                         [r.run, int(r.epoch), r.layer, int(r.channel), round(float(r.similarity), 3)]
                         for r in found[found["query"] == q].itertuples()
                     ]
                     for q in queries
                 ]
-            links[name][layer] = {
-                "epochs": epochs,
-                "channels": channels,
-                "matches": matches,
-                "nearest": {"epoch": last, "units": nearest},
-            }
-    return links
+            nearest[run_id][layer] = {"epoch": last, "units": units}
+    return nearest
 
 
 def write_links(atlas: str | Path, manifest: dict, links: dict[str, dict]) -> dict:

@@ -129,13 +129,19 @@ def prototype_index(embeddings: str | Path, space: str, *, masked: bool = True, 
     return UnitIndex(torch.cat(vectors), pd.DataFrame(rows, columns=["run", "epoch", "layer", "channel"]))
 
 
+def centred_responses(units: torch.Tensor) -> torch.Tensor:
+    """units (N, C), activations on N images -> (C, N) float32 rows whose cosine is the units'
+    correlation (each centred over the images)."""
+    units = units.float()
+    return (units - units.mean(dim=0)).T
+
+
 def response_index(similarity: str | Path, *, run: str = "") -> UnitIndex:
     """Every unit of every checkpoint of one run, by its centred activations on the similarity
     stage's held-out images (cosine = correlation); labels run, epoch, layer, channel."""
     vectors, rows = [], []
     for epoch, contents in _epoch_files(Path(similarity)).items():
         for layer, parts in contents["layers"].items():
-            units = parts["units"].float()
-            vectors.append((units - units.mean(dim=0)).T)
-            rows += [(run, epoch, layer, c) for c in range(units.shape[1])]
+            vectors.append(centred_responses(parts["units"]))
+            rows += [(run, epoch, layer, c) for c in range(parts["units"].shape[1])]
     return UnitIndex(torch.cat(vectors), pd.DataFrame(rows, columns=["run", "epoch", "layer", "channel"]))

@@ -112,15 +112,23 @@ def one_to_one(correlations: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return matched, value
 
 
+MATCH_KINDS = ("best", "shown", "one_to_one")  # match_units' kinds of partner
+
+
 def match_units(
-    mine: torch.Tensor, theirs: torch.Tensor, mine_channels: Sequence[int], shown_channels: Sequence[int]
+    correlations: np.ndarray,
+    assigned: tuple[np.ndarray, np.ndarray],
+    mine_channels: Sequence[int],
+    shown_channels: Sequence[int],
 ) -> dict[str, list[list]]:
     """Each of ``mine_channels`` matched to a unit of the other run, three ways, for the atlas.
 
     Args:
-        mine, theirs: (N, C1), (N, C2) units of one layer of two runs on the same N images.
-        mine_channels: the units of ``mine`` to match (the extracted ones: they have prototypes).
-        shown_channels: the units of ``theirs`` that have prototypes to show.
+        correlations: (C1, C2) :func:`unit_correlations` of one layer of two runs on the same images.
+        assigned: :func:`one_to_one` of ``correlations`` (computed once for both directions of a
+            pair: :func:`invert_assignment` gives the other's).
+        mine_channels: the rows to match (the extracted units: they have prototypes).
+        shown_channels: the columns that have prototypes to show.
 
     Returns:
         Per kind, one ``[channel, correlation]`` per unit of ``mine_channels`` (correlation
@@ -128,7 +136,6 @@ def match_units(
         of all C2; ``shown``, the most correlated of ``shown_channels``; ``one_to_one``, the
         unit's partner in the Hungarian matching of all C1 to all C2 units (Li et al.'s).
     """
-    correlations = unit_correlations(mine, theirs)
     rows = np.asarray(mine_channels, dtype=np.int64)
     shown = np.asarray(shown_channels, dtype=np.int64)
 
@@ -140,12 +147,23 @@ def match_units(
 
     best, best_value = best_matches(correlations[rows])
     shown_index, shown_value = best_matches(correlations[np.ix_(rows, shown)])
-    partner, partner_value = one_to_one(correlations)
+    partner, partner_value = assigned
     return {
         "best": pairs(best, best_value),
         "shown": pairs(shown[shown_index], shown_value),
         "one_to_one": pairs(partner[rows], partner_value[rows]),
     }
+
+
+def invert_assignment(matched: np.ndarray, value: np.ndarray, columns: int) -> tuple[np.ndarray, np.ndarray]:
+    """The column side of a :func:`one_to_one` assignment: (row of each of ``columns`` columns, its
+    correlation), -1 and NaN for columns left without a row."""
+    rows = np.flatnonzero(matched >= 0)
+    inverse = np.full(columns, -1, dtype=np.int64)
+    inverse[matched[rows]] = rows
+    inverse_value = np.full(columns, np.nan)
+    inverse_value[matched[rows]] = value[rows]
+    return inverse, inverse_value
 
 
 def settled_epoch(epochs: list[int], to_final: list[float], threshold: float = SETTLED_CKA) -> int | None:

@@ -6,6 +6,7 @@ from protoviz_core.similarity import (
     best_matches,
     cka,
     gram,
+    invert_assignment,
     match_units,
     one_to_one,
     settled_epoch,
@@ -85,12 +86,16 @@ def test_the_atlas_matches_extracted_units_to_all_units_and_to_those_with_protot
     where = torch.argsort(permutation)  # units[:, c] is theirs[:, where[c]]
     mine_channels = [0, 9, 18, 27]
     shown = [int(where[0]), int(where[9]), 5, 6]  # the partners of 0 and 9 have prototypes
-    found = match_units(units, theirs, mine_channels, shown)
+    correlations = unit_correlations(units, theirs)
+    found = match_units(correlations, one_to_one(correlations), mine_channels, shown)
     assert [c for c, _ in found["best"]] == [int(where[c]) for c in mine_channels]
     assert [c for c, _ in found["one_to_one"]] == [int(where[c]) for c in mine_channels]
     assert all(r == pytest.approx(1.0) for _, r in found["best"])
     assert [c for c, _ in found["shown"][:2]] == shown[:2]
     assert all(c in shown and r < 0.5 for c, r in found["shown"][2:])
+    # The other run's view of the same assignment: each partner points back.
+    back, _ = invert_assignment(*one_to_one(correlations), 64)
+    assert [int(back[where[c]]) for c in mine_channels] == mine_channels
 
 
 def test_a_dead_unit_correlates_zero_and_more_rows_than_columns_leave_some_unmatched():
