@@ -24,8 +24,10 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from protoviz_core.errors import ProtovizError
+from protoviz_core.learners import PAPER_METHOD
+from protoviz_core.run_identity import EXPERIMENT_NAME, TAG_PREFIX
+from protoviz_core.simclr import BACKBONE_ARCH
 from protoviz_core.similarity import SIMILARITY_ARTIFACTS, between_runs, read_similarity_files
-from protoviz_core.tracking import EXPERIMENT_NAME, TAG_PREFIX
 from protoviz_core.work import Contents
 
 # Params that are allowed to differ between compared runs; any other difference is reported.
@@ -47,9 +49,9 @@ COLUMNS = [
 def condition_of(method: str, backbone: str, aug: str) -> str:
     """A run's condition: ``clrjit`` / ``keepclr`` for SimCLR on ResNet18, ``byol clrjit``,
     ``simclr resnet50 clrjit`` and so on for the others."""
-    if backbone != "resnet18":
+    if backbone != BACKBONE_ARCH:
         return f"{method} {backbone} {aug}"
-    return aug if method == "simclr" else f"{method} {aug}"
+    return aug if method == PAPER_METHOD else f"{method} {aug}"
 
 
 class ComparisonError(ProtovizError, ValueError):
@@ -86,12 +88,12 @@ def find_runs(
             "run_id": run.info.run_id,
             "name": run.info.run_name,
             "condition": condition_of(
-                run.data.tags.get(f"{TAG_PREFIX}method", "simclr"),
-                run.data.tags.get(f"{TAG_PREFIX}backbone", "resnet18"),
+                run.data.tags.get(f"{TAG_PREFIX}method", PAPER_METHOD),
+                run.data.tags.get(f"{TAG_PREFIX}backbone", BACKBONE_ARCH),
                 run.data.tags.get(f"{TAG_PREFIX}aug"),
             ),
-            "method": run.data.tags.get(f"{TAG_PREFIX}method", "simclr"),
-            "backbone": run.data.tags.get(f"{TAG_PREFIX}backbone", "resnet18"),
+            "method": run.data.tags.get(f"{TAG_PREFIX}method", PAPER_METHOD),
+            "backbone": run.data.tags.get(f"{TAG_PREFIX}backbone", BACKBONE_ARCH),
             "aug": run.data.tags.get(f"{TAG_PREFIX}aug"),
             "seed": int(run.data.tags.get(f"{TAG_PREFIX}seed", -1)),
             "dvc_exp": run.data.tags.get(f"{TAG_PREFIX}dvc_exp"),

@@ -26,15 +26,17 @@ from pydantic import (
 
 from protoviz_core.errors import ProtovizError
 from protoviz_core.hashing import short_hash
+from protoviz_core.learners import LEARNERS, PAPER_METHOD, training_split
 from protoviz_core.networks import NETWORKS
+from protoviz_core.simclr import BACKBONE_ARCH, FEATURE_DIMS, backbone_layer_names, backbone_layer_widths
 
 Augmentation = Literal["clrjit", "keepclr"]
-# The learners (protoviz_core/learners.py); simclr is the paper's.
-Method = Literal["simclr", "moco", "byol", "simsiam", "barlowtwins", "vicreg", "dino", "supervised"]
-METHODS: tuple[str, ...] = Method.__args__
+# The registered learners (protoviz_core/learners.py); simclr is the paper's.
+METHODS: tuple[str, ...] = tuple(LEARNERS)
+Method = Literal[METHODS]
 # The backbones (protoviz_core/simclr.py); resnet18 is the paper's.
-Backbone = Literal["resnet18", "resnet34", "resnet50", "mobilenet_v2"]
-BACKBONES: tuple[str, ...] = Backbone.__args__
+BACKBONES: tuple[str, ...] = tuple(FEATURE_DIMS)
+Backbone = Literal[BACKBONES]
 TRAINING_VERSION = 1
 """The version of what turns a configuration into checkpoints: the training loop, the learners
 (their heads and losses) and their augmentations. Bump it with any change of their behaviour
@@ -44,8 +46,8 @@ tests/test_training.py's golden run fails until it is bumped."""
 # Keys added after results existed, at the value that reproduces those results: left out of
 # the identities while they hold it, so that adding them retrains and redoes nothing.
 _IDENTITY_DEFAULTS = {
-    ("train", "method"): "simclr",
-    ("train", "backbone"): "resnet18",
+    ("train", "method"): PAPER_METHOD,
+    ("train", "backbone"): BACKBONE_ARCH,
     ("similarity", "images"): 250,
     ("similarity", "seed"): 0,
     ("decoder", "latent_dim"): 32,
@@ -117,8 +119,10 @@ class DataParams(_Section):
 class TrainParams(_Section):
     """Training (paper Sec. 6.1); defaults are the paper's values."""
 
-    method: Method = "simclr"  # the learner; the paper: simclr (others: this project's, learners.py)
-    backbone: Backbone = "resnet18"  # the paper: resnet18; resnet34, resnet50, mobilenet_v2: this project's
+    method: Method = PAPER_METHOD  # the learner; the paper: simclr (others: this project's, learners.py)
+    backbone: Backbone = (
+        BACKBONE_ARCH  # the paper: resnet18; resnet34, resnet50, mobilenet_v2: this project's
+    )
 
     epochs: int = Field(100, ge=0)  # E epochs -> E+1 checkpoints (epoch 0 = init)
     batch_size: int = Field(
@@ -168,8 +172,6 @@ def _check_layers(layers: list[str]) -> list[str]:
 
 def _unknown_layer(key: str, layers: list[str], arch: str) -> str | None:
     """A one-line complaint about the first of ``layers`` that backbone ``arch`` lacks, or None."""
-    from protoviz_core.simclr import backbone_layer_names  # builds the backbone: only when validating
-
     valid = backbone_layer_names(arch)
     unknown = [layer for layer in layers if layer not in valid]
     if not unknown:
@@ -416,7 +418,7 @@ class Params(_Section):
         """Values of two sections that must fit together: the batch and the data, the distances
         shown and the spaces embedded."""
         # Supervision trains on the labelled train split, every other learner on the unlabeled one.
-        split = "n_train" if self.train.method == "supervised" else "n_unlabeled"
+        split = f"n_{training_split(self.train.method)}"
         images = getattr(self.data.synthetic, split)
         if self.data.name == "synthetic" and self.train.batch_size > images:
             raise ValueError(
@@ -458,10 +460,6 @@ class Params(_Section):
             if problem := _unknown_layer(key, layers, arch):
                 raise ValueError(problem)
         if self.report.units:
-            from protoviz_core.simclr import (
-                backbone_layer_widths,  # builds the backbone: only when validating
-            )
-
             widths = backbone_layer_widths(arch)
             for unit in self.report.units:
                 layer, _, channel = unit.partition(":")

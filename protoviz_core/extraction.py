@@ -26,6 +26,7 @@ part of the identity. Shards are computed in this process (``local``) or as Ray 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -46,8 +47,7 @@ from protoviz_core.engine.generators import (
     make_generator,
 )
 from protoviz_core.engine.rng import derive_seed
-from protoviz_core.engine.robustness import Robustness
-from protoviz_core.engine.synthesis import synthesize
+from protoviz_core.engine.synthesis import Procedure, synthesize
 from protoviz_core.engine.units import channel_count, spaced_channels
 from protoviz_core.hashing import file_hash
 from protoviz_core.store import ShardId, pack_shard
@@ -58,8 +58,8 @@ from protoviz_core.work import Contents, WorkItem, identity
 SYNTHESIS_VERSION = 5  # 3: units maximised before their final ReLU; 4: activations of the 8-bit images;
 # 5: no early stop of the gradient stage under random transforms
 
-# The extract params handed to synthesize() as they are; with the image size, the channel
-# subset and the shard's seed they are everything that shapes a prototype.
+# The extract params that shape a prototype (Procedure.from_extract reads them); with the image
+# size, the channel subset and the shard's seed they are everything that does.
 SYNTHESIS_OPTIONS = (
     "generator",
     "generator_weights",
@@ -167,31 +167,24 @@ def make_shard(
 ) -> Contents:
     """Synthesise the prototypes of one layer of one checkpoint: a shard's contents (:func:`pack_shard`).
 
+    ``options``: the extract params of :data:`SYNTHESIS_OPTIONS` and ``read_unit``; with
+    ``max_batch`` and the checkpoint's normalisation they are the search's
+    :class:`~protoviz_core.engine.synthesis.Procedure` (``Procedure.from_extract``).
     ``device`` None: the device this worker was given (:func:`~protoviz_core.devices.visible_device`).
     The backbone and the generator stay loaded between calls of one process.
     """
     device = torch.device(device) if device is not None else visible_device()
     stat = os.stat(checkpoint)
     backbone, meta = _backbone_on(checkpoint, (stat.st_mtime_ns, stat.st_size), str(device))
-    options = dict(options)
+    procedure = Procedure.from_extract(options, image_size, max_batch=max_batch, normalize=meta["normalize"])
+    # The generator it names, loaded once for every shard of this process.
     prior = image_prior(
-        options.pop("generator"), options.pop("generator_weights"), image_size, device, options.pop("resize")
+        procedure.generator, procedure.generator_weights, image_size, device, procedure.resize
     )
-    transforms = [Robustness()] if options.pop("robustness") else []
+    procedure = dataclasses.replace(procedure, generator=prior)
     channels = spaced_channels(channel_count(backbone, layer, image_size), channels_per_layer)
     prototypes = synthesize(
-        backbone,
-        layer,
-        channels,
-        generator=prior,
-        image_size=image_size,
-        seed=seed,
-        start_seed=start_seed,
-        device=device,
-        max_batch=max_batch,
-        normalize=meta["normalize"],
-        transforms=transforms,
-        **options,
+        backbone, layer, channels, procedure, seed=seed, start_seed=start_seed, device=device
     )
     return pack_shard(prototypes, image_format)
 

@@ -3,8 +3,12 @@ Barlow Twins, VICReg, DINO, and plain supervision as the reference.
 
 Each is built from lightly's own heads, losses and transforms, with the hyperparameters of
 lightly's examples (scaled to ResNet18's 512-d features where the example uses ResNet50's
-2048): this project's choices, labelled as such in ``METHOD_NOTES``. ``aug`` keeps its meaning
-for every method: ``keepclr`` turns the method's own colour jitter and random grayscale off.
+2048): this project's choices, each labelled in its ``notes``. ``aug`` keeps its meaning for
+every method: ``keepclr`` turns the method's own colour jitter and random grayscale off.
+
+Learners live in a registry, :data:`LEARNERS`: a new learner is one class decorated with
+:func:`register_learner`. The params schema (``train.method``), the training split, the run's
+name and the stages read from it; nothing else names a method.
 
 A learner is one ``nn.Module`` holding everything a method trains and everything it carries
 from step to step (momentum encoders, DINO's teacher and its loss centre, MoCo's memory
@@ -42,6 +46,7 @@ from lightly.transforms import (
     BYOLView2Transform,
     DINOTransform,
     MoCoV2Transform,
+    SimCLRTransform,
     SimSiamTransform,
     VICRegTransform,
 )
@@ -50,24 +55,10 @@ from lightly.utils.scheduler import cosine_schedule
 from PIL import Image
 from torch import nn
 
-from protoviz_core.config import METHODS
 from protoviz_core.engine.normalization import IMAGENET_NORMALIZE
-from protoviz_core.simclr import FEATURE_DIM, PROJECTION_DIMS, simclr_transform
+from protoviz_core.simclr import FEATURE_DIM, PROJECTION_DIMS
 
 CLASSES = 10  # STL10's
-
-# What each method's heads and loss are, as lightly's examples set them (this project's choice
-# where a value is scaled from ResNet50's 2048-d features to ResNet18's 512).
-METHOD_NOTES = {
-    "simclr": "SimCLRProjectionHead(512, 512, 128), NT-Xent at train.temperature (the paper's)",
-    "moco": "MoCoProjectionHead(512, 512, 128), momentum 0.996 -> 1, NT-Xent (0.1) with a 4096 memory bank",
-    "byol": "BYOL heads 512 -> 1024 -> 256 -> 1024 -> 256, momentum 0.996 -> 1, negative cosine",
-    "simsiam": "SimSiam heads 512 -> 512 -> 128 -> 64 -> 128, negative cosine, stop-gradient",
-    "barlowtwins": "BarlowTwinsProjectionHead(512, 2048, 2048), BarlowTwinsLoss (lambda 5e-3)",
-    "vicreg": "VICRegProjectionHead(512, 2048, 2048, 2 layers), VICRegLoss (25, 25, 1)",
-    "dino": "DINO head 512 -> 512 -> 64 -> 2048, teacher momentum 0.996 -> 1, 2 global + 6 local views",
-    "supervised": "a linear classifier on the pooled features, cross-entropy on the labelled train split",
-}
 
 
 def _momentum_copy(module: nn.Module) -> nn.Module:
@@ -78,11 +69,13 @@ def _momentum_copy(module: nn.Module) -> nn.Module:
 
 
 class Learner(nn.Module):
-    """A backbone and what one method trains it with. Subclasses set ``method`` and define
-    ``forward(views) -> tuple of tensors`` and ``criterion(outputs, labels, epoch) -> loss``."""
+    """A backbone and what one method trains it with. Subclasses are registered with
+    :func:`register_learner` and define ``view_transform``, ``forward(views) -> tuple of
+    tensors`` and ``criterion(outputs, labels, epoch) -> loss``."""
 
-    method = ""
-    needs_labels = False  # supervised: trained on the labelled train split
+    name = ""  # train.method's value, set by register_learner
+    notes = ""  # the heads and loss, and whose choice they are; set by register_learner
+    needs_labels = False  # trained on the labelled train split (supervision), not the unlabeled one
     # The train params to look at when the loss ends at chance's (:func:`learned_nothing`).
     tuning_params: tuple[str, ...] = ("train.lr",)
 
@@ -92,12 +85,26 @@ class Learner(nn.Module):
         probabilities), or None where the loss has no such level."""
         return None
 
+    @classmethod
+    def build(cls, backbone: nn.Module, features: int, *, temperature: float, epochs: int) -> Learner:
+        """The learner around ``backbone`` (pooled features ``features`` wide); a learner reads
+        the train params it uses (SimCLR the temperature, DINO the epochs)."""
+        return cls(backbone, features)
+
+    @classmethod
+    def view_transform(cls, aug: str, image_size: int, **simclr_settings: float) -> Callable:
+        """The method's own augmentation (lightly's transform for it) under ``aug``: a PIL image
+        -> a list of normalised (3, S', S') views. ``simclr_settings`` (``min_scale``,
+        ``cj_strength``, ``gaussian_blur``) are read by SimCLR only; the others use their
+        transforms' defaults at ``image_size``."""
+        raise NotImplementedError(f"{cls.__name__} defines no view_transform")
+
     def __init__(self, backbone: nn.Module, features: int = FEATURE_DIM):
         super().__init__()
-        self.backbone, self.features_dim = backbone, features
+        self.backbone = backbone
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
-        """images (B, 3, S, S) -> pooled features (B, ``features_dim``): 512 (ResNet18), 2048 (ResNet50)."""
+        """images (B, 3, S, S) -> pooled features (B, D): 512 (ResNet18), 2048 (ResNet50)."""
         return self.backbone(images).flatten(start_dim=1)
 
     def step_begins(self, epoch: int, epochs: int) -> None:
@@ -107,11 +114,94 @@ class Learner(nn.Module):
         """After ``backward``, before the optimiser's step."""
 
 
+LEARNERS: dict[str, type[Learner]] = {}
+"""The learners by ``train.method``, in the order they are registered (the paper's first)."""
+PAPER_METHOD = "simclr"
+AUGMENTATIONS = ("clrjit", "keepclr")
+
+
+def register_learner(name: str, *, notes: str) -> Callable[[type[Learner]], type[Learner]]:
+    """A class decorator: the learner ``train.method: name``, its heads and loss described in
+    ``notes`` (with whose choice they are)."""
+
+    def register(cls: type[Learner]) -> type[Learner]:
+        if name in LEARNERS:
+            raise ValueError(
+                f"two learners are registered as {name!r}: {LEARNERS[name].__name__}, {cls.__name__}"
+            )
+        cls.name, cls.notes = name, notes
+        LEARNERS[name] = cls
+        return cls
+
+    return register
+
+
+def learner_class(method: str) -> type[Learner]:
+    """The registered learner of ``method``.
+
+    Raises:
+        ValueError: an unknown method; names ``train.method`` and the methods there are.
+    """
+    if method not in LEARNERS:
+        raise ValueError(f"train.method: {method!r} is not one of {', '.join(LEARNERS)}")
+    return LEARNERS[method]
+
+
+def training_split(method: str) -> str:
+    """The STL10 split a learner trains on: ``train`` (labelled) where it needs labels, else
+    ``unlabeled``."""
+    return "train" if learner_class(method).needs_labels else "unlabeled"
+
+
+def _colour(aug: str) -> dict[str, float]:
+    """lightly transform arguments for ``aug``: keepclr turns colour jitter and grayscale off."""
+    return {} if aug == "clrjit" else {"cj_prob": 0.0, "random_gray_scale": 0.0}
+
+
+def _byol_views(aug: str, image_size: int) -> BYOLTransform:
+    """BYOL's two asymmetric views (also Barlow Twins', as in lightly's example)."""
+    colour, normalize = _colour(aug), {"normalize": IMAGENET_NORMALIZE}
+    return BYOLTransform(
+        view_1_transform=BYOLView1Transform(input_size=image_size, **colour, **normalize),
+        view_2_transform=BYOLView2Transform(input_size=image_size, **colour, **normalize),
+    )
+
+
+@register_learner(
+    "simclr",
+    notes="SimCLRProjectionHead(512, 512, 128), NT-Xent at train.temperature (the paper's)",
+)
 class SimCLRLearner(Learner):
     """Paper Sec. 6.1: lightly's SimCLRProjectionHead(512, 512, 128) and NT-Xent on two views."""
 
-    method = "simclr"
     tuning_params = ("train.temperature", "train.lr", "train.batch_size")
+
+    @classmethod
+    def build(cls, backbone: nn.Module, features: int, *, temperature: float, epochs: int) -> Learner:
+        return cls(backbone, features, temperature)
+
+    @classmethod
+    def view_transform(
+        cls,
+        aug: str,
+        image_size: int,
+        *,
+        min_scale: float = 0.08,
+        cj_strength: float = 1.0,
+        gaussian_blur: float = 0.5,
+    ) -> SimCLRTransform:
+        """lightly's SimCLRTransform at the paper's settings (train.min_scale, cj_strength,
+        gaussian_blur): two normalised views; keepclr sets cj_prob and random_gray_scale to 0."""
+        keep_colour = aug == "keepclr"
+        return SimCLRTransform(
+            input_size=image_size,
+            cj_prob=0.0 if keep_colour else 0.8,
+            cj_strength=cj_strength,
+            random_gray_scale=0.0 if keep_colour else 0.2,
+            min_scale=min_scale,
+            gaussian_blur=gaussian_blur,
+            normalize=IMAGENET_NORMALIZE,
+        )
 
     @classmethod
     def chance_loss(cls, batch_size: int) -> float:
@@ -158,8 +248,14 @@ class _MomentumLearner(Learner):
 MOCO_MEMORY_BANK = 4096  # negatives kept from earlier batches
 
 
+@register_learner(
+    "moco",
+    notes="MoCoProjectionHead(512, 512, 128), momentum 0.996 -> 1, NT-Xent (0.1) with a 4096 memory bank",
+)
 class MoCoLearner(_MomentumLearner):
-    method = "moco"
+    @classmethod
+    def view_transform(cls, aug: str, image_size: int, **simclr_settings: float) -> MoCoV2Transform:
+        return MoCoV2Transform(input_size=image_size, **_colour(aug), normalize=IMAGENET_NORMALIZE)
 
     @classmethod
     def chance_loss(cls, batch_size: int) -> float:
@@ -191,8 +287,14 @@ class MoCoLearner(_MomentumLearner):
         bank.bank_ptr = state["bank_ptr"].to(bank.bank_ptr.device)
 
 
+@register_learner(
+    "byol",
+    notes="BYOL heads 512 -> 1024 -> 256 -> 1024 -> 256, momentum 0.996 -> 1, negative cosine",
+)
 class BYOLLearner(_MomentumLearner):
-    method = "byol"
+    @classmethod
+    def view_transform(cls, aug: str, image_size: int, **simclr_settings: float) -> BYOLTransform:
+        return _byol_views(aug, image_size)
 
     @classmethod
     def chance_loss(cls, batch_size: int) -> float:
@@ -217,8 +319,14 @@ class BYOLLearner(_MomentumLearner):
         return 0.5 * (self.loss(p0, z1.detach()) + self.loss(p1, z0.detach()))
 
 
+@register_learner(
+    "simsiam",
+    notes="SimSiam heads 512 -> 512 -> 128 -> 64 -> 128, negative cosine, stop-gradient",
+)
 class SimSiamLearner(Learner):
-    method = "simsiam"
+    @classmethod
+    def view_transform(cls, aug: str, image_size: int, **simclr_settings: float) -> SimSiamTransform:
+        return SimSiamTransform(input_size=image_size, **_colour(aug), normalize=IMAGENET_NORMALIZE)
 
     @classmethod
     def chance_loss(cls, batch_size: int) -> float:
@@ -250,8 +358,14 @@ class _TwinLearner(Learner):
         return self.loss(*outputs)
 
 
+@register_learner(
+    "barlowtwins",
+    notes="BarlowTwinsProjectionHead(512, 2048, 2048), BarlowTwinsLoss (lambda 5e-3)",
+)
 class BarlowTwinsLearner(_TwinLearner):
-    method = "barlowtwins"
+    @classmethod
+    def view_transform(cls, aug: str, image_size: int, **simclr_settings: float) -> BYOLTransform:
+        return _byol_views(aug, image_size)
 
     def __init__(self, backbone: nn.Module, features: int = FEATURE_DIM):
         super().__init__(backbone, features)
@@ -259,8 +373,14 @@ class BarlowTwinsLearner(_TwinLearner):
         self.loss = BarlowTwinsLoss()
 
 
+@register_learner(
+    "vicreg",
+    notes="VICRegProjectionHead(512, 2048, 2048, 2 layers), VICRegLoss (25, 25, 1)",
+)
 class VICRegLearner(_TwinLearner):
-    method = "vicreg"
+    @classmethod
+    def view_transform(cls, aug: str, image_size: int, **simclr_settings: float) -> VICRegTransform:
+        return VICRegTransform(input_size=image_size, **_colour(aug), normalize=IMAGENET_NORMALIZE)
 
     def __init__(self, backbone: nn.Module, features: int = FEATURE_DIM):
         super().__init__(backbone, features)
@@ -272,9 +392,27 @@ DINO_LOCAL_VIEWS = 6
 DINO_OUTPUT_DIM = 2048
 
 
+@register_learner(
+    "dino",
+    notes="DINO head 512 -> 512 -> 64 -> 2048, teacher momentum 0.996 -> 1, 2 global + 6 local views",
+)
 class DINOLearner(_MomentumLearner):
-    method = "dino"
     tuning_params = ("train.lr", "train.epochs")
+
+    @classmethod
+    def build(cls, backbone: nn.Module, features: int, *, temperature: float, epochs: int) -> Learner:
+        return cls(backbone, features, epochs)
+
+    @classmethod
+    def view_transform(cls, aug: str, image_size: int, **simclr_settings: float) -> DINOTransform:
+        """2 global views at ``image_size`` and :data:`DINO_LOCAL_VIEWS` local ones."""
+        return DINOTransform(
+            global_crop_size=image_size,
+            local_crop_size=max(8, image_size * 96 // 224),  # DINO's 96 of 224, at this size
+            n_local_views=DINO_LOCAL_VIEWS,
+            **_colour(aug),
+            normalize=IMAGENET_NORMALIZE,
+        )
 
     @classmethod
     def chance_loss(cls, batch_size: int) -> float:
@@ -300,9 +438,20 @@ class DINOLearner(_MomentumLearner):
         self.projection_head.cancel_last_layer_gradients(current_epoch=epoch - 1)
 
 
+@register_learner(
+    "supervised",
+    notes="a linear classifier on the pooled features, cross-entropy on the labelled train split",
+)
 class SupervisedLearner(Learner):
-    method = "supervised"
     needs_labels = True
+
+    @classmethod
+    def view_transform(cls, aug: str, image_size: int, **simclr_settings: float) -> Callable:
+        """One view: SimCLR's crop, flip and colour (under ``aug``), no blur."""
+        view = SimCLRViewTransform(
+            input_size=image_size, gaussian_blur=0.0, **_colour(aug), normalize=IMAGENET_NORMALIZE
+        )
+        return lambda image: [view(image)]
 
     @classmethod
     def chance_loss(cls, batch_size: int) -> float:
@@ -321,27 +470,6 @@ class SupervisedLearner(Learner):
         return self.loss(outputs[0], labels)
 
 
-LEARNERS: dict[str, type[Learner]] = {
-    learner.method: learner
-    for learner in (
-        SimCLRLearner,
-        MoCoLearner,
-        BYOLLearner,
-        SimSiamLearner,
-        BarlowTwinsLearner,
-        VICRegLearner,
-        DINOLearner,
-        SupervisedLearner,
-    )
-}
-
-
-def _learner_class(method: str) -> type[Learner]:
-    if method not in LEARNERS:
-        raise ValueError(f"train.method: {method!r} is not one of {', '.join(METHODS)}")
-    return LEARNERS[method]
-
-
 CHANCE_MARGIN = 0.1  # nats: a final loss closer than this to chance's is a network that learned nothing
 
 
@@ -358,7 +486,7 @@ def learned_nothing(method: str, final_loss: float | None, batch_size: int) -> s
     Raises:
         ValueError: an unknown method; names ``train.method``.
     """
-    learner = _learner_class(method)
+    learner = learner_class(method)
     chance = learner.chance_loss(batch_size)
     if chance is None or final_loss is None or final_loss < chance - CHANCE_MARGIN:
         return None
@@ -403,60 +531,19 @@ def build_learner(
     Raises:
         ValueError: an unknown method; names ``train.method`` and the methods there are.
     """
-    learner = _learner_class(method)
-    if learner is SimCLRLearner:
-        return SimCLRLearner(backbone, features, temperature)
-    if learner is DINOLearner:
-        return DINOLearner(backbone, features, epochs)
-    return learner(backbone, features)
+    return learner_class(method).build(backbone, features, temperature=temperature, epochs=epochs)
 
 
-def view_transform(
-    method: str,
-    aug: str,
-    image_size: int,
-    *,
-    min_scale: float = 0.08,
-    cj_strength: float = 1.0,
-    gaussian_blur: float = 0.5,
-):
-    """The method's own augmentation (lightly's transform for it): a PIL image -> a list of
-    normalised views. ``keepclr`` sets its colour-jitter and grayscale probabilities to 0.
+def view_transform(method: str, aug: str, image_size: int, **simclr_settings: float) -> Callable:
+    """The augmentation ``method`` trains with under ``aug`` (:meth:`Learner.view_transform`):
+    a PIL image -> a list of normalised views.
 
-    SimCLR keeps the paper's settings (``min_scale``, ``cj_strength``, ``gaussian_blur`` from
-    train); the other methods use their transforms' defaults at ``image_size``.
+    Raises:
+        ValueError: an unknown ``aug`` or ``method``, named.
     """
-    if aug not in ("clrjit", "keepclr"):
+    if aug not in AUGMENTATIONS:
         raise ValueError(f"aug must be 'clrjit' or 'keepclr', got {aug!r}")
-    if method == "simclr":
-        return simclr_transform(
-            aug, image_size, min_scale=min_scale, cj_strength=cj_strength, gaussian_blur=gaussian_blur
-        )
-    colour = {} if aug == "clrjit" else {"cj_prob": 0.0, "random_gray_scale": 0.0}
-    normalize = {"normalize": IMAGENET_NORMALIZE}
-    if method == "moco":
-        return MoCoV2Transform(input_size=image_size, **colour, **normalize)
-    if method in ("byol", "barlowtwins"):
-        return BYOLTransform(
-            view_1_transform=BYOLView1Transform(input_size=image_size, **colour, **normalize),
-            view_2_transform=BYOLView2Transform(input_size=image_size, **colour, **normalize),
-        )
-    if method == "simsiam":
-        return SimSiamTransform(input_size=image_size, **colour, **normalize)
-    if method == "vicreg":
-        return VICRegTransform(input_size=image_size, **colour, **normalize)
-    if method == "dino":
-        return DINOTransform(
-            global_crop_size=image_size,
-            local_crop_size=max(8, image_size * 96 // 224),  # DINO's 96 of 224, at this size
-            n_local_views=DINO_LOCAL_VIEWS,
-            **colour,
-            **normalize,
-        )
-    if method == "supervised":
-        view = SimCLRViewTransform(input_size=image_size, gaussian_blur=0.0, **colour, **normalize)
-        return lambda image: [view(image)]
-    raise ValueError(f"train.method: {method!r} is not one of {', '.join(METHODS)}")
+    return learner_class(method).view_transform(aug, image_size, **simclr_settings)
 
 
 class Views(torch.utils.data.Dataset):

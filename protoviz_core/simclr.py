@@ -1,12 +1,8 @@
-"""SimCLR (Chen et al. 2020) with lightly: the backbone and the augmentations (the learner
-itself is :class:`protoviz_core.learners.SimCLRLearner`).
+"""The backbones a learner trains: torchvision CNNs without their classifier, and their layers.
 
-Paper Sec. 6.1: torchvision ResNet18 backbone (its 512-d pooled output is what the
-probes read), lightly's ``SimCLRProjectionHead(512, 512, 128)`` and ``NTXentLoss``.
-The two conditions differ only in the augmentation:
-
-- ``clrjit``: lightly's default ``SimCLRTransform`` (colour jitter p=0.8, grayscale p=0.2);
-- ``keepclr``: the same with ``cj_prob=0`` and ``random_gray_scale=0``.
+Paper Sec. 6.1: a torchvision ResNet18, whose 512-d pooled output is what the probes read
+(ResNet34, ResNet50 and MobileNetV2 are this project's additions). The learners' heads, losses
+and augmentations are in :mod:`protoviz_core.learners`.
 """
 
 from __future__ import annotations
@@ -15,7 +11,6 @@ import functools
 
 import torch
 import torchvision
-from lightly.transforms import SimCLRTransform
 from torch import nn
 
 from protoviz_core.engine.normalization import IMAGENET_NORMALIZE
@@ -78,31 +73,3 @@ def backbone_layer_widths(arch: str = BACKBONE_ARCH) -> dict[str, int]:
     for hook in hooks:
         hook.remove()
     return widths
-
-
-def simclr_transform(
-    aug: str,
-    image_size: int,
-    *,
-    min_scale: float = 0.08,
-    cj_strength: float = 1.0,
-    gaussian_blur: float = 0.5,
-) -> SimCLRTransform:
-    """lightly's SimCLR augmentation for one condition; returns two normalised views.
-
-    Args:
-        aug: ``clrjit`` (SimCLR default) or ``keepclr`` (no colour jitter, no grayscale).
-        image_size: side of the output views in pixels.
-    """
-    if aug not in ("clrjit", "keepclr"):
-        raise ValueError(f"aug must be 'clrjit' or 'keepclr', got {aug!r}")
-    keep_colour = aug == "keepclr"
-    return SimCLRTransform(
-        input_size=image_size,
-        cj_prob=0.0 if keep_colour else 0.8,
-        cj_strength=cj_strength,
-        random_gray_scale=0.0 if keep_colour else 0.2,
-        min_scale=min_scale,
-        gaussian_blur=gaussian_blur,
-        normalize=IMAGENET_NORMALIZE,
-    )

@@ -2,7 +2,7 @@
 
 MACO (Fel et al. 2023) searches only the Fourier phase of an image; its magnitude is
 that of natural images. Here "natural" is the run's own training data: the spectrum is
-measured from the split the learner trains on (:func:`training_split`), a pure function
+measured from the split the learner trains on (:func:`protoviz_core.learners.training_split`), a pure function
 of the data set, computed once by the spectrum stage and read by every extract shard.
 """
 
@@ -20,12 +20,6 @@ from protoviz_core.stl10 import read_images
 
 SPECTRUM_IMAGES = 10_000  # at most this many images, evenly spaced through the split: the mean has settled
 _CHUNK = 1000  # images per FFT batch (memory, not results)
-
-
-def training_split(method: str) -> str:
-    """The split a learner trains on: supervised learning the labelled train split, every
-    self-supervised method the unlabeled one."""
-    return "train" if method == "supervised" else "unlabeled"
 
 
 def measure_spectrum(root: str | Path, split: str, image_size: int) -> torch.Tensor:

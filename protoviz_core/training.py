@@ -1,19 +1,21 @@
-"""The training loop of every learner: checkpoint every epoch, resume after a kill.
+"""The training loop of every learner: a checkpoint every epoch, resume after a kill.
 
-Paper Sec. 6.1: SGD (lr 0.06, momentum 0.9, weight decay 5e-4) with cosine
-annealing over the epochs. The learner (:mod:`protoviz_core.learners`) gives the loss:
-SimCLR's NT-Xent on two views of each image (the paper's), or another method's. Momentum
-encoders, DINO's teacher and MoCo's memory bank are part of the learner, so of its state.
+Paper Sec. 6.1: SGD (lr 0.06, momentum 0.9, weight decay 5e-4) with cosine annealing over
+the epochs. The learner (``train.method``, :mod:`protoviz_core.learners`: SimCLR, the
+paper's, or MoCo, BYOL, SimSiam, Barlow Twins, VICReg, DINO, supervised) makes its views
+of each image (two for most, DINO's 2 global + 6 local, supervised's one) and gives the
+loss. Momentum encoders, DINO's teacher and MoCo's memory bank are part of the learner, so
+of its state.
 
 Resumption is exact: every random choice of epoch ``e`` (shuffling, augmentations,
 worker seeds) is seeded from ``(seed, e)``, and the model, optimiser and scheduler
 state after the last finished epoch is kept in one state file. A resumed run
 therefore ends with the same weights as an uninterrupted one.
 
-A checkpoint lost later is made again by replaying training up to it. The replay starts
-from the newest *state snapshot* before the hole (the resume state as it was after epochs
-``train.state_every``, 2 x ``state_every``, ...; a DVC output of its own, pushed with the
-checkpoints), so it costs at most ``state_every`` + 1 epochs instead of the whole run.
+:func:`train_learner` asks :func:`~protoviz_core.training_plan.plan_training` what the
+files on disk leave to do, makes lost checkpoints again with
+:func:`~protoviz_core.replay.refill_holes`, and trains the remaining epochs with a
+:class:`TrainingRun`.
 """
 
 from __future__ import annotations
@@ -22,33 +24,40 @@ import copy
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from protoviz_core.atomic import load_or_none, remove_leftovers, save_atomic
-from protoviz_core.checkpoints import (
-    CHECKPOINT_FORMAT,
-    CheckpointError,
-    checkpoint_path,
-    list_checkpoints,
-    read_checkpoint,
-)
+from protoviz_core.atomic import save_atomic
+from protoviz_core.checkpoints import CHECKPOINT_FORMAT, checkpoint_path, list_checkpoints
 from protoviz_core.config import ParamsError, TrainParams
 from protoviz_core.engine.normalization import normalize_images
 from protoviz_core.engine.precision import autocast, uses_bfloat16
 from protoviz_core.errors import ProtovizError
-from protoviz_core.learners import Learner, Views, build_learner, stack_views, view_transform
+from protoviz_core.learners import Learner, Views, build_learner, learner_class, stack_views, view_transform
+from protoviz_core.replay import flat_tensors, refill_holes
 from protoviz_core.simclr import FEATURE_DIMS, NORMALIZE, build_backbone
-
-STATE_FORMAT = "protoviz.train_state/1"
+from protoviz_core.training_plan import (
+    STATE_FORMAT,
+    Finished,
+    Fresh,
+    Log,
+    Refill,
+    Resume,
+    TrainingFiles,
+    finished_losses,
+    plan_training,
+    remove_stale,
+    snapshot_path,
+)
 
 Optimizer = torch.optim.Optimizer
 Scheduler = torch.optim.lr_scheduler.LRScheduler
-Log = Callable[[str], None]
+OnStep = Callable[[int, int, float], None]  # (epoch, step within the epoch from 1, loss)
 
 
 class TrainingDiverged(ProtovizError, FloatingPointError):
@@ -73,100 +82,11 @@ def _epoch_seed(seed: int, epoch: int) -> int:
     return seed * 100_003 + epoch  # distinct per (seed, epoch), stable across runs
 
 
-def _load_state(state_path: Path, training_hash: str, mmap: bool = False) -> dict | None:
-    """The resume state (or a snapshot of it), or None if absent, unreadable or from another configuration."""
-    state = load_or_none(state_path, mmap=mmap)  # a corrupt state only costs retraining
-    if (
-        not isinstance(state, dict)
-        or state.get("format") != STATE_FORMAT
-        or state.get("training_hash") != training_hash
-    ):
-        return None
-    return state
-
-
-SNAPSHOT_NAME = "state_{epoch:04d}.pt"
-
-
-def snapshot_path(directory: str | Path, epoch: int) -> Path:
-    """The state snapshot after ``epoch`` in ``directory``."""
-    return Path(directory) / SNAPSHOT_NAME.format(epoch=epoch)
-
-
-def list_snapshots(directory: str | Path | None) -> dict[int, Path]:
-    """{epoch: path} of the state snapshot files in ``directory`` (none when it is None or absent)."""
-    if directory is None or not Path(directory).is_dir():
-        return {}
-    found = {}
-    for path in Path(directory).glob("state_*.pt"):
-        number = path.stem.removeprefix("state_")
-        if number.isdigit():
-            found[int(number)] = path
-    return dict(sorted(found.items()))
-
-
-def _snapshot_epochs(config: TrainParams) -> set[int]:
-    """The epochs after which the resume state is also kept as a snapshot: every
-    ``state_every``-th, but the last (whose checkpoint a replay never starts before)."""
-    if not config.state_every:
-        return set()
-    return set(range(config.state_every, config.epochs, config.state_every))
-
-
-def _remove_stale_snapshots(directory: Path | None, keep_up_to: int, training_hash: str, log: Log) -> None:
-    """Delete snapshots a replay of this run must not start from: later epochs than the
-    resume state's, other configurations, damaged files."""
-    for leftover in remove_leftovers(directory) if directory is not None and directory.is_dir() else []:
-        log(f"removing {leftover}: left by a write that was killed")
-    for epoch, path in list_snapshots(directory).items():
-        state = _load_state(path, training_hash, mmap=True)
-        if epoch > keep_up_to or state is None or int(state["epoch"]) != epoch:
-            log(f"removing {path}: from an unfinished run, damaged, or from another configuration")
-            path.unlink()
-
-
-def _finished_run(directory: Path, epochs: int, training_hash: str) -> dict[int, float] | None:
-    """Per-epoch losses when checkpoints 0..epochs of this configuration all exist, else None."""
-    found = list_checkpoints(directory)
-    if set(range(epochs + 1)) - set(found):
-        return None
-    losses = {}
-    for epoch in range(epochs + 1):
-        try:
-            meta = read_checkpoint(found[epoch], mmap=True)
-        except CheckpointError:
-            return None
-        if meta["training_hash"] != training_hash:
-            return None
-        if epoch > 0:
-            losses[epoch] = float(meta.get("loss") or float("nan"))
-    return losses
-
-
-def _is_ours(path: Path, training_hash: str) -> bool:
-    """Whether ``path`` is a readable checkpoint of this configuration."""
-    try:
-        return read_checkpoint(path, mmap=True)["training_hash"] == training_hash
-    except CheckpointError:
-        return False
-
-
-def _remove_stale_checkpoints(directory: Path, keep_up_to: int, training_hash: str, log: Log) -> list[int]:
-    """Delete checkpoints that this run will not keep: later epochs, other configurations, damaged files.
-
-    Returns:
-        The epochs in ``0..keep_up_to`` that now have no checkpoint (holes to refill).
-    """
-    for leftover in remove_leftovers(directory):
-        log(f"removing {leftover}: left by a write that was killed")
-    for epoch, path in list_checkpoints(directory).items():
-        if epoch > keep_up_to:
-            log(f"removing {path}: from an unfinished run")
-            path.unlink()
-        elif not _is_ours(path, training_hash):
-            log(f"removing {path}: damaged, holding another epoch, or from another configuration")
-            path.unlink()
-    return sorted(set(range(keep_up_to + 1)) - set(list_checkpoints(directory)))
+def _cpu_copy(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``tensors`` copied to the CPU: ``.cpu()`` alone would share storage with a model on the
+    CPU, so a checkpoint waiting to be written, or a replay's weights waiting to be compared,
+    would change as that model trains on."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in tensors.items()}
 
 
 def _fresh_model(seed: int, config: TrainParams) -> tuple[Learner, Optimizer, Scheduler]:
@@ -186,12 +106,7 @@ def _fresh_model(seed: int, config: TrainParams) -> tuple[Learner, Optimizer, Sc
     return model, optimizer, scheduler
 
 
-def _backbone_weights(model: Learner) -> dict[str, torch.Tensor]:
-    """A copy on the CPU (``.cpu()`` alone would share storage with a CPU model that trains on)."""
-    return {k: v.detach().to("cpu", copy=True) for k, v in model.backbone.state_dict().items()}
-
-
-CALIBRATION_IMAGES = 10_000  # at most this many unlabeled images measure epoch 0's BatchNorm statistics
+CALIBRATION_IMAGES = 10_000  # at most this many training images measure epoch 0's BatchNorm statistics
 
 
 def with_measured_batchnorm(
@@ -230,62 +145,32 @@ def with_measured_batchnorm(
     return measured
 
 
-def _initial_backbone_weights(
-    model: Learner, images: np.ndarray, device: torch.device, batch_size: int
-) -> dict[str, torch.Tensor]:
-    """Epoch 0's checkpoint: the backbone before training, BatchNorm statistics measured
-    (:func:`with_measured_batchnorm`); training itself starts from ``model`` untouched. On the CPU."""
-    measured = with_measured_batchnorm(model.backbone, images, device, batch_size)
-    return {k: v.detach().to("cpu", copy=True) for k, v in measured.state_dict().items()}
+@dataclass(frozen=True)
+class RunSetup:
+    """What every epoch of one configuration needs: the same for the run and its replays."""
 
+    images: np.ndarray  # uint8 (N, 3, S, S): the training images
+    dataset: Views  # the learner's views of ``images`` (and their labels)
+    config: TrainParams
+    seed: int  # the training seed; epoch e's random choices come from (seed, e)
+    device: torch.device
+    on_step: OnStep
 
-def _tensors(state: dict) -> dict[str, torch.Tensor]:
-    """A state dict's tensors, with a learner's extra state (MoCo's memory bank) flattened in."""
-    flat = {}
-    for key, value in state.items():
-        if isinstance(value, dict):
-            flat.update({f"{key}.{inner}": tensor for inner, tensor in value.items()})
-        else:
-            flat[key] = value
-    return flat
-
-
-def _same_weights(saved: dict, replayed: dict) -> bool:
-    """Equal up to float32 rounding (a replay on the same device and thread count is usually bit-exact)."""
-    saved, replayed = _tensors(saved), _tensors(replayed)
-    return saved.keys() == replayed.keys() and all(
-        torch.allclose(saved[k].float(), replayed[k].float(), rtol=1e-4, atol=1e-6) for k in saved
-    )
-
-
-class _TrainingRun:
-    """One configuration's training on disk: the data it sees, its checkpoints and resume state.
-
-    Holds what every epoch needs (the augmented views, the learner, the device) so that
-    training, saving and replaying a finished range read as single steps.
-    """
-
-    def __init__(
-        self,
+    @classmethod
+    def of(
+        cls,
         images: np.ndarray,
         labels: np.ndarray | None,
         config: TrainParams,
         *,
         aug: str,
-        seed: int,
         image_size: int,
-        checkpoint_dir: Path,
-        state_path: Path,
-        snapshot_dir: Path | None,
-        training_hash: str,
+        seed: int,
         device: torch.device,
-        on_step: Callable[[int, int, float], None],
-        log: Callable[[str], None],
-    ) -> None:
-        self.images, self.config, self.seed, self.device = images, config, seed, device
-        self.checkpoint_dir, self.state_path, self.training_hash = checkpoint_dir, state_path, training_hash
-        self.snapshot_dir = snapshot_dir
-        self.on_step, self.log = on_step, log
+        on_step: OnStep,
+    ) -> RunSetup:
+        """The setup that trains on the learner's views of ``images`` under ``aug`` (``labels``:
+        int (N,), for the supervised learner; None for the others)."""
         transform = view_transform(
             config.method,
             aug,
@@ -294,182 +179,136 @@ class _TrainingRun:
             cj_strength=config.cj_strength,
             gaussian_blur=config.gaussian_blur,
         )
-        self.dataset = Views(images, transform, labels)
-        self.train_seconds = 0.0  # time spent in training epochs, for images_per_s
-        self.meta = {
+        return cls(images, Views(images, transform, labels), config, seed, device, on_step)
+
+
+class TrainingRun:
+    """A learner in training: its model, optimiser and schedule, the epoch it is after, the
+    losses so far, and the time its own epochs took. The run that a call trains and each of
+    its replays (:mod:`protoviz_core.replay`) is one."""
+
+    def __init__(self, setup: RunSetup, state: dict | None = None) -> None:
+        """Before epoch 1, at the training seed's initial weights; given a resume state (or a
+        snapshot of it), after that state's epoch."""
+        self.setup = setup
+        self.model, self.optimizer, self.scheduler = _fresh_model(setup.seed, setup.config)
+        self.epoch = 0  # the last finished epoch
+        self.losses: dict[int, float] = {}  # mean loss per epoch, the state's included
+        self.trained: list[int] = []  # the epochs this object trained
+        self._seconds = 0.0  # spent in those epochs, not in saving or checking them
+        if state is not None:
+            self.model.load_state_dict(state["model"])
+            # Placed first: the optimiser puts its loaded state (momentum) where the parameters are.
+            _place(self.model, setup.device)
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.epoch = int(state["epoch"])
+            self.losses = {int(k): float(v) for k, v in state["losses"].items()}
+
+    @property
+    def device(self) -> torch.device:
+        return self.setup.device
+
+    def train_until(self, last: int) -> Iterator[tuple[int, float]]:
+        """Train epochs ``epoch + 1 .. last`` in order, yielding (epoch, mean loss) after each, its
+        weights checked finite; the caller saves or checks them before the next epoch starts.
+
+        Raises:
+            TrainingDiverged: the loss or the weights became non-finite in that epoch.
+        """
+        _place(self.model, self.device)
+        for epoch in range(self.epoch + 1, last + 1):
+            started = time.perf_counter()
+            loss = _train_one_epoch(self.model, self.optimizer, self.setup, epoch)
+            self.scheduler.step()
+            self._seconds += time.perf_counter() - started
+            _require_finite_weights(self.model, epoch, self.setup.config)
+            self.epoch = epoch
+            self.losses[epoch] = loss
+            self.trained.append(epoch)
+            yield epoch, loss
+
+    @property
+    def images_per_s(self) -> float:
+        """Throughput over the epochs this object trained (full batches only); NaN when none."""
+        batch_size = self.setup.config.batch_size
+        seen = len(self.trained) * (len(self.setup.dataset) // batch_size) * batch_size
+        return seen / self._seconds if self.trained else float("nan")
+
+    def backbone_weights(self) -> dict[str, torch.Tensor]:
+        """The backbone's state dict now, on the CPU: the checkpoint of :attr:`epoch`."""
+        return _cpu_copy(self.model.backbone.state_dict())
+
+    def initial_weights(self) -> dict[str, torch.Tensor]:
+        """Epoch 0's checkpoint, on the CPU: the untrained backbone, BatchNorm statistics measured
+        (:func:`with_measured_batchnorm`); the model itself is untouched."""
+        setup = self.setup
+        measured = with_measured_batchnorm(
+            self.model.backbone, setup.images, setup.device, setup.config.batch_size
+        )
+        return _cpu_copy(measured.state_dict())
+
+    def model_weights(self) -> dict[str, torch.Tensor]:
+        """Every tensor of the learner (heads and extra state included, flattened), on the CPU."""
+        return _cpu_copy(flat_tensors(self.model.state_dict()))
+
+    def state(self) -> dict:
+        """The resume state after :attr:`epoch`: model, optimiser, scheduler and the losses so far."""
+        return {
+            "epoch": self.epoch,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "losses": {str(k): v for k, v in self.losses.items()},
+        }
+
+
+def _snapshot_epochs(config: TrainParams) -> frozenset[int]:
+    """The epochs after which the resume state is also kept as a snapshot: every
+    ``state_every``-th, but the last (whose checkpoint a replay never starts before)."""
+    if not config.state_every:
+        return frozenset()
+    return frozenset(range(config.state_every, config.epochs, config.state_every))
+
+
+@dataclass(frozen=True)
+class _Outputs:
+    """Writes one configuration's checkpoints, resume state and state snapshots."""
+
+    files: TrainingFiles
+    meta: dict  # what every checkpoint says about its run (:mod:`protoviz_core.checkpoints`)
+    snapshot_epochs: frozenset[int]  # after these, the resume state is also kept as a snapshot
+
+    @classmethod
+    def of(
+        cls, files: TrainingFiles, config: TrainParams, *, aug: str, seed: int, image_size: int
+    ) -> _Outputs:
+        meta = {
             "format": CHECKPOINT_FORMAT,
             "arch": config.backbone,
-            "training_hash": training_hash,
+            "training_hash": files.training_hash,
             "image_size": image_size,
             "normalize": {k: list(v) for k, v in NORMALIZE.items()},
             "aug": aug,
             "seed": seed,
             "method": config.method,
         }
+        snapshots = _snapshot_epochs(config) if files.snapshot_dir is not None else frozenset()
+        return cls(files, meta, snapshots)
 
-    def fresh_model(self) -> tuple[Learner, Optimizer, Scheduler]:
-        """The model, optimiser and scheduler before epoch 1 (:func:`_fresh_model`)."""
-        return _fresh_model(self.seed, self.config)
-
-    def initial_weights(self, model: Learner) -> dict[str, torch.Tensor]:
-        """Epoch 0's checkpoint weights for the untrained ``model`` (:func:`_initial_backbone_weights`)."""
-        return _initial_backbone_weights(model, self.images, self.device, self.config.batch_size)
-
-    def save(self, weights: dict[str, torch.Tensor], epoch: int, loss: float | None) -> None:
-        """Write epoch ``epoch``'s checkpoint (backbone weights on the CPU)."""
+    def save_checkpoint(self, epoch: int, weights: dict[str, torch.Tensor], loss: float | None) -> None:
+        """Write epoch ``epoch``'s checkpoint: the backbone ``weights`` (on the CPU) and its mean loss."""
         save_atomic(
             {**self.meta, "epoch": epoch, "loss": loss, "backbone": weights},
-            checkpoint_path(self.checkpoint_dir, epoch),
+            checkpoint_path(self.files.checkpoint_dir, epoch),
         )
 
-    def save_state(
-        self, model: Learner, optimizer: Optimizer, scheduler: Scheduler, epoch: int, losses: dict[int, float]
-    ) -> None:
-        """Write the resume state after ``epoch``: model, optimiser, scheduler and the losses so far;
-        after a snapshot epoch (:func:`_snapshot_epochs`) also as a snapshot in ``snapshot_dir``."""
-        state = {
-            "format": STATE_FORMAT,
-            "training_hash": self.training_hash,
-            "epoch": epoch,
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "losses": {str(k): v for k, v in losses.items()},
-        }
-        if self.snapshot_dir is not None and epoch in _snapshot_epochs(self.config):
-            save_atomic(state, snapshot_path(self.snapshot_dir, epoch))
-        save_atomic(state, self.state_path)
-
-    def replay_start(self, first_hole: int) -> tuple[int, Learner, Optimizer, Scheduler]:
-        """Where a replay up to ``first_hole`` begins: the newest snapshot before it whose backbone
-        is the checkpoint of its epoch, loaded; else the initial weights (epoch 0).
-
-        Returns:
-            (epoch the model is after, model on the device, optimiser, scheduler).
-        """
-        model, optimizer, scheduler = self.fresh_model()
-        for epoch, path in reversed(list_snapshots(self.snapshot_dir).items()):
-            if epoch >= first_hole:
-                continue
-            state = _load_state(path, self.training_hash)
-            backbone = {
-                k.removeprefix("backbone."): v
-                for k, v in (state or {}).get("model", {}).items()
-                if k.startswith("backbone.")
-            }
-            checkpoint = read_checkpoint(checkpoint_path(self.checkpoint_dir, epoch))["backbone"]
-            if state is None or not _same_weights(checkpoint, backbone):
-                self.log(
-                    f"{path}: not the state its epoch's checkpoint was saved from; not replaying from it"
-                )
-                continue
-            model.load_state_dict(state["model"])
-            _place(model, self.device)  # first: the optimiser puts its loaded state where the parameters are
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            return epoch, model, optimizer, scheduler
-        return 0, model, optimizer, scheduler
-
-    def run_epochs(
-        self,
-        model: Learner,
-        optimizer: Optimizer,
-        scheduler: Scheduler,
-        epochs: range,
-        on_epoch_done: Callable[[int, float], None],
-    ) -> None:
-        """Train ``epochs`` in order; after each, check the weights and call
-        ``on_epoch_done(epoch, loss)``."""
-        _place(model, self.device)
-        for epoch in epochs:
-            started = time.perf_counter()
-            loss = _train_one_epoch(
-                model,
-                self.dataset,
-                optimizer,
-                self.config,
-                self.device,
-                self.seed,
-                epoch,
-                lambda step, loss: self.on_step(epoch, step, loss),
-            )
-            scheduler.step()
-            self.train_seconds += time.perf_counter() - started
-            _require_finite_weights(model, epoch, self.config)
-            on_epoch_done(epoch, loss)
-
-    def replay_segments(self, holes: list[int], last_finished: int) -> list[tuple[int, int]]:
-        """(first hole, last epoch to replay) of each replay that ``holes`` need: a hole's replay
-        runs one epoch past it (to check it), from the newest snapshot before it; a hole that an
-        earlier replay passes on its way, or whose snapshot lies before where that replay ends,
-        joins that replay."""
-        snapshots = list(list_snapshots(self.snapshot_dir))
-        segments: list[tuple[int, int]] = []
-        for hole in sorted(holes):
-            start = max((e for e in snapshots if e < hole), default=0)
-            end = min(hole + 1, last_finished)
-            if segments and start < segments[-1][1]:
-                segments[-1] = (segments[-1][0], max(segments[-1][1], end))
-            else:
-                segments.append((hole, end))
-        return segments
-
-    def refill(self, holes: list[int], last_finished: int, state: dict | None) -> None:
-        """Make the missing checkpoints ``holes`` of a finished run again, by replaying training:
-        for each group of holes (:meth:`replay_segments`) from the newest state snapshot before
-        it (:meth:`replay_start`), or from epoch 0. Holes at 0 and 90 of 100 epochs with
-        ``state_every: 10`` replay epoch 1, then epochs 81..91.
-
-        Each replay goes one epoch past its last hole and is checked there against the
-        checkpoint on disk (or against the resume state ``state`` when the last hole is the last
-        finished epoch), and against every intact checkpoint on the way; only when all agree
-        are the missing checkpoints written.
-
-        A missing epoch 0 is made again from the seeded initial weights and a new measurement
-        of its BatchNorm statistics, which nothing on disk can check: on a CPU it is
-        bit-exact (tested); on a GPU it matches up to the device's rounding.
-
-        Raises:
-            CheckpointError: the replay does not reproduce the run (a non-deterministic device).
-        """
-        self.log(
-            f"{self.checkpoint_dir}: epochs {holes} are missing inside the finished run 0..{last_finished}; "
-            f"replaying training to make them again"
-        )
-        made: dict[int, tuple[dict[str, torch.Tensor], float | None]] = {}
-
-        def refuse(reference: str) -> CheckpointError:
-            return CheckpointError(
-                f"{reference}: replaying training on {self.device.type} does not reproduce it, "
-                f"so the missing epochs {holes} cannot be made again identically; restore them with "
-                f"`dvc checkout {self.checkpoint_dir}`, or delete {self.checkpoint_dir} "
-                f"and {self.state_path} to retrain"
-            )
-
-        for first, end in self.replay_segments(holes, last_finished):
-            start, model, optimizer, scheduler = self.replay_start(first)
-            origin = f"epoch {start}'s state snapshot" if start else "the initial weights"
-            self.log(f"{self.checkpoint_dir}: replaying epochs {start + 1}..{end} from {origin}")
-            if first == 0:
-                made[0] = (self.initial_weights(model), None)
-
-            def check_or_keep(epoch: int, loss: float, model: Learner = model) -> None:
-                if epoch in holes:
-                    made[epoch] = (_backbone_weights(model), loss)
-                    return
-                path = checkpoint_path(self.checkpoint_dir, epoch)
-                if not _same_weights(read_checkpoint(path)["backbone"], _backbone_weights(model)):
-                    raise refuse(str(path))
-
-            self.run_epochs(model, optimizer, scheduler, range(start + 1, end + 1), check_or_keep)
-            if end in holes:  # no checkpoint after the last hole: the resume state is the reference
-                replayed = {
-                    k: v.detach().to("cpu", copy=True) for k, v in _tensors(model.state_dict()).items()
-                }
-                if state is None or not _same_weights(state["model"], replayed):
-                    raise refuse(str(self.state_path))
-        for epoch, (weights, loss) in sorted(made.items()):
-            self.save(weights, epoch, loss)
+    def save_state(self, run: TrainingRun) -> None:
+        """Write ``run``'s resume state; after a snapshot epoch also as a snapshot."""
+        state = {"format": STATE_FORMAT, "training_hash": self.files.training_hash, **run.state()}
+        if run.epoch in self.snapshot_epochs:
+            save_atomic(state, snapshot_path(self.files.snapshot_dir, run.epoch))
+        save_atomic(state, self.files.state_path)
 
 
 def train_learner(
@@ -485,16 +324,15 @@ def train_learner(
     training_hash: str,
     device: torch.device,
     snapshot_dir: str | Path | None = None,
-    on_step: Callable[[int, int, float], None] = lambda epoch, step, loss: None,
+    on_step: OnStep = lambda epoch, step, loss: None,
     on_epoch_end: Callable[[int, float], None] = lambda epoch, loss: None,
-    log: Callable[[str], None] = print,
+    log: Log = print,
 ) -> TrainResult:
     """Train the backbone on ``images`` with ``config.method`` and save it after every epoch.
 
-    A checkpoint missing or damaged inside the finished range (``0..`` the resume
-    state's epoch) is made again by replaying training up to it, from the newest state
-    snapshot before it or the initial weights, so the run ends with the checkpoints of an
-    uninterrupted run, never with a hole.
+    A checkpoint missing or damaged inside the finished range (``0..`` the resume state's
+    epoch) is made again by replaying training up to it (:mod:`protoviz_core.replay`), so the
+    run ends with the checkpoints of an uninterrupted run, never with a hole.
 
     Args:
         images: uint8 (N, 3, S, S), e.g. the memory-mapped STL10 unlabeled split.
@@ -504,12 +342,12 @@ def train_learner(
         image_size: side of the views fed to the network.
         checkpoint_dir: receives ``epoch_0000.pt`` (initial weights) .. ``epoch_{E:04d}.pt``.
         state_path: model + optimiser + scheduler after the last finished epoch.
-        snapshot_dir: receives ``state_XXXX.pt``, the resume state after every
-            ``config.state_every``-th epoch, where replays start; None keeps none.
         training_hash: identity of this configuration
             (:meth:`~protoviz_core.config.Params.training_identity`); checkpoints and state of
             any other configuration found on disk are discarded, never mixed in.
         device: resolved by the caller (the stage claims GPUs).
+        snapshot_dir: receives ``state_XXXX.pt``, the resume state after every
+            ``config.state_every``-th epoch, where replays start; None keeps none.
         on_step: called with (epoch, step within the epoch from 1, loss) after each step (progress).
         on_epoch_end: called with (epoch, mean loss) after each trained epoch.
 
@@ -526,88 +364,77 @@ def train_learner(
         raise ParamsError(
             f"train.batch_size ({config.batch_size}) exceeds the {len(images)} training images; lower it"
         )
-    checkpoint_dir, state_path = Path(checkpoint_dir), Path(state_path)
-    snapshot_dir = Path(snapshot_dir) if snapshot_dir is not None else None
-    if snapshot_dir is not None:
-        snapshot_dir.mkdir(parents=True, exist_ok=True)  # a DVC output, even while it holds none
-    finished = _finished_run(checkpoint_dir, config.epochs, training_hash)
-    if finished is not None:  # e.g. checkpoints restored by `dvc checkout`, without their resume state
-        log(f"all {config.epochs} epochs of this configuration are in {checkpoint_dir}; nothing to train")
-        return TrainResult(
-            losses=finished,
-            trained_epochs=[],
-            images_per_s=float("nan"),
-            checkpoints=list_checkpoints(checkpoint_dir),
+    files = _training_files(checkpoint_dir, state_path, snapshot_dir, training_hash)
+    plan = plan_training(files, config.epochs)
+    if isinstance(plan, Finished):
+        log(
+            f"all {config.epochs} epochs of this configuration are in {files.checkpoint_dir}; "
+            "nothing to train"
         )
-    state = _load_state(state_path, training_hash)
-    # A finished run with holes whose resume state is gone (it is not in DVC's cache, so
-    # `dvc pull` brings the checkpoints and snapshots without it): refill, never retrain.
-    finished_without_state = state is None and _is_ours(
-        checkpoint_path(checkpoint_dir, config.epochs), training_hash
-    )
-    if state is not None:
-        last_finished = int(state["epoch"])
-    else:
-        last_finished = config.epochs if finished_without_state else 0
-    holes = _remove_stale_checkpoints(checkpoint_dir, last_finished, training_hash, log)
-    _remove_stale_snapshots(snapshot_dir, last_finished, training_hash, log)
-    if config.method == "supervised" and labels is None:
+        return _untrained(plan.losses, files)
+    remove_stale(files, plan.last_finished, log)
+    if learner_class(config.method).needs_labels and labels is None:
         raise ParamsError(f"train.method: {config.method} trains on labelled images; none were given")
-    run = _TrainingRun(
-        images,
-        labels,
-        config,
-        aug=aug,
-        seed=seed,
-        image_size=image_size,
-        checkpoint_dir=checkpoint_dir,
-        state_path=state_path,
-        snapshot_dir=snapshot_dir,
-        training_hash=training_hash,
-        device=device,
-        on_step=on_step,
-        log=log,
+    setup = RunSetup.of(
+        images, labels, config, aug=aug, image_size=image_size, seed=seed, device=device, on_step=on_step
     )
-    if holes and (state is not None or finished_without_state):
-        run.refill(holes, last_finished, state)
-    if finished_without_state:  # refilled above: the run is finished
-        return TrainResult(
-            losses=_finished_run(checkpoint_dir, config.epochs, training_hash) or {},
-            trained_epochs=[],
-            images_per_s=float("nan"),
-            checkpoints=list_checkpoints(checkpoint_dir),
-        )
+    outputs = _Outputs.of(files, config, aug=aug, seed=seed, image_size=image_size)
+    if isinstance(plan, Resume | Refill) and plan.holes:
+        start_run = partial(TrainingRun, setup)  # each replay is a run of its own, at its own start
+        refill_holes(plan, files, start_run=start_run, save_checkpoint=outputs.save_checkpoint, log=log)
+    if isinstance(plan, Refill):  # refilled above: the run is finished
+        return _untrained(finished_losses(files.checkpoint_dir, config.epochs, training_hash) or {}, files)
+    return _train_rest(plan, setup, outputs, on_epoch_end, log)
 
-    model, optimizer, scheduler = run.fresh_model()
-    losses: dict[int, float] = {}
-    if state is not None:
-        model.load_state_dict(state["model"])
-        # Placed first: the optimizer puts its loaded state (momentum) where the parameters are.
-        _place(model, device)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        losses = {int(k): float(v) for k, v in state["losses"].items()}
-        log(f"resuming after epoch {last_finished} from {state_path}")
-    else:
-        run.save(run.initial_weights(model), 0, None)
 
-    trained: list[int] = []
-    run.train_seconds = 0.0  # a replay above is not this run's throughput
+def _training_files(
+    checkpoint_dir: str | Path, state_path: str | Path, snapshot_dir: str | Path | None, training_hash: str
+) -> TrainingFiles:
+    files = TrainingFiles(
+        Path(checkpoint_dir),
+        Path(state_path),
+        Path(snapshot_dir) if snapshot_dir is not None else None,
+        training_hash,
+    )
+    if files.snapshot_dir is not None:
+        files.snapshot_dir.mkdir(parents=True, exist_ok=True)  # a DVC output, even while it holds none
+    return files
 
-    def epoch_done(epoch: int, loss: float) -> None:
-        losses[epoch] = loss
-        run.save(_backbone_weights(model), epoch, loss)
-        run.save_state(model, optimizer, scheduler, epoch, losses)
-        trained.append(epoch)
-        on_epoch_end(epoch, loss)
 
-    run.run_epochs(model, optimizer, scheduler, range(last_finished + 1, config.epochs + 1), epoch_done)
-    seen_images = len(trained) * (len(run.dataset) // config.batch_size) * config.batch_size
+def _untrained(losses: dict[int, float], files: TrainingFiles) -> TrainResult:
+    """The result of a call that found the run finished (or only refilled it)."""
     return TrainResult(
         losses=losses,
-        trained_epochs=trained,
-        images_per_s=seen_images / run.train_seconds if trained else float("nan"),
-        checkpoints=list_checkpoints(checkpoint_dir),
+        trained_epochs=[],
+        images_per_s=float("nan"),
+        checkpoints=list_checkpoints(files.checkpoint_dir),
+    )
+
+
+def _train_rest(
+    plan: Fresh | Resume,
+    setup: RunSetup,
+    outputs: _Outputs,
+    on_epoch_end: Callable[[int, float], None],
+    log: Log,
+) -> TrainResult:
+    """Train the epochs after ``plan``'s last finished one, saving each epoch's checkpoint and the
+    resume state before ``on_epoch_end`` hears of it (a kill there loses nothing)."""
+    if isinstance(plan, Resume):
+        run = TrainingRun(setup, plan.state)
+        log(f"resuming after epoch {run.epoch} from {outputs.files.state_path}")
+    else:
+        run = TrainingRun(setup)
+        outputs.save_checkpoint(0, run.initial_weights(), None)
+    for epoch, loss in run.train_until(setup.config.epochs):
+        outputs.save_checkpoint(epoch, run.backbone_weights(), loss)
+        outputs.save_state(run)
+        on_epoch_end(epoch, loss)
+    return TrainResult(
+        losses=run.losses,
+        trained_epochs=run.trained,
+        images_per_s=run.images_per_s,
+        checkpoints=list_checkpoints(outputs.files.checkpoint_dir),
     )
 
 
@@ -628,30 +455,26 @@ def _diverged(what: str, epoch: int, step: int | None, config: TrainParams) -> T
 
 def _require_finite_weights(model: Learner, epoch: int, config: TrainParams) -> None:
     """Stop before a checkpoint with NaN or infinite weights is written."""
-    for name, tensor in _tensors(model.state_dict()).items():
+    for name, tensor in flat_tensors(model.state_dict()).items():
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
             raise _diverged(f"the weights {name} are not finite", epoch, None, config)
 
 
-def _train_one_epoch(
-    model: Learner,
-    dataset: Views,
-    optimizer: Optimizer,
-    config: TrainParams,
-    device: torch.device,
-    seed: int,
-    epoch: int,
-    on_step: Callable[[int, float], None],
-) -> float:
-    """One pass over ``dataset``; returns the mean loss. Seeded from (seed, epoch).
+def _train_one_epoch(model: Learner, optimizer: Optimizer, setup: RunSetup, epoch: int) -> float:
+    """One pass over ``setup.dataset`` in full batches; returns the mean loss. Seeded from (seed, epoch).
+
+    Each batch is the learner's list of views, (B, 3, S', S') each: two for most learners,
+    DINO's 2 global + 6 local (smaller S'), supervised's one; and (B,) labels (used by the
+    supervised learner only).
 
     Raises:
         TrainingDiverged: at the first step whose loss is NaN or infinite.
     """
-    epoch_seed = _epoch_seed(seed, epoch)
+    config, device = setup.config, setup.device
+    epoch_seed = _epoch_seed(setup.seed, epoch)
     seed_everything(epoch_seed)  # augmentations in the main process (num_workers=0)
     loader = torch.utils.data.DataLoader(
-        dataset,
+        setup.dataset,
         batch_size=config.batch_size,
         shuffle=True,
         drop_last=True,  # BatchNorm and the contrastive losses need full batches
@@ -682,5 +505,5 @@ def _train_one_epoch(
         optimizer.step()
         total += value
         batches += 1
-        on_step(batches, value)
+        setup.on_step(epoch, batches, value)
     return total / max(batches, 1)

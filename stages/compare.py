@@ -30,8 +30,8 @@ from protoviz_core.comparison import (
 from protoviz_core.config import DistanceParams, load_params
 from protoviz_core.distance import METRICS
 from protoviz_core.metric_keys import TRAIN_LOSS, comparison_keys, distance_layers
+from protoviz_core.mlflow_store import tracking_uri
 from protoviz_core.report import write_comparison
-from protoviz_core.tracking import tracking_uri
 from stages import _cli
 
 ATLAS_ARTIFACTS = "report/atlas/runs"

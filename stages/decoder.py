@@ -18,7 +18,7 @@ from protoviz_core.config import load_params
 from protoviz_core.decoder_prior import save_decoder, train_on_split
 from protoviz_core.devices import resolve_device
 from protoviz_core.engine.generators import DECODER_FORMAT
-from protoviz_core.spectrum import training_split
+from protoviz_core.learners import training_split
 from stages import _cli
 
 

@@ -13,8 +13,9 @@ from protoviz_core.devices import resolve_device
 from protoviz_core.dvc_files import write_json
 from protoviz_core.embedding import embed_work
 from protoviz_core.masks import load_masks
+from protoviz_core.run_identity import EMBED_WEIGHTS_TAG
 from protoviz_core.store import open_prototypes
-from protoviz_core.tracking import EMBED_WEIGHTS_TAG, pipeline_run
+from protoviz_core.tracking import pipeline_run
 from protoviz_core.work import prune, run_work
 from stages import _cli
 

@@ -13,8 +13,9 @@ from protoviz_core.exemplars import ExemplarSet
 from protoviz_core.masks import load_masks
 from protoviz_core.readability import read_scores
 from protoviz_core.report import write_run_report
+from protoviz_core.run_identity import run_name
 from protoviz_core.store import open_prototypes
-from protoviz_core.tracking import pipeline_run, run_name
+from protoviz_core.tracking import pipeline_run
 from stages import _cli
 
 

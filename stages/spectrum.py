@@ -8,7 +8,8 @@ from __future__ import annotations
 import sys
 
 from protoviz_core.config import load_params
-from protoviz_core.spectrum import measure_spectrum, save_spectrum, training_split
+from protoviz_core.learners import training_split
+from protoviz_core.spectrum import measure_spectrum, save_spectrum
 from stages import _cli
 
 

@@ -13,7 +13,7 @@ from protoviz_core.config import load_params
 from protoviz_core.devices import resolve_device
 from protoviz_core.dvc_files import write_csv, write_json
 from protoviz_core.features import extract_features
-from protoviz_core.learners import collapsed, learned_nothing
+from protoviz_core.learners import collapsed, learned_nothing, learner_class, training_split
 from protoviz_core.metric_keys import TRAIN_IMAGES_PER_S, TRAIN_LOSS
 from protoviz_core.stl10 import read_split
 from protoviz_core.tracking import pipeline_run
@@ -35,8 +35,9 @@ def main(argv=None) -> None:
     p.add_argument("--plot", required=True, help="CSV of loss per epoch")
     args = p.parse_args(argv)
     params = load_params(args.params)
-    supervised = params.train.method == "supervised"
-    images, labels = read_split(args.data, "train" if supervised else "unlabeled", params.data.image_size)
+    learner = learner_class(params.train.method)
+    print(f"train: {learner.name}: {learner.notes}", file=sys.stderr)
+    images, labels = read_split(args.data, training_split(learner.name), params.data.image_size)
     steps = len(images) // params.train.batch_size  # per epoch (full batches only)
 
     def step_done(epoch: int, step: int, loss: float) -> None:
@@ -53,7 +54,7 @@ def main(argv=None) -> None:
         result = train_learner(
             images,
             params.train,
-            labels=labels if supervised else None,
+            labels=labels if learner.needs_labels else None,
             aug=params.aug,
             seed=params.seed,
             image_size=params.data.image_size,

@@ -17,7 +17,8 @@ import sys
 from mlflow.tracking import MlflowClient
 
 from protoviz_core.errors import MissingInputError
-from protoviz_core.tracking import EXPERIMENT_NAME, runs_url, tracking_uri
+from protoviz_core.mlflow_store import runs_url, tracking_uri
+from protoviz_core.run_identity import EXPERIMENT_NAME
 from stages import _cli
 
 

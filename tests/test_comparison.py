@@ -18,8 +18,8 @@ from protoviz_core.comparison import (
 )
 from protoviz_core.config import DistanceParams
 from protoviz_core.report import write_comparison
+from protoviz_core.run_identity import EXPERIMENT_NAME
 from protoviz_core.similarity import SIMILARITY_ARTIFACTS, gram
-from protoviz_core.tracking import EXPERIMENT_NAME
 
 # Final (epoch 2) logreg accuracy per (condition, seed); by hand:
 #   clrjit: 0.5, 0.6, 0.7 -> mean 0.6, sample std 0.1, SEM 0.1 / sqrt(3) = 0.0577350

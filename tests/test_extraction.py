@@ -247,3 +247,50 @@ def test_ray_tasks_reserve_a_gpu_only_when_the_device_may_be_one(monkeypatch):
     for gpus in (False, True):
         assert [contents for _, contents in ray_executor(None, gpus=gpus)([item])] == [{"value": 1}]
     assert asked == [0, 1]
+
+
+# A value other than ExtractParams' default for every option that shapes a prototype.
+_OTHER_VALUES = {
+    "generator": "pixel",
+    "generator_weights": "other.pt",
+    "cma_steps": 3,
+    "cma_popsize": 5,
+    "cma_sigma": 0.5,
+    "adam_steps": 7,
+    "adam_lr": 0.2,
+    "early_exit": False,
+    "evolution": "fixed_sigma",
+    "adam_start": "mean",
+    "objective": "after_relu",
+    "precision": "float32",
+    "redraw_dead": False,
+    "resize": "legacy",
+    "robustness": True,
+}
+
+
+def test_every_option_in_a_shards_identity_reaches_the_procedure():
+    """SYNTHESIS_OPTIONS are in a shard's identity; each must change what Procedure.from_extract makes
+    (an option the procedure ignored would redo shards for nothing, one missing from the identity
+    would reuse stale ones)."""
+    from protoviz_core.engine.synthesis import Procedure
+    from protoviz_core.extraction import SYNTHESIS_OPTIONS
+
+    assert set(_OTHER_VALUES) == set(SYNTHESIS_OPTIONS)
+    options = ExtractParams().model_dump(include=set(SYNTHESIS_OPTIONS))
+    base = Procedure.from_extract(options, TINY_IMAGE_SIZE)
+    for key, value in _OTHER_VALUES.items():
+        assert Procedure.from_extract({**options, key: value}, TINY_IMAGE_SIZE) != base, key
+    assert Procedure.from_extract({**options, "read_unit": "centred"}, TINY_IMAGE_SIZE) != base
+
+
+def test_the_paper_and_demo_procedures_are_those_of_their_params_files():
+    import yaml
+
+    from protoviz_core.engine.synthesis import Procedure
+
+    root = Path(__file__).resolve().parents[1]
+    for name, made in (("configs/paper.yaml", Procedure.paper), ("params.yaml", Procedure.demo)):
+        params = yaml.safe_load((root / name).read_text())
+        size = params["data"]["image_size"]
+        assert Procedure.from_extract(params["extract"], size) == made(size), name

@@ -7,9 +7,13 @@ from protoviz_core.config import BACKBONES, METHODS, Params, ParamsError, TrainP
 from protoviz_core.learners import (
     CLASSES,
     LEARNERS,
+    PAPER_METHOD,
+    SimCLRLearner,
     build_learner,
     collapsed,
     learned_nothing,
+    register_learner,
+    training_split,
     view_transform,
 )
 from protoviz_core.simclr import FEATURE_DIMS, build_backbone
@@ -109,6 +113,35 @@ def test_keepclr_turns_every_learners_colour_jitter_and_grayscale_off(method):
     # Crops, flips and blur leave a flat image's colour; only jitter and grayscale move it.
     assert largest_change("keepclr") < 0.02
     assert largest_change("clrjit") > 0.1
+
+
+def test_an_unknown_augmentation_is_refused_naming_the_conditions():
+    with pytest.raises(ValueError, match="clrjit"):
+        view_transform("simclr", "none", 32)
+
+
+def test_the_registry_is_what_train_method_offers_and_each_learner_carries_its_facts():
+    assert METHODS == tuple(LEARNERS) and METHODS[0] == PAPER_METHOD == TrainParams().method
+    for name, learner in LEARNERS.items():
+        assert learner.name == name and learner.notes, name
+    assert [name for name, learner in LEARNERS.items() if learner.needs_labels] == ["supervised"]
+    assert training_split("supervised") == "train" and training_split("byol") == "unlabeled"
+    # The schema's batch check reads the split from the registry: supervision's labelled images.
+    values = tiny_params()  # batch 32: 64 unlabeled images, 20 labelled
+    Params.model_validate(values)
+    values["train"]["method"] = "supervised"
+    with pytest.raises(ValueError, match="data.synthetic.n_train"):
+        Params.model_validate(values)
+
+
+def test_a_name_cannot_be_registered_twice():
+    with pytest.raises(ValueError, match="'simclr'"):
+
+        @register_learner("simclr", notes="a second SimCLR")
+        class Twice(SimCLRLearner):
+            pass
+
+    assert LEARNERS["simclr"] is SimCLRLearner
 
 
 def test_an_unknown_method_is_one_line_naming_the_param():

@@ -25,8 +25,8 @@ import torch
 import yaml
 from mlflow.tracking import MlflowClient
 
+from protoviz_core.run_identity import EMBED_WEIGHTS_TAG, EXPERIMENT_NAME
 from protoviz_core.stl10 import read_split
-from protoviz_core.tracking import EMBED_WEIGHTS_TAG, EXPERIMENT_NAME
 from stages import _cli
 from stages import data as data_stage
 from tests.helpers import STAGE_ARGS, run_pipeline, stages_from
@@ -130,12 +130,13 @@ def test_paper_configuration_runs_every_branch(tmp_path, published_torch_home, m
 
 def test_the_paper_procedure_runs_every_generation_and_step_and_climbs_from_the_recombined_mean():
     """configs/paper.yaml's extract procedure, as the authors' code does it, at a tiny size."""
+    import dataclasses
+
     from protoviz_core.engine.cmaes import BatchedCMAES
     from protoviz_core.engine.generators import make_generator
     from protoviz_core.engine.rng import stream_keys
-    from protoviz_core.engine.synthesis import stream_seed, synthesize
+    from protoviz_core.engine.synthesis import Procedure, stream_seed, synthesize
     from protoviz_core.engine.units import centre_activation, layer_reader
-    from protoviz_core.extraction import SYNTHESIS_OPTIONS
     from protoviz_core.simclr import build_backbone
 
     paper = yaml.safe_load((REPO / "configs/paper.yaml").read_text())["extract"]
@@ -159,20 +160,16 @@ def test_the_paper_procedure_runs_every_generation_and_step_and_climbs_from_the_
     assert paper["robustness"] is False  # the authors' code: the generator is the only prior
     whole = yaml.safe_load((REPO / "configs/paper.yaml").read_text())
     assert whole["read_unit"] == "top_left"  # act[c, (H-1)//2, (W-1)//2]
-    procedure = {
-        k: paper[k]
-        for k in SYNTHESIS_OPTIONS
-        if k not in ("generator", "generator_weights", "resize", "robustness")
-    }
-    procedure.update(cma_steps=3, cma_popsize=6, adam_steps=4)  # sizes shrink, nothing else
 
     torch.manual_seed(0)
     model = build_backbone().eval()
     prior = make_generator("deepsim_fc6", 32, "random", antialias=paper["resize"] == "antialias")
+    # The paper's procedure with random DeePSiM weights; sizes shrink, nothing else
+    procedure = Procedure.from_extract(paper, 32, generator=prior, cma_steps=3, cma_popsize=6, adam_steps=4)
     channels = torch.tensor([0, 5, 9])
     batches = []
     hook = model.conv1.register_forward_hook(lambda module, inputs, output: batches.append(len(inputs[0])))
-    result = synthesize(model, "layer2", channels, generator=prior, image_size=32, seed=4, **procedure)
+    result = synthesize(model, "layer2", channels, procedure, seed=4)
     hook.remove()
     # Every channel in every generation (1 start + 3 x 6 samples each), every Adam step (4) for all of
     # them, then the final images: no channel leaves early.
@@ -180,12 +177,10 @@ def test_the_paper_procedure_runs_every_generation_and_step_and_climbs_from_the_
 
     # The climb starts from the evolution's recombined mean: with no Adam step, the codes are that mean,
     # replayed here with the authors' fixed-step evolution on the unit after its ReLU.
-    result = synthesize(
-        model, "layer2", channels, generator=prior, image_size=32, seed=4, **{**procedure, "adam_steps": 0}
-    )
+    result = synthesize(model, "layer2", channels, dataclasses.replace(procedure, adam_steps=0), seed=4)
     start = prior.sample(stream_keys(stream_seed(4, "start"), channels), step=0)
     es = BatchedCMAES(
-        start, procedure["cma_sigma"], 6, seed=stream_seed(4, "evolution"), keys=channels, adapt=False
+        start, procedure.cma_sigma, 6, seed=stream_seed(4, "evolution"), keys=channels, adapt=False
     )
     mean, std = (
         torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1),

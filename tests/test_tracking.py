@@ -11,7 +11,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from protoviz_core.config import parse_params
-from protoviz_core.tracking import EXPERIMENT_NAME, _process_gone, _this_process, pipeline_run, tracking_uri
+from protoviz_core.mlflow_store import tracking_uri
+from protoviz_core.run_identity import EXPERIMENT_NAME
+from protoviz_core.tracking import _process_gone, _this_process, pipeline_run
 from tests.helpers import tiny_params
 
 
@@ -231,7 +233,7 @@ def test_a_damaged_database_stops_a_stage_with_one_line_and_its_results_are_kept
 def test_a_locked_database_is_named_and_other_errors_are_not():
     import sqlalchemy.exc
 
-    from protoviz_core.tracking import database_failure
+    from protoviz_core.mlflow_store import database_failure
 
     locked = sqlalchemy.exc.OperationalError("INSERT ...", {}, Exception("database is locked"))
     try:  # as MLflow raises it: its own exception, from sqlalchemy's

@@ -3,12 +3,8 @@ import torch
 
 from protoviz_core.checkpoints import CheckpointError, list_checkpoints, load_backbone, read_checkpoint
 from protoviz_core.config import TRAINING_VERSION, Params
-from protoviz_core.training import (
-    TrainingDiverged,
-    list_snapshots,
-    snapshot_path,
-    train_learner,
-)
+from protoviz_core.training import TrainingDiverged, train_learner
+from protoviz_core.training_plan import list_snapshots, snapshot_path
 from tests.helpers import TINY_IMAGE_SIZE, tiny_params
 
 

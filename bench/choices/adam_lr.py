@@ -20,7 +20,7 @@ import torch
 
 from protoviz_core.checkpoints import load_backbone
 from protoviz_core.config import load_params
-from protoviz_core.engine.synthesis import synthesize
+from protoviz_core.engine.synthesis import Procedure, synthesize
 from protoviz_core.engine.units import channel_count, spaced_channels
 from protoviz_core.simclr import NORMALIZE, build_backbone
 
@@ -52,21 +52,17 @@ def main() -> None:
         started, means = time.perf_counter(), []
         for layer in layers:
             channels = spaced_channels(channel_count(model, layer, size), args.channels)
-            result = synthesize(
-                model,
-                layer,
-                channels,
+            procedure = Procedure(
                 generator="fourier",
-                seed=0,
                 image_size=size,
                 cma_steps=x.cma_steps,
                 cma_popsize=x.cma_popsize,
                 cma_sigma=x.cma_sigma,
                 adam_steps=x.adam_steps,
                 adam_lr=rate,
-                device="cpu",
                 normalize=normalize,
             )
+            result = synthesize(model, layer, channels, procedure, seed=0, device="cpu")
             means.append(result.activations.mean().item())
         print(
             f"| {rate:g} | "

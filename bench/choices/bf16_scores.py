@@ -38,7 +38,7 @@ from protoviz_core.distance import epoch_rows
 from protoviz_core.embedding import embed_images, load_network
 from protoviz_core.engine.generators import make_generator
 from protoviz_core.engine.rng import stream_keys
-from protoviz_core.engine.synthesis import stream_seed, synthesize
+from protoviz_core.engine.synthesis import Procedure, stream_seed, synthesize
 from protoviz_core.engine.units import centre_activation, channel_count, spaced_channels, unit_reader
 from protoviz_core.stl10 import read_images
 from tests.fake_cuda import fake_cuda
@@ -150,10 +150,11 @@ def main() -> None:
         channels = spaced_channels(channel_count(model, layer, size), args.channels)
         resolution = score_resolution(model, layer, channels, size, normalize)
         best = natural_maxima(model, layer, test_images, channels, normalize)
-        exact = synthesize(model, layer, channels, image_size=size, seed=1, device="cpu", **SCHEDULE)
-        again = synthesize(model, layer, channels, image_size=size, seed=2, device="cpu", **SCHEDULE)
+        procedure = Procedure(image_size=size, **SCHEDULE)
+        exact = synthesize(model, layer, channels, procedure, seed=1, device="cpu")
+        again = synthesize(model, layer, channels, procedure, seed=2, device="cpu")
         with fake_cuda():
-            rounded = synthesize(model, layer, channels, image_size=size, seed=1, device="cuda", **SCHEDULE)
+            rounded = synthesize(model, layer, channels, procedure, seed=1, device="cuda")
         ratios = {}
         for name, result in (("f32", exact), ("bf16", rounded)):
             _, activation = unit_scores(model, layer, result.images, channels, normalize, bf16=False)

@@ -2,7 +2,7 @@
 
 A checkpoint lost from a finished run is made again by replaying training up to it. Without
 snapshots the replay starts at the initial weights; with ``train.state_every: k`` it starts
-at the newest snapshot before the hole (``protoviz_core.training``).
+at the newest snapshot before the hole (``protoviz_core.replay``).
 
 1. Storage at the paper's configuration (``configs/paper.yaml``'s learner: ResNet18 with
    SimCLR's head, SGD with momentum): the bytes of one checkpoint and one state snapshot,
@@ -31,7 +31,8 @@ import torch
 import yaml
 
 from protoviz_core.config import TrainParams
-from protoviz_core.training import list_snapshots, train_learner
+from protoviz_core.training import train_learner
+from protoviz_core.training_plan import list_snapshots
 
 REPO = Path(__file__).resolve().parents[2]
 

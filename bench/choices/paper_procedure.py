@@ -33,7 +33,7 @@ import torch
 
 from protoviz_core.checkpoints import list_checkpoints, load_backbone
 from protoviz_core.distance import diversity, mean_paired
-from protoviz_core.engine.synthesis import synthesize
+from protoviz_core.engine.synthesis import Procedure, synthesize
 from protoviz_core.engine.units import channel_count, spaced_channels
 from protoviz_core.extraction import shard_seed
 from protoviz_core.store import ShardId
@@ -77,10 +77,7 @@ def run(procedure: dict, backbones: dict, layers: list[str], channels: dict, arg
                 seed = shard_seed(1, 0, shard)
                 start_seed = shard_seed(1, 0, shard, common_streams=True) if streams == "starts" else None
                 started = time.perf_counter()
-                made = synthesize(
-                    model,
-                    layer,
-                    channels[layer],
+                searched = Procedure(
                     generator="fourier",
                     image_size=meta["image_size"],
                     cma_steps=args.cma_steps,
@@ -88,11 +85,10 @@ def run(procedure: dict, backbones: dict, layers: list[str], channels: dict, arg
                     cma_sigma=2.0,
                     adam_steps=50,
                     adam_lr=args.adam_lr,
-                    seed=seed,
-                    start_seed=start_seed,
                     normalize=meta["normalize"],
                     **options,
                 )
+                made = synthesize(model, layer, channels[layer], searched, seed=seed, start_seed=start_seed)
                 seconds += time.perf_counter() - started
                 images[(epoch, layer, repeat)] = made.images.flatten(1)
                 activations.append(made.activations)

@@ -57,7 +57,7 @@ from protoviz_core.engine.generators import (
 )
 from protoviz_core.engine.normalization import IMAGENET_NORMALIZE, Normalizer
 from protoviz_core.engine.robustness import Robustness
-from protoviz_core.engine.synthesis import synthesize
+from protoviz_core.engine.synthesis import Procedure, synthesize
 from protoviz_core.engine.units import (
     centre_activation,
     channel_count,
@@ -94,7 +94,8 @@ def lucent_prototypes(
 
 
 def priors(run: Path, size: int) -> dict[str, dict]:
-    """name -> synthesize() options (decoder: where the run has trained one)."""
+    """name -> Procedure fields beyond the image size and the run's unit and normalisation (decoder:
+    where the run has trained one)."""
     search = dict(cma_steps=5, cma_popsize=12, cma_sigma=1.0, adam_steps=30)
     decoder = {}
     try:
@@ -167,18 +168,10 @@ def measure(run: Path, chosen: list[str] | None) -> tuple[pd.DataFrame, dict]:
                     found.append(lucent_prototypes(model, layer, channels, size, read_unit, seed))
                     seconds += time.perf_counter() - start
                     continue
-                found.append(
-                    synthesize(
-                        model,
-                        layer,
-                        channels,
-                        image_size=size,
-                        seed=seed,
-                        normalize=meta["normalize"],
-                        read_unit=read_unit,
-                        **options,
-                    )
+                procedure = Procedure(
+                    image_size=size, normalize=meta["normalize"], read_unit=read_unit, **options
                 )
+                found.append(synthesize(model, layer, channels, procedure, seed=seed))
                 seconds += time.perf_counter() - start
             images = torch.stack([f.images for f in found])  # (2, C, 3, S, S)
             shown[(name, layer)] = images[0] * surround_gain(masks[layer])

@@ -29,7 +29,7 @@ import time
 import torch
 import torchvision
 
-from protoviz_core.engine.synthesis import synthesize
+from protoviz_core.engine.synthesis import Procedure, synthesize
 from protoviz_core.engine.units import channel_count, layer_reader, spaced_channels
 from protoviz_core.simclr import NORMALIZE
 
@@ -105,16 +105,10 @@ def main() -> None:
         row = {"network": name, "layer": layer}
         for label, objective in (("score", "before_relu"), ("activation", "after_relu")):
             started = time.perf_counter()
-            result = synthesize(
-                model,
-                layer,
-                channels,
-                generator="fourier",
-                image_size=args.image_size,
-                seed=0,
-                objective=objective,
-                **budget,
+            procedure = Procedure(
+                generator="fourier", image_size=args.image_size, objective=objective, **budget
             )
+            result = synthesize(model, layer, channels, procedure, seed=0)
             seconds = time.perf_counter() - started
             dead = result.dead
             drivable = (

@@ -39,7 +39,7 @@ import yaml
 from bench.common import lucent_images
 from protoviz_core.checkpoints import load_backbone
 from protoviz_core.config import parse_params
-from protoviz_core.engine.synthesis import synthesize
+from protoviz_core.engine.synthesis import Procedure, synthesize
 from protoviz_core.engine.units import centre_activation, channel_count, layer_reader, spaced_channels
 from protoviz_core.exemplars import Pool, sample_positions, top_exemplars
 from protoviz_core.simclr import NORMALIZE
@@ -57,7 +57,8 @@ def score(model, layer, images: torch.Tensor, channels: torch.Tensor, normalize:
 
 def run_protoviz(model, layer, channels, schedule: dict, image_size: int, normalize: dict):
     started = time.perf_counter()
-    made = synthesize(model, layer, channels, image_size=image_size, seed=0, normalize=normalize, **schedule)
+    procedure = Procedure(image_size=image_size, normalize=normalize, **schedule)
+    made = synthesize(model, layer, channels, procedure, seed=0)
     return time.perf_counter() - started, score(model, layer, made.images, channels, normalize)
 
 

@@ -40,7 +40,7 @@ from bench.common import lucent_images
 from protoviz_core.checkpoints import load_backbone
 from protoviz_core.engine.generators import make_generator
 from protoviz_core.engine.rng import stream_keys
-from protoviz_core.engine.synthesis import synthesize
+from protoviz_core.engine.synthesis import Procedure, synthesize
 from protoviz_core.engine.units import centre_activation, channel_count, layer_reader
 from protoviz_core.simclr import NORMALIZE, build_backbone
 
@@ -79,30 +79,16 @@ class Trajectory:
         return next((t for t, acts in self.points if acts[watched].mean() >= target), math.nan)
 
 
-def run_batched(model, layer, channels, args, schedule):
+def run_batched(model, layer, channels, procedure: Procedure, device):
     trajectory = Trajectory()
     started = time.perf_counter()
-    result = synthesize(
-        model,
-        layer,
-        channels,
-        generator=args.generator,
-        seed=0,
-        monitor=trajectory,
-        generator_weights=args.weights,
-        **schedule,
-    )
+    result = synthesize(model, layer, channels, procedure, seed=0, device=device, monitor=trajectory)
     return time.perf_counter() - started, result.activations, result.dead, trajectory
 
 
-def run_one_at_a_time(model, layer, channels, args, schedule):
+def run_one_at_a_time(model, layer, channels, procedure: Procedure, device):
     started = time.perf_counter()
-    results = [
-        synthesize(
-            model, layer, [c], generator=args.generator, seed=0, generator_weights=args.weights, **schedule
-        )
-        for c in channels.tolist()
-    ]
+    results = [synthesize(model, layer, [c], procedure, seed=0, device=device) for c in channels.tolist()]
     activations = torch.cat([r.activations for r in results])
     return time.perf_counter() - started, activations, activations <= 0
 
@@ -192,9 +178,12 @@ def main() -> None:
         model = build_backbone().eval()
     model.to(device)
     budget = ("image_size", "cma_steps", "cma_popsize", "cma_sigma", "adam_steps", "adam_lr", "max_batch")
-    schedule = {name: getattr(args, name) for name in budget} | {"device": device}
-    if args.procedure == "paper":
-        schedule.update(PAPER_PROCEDURE)
+    procedure = Procedure(
+        generator=args.generator,
+        generator_weights=args.weights,
+        **{name: getattr(args, name) for name in budget},
+        **(PAPER_PROCEDURE if args.procedure == "paper" else {}),
+    )
     skip = set(args.skip.split(","))
     rows: dict[str, dict] = {}
 
@@ -210,11 +199,12 @@ def main() -> None:
         total = channel_count(model, layer, args.image_size)
         chosen = torch.arange(total) if args.all_channels else torch.arange(min(args.channels, total))
         compared = torch.arange(min(args.pycma_channels, len(chosen)))
-        seconds, acts, dead, trajectory = run_batched(model, layer, chosen, args, schedule)
+        seconds, acts, dead, trajectory = run_batched(model, layer, chosen, procedure, device)
         add("(a) protoviz batched", seconds, acts, dead)
         if "b" not in skip:
             add(
-                "(b) protoviz one channel at a time", *run_one_at_a_time(model, layer, chosen, args, schedule)
+                "(b) protoviz one channel at a time",
+                *run_one_at_a_time(model, layer, chosen, procedure, device),
             )
         if "c" not in skip:
             c_seconds, c_acts, c_dead = run_pycma(model, layer, chosen[compared], args, device)

@@ -26,8 +26,8 @@ from lightly.loss import NTXentLoss
 
 from protoviz_core.config import TrainParams
 from protoviz_core.devices import resolve_device
-from protoviz_core.learners import SimCLRLearner, Views
-from protoviz_core.simclr import build_backbone, simclr_transform
+from protoviz_core.learners import SimCLRLearner, Views, view_transform
+from protoviz_core.simclr import build_backbone
 from protoviz_core.synthetic import generate_images
 from protoviz_core.training import train_learner
 
@@ -45,7 +45,7 @@ def bare_loop(images: np.ndarray, config: TrainParams, image_size: int) -> float
     )
     criterion = NTXentLoss(temperature=config.temperature)
     loader = torch.utils.data.DataLoader(
-        Views(images, simclr_transform("clrjit", image_size)),
+        Views(images, view_transform("simclr", "clrjit", image_size)),
         batch_size=config.batch_size,
         shuffle=True,
         drop_last=True,

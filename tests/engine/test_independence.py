@@ -3,7 +3,16 @@
 import subprocess
 import sys
 
-ENGINE_MODULES = ["rng", "cmaes", "generators", "units", "normalization", "precision", "synthesis"]
+ENGINE_MODULES = [
+    "rng",
+    "cmaes",
+    "generators",
+    "units",
+    "normalization",
+    "precision",
+    "robustness",
+    "synthesis",
+]
 
 
 def test_the_engine_imports_nothing_of_the_pipeline():

@@ -17,8 +17,8 @@ import protoviz_core.stl10 as stl10
 from protoviz_core.checkpoints import list_checkpoints
 from protoviz_core.config import TRAINING_VERSION
 from protoviz_core.learners import learned_nothing
+from protoviz_core.run_identity import EXPERIMENT_NAME
 from protoviz_core.synthetic import write_synthetic_stl10
-from protoviz_core.tracking import EXPERIMENT_NAME
 from tests.helpers import STAGE_ARGS, call_stage, run_stage, start_stage, tiny_params, write_params
 
 TRAIN_ARGS = STAGE_ARGS["train"]
