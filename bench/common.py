@@ -14,10 +14,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from protoviz_core.checkpoints import CHECKPOINT_FORMAT
 from protoviz_core.engine.generators import DeePSiMGenerator
 from protoviz_core.engine.units import centre_window, layer_reader
-from protoviz_core.simclr import BACKBONE_ARCH, NORMALIZE, build_backbone
+from protoviz_core.models.backbones import BACKBONE_ARCH, NORMALIZE, build_backbone
+from protoviz_core.training.checkpoints import CHECKPOINT_FORMAT
 
 
 def write_checkpoint(path: Path, image_size: int) -> Path:

@@ -1,47 +1,42 @@
 """protoviz: watch features develop inside neural networks during training.
 
-The library behind the DVC stages in ``stages/``, one concept per module, by phase:
+The library behind the DVC stages in ``stages/``, one concept per module, in subpackages by
+phase. Imports run down this list, never up (tests/test_layers.py):
 
-- the engine, ``protoviz_core.engine``: prototypes for any network, independent of the
-  pipeline (random streams, batched CMA-ES, generator priors, units, synthesis)
-- params: ``config`` (the typed schema of params.yaml)
-- data: ``stl10`` (the STL10 binary layout), ``synthetic`` (the offline set where shape,
-  not colour, is the class), ``dataset`` (prepares either)
-- training: ``simclr`` (backbone, projection head, augmentations), ``training`` (the
-  resumable loop), ``checkpoints`` (per-epoch backbone files, safe loading)
-- measuring checkpoints: ``probe`` (linear probes), ``rfield`` and ``masks`` (receptive
-  fields and their masks), ``exemplars`` (each unit's top data-set images)
-- prototypes: ``extraction`` (every checkpoint x layer x repeat, locally or on Ray),
-  ``store`` (packed shards + Parquet index; ``open_prototypes``), ``superstimulus``
-  (a prototype's activation over the best natural image's)
-- measuring prototypes: ``networks`` and ``embedding`` (ImageNet embeddings),
-  ``distance`` (diversity, rate of change, re-evolution consistency)
-- showing: ``figures``, ``montage``, ``htmlpage``, ``atlas``, ``report``, and across
-  runs ``comparison`` and ``aggregate``
-- running: ``work`` (resumable work items), ``atomic`` (all-or-nothing writes),
-  ``hashing`` (short identities), ``checks`` (refusing NaN or constant results),
-  ``tracking`` and ``metric_keys`` (MLflow), ``dvc_files``, ``devices`` (one GPU per
-  process), ``errors`` (``ProtovizError``, the base of every error a user can fix)
+- ``presentation``: figures, the report, the atlas, the comparison of runs
+- ``measures``: probes, receptive fields and masks, exemplars, embeddings, distances,
+  readability, similarity
+- ``prototypes``: the decoder prior, extraction, the store, the superstimulus ratio
+- ``training``: the resumable loop (a plan, then a run), refilling holes, checkpoints
+- ``data``: STL10, the offline synthetic set, the data's spectrum
+- ``pipeline``: the params schema, metric names, the MLflow run
+- ``models``: backbones, the learners' registry, the pretrained ImageNet networks
+- ``engine``: prototypes for any network, independent of the pipeline (random streams,
+  batched CMA-ES, generator priors, units, the synthesis procedure)
+- ``infra``: errors, identities, safe writes, refusing garbage, resumable work, devices
+
+Each subpackage's docstring says what it holds and what it may import.
 """
 
 import importlib
 from typing import Any
 
-# Public names, imported on first use (PEP 562): ``import protoviz_core.store`` runs only
+# Public names, imported on first use (PEP 562): ``import protoviz_core.prototypes.store`` runs only
 # what the store needs, so each stage's import closure (its dvc.yaml deps) stays its own.
 _PUBLIC = {
     "BatchedCMAES": "engine.cmaes",
     "Generator": "engine.generators",
-    "Params": "config",
-    "ParamsError": "config",
-    "ProtovizError": "errors",
+    "Params": "pipeline.config",
+    "ParamsError": "pipeline.config",
+    "Procedure": "engine.synthesis",
+    "ProtovizError": "infra.errors",
     "Prototypes": "engine.synthesis",
-    "list_checkpoints": "checkpoints",
-    "load_backbone": "checkpoints",
-    "load_params": "config",
+    "list_checkpoints": "training.checkpoints",
+    "load_backbone": "training.checkpoints",
+    "load_params": "pipeline.config",
     "make_generator": "engine.generators",
-    "open_prototypes": "store",
-    "receptive_field": "rfield",
+    "open_prototypes": "prototypes.store",
+    "receptive_field": "measures.rfield",
     "synthesize": "engine.synthesis",
 }
 

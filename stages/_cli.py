@@ -6,8 +6,8 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from protoviz_core.errors import ProtovizError
-from protoviz_core.interrupts import TERMINATED_STATUS, exit_status, interrupted, sigterm_raises
+from protoviz_core.infra.errors import ProtovizError
+from protoviz_core.infra.interrupts import TERMINATED_STATUS, exit_status, interrupted, sigterm_raises
 
 
 def parser(description: str) -> argparse.ArgumentParser:
@@ -19,7 +19,7 @@ def parser(description: str) -> argparse.ArgumentParser:
 def run(main: Callable[[Sequence[str] | None], None], argv: Sequence[str] | None = None) -> int:
     """Call a stage's ``main``; a user error (:class:`ProtovizError`) prints one line and exits with status 2.
 
-    Stopped by Ctrl-C or SIGTERM (:func:`~protoviz_core.interrupts.interrupted`, whatever its
+    Stopped by Ctrl-C or SIGTERM (:func:`~protoviz_core.infra.interrupts.interrupted`, whatever its
     workers' deaths raised meanwhile), it prints one line and exits 130 or 143; what was
     finished is kept and a rerun resumes from it.
     """

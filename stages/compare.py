@@ -18,20 +18,20 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from protoviz_core.atlas import read_manifest
-from protoviz_core.atlas_links import unit_links, write_links
-from protoviz_core.comparison import (
+from protoviz_core.measures.distance import METRICS
+from protoviz_core.pipeline.config import DistanceParams, load_params
+from protoviz_core.pipeline.metric_keys import TRAIN_LOSS, comparison_keys, distance_layers
+from protoviz_core.pipeline.mlflow_store import tracking_uri
+from protoviz_core.presentation.atlas import read_manifest
+from protoviz_core.presentation.atlas_links import unit_links, write_links
+from protoviz_core.presentation.comparison import (
     choose_runs,
     find_runs,
     metric_histories,
     similarity_between,
     similarity_files,
 )
-from protoviz_core.config import DistanceParams, load_params
-from protoviz_core.distance import METRICS
-from protoviz_core.metric_keys import TRAIN_LOSS, comparison_keys, distance_layers
-from protoviz_core.mlflow_store import tracking_uri
-from protoviz_core.report import write_comparison
+from protoviz_core.presentation.report import write_comparison
 from stages import _cli
 
 ATLAS_ARTIFACTS = "report/atlas/runs"

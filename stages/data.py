@@ -6,8 +6,8 @@ import sys
 
 from tqdm import tqdm
 
-from protoviz_core.config import load_params
-from protoviz_core.dataset import prepare_dataset
+from protoviz_core.data.dataset import prepare_dataset
+from protoviz_core.pipeline.config import load_params
 from stages import _cli
 
 

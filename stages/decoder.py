@@ -4,7 +4,7 @@ python -m stages.decoder --data data/stl10_binary --out out/decoder.pt
 
 Trains only when ``extract.generator`` is ``decoder``; otherwise it writes a file that says
 so (DVC needs the output), which the generator refuses with the fix. See
-protoviz_core/decoder_prior.py.
+protoviz_core/prototypes/decoder_prior.py.
 """
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ import sys
 
 from tqdm import tqdm
 
-from protoviz_core.atomic import save_atomic
-from protoviz_core.config import load_params
-from protoviz_core.decoder_prior import save_decoder, train_on_split
-from protoviz_core.devices import resolve_device
 from protoviz_core.engine.generators import DECODER_FORMAT
-from protoviz_core.learners import training_split
+from protoviz_core.infra.atomic import save_atomic
+from protoviz_core.infra.devices import resolve_device
+from protoviz_core.models.learners import training_split
+from protoviz_core.pipeline.config import load_params
+from protoviz_core.prototypes.decoder_prior import save_decoder, train_on_split
 from stages import _cli
 
 

@@ -10,13 +10,13 @@ import mlflow
 import pandas as pd
 from tqdm import tqdm
 
-from protoviz_core.atomic import atomic_write
-from protoviz_core.config import load_params
-from protoviz_core.distance import distance_work
-from protoviz_core.dvc_files import write_csv, write_json
-from protoviz_core.metric_keys import distance_key, in_view
-from protoviz_core.tracking import pipeline_run
-from protoviz_core.work import prune, run_work
+from protoviz_core.infra.atomic import atomic_write
+from protoviz_core.infra.dvc_files import write_csv, write_json
+from protoviz_core.infra.work import prune, run_work
+from protoviz_core.measures.distance import distance_work
+from protoviz_core.pipeline.config import load_params
+from protoviz_core.pipeline.metric_keys import distance_key, in_view
+from protoviz_core.pipeline.tracking import pipeline_run
 from stages import _cli
 
 

@@ -8,15 +8,15 @@ from pathlib import Path
 import mlflow
 from tqdm import tqdm
 
-from protoviz_core.config import load_params
-from protoviz_core.devices import resolve_device
-from protoviz_core.dvc_files import write_json
-from protoviz_core.embedding import embed_work
-from protoviz_core.masks import load_masks
-from protoviz_core.run_identity import EMBED_WEIGHTS_TAG
-from protoviz_core.store import open_prototypes
-from protoviz_core.tracking import pipeline_run
-from protoviz_core.work import prune, run_work
+from protoviz_core.infra.devices import resolve_device
+from protoviz_core.infra.dvc_files import write_json
+from protoviz_core.infra.work import prune, run_work
+from protoviz_core.measures.embedding import embed_work
+from protoviz_core.measures.masks import load_masks
+from protoviz_core.pipeline.config import load_params
+from protoviz_core.pipeline.run_identity import EMBED_WEIGHTS_TAG
+from protoviz_core.pipeline.tracking import pipeline_run
+from protoviz_core.prototypes.store import open_prototypes
 from stages import _cli
 
 

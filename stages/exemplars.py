@@ -10,12 +10,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from protoviz_core.checkpoints import choose_epochs, require_checkpoints
-from protoviz_core.config import load_params
-from protoviz_core.devices import resolve_device
-from protoviz_core.exemplars import Pool, exemplar_work, sample_positions
-from protoviz_core.tracking import pipeline_run
-from protoviz_core.work import run_work
+from protoviz_core.infra.devices import resolve_device
+from protoviz_core.infra.work import run_work
+from protoviz_core.measures.exemplars import Pool, exemplar_work, sample_positions
+from protoviz_core.pipeline.config import load_params
+from protoviz_core.pipeline.tracking import pipeline_run
+from protoviz_core.training.checkpoints import choose_epochs, require_checkpoints
 from stages import _cli
 
 

@@ -14,19 +14,19 @@ import mlflow
 import pandas as pd
 from tqdm import tqdm
 
-from protoviz_core.checkpoints import choose_epochs, load_backbone, require_checkpoints
-from protoviz_core.config import load_params
-from protoviz_core.devices import resolve_device
-from protoviz_core.dvc_files import write_json
 from protoviz_core.engine.units import oversized_selections
-from protoviz_core.errors import ProtovizError
-from protoviz_core.exemplars import best_natural, read_exemplars
-from protoviz_core.extraction import image_prior, ray_executor, shard_work
-from protoviz_core.metric_keys import EXTRACT_PROTOTYPES_PER_S, extract_key
-from protoviz_core.montage import grid
-from protoviz_core.store import build_index, convert_shards, open_prototypes, shards_dir
-from protoviz_core.tracking import pipeline_run
-from protoviz_core.work import compute_here, run_work
+from protoviz_core.infra.devices import resolve_device
+from protoviz_core.infra.dvc_files import write_json
+from protoviz_core.infra.errors import ProtovizError
+from protoviz_core.infra.work import compute_here, run_work
+from protoviz_core.measures.exemplars import best_natural, read_exemplars
+from protoviz_core.pipeline.config import load_params
+from protoviz_core.pipeline.metric_keys import EXTRACT_PROTOTYPES_PER_S, extract_key
+from protoviz_core.pipeline.tracking import pipeline_run
+from protoviz_core.presentation.montage import grid
+from protoviz_core.prototypes.extraction import image_prior, ray_executor, shard_work
+from protoviz_core.prototypes.store import build_index, convert_shards, open_prototypes, shards_dir
+from protoviz_core.training.checkpoints import choose_epochs, load_backbone, require_checkpoints
 from stages import _cli
 
 

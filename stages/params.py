@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import sys
 
-from protoviz_core.atomic import atomic_write
-from protoviz_core.config import load_params
+from protoviz_core.infra.atomic import atomic_write
+from protoviz_core.pipeline.config import load_params
 from stages import _cli
 
 

@@ -7,15 +7,15 @@ import sys
 import mlflow
 from tqdm import tqdm
 
-from protoviz_core.checkpoints import choose_epochs, require_checkpoints
-from protoviz_core.config import load_params
-from protoviz_core.devices import resolve_device
-from protoviz_core.dvc_files import write_csv, write_json
-from protoviz_core.metric_keys import probe_key
-from protoviz_core.probe import feature_work, probe_accuracies
-from protoviz_core.stl10 import read_split
-from protoviz_core.tracking import pipeline_run
-from protoviz_core.work import run_work
+from protoviz_core.data.stl10 import read_split
+from protoviz_core.infra.devices import resolve_device
+from protoviz_core.infra.dvc_files import write_csv, write_json
+from protoviz_core.infra.work import run_work
+from protoviz_core.measures.probe import feature_work, probe_accuracies
+from protoviz_core.pipeline.config import load_params
+from protoviz_core.pipeline.metric_keys import probe_key
+from protoviz_core.pipeline.tracking import pipeline_run
+from protoviz_core.training.checkpoints import choose_epochs, require_checkpoints
 from stages import _cli
 
 

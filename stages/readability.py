@@ -7,7 +7,7 @@ python -m stages.readability --data data/stl10_binary --checkpoints out/checkpoi
 For each unit: can an observer that shares no weights with the network tell the unit's top
 test images from its bottom ones, given the unit's prototypes? Given its natural exemplars
 (the yardstick)? Given another unit's exemplars (the control, at chance)? See
-protoviz_core/readability.py and docs/readability.md.
+protoviz_core/measures/readability.py and docs/readability.md.
 """
 
 from __future__ import annotations
@@ -17,18 +17,18 @@ import sys
 import mlflow
 from tqdm import tqdm
 
-from protoviz_core.checkpoints import require_checkpoints
-from protoviz_core.config import load_params
-from protoviz_core.devices import resolve_device
-from protoviz_core.dvc_files import write_csv, write_json
-from protoviz_core.exemplars import ExemplarSet
-from protoviz_core.masks import load_masks
-from protoviz_core.metric_keys import readability_key
-from protoviz_core.readability import readability_work, score_rows
-from protoviz_core.stl10 import read_images
-from protoviz_core.store import open_prototypes
-from protoviz_core.tracking import pipeline_run
-from protoviz_core.work import run_work
+from protoviz_core.data.stl10 import read_images
+from protoviz_core.infra.devices import resolve_device
+from protoviz_core.infra.dvc_files import write_csv, write_json
+from protoviz_core.infra.work import run_work
+from protoviz_core.measures.exemplars import ExemplarSet
+from protoviz_core.measures.masks import load_masks
+from protoviz_core.measures.readability import readability_work, score_rows
+from protoviz_core.pipeline.config import load_params
+from protoviz_core.pipeline.metric_keys import readability_key
+from protoviz_core.pipeline.tracking import pipeline_run
+from protoviz_core.prototypes.store import open_prototypes
+from protoviz_core.training.checkpoints import require_checkpoints
 from stages import _cli
 
 QUERY_SPLIT = "test"  # neither training's exemplars (exemplars.splits) nor the search saw it

@@ -8,14 +8,14 @@ import mlflow
 import pandas as pd
 from tqdm import tqdm
 
-from protoviz_core.config import load_params
-from protoviz_core.exemplars import ExemplarSet
-from protoviz_core.masks import load_masks
-from protoviz_core.readability import read_scores
-from protoviz_core.report import write_run_report
-from protoviz_core.run_identity import run_name
-from protoviz_core.store import open_prototypes
-from protoviz_core.tracking import pipeline_run
+from protoviz_core.measures.exemplars import ExemplarSet
+from protoviz_core.measures.masks import load_masks
+from protoviz_core.measures.readability import read_scores
+from protoviz_core.pipeline.config import load_params
+from protoviz_core.pipeline.run_identity import run_name
+from protoviz_core.pipeline.tracking import pipeline_run
+from protoviz_core.presentation.report import write_run_report
+from protoviz_core.prototypes.store import open_prototypes
 from stages import _cli
 
 

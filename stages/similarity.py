@@ -5,7 +5,7 @@ python -m stages.similarity --data data/stl10_binary --checkpoints out/checkpoin
 
 Every checkpoint's representation of one fixed sample of held-out test images: per layer, the
 Gram matrix of the flattened map (for CKA between any two epochs or runs) and every channel's
-unit (for matching units across runs). See protoviz_core/similarity.py and docs/similarity.md.
+unit (for matching units across runs). See protoviz_core/measures/similarity.py and docs/similarity.md.
 """
 
 from __future__ import annotations
@@ -15,21 +15,21 @@ import sys
 import mlflow
 from tqdm import tqdm
 
-from protoviz_core.checkpoints import require_checkpoints
-from protoviz_core.config import load_params
-from protoviz_core.devices import resolve_device
-from protoviz_core.dvc_files import write_csv, write_json
-from protoviz_core.metric_keys import similarity_key
-from protoviz_core.similarity import (
+from protoviz_core.data.stl10 import read_images
+from protoviz_core.infra.devices import resolve_device
+from protoviz_core.infra.dvc_files import write_csv, write_json
+from protoviz_core.infra.work import run_work
+from protoviz_core.measures.similarity import (
     SETTLED_CKA,
     SIMILARITY_ARTIFACTS,
     cka_rows,
     settled_epoch,
     similarity_work,
 )
-from protoviz_core.stl10 import read_images
-from protoviz_core.tracking import pipeline_run
-from protoviz_core.work import run_work
+from protoviz_core.pipeline.config import load_params
+from protoviz_core.pipeline.metric_keys import similarity_key
+from protoviz_core.pipeline.tracking import pipeline_run
+from protoviz_core.training.checkpoints import require_checkpoints
 from stages import _cli
 
 SAMPLE_SPLIT = "test"  # held out: neither training, the exemplars nor the search saw it

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import sys
 
-from protoviz_core.config import load_params
-from protoviz_core.learners import training_split
-from protoviz_core.spectrum import measure_spectrum, save_spectrum
+from protoviz_core.data.spectrum import measure_spectrum, save_spectrum
+from protoviz_core.models.learners import training_split
+from protoviz_core.pipeline.config import load_params
 from stages import _cli
 
 

@@ -8,16 +8,16 @@ import sys
 import mlflow
 from tqdm import tqdm
 
-from protoviz_core.checkpoints import load_backbone
-from protoviz_core.config import load_params
-from protoviz_core.devices import resolve_device
-from protoviz_core.dvc_files import write_csv, write_json
-from protoviz_core.features import extract_features
-from protoviz_core.learners import collapsed, learned_nothing, learner_class, training_split
-from protoviz_core.metric_keys import TRAIN_IMAGES_PER_S, TRAIN_LOSS
-from protoviz_core.stl10 import read_split
-from protoviz_core.tracking import pipeline_run
-from protoviz_core.training import train_learner
+from protoviz_core.data.stl10 import read_split
+from protoviz_core.infra.devices import resolve_device
+from protoviz_core.infra.dvc_files import write_csv, write_json
+from protoviz_core.models.features import extract_features
+from protoviz_core.models.learners import collapsed, learned_nothing, learner_class, training_split
+from protoviz_core.pipeline.config import load_params
+from protoviz_core.pipeline.metric_keys import TRAIN_IMAGES_PER_S, TRAIN_LOSS
+from protoviz_core.pipeline.tracking import pipeline_run
+from protoviz_core.training.checkpoints import load_backbone
+from protoviz_core.training.loop import train_learner
 from stages import _cli
 
 COLLAPSE_CHECK_IMAGES = 256  # training images whose final features are checked for collapse

@@ -16,9 +16,9 @@ import sys
 
 from mlflow.tracking import MlflowClient
 
-from protoviz_core.errors import MissingInputError
-from protoviz_core.mlflow_store import runs_url, tracking_uri
-from protoviz_core.run_identity import EXPERIMENT_NAME
+from protoviz_core.infra.errors import MissingInputError
+from protoviz_core.pipeline.mlflow_store import runs_url, tracking_uri
+from protoviz_core.pipeline.run_identity import EXPERIMENT_NAME
 from stages import _cli
 
 

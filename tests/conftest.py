@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from protoviz_core.checkpoints import list_checkpoints
-from protoviz_core.config import TrainParams
-from protoviz_core.synthetic import generate_images
+from protoviz_core.data.synthetic import generate_images
+from protoviz_core.pipeline.config import TrainParams
+from protoviz_core.training.checkpoints import list_checkpoints
 from tests.helpers import TINY_IMAGE_SIZE, run_pipeline, tiny_params, write_params
 
 

@@ -7,7 +7,7 @@ The real files cannot be downloaded here, so tests stand in files of the same sh
   ``num_batches_tracked`` (the published files predate it). DenseNet files keep the
   legacy names ``denselayer1.norm.1.weight`` that torchvision's builder renames;
   Inception v3's file holds its auxiliary classifier (``AuxLogits.*``), which the
-  builder loads and then drops. Values: :func:`protoviz_core.embedding.random_network`
+  builder loads and then drops. Values: :func:`protoviz_core.measures.embedding.random_network`
   (seeded, batch-norm statistics of noise), so embeddings carry information.
 - DeePSiM fc6, ``upconvGAN_fc6.pt`` as in binxu/DeePSim_DosovitskiyBrox2016: the
   state dict of the generator's ``nn.Sequential`` (keys ``defc7.weight`` ..
@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 import torchvision
 
-from protoviz_core.embedding import NETWORKS, random_network, weights_file
 from protoviz_core.engine.generators import DeePSiMGenerator
+from protoviz_core.measures.embedding import NETWORKS, random_network, weights_file
 
 # (key, shape) of upconvGAN_fc6.pt, written from the published architecture (DESIGN: DeePSiM fc6).
 DEEPSIM_FC6_PUBLISHED = [

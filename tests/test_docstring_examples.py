@@ -4,8 +4,8 @@ import doctest
 
 import pytest
 
-from protoviz_core import store
 from protoviz_core.engine import cmaes, synthesis
+from protoviz_core.prototypes import store
 
 
 @pytest.mark.parametrize(

@@ -214,7 +214,7 @@ def test_dvc_repro_on_a_fresh_clone_and_code_changes_rerun_exactly_their_stages(
     assert not arrived.exists() or hashlib.md5(arrived.read_bytes()).hexdigest() == digest
 
     # A library file's change reruns exactly the stages that import it (extract, embed, readability, report).
-    library_file = "protoviz_core/store.py"
+    library_file = "protoviz_core/prototypes/store.py"
     (clone / library_file).write_text((clone / library_file).read_text() + "\n# edited\n")
     importers = {stage for stage in STAGES if library_file in code_closure(f"stages/{stage}.py")}
     assert importers == {"extract", "embed", "readability", "report"}

@@ -25,8 +25,8 @@ import torch
 import yaml
 from mlflow.tracking import MlflowClient
 
-from protoviz_core.run_identity import EMBED_WEIGHTS_TAG, EXPERIMENT_NAME
-from protoviz_core.stl10 import read_split
+from protoviz_core.data.stl10 import read_split
+from protoviz_core.pipeline.run_identity import EMBED_WEIGHTS_TAG, EXPERIMENT_NAME
 from stages import _cli
 from stages import data as data_stage
 from tests.helpers import STAGE_ARGS, run_pipeline, stages_from
@@ -72,7 +72,7 @@ def _paper_params_at_tiny_sizes(stl10_root: Path, deepsim: Path) -> dict:
         generator_weights=str(deepsim),
     )
     # One network of each family (each its own torchvision builder branch); every one of the ten
-    # published files is loaded and compared with torchvision's model in tests/test_embedding.py.
+    # published files is loaded and compared with torchvision's model in tests/measures/test_embedding.py.
     params["embed"].update(batch_size=16, nets=list(FAMILIES))
     # The paper's montage units (layer3:1, 2, 12, 98) are not among 2 extracted channels: the same
     # branch (listed units, listed epochs) with units that are.
@@ -90,7 +90,7 @@ def test_paper_configuration_runs_every_branch(tmp_path, published_torch_home, m
     monkeypatch.setenv("TORCH_HOME", str(published_torch_home))
 
     # data: the real-STL10 branch, with the split sizes it checks scaled down like everything else.
-    monkeypatch.setattr("protoviz_core.stl10.STL10_SPLIT_SIZES", SPLITS)
+    monkeypatch.setattr("protoviz_core.data.stl10.STL10_SPLIT_SIZES", SPLITS)
     assert _cli.run(data_stage.main, STAGE_ARGS["data"]) == 0
     for split in ("train", "test"):
         images, labels = read_split(tmp_path / "data", split)
@@ -137,7 +137,7 @@ def test_the_paper_procedure_runs_every_generation_and_step_and_climbs_from_the_
     from protoviz_core.engine.rng import stream_keys
     from protoviz_core.engine.synthesis import Procedure, stream_seed, synthesize
     from protoviz_core.engine.units import centre_activation, layer_reader
-    from protoviz_core.simclr import build_backbone
+    from protoviz_core.models.backbones import build_backbone
 
     paper = yaml.safe_load((REPO / "configs/paper.yaml").read_text())["extract"]
     assert (

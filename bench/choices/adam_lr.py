@@ -18,11 +18,11 @@ import time
 
 import torch
 
-from protoviz_core.checkpoints import load_backbone
-from protoviz_core.config import load_params
 from protoviz_core.engine.synthesis import Procedure, synthesize
 from protoviz_core.engine.units import channel_count, spaced_channels
-from protoviz_core.simclr import NORMALIZE, build_backbone
+from protoviz_core.models.backbones import NORMALIZE, build_backbone
+from protoviz_core.pipeline.config import load_params
+from protoviz_core.training.checkpoints import load_backbone
 
 
 def main() -> None:

@@ -33,14 +33,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from protoviz_core.checkpoints import load_backbone
-from protoviz_core.distance import epoch_rows
-from protoviz_core.embedding import embed_images, load_network
+from protoviz_core.data.stl10 import read_images
 from protoviz_core.engine.generators import make_generator
 from protoviz_core.engine.rng import stream_keys
 from protoviz_core.engine.synthesis import Procedure, stream_seed, synthesize
 from protoviz_core.engine.units import centre_activation, channel_count, spaced_channels, unit_reader
-from protoviz_core.stl10 import read_images
+from protoviz_core.measures.distance import epoch_rows
+from protoviz_core.measures.embedding import embed_images, load_network
+from protoviz_core.training.checkpoints import load_backbone
 from tests.fake_cuda import fake_cuda
 
 ROOT = Path(__file__).resolve().parents[2]

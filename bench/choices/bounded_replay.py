@@ -2,7 +2,7 @@
 
 A checkpoint lost from a finished run is made again by replaying training up to it. Without
 snapshots the replay starts at the initial weights; with ``train.state_every: k`` it starts
-at the newest snapshot before the hole (``protoviz_core.replay``).
+at the newest snapshot before the hole (``protoviz_core.training.replay``).
 
 1. Storage at the paper's configuration (``configs/paper.yaml``'s learner: ResNet18 with
    SimCLR's head, SGD with momentum): the bytes of one checkpoint and one state snapshot,
@@ -30,9 +30,9 @@ import numpy as np
 import torch
 import yaml
 
-from protoviz_core.config import TrainParams
-from protoviz_core.training import train_learner
-from protoviz_core.training_plan import list_snapshots
+from protoviz_core.pipeline.config import TrainParams
+from protoviz_core.training.loop import train_learner
+from protoviz_core.training.plan import list_snapshots
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -2,7 +2,7 @@
 
 Trains the demo's ResNet18 with SimCLR under candidate settings, each for both conditions
 (clrjit, keepclr) and several seeds, through the train stage's own call
-(:func:`protoviz_core.training.train_learner`) on the synthetic STL10-format set. For each
+(:func:`protoviz_core.training.loop.train_learner`) on the synthetic STL10-format set. For each
 run it reports:
 
 - the final NT-Xent loss against chance's, ln(2B - 1) for batch B (the loss of embeddings
@@ -35,13 +35,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from protoviz_core.checkpoints import load_backbone
-from protoviz_core.config import ProbeParams, TrainParams
-from protoviz_core.features import extract_features
-from protoviz_core.probe import probe_accuracies
-from protoviz_core.stl10 import read_split
-from protoviz_core.synthetic import write_synthetic_stl10
-from protoviz_core.training import train_learner
+from protoviz_core.data.stl10 import read_split
+from protoviz_core.data.synthetic import write_synthetic_stl10
+from protoviz_core.measures.probe import probe_accuracies
+from protoviz_core.models.features import extract_features
+from protoviz_core.pipeline.config import ProbeParams, TrainParams
+from protoviz_core.training.checkpoints import load_backbone
+from protoviz_core.training.loop import train_learner
 
 # The demo before this benchmark (params.yaml until 2026-12-07), then the candidates.
 BASE = {

@@ -15,12 +15,12 @@ import argparse
 
 import torch
 
-from protoviz_core.checkpoints import load_backbone
-from protoviz_core.config import load_params
-from protoviz_core.features import extract_features
-from protoviz_core.probe import probe_accuracies
-from protoviz_core.stl10 import read_images, read_labels
-from protoviz_core.training import CALIBRATION_IMAGES, with_measured_batchnorm
+from protoviz_core.data.stl10 import read_images, read_labels
+from protoviz_core.measures.probe import probe_accuracies
+from protoviz_core.models.features import extract_features
+from protoviz_core.pipeline.config import load_params
+from protoviz_core.training.checkpoints import load_backbone
+from protoviz_core.training.loop import CALIBRATION_IMAGES, with_measured_batchnorm
 
 
 def main() -> None:

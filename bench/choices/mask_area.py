@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from protoviz_core.distance import mask_weighted, unit_diversity
-from protoviz_core.masks import load_masks
-from protoviz_core.work import read_result, without_key
+from protoviz_core.infra.work import read_result, without_key
+from protoviz_core.measures.distance import mask_weighted, unit_diversity
+from protoviz_core.measures.masks import load_masks
 
 VIEWS = (
     ("mse", True, "paper: masked MSE"),

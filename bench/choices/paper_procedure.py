@@ -31,12 +31,12 @@ import time
 import numpy as np
 import torch
 
-from protoviz_core.checkpoints import list_checkpoints, load_backbone
-from protoviz_core.distance import diversity, mean_paired
 from protoviz_core.engine.synthesis import Procedure, synthesize
 from protoviz_core.engine.units import channel_count, spaced_channels
-from protoviz_core.extraction import shard_seed
-from protoviz_core.store import ShardId
+from protoviz_core.measures.distance import diversity, mean_paired
+from protoviz_core.prototypes.extraction import shard_seed
+from protoviz_core.prototypes.store import ShardId
+from protoviz_core.training.checkpoints import list_checkpoints, load_backbone
 
 PAPER = dict(
     early_exit=False,

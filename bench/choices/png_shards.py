@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from protoviz_core.store import decode_images, encode_images, open_prototypes
+from protoviz_core.prototypes.store import decode_images, encode_images, open_prototypes
 
 
 def main() -> None:

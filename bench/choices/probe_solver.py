@@ -19,9 +19,9 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
-from protoviz_core.config import load_params
-from protoviz_core.probe import standardise
-from protoviz_core.stl10 import read_labels
+from protoviz_core.data.stl10 import read_labels
+from protoviz_core.measures.probe import standardise
+from protoviz_core.pipeline.config import load_params
 
 
 def main() -> None:

@@ -4,7 +4,7 @@ For every extracted layer of a finished pipeline folder (its last checkpoint, ex
 RF masks and the test split), the same channels are synthesised with each prior, twice
 (two seeds), and scored on:
 
-- readability: the machine 2-AFC of protoviz_core.readability (median over units), beside
+- readability: the machine 2-AFC of protoviz_core.measures.readability (median over units), beside
   the same task answered from the units' natural exemplars (the yardstick) and from another
   unit's exemplars (the control, at chance when the task is sound);
 - specificity: the re-evolution distance over the between-unit distance (mask-weighted
@@ -46,9 +46,7 @@ import pandas as pd
 import torch
 
 from bench.common import lucent_images
-from protoviz_core.checkpoints import list_checkpoints, load_backbone
-from protoviz_core.config import load_params
-from protoviz_core.distance import mask_weighted, unit_diversity
+from protoviz_core.data.stl10 import read_images
 from protoviz_core.engine.generators import (
     DecoderGenerator,
     DecoderWeightsError,
@@ -64,11 +62,13 @@ from protoviz_core.engine.units import (
     layer_reader,
     spaced_channels,
 )
-from protoviz_core.exemplars import ExemplarSet
-from protoviz_core.masks import load_masks
-from protoviz_core.montage import grid, surround_gain
-from protoviz_core.readability import score_layer, texture_features, unit_activations
-from protoviz_core.stl10 import read_images
+from protoviz_core.measures.distance import mask_weighted, unit_diversity
+from protoviz_core.measures.exemplars import ExemplarSet
+from protoviz_core.measures.masks import load_masks
+from protoviz_core.measures.readability import score_layer, texture_features, unit_activations
+from protoviz_core.pipeline.config import load_params
+from protoviz_core.presentation.montage import grid, surround_gain
+from protoviz_core.training.checkpoints import list_checkpoints, load_backbone
 
 
 @dataclass

@@ -31,7 +31,7 @@ import torchvision
 
 from protoviz_core.engine.synthesis import Procedure, synthesize
 from protoviz_core.engine.units import channel_count, layer_reader, spaced_channels
-from protoviz_core.simclr import NORMALIZE
+from protoviz_core.models.backbones import NORMALIZE
 
 # (torchvision name, a mid-depth layer whose output ends with a ReLU or ReLU6)
 NETWORKS = [

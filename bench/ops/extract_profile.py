@@ -23,11 +23,11 @@ import torch
 import torchvision
 
 from bench.common import write_checkpoint, write_deepsim_weights
-from protoviz_core.config import load_params
 from protoviz_core.engine import generators
-from protoviz_core.extraction import shard_work
-from protoviz_core.store import build_index, shards_dir
-from protoviz_core.work import run_work
+from protoviz_core.infra.work import run_work
+from protoviz_core.pipeline.config import load_params
+from protoviz_core.prototypes.extraction import shard_work
+from protoviz_core.prototypes.store import build_index, shards_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -41,13 +41,13 @@ import numpy as np
 import torch
 
 from bench.common import write_checkpoint, write_deepsim_weights
-from protoviz_core.config import TrainParams, load_params
-from protoviz_core.distance import distance_work
-from protoviz_core.embedding import stored_dtype
 from protoviz_core.engine.synthesis import MEMORY_FRACTION
-from protoviz_core.extraction import SYNTHESIS_OPTIONS, make_shard
-from protoviz_core.training import train_learner
-from protoviz_core.work import KEY, epoch_file
+from protoviz_core.infra.work import KEY, epoch_file
+from protoviz_core.measures.distance import distance_work
+from protoviz_core.measures.embedding import stored_dtype
+from protoviz_core.pipeline.config import TrainParams, load_params
+from protoviz_core.prototypes.extraction import SYNTHESIS_OPTIONS, make_shard
+from protoviz_core.training.loop import train_learner
 
 ROOT = Path(__file__).resolve().parents[2]
 

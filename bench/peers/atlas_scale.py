@@ -39,11 +39,11 @@ import torch
 from PIL import Image
 
 from bench.common import LAYER_CHANNELS, size_on_disk, smooth_images, timed
-from protoviz_core.atlas import write_run_part, write_viewer
 from protoviz_core.engine.synthesis import Prototypes
-from protoviz_core.masks import MaskSet
-from protoviz_core.montage import thumbnails
-from protoviz_core.store import ShardId, build_index, open_prototypes, write_shard
+from protoviz_core.measures.masks import MaskSet
+from protoviz_core.presentation.atlas import write_run_part, write_viewer
+from protoviz_core.presentation.montage import thumbnails
+from protoviz_core.prototypes.store import ShardId, build_index, open_prototypes, write_shard
 
 THUMB = 64
 

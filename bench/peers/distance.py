@@ -9,7 +9,7 @@ of change) and runs in its own process so that its peak memory (max RSS) is its 
 The peer is what a researcher would write with numpy: the Gram matrix ``x @ x.T`` in
 float32 (one BLAS call per layer, repeat, kind and metric) for the pairwise
 distances, row-wise products for the paired ones. protoviz computes diversity in
-closed form (O(N D), float64; ``protoviz_core.distance.diversity``). Both sides'
+closed form (O(N D), float64; ``protoviz_core.measures.distance.diversity``). Both sides'
 values are compared at the end.
 
     python -m bench.peers.distance --epochs 3          # CPU-sized
@@ -26,7 +26,7 @@ import time
 import numpy as np
 import torch
 
-from protoviz_core.distance import epoch_rows
+from protoviz_core.measures.distance import epoch_rows
 
 LAYERS = {"layer1": 64, "layer2": 128, "layer3": 256, "layer4": 512}
 

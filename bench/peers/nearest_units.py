@@ -4,7 +4,7 @@ The study holds 1,163,520 prototypes (6 runs x 101 checkpoints x 960 units x 2 r
 every one gets a vector of ``--dim`` values (2048: a ResNet50 embedding, the paper's first
 network), random, as the query's time depends on the matrix's size, not on its values.
 
-- protoviz: :class:`protoviz_core.neighbours.UnitIndex` (float16 rows, one torch
+- protoviz: :class:`protoviz_core.measures.neighbours.UnitIndex` (float16 rows, one torch
   matrix-vector product, top-k);
 - the peer: the whole matrix in float32 in numpy, ``X @ q`` (BLAS) and ``argpartition``, as a
   numpy user would write it.
@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from protoviz_core.neighbours import UnitIndex
+from protoviz_core.measures.neighbours import UnitIndex
 
 STUDY_PROTOTYPES = 6 * 101 * 960 * 2
 

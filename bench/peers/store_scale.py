@@ -31,7 +31,7 @@ from PIL import Image
 
 from bench.common import LAYER_CHANNELS, size_on_disk, smooth_images, timed
 from protoviz_core.engine.synthesis import Prototypes
-from protoviz_core.store import ShardId, build_index, open_prototypes, write_shard
+from protoviz_core.prototypes.store import ShardId, build_index, open_prototypes, write_shard
 
 
 def plan(count: int) -> list[ShardId]:

@@ -36,7 +36,7 @@ import torch
 
 from bench.common import LAYER_CHANNELS, size_on_disk, smooth_images, timed
 from protoviz_core.engine.synthesis import Prototypes
-from protoviz_core.store import ShardId, build_index, open_prototypes, write_shard
+from protoviz_core.prototypes.store import ShardId, build_index, open_prototypes, write_shard
 from tests.helpers import s3_server
 
 RUNS = [f"{aug}-seed{seed}" for aug in ("clrjit", "keepclr") for seed in (1, 2, 3)]

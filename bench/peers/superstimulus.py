@@ -37,13 +37,13 @@ import torch
 import yaml
 
 from bench.common import lucent_images
-from protoviz_core.checkpoints import load_backbone
-from protoviz_core.config import parse_params
 from protoviz_core.engine.synthesis import Procedure, synthesize
 from protoviz_core.engine.units import centre_activation, channel_count, layer_reader, spaced_channels
-from protoviz_core.exemplars import Pool, sample_positions, top_exemplars
-from protoviz_core.simclr import NORMALIZE
-from protoviz_core.superstimulus import superstimulus_ratio
+from protoviz_core.measures.exemplars import Pool, sample_positions, top_exemplars
+from protoviz_core.models.backbones import NORMALIZE
+from protoviz_core.pipeline.config import parse_params
+from protoviz_core.prototypes.superstimulus import superstimulus_ratio
+from protoviz_core.training.checkpoints import load_backbone
 
 
 def score(model, layer, images: torch.Tensor, channels: torch.Tensor, normalize: dict) -> np.ndarray:
@@ -65,7 +65,7 @@ def run_protoviz(model, layer, channels, schedule: dict, image_size: int, normal
 def run_lucent(model, layer, channels, image_size: int, normalize: dict, steps: int):
     """Lucent's render_vis with its defaults, one image per channel, batched, on the centre unit."""
     # Its defaults: standard_transforms, and preprocess appends ImageNet's normalisation, which is the
-    # checkpoints' own (protoviz_core.simclr.NORMALIZE); the caller checks that.
+    # checkpoints' own (protoviz_core.models.backbones.NORMALIZE); the caller checks that.
     elapsed, final = lucent_images(model, layer, channels, image_size, (steps,))
     return elapsed, score(model, layer, final, channels, normalize)
 
@@ -133,7 +133,7 @@ def main() -> None:
         for layer in layers
     }
     if args.store:  # the demo's own prototypes, recomputed from the stored images and the checkpoint
-        from protoviz_core.store import open_prototypes
+        from protoviz_core.prototypes.store import open_prototypes
 
         store = open_prototypes(args.store)
         epoch = int(torch.load(args.checkpoint, weights_only=True, mmap=True)["epoch"])

@@ -37,12 +37,12 @@ import numpy as np
 import torch
 
 from bench.common import lucent_images
-from protoviz_core.checkpoints import load_backbone
 from protoviz_core.engine.generators import make_generator
 from protoviz_core.engine.rng import stream_keys
 from protoviz_core.engine.synthesis import Procedure, synthesize
 from protoviz_core.engine.units import centre_activation, channel_count, layer_reader
-from protoviz_core.simclr import NORMALIZE, build_backbone
+from protoviz_core.models.backbones import NORMALIZE, build_backbone
+from protoviz_core.training.checkpoints import load_backbone
 
 # configs/paper.yaml's procedure (the authors' code); its schedule is given by the schedule flags.
 PAPER_PROCEDURE = dict(

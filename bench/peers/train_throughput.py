@@ -24,12 +24,12 @@ import numpy as np
 import torch
 from lightly.loss import NTXentLoss
 
-from protoviz_core.config import TrainParams
-from protoviz_core.devices import resolve_device
-from protoviz_core.learners import SimCLRLearner, Views, view_transform
-from protoviz_core.simclr import build_backbone
-from protoviz_core.synthetic import generate_images
-from protoviz_core.training import train_learner
+from protoviz_core.data.synthetic import generate_images
+from protoviz_core.infra.devices import resolve_device
+from protoviz_core.models.backbones import build_backbone
+from protoviz_core.models.learners import SimCLRLearner, Views, view_transform
+from protoviz_core.pipeline.config import TrainParams
+from protoviz_core.training.loop import train_learner
 
 
 def bare_loop(images: np.ndarray, config: TrainParams, image_size: int) -> float:

@@ -1,6 +1,6 @@
 """The prototype engine: activation-maximising images for every channel of a layer at once.
 
-Independent of the pipeline (it imports only torch, numpy and :mod:`protoviz_core.errors`),
+Independent of the pipeline (it imports only torch, numpy and :mod:`protoviz_core.infra.errors`),
 so it can synthesise prototypes for any ``nn.Module``:
 
 - ``rng``            counter-based random streams, one per channel
@@ -10,4 +10,6 @@ so it can synthesise prototypes for any ``nn.Module``:
 - ``normalization``  the ImageNet mean and standard deviation, and normalising with them
 - ``precision``      where work runs under bfloat16 autocast
 - ``synthesis``      CMA-ES then Adam for every channel at once: :func:`synthesize`
+
+May import: infra's errors only (tests/engine/test_independence.py).
 """

@@ -10,7 +10,7 @@ Four generators behind one interface (:class:`Generator`):
   spectrum is fixed to that of the data set's own images (:func:`magnitude_spectrum`),
   only the phase is searched; no weights, readable images at every layer.
 - ``decoder``: the decoder of a small variational autoencoder trained on the data set's
-  own images (:class:`DecoderGenerator`; ``protoviz_core.decoder_prior`` trains it): a
+  own images (:class:`DecoderGenerator`; ``protoviz_core.prototypes.decoder_prior`` trains it): a
   learnt prior like DeePSiM's, with no downloaded weights, whose images look like the data.
 - ``pixel``: raw pixels through a sigmoid, the baseline without a prior.
 
@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from protoviz_core.engine.rng import keyed_normal
-from protoviz_core.errors import ProtovizError
+from protoviz_core.infra.errors import ProtovizError
 
 DEEPSIM_WEIGHTS_SOURCE = (
     "upconvGAN_fc6.pt from the Hugging Face repository binxu/DeePSim_DosovitskiyBrox2016 "

@@ -308,7 +308,7 @@ def test_a_channel_stops_evolving_once_it_responds_and_climbing_once_it_converge
 
 
 def test_reported_activations_are_those_of_the_8_bit_images_the_store_keeps():
-    from protoviz_core.store import pack_shard
+    from protoviz_core.prototypes.store import pack_shard
 
     model = _cnn()
     result = synthesize(model, "relu2", None, _procedure("fourier"), seed=3)

@@ -16,7 +16,7 @@ from protoviz_core.engine.units import (
     unit_position,
     unit_reader,
 )
-from protoviz_core.simclr import build_backbone
+from protoviz_core.models.backbones import build_backbone
 
 
 class _MustNotRun(nn.Module):

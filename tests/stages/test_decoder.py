@@ -3,7 +3,7 @@
 import torch
 
 from protoviz_core.engine.generators import DecoderGenerator
-from protoviz_core.store import open_prototypes
+from protoviz_core.prototypes.store import open_prototypes
 from tests.helpers import (
     STAGE_ARGS,
     call_stage,

@@ -7,7 +7,7 @@ import shutil
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from protoviz_core.run_identity import EMBED_WEIGHTS_TAG
+from protoviz_core.pipeline.run_identity import EMBED_WEIGHTS_TAG
 from tests.helpers import newest_run, run_pipeline, tiny_extract, tiny_params, write_params
 
 

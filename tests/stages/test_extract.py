@@ -11,7 +11,7 @@ import torch
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from protoviz_core.store import StoreError, open_prototypes
+from protoviz_core.prototypes.store import StoreError, open_prototypes
 from tests.helpers import (
     STAGE_ARGS,
     call_stage,

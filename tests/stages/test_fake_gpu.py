@@ -6,15 +6,15 @@ import json
 
 import torch
 
-from protoviz_core.checkpoints import list_checkpoints
 from protoviz_core.engine.generators import DecoderGenerator
-from protoviz_core.store import open_prototypes
+from protoviz_core.prototypes.store import open_prototypes
+from protoviz_core.training.checkpoints import list_checkpoints
 from tests.fake_cuda import fake_cuda
 from tests.helpers import run_pipeline, tiny_extract, tiny_params, write_params
 
 
 def test_decoder_train_probe_rfmask_extract_and_embed_run_their_gpu_branches(project, monkeypatch):
-    import protoviz_core.devices as devices
+    import protoviz_core.infra.devices as devices
 
     monkeypatch.setattr(devices, "_CLAIMED", [])  # this process claims the fake GPU afresh
     params = tiny_params(epochs=1, device="auto")

@@ -10,7 +10,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from protoviz_core.figures import DPI, PANEL_WIDTH
+from protoviz_core.presentation.figures import DPI, PANEL_WIDTH
 from tests.helpers import (
     STAGE_ARGS,
     call_stage,

@@ -49,7 +49,7 @@ def test_rfmask_stage_writes_masks_metrics_and_mlflow_and_resumes(project):
 
 
 def test_an_all_zero_mask_stops_the_stage_before_it_is_written(project, monkeypatch, capsys):
-    import protoviz_core.rfield as rfield
+    import protoviz_core.measures.rfield as rfield
     import stages.rfmask as rfmask_stage
     from stages import _cli
 

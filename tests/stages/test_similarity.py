@@ -7,7 +7,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from protoviz_core.similarity import cka, gram
+from protoviz_core.measures.similarity import cka, gram
 from tests.helpers import STAGE_ARGS, newest_run, run_stage, tiny_extract, tiny_params, write_params
 
 

@@ -13,12 +13,12 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-import protoviz_core.stl10 as stl10
-from protoviz_core.checkpoints import list_checkpoints
-from protoviz_core.config import TRAINING_VERSION
-from protoviz_core.learners import learned_nothing
-from protoviz_core.run_identity import EXPERIMENT_NAME
-from protoviz_core.synthetic import write_synthetic_stl10
+import protoviz_core.data.stl10 as stl10
+from protoviz_core.data.synthetic import write_synthetic_stl10
+from protoviz_core.models.learners import learned_nothing
+from protoviz_core.pipeline.config import TRAINING_VERSION
+from protoviz_core.pipeline.run_identity import EXPERIMENT_NAME
+from protoviz_core.training.checkpoints import list_checkpoints
 from tests.helpers import STAGE_ARGS, call_stage, run_stage, start_stage, tiny_params, write_params
 
 TRAIN_ARGS = STAGE_ARGS["train"]

@@ -8,9 +8,9 @@ import time
 
 import mlflow
 
-from protoviz_core.config import parse_params
-from protoviz_core.run_identity import run_name
-from protoviz_core.tracking import pipeline_run
+from protoviz_core.pipeline.config import parse_params
+from protoviz_core.pipeline.run_identity import run_name
+from protoviz_core.pipeline.tracking import pipeline_run
 from tests.helpers import free_port, tiny_params, wait_until_answering
 
 
