@@ -31,7 +31,7 @@ from protoviz_core.presentation.comparison import (
     similarity_between,
     similarity_files,
 )
-from protoviz_core.presentation.report import write_comparison
+from protoviz_core.presentation.comparison_report import write_comparison
 from stages import _cli
 
 ATLAS_ARTIFACTS = "report/atlas/runs"

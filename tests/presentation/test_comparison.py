@@ -19,7 +19,7 @@ from protoviz_core.presentation.comparison import (
     similarity_between,
     similarity_files,
 )
-from protoviz_core.presentation.report import write_comparison
+from protoviz_core.presentation.comparison_report import write_comparison
 
 # Final (epoch 2) logreg accuracy per (condition, seed); by hand:
 #   clrjit: 0.5, 0.6, 0.7 -> mean 0.6, sample std 0.1, SEM 0.1 / sqrt(3) = 0.0577350
