@@ -89,7 +89,8 @@ def run_stage(name: str, cwd, *args) -> str:
     return stdout
 
 
-# Each stage's arguments as dvc.yaml passes them, with the outputs in the test's folder.
+# Each stage's arguments as dvc.yaml passes them, run in the test's folder; the data stage's
+# folder is data/ where dvc.yaml's is data/stl10_binary (tests/test_dvc_deps.py holds them equal).
 STAGE_ARGS = {
     "data": ["--out", "data"],
     "train": [

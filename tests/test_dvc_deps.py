@@ -124,3 +124,23 @@ def test_every_param_a_stage_depends_on_is_in_each_committed_configuration(confi
                     break
                 node = node[part]
     assert missing == []
+
+
+def test_the_tests_run_each_stage_with_dvc_yamls_arguments():
+    """tests/helpers.STAGE_ARGS is dvc.yaml's commands, the data folder aside (data/, not
+    data/stl10_binary); a renamed output in one and not the other fails here."""
+    import shlex
+
+    from tests.helpers import STAGE_ARGS
+
+    differences = {}
+    for name, args in STAGE_ARGS.items():
+        command = shlex.split(_stages()[name]["cmd"])[3:]  # after "python -m stages.<name>"
+        in_yaml = dict(zip(command[::2], command[1::2]))
+        in_tests = {
+            key: "data/stl10_binary" if value == "data" else value
+            for key, value in zip(args[::2], args[1::2])
+        }
+        if in_yaml != in_tests:
+            differences[name] = (in_yaml, in_tests)
+    assert len(STAGE_ARGS) >= 10 and differences == {}
