@@ -36,6 +36,7 @@ from protoviz_core.presentation.figures import (
     CHANCE_LABEL,
     CONDITION_COLORS,
     FLOOR_LABEL,
+    curve_frame,
     line_panels,
     save_figure,
 )
@@ -46,10 +47,8 @@ from protoviz_core.presentation.report import FLOORED, quantity_figure
 def _per_condition(stats: pd.DataFrame, panel: str, y_label: str, title: str, **options) -> Figure:
     """Mean +- SEM over seeds (``stats``: one row per ``panel`` value, condition and epoch), one line per
     condition; ``options`` go to :func:`line_panels`."""
-    renamed = stats.rename(columns={"condition": "line"})
-    return line_panels(
-        renamed, panel=panel, line="line", y_label=y_label, colors=CONDITION_COLORS, title=title, **options
-    )
+    curves = curve_frame(stats, panel=panel, line="condition")
+    return line_panels(curves, y_label=y_label, colors=CONDITION_COLORS, title=title, **options)
 
 
 def _differences_section(page: HtmlPage, out: Path, of_view: Callable[[str], pd.DataFrame]) -> None:
@@ -108,7 +107,7 @@ def _similarity_between_section(page: HtmlPage, out: Path, table: pd.DataFrame) 
             chosen = pd.concat([chosen, chance.assign(line=chance.line + " " + CHANCE_LABEL)])
         curves = mean_sem(chosen, ["layer", "line", "epoch"])
         colors = {pair: f"C{i}" for i, pair in enumerate(sorted(table.pair.unique()))}
-        figure = line_panels(curves, panel="layer", line="line", y_label=y_label, title=title, colors=colors)
+        figure = line_panels(curve_frame(curves, panel="layer"), y_label=y_label, title=title, colors=colors)
         page.image(save_figure(figure, out / file), title)
     page.text(
         "Both runs' layers respond to the same held-out test images. CKA 1: the same representation "

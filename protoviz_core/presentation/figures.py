@@ -1,7 +1,8 @@
 """The paper's figures, drawn with matplotlib (no display needed).
 
-Every curve figure is drawn by one function, :func:`line_panels`: one panel per
-layer (or readout) in order, one line per condition, an optional mean +- SEM band.
+Every curve figure is drawn by one function, :func:`line_panels`, from one frame made by
+:func:`curve_frame`: one panel per layer (or readout) in order, one line per condition, an
+optional mean +- SEM band.
 A single run is one "condition" without a band; the cross-run comparison passes
 both conditions with their SEM over seeds. Conditions keep their colour in every
 figure (:data:`CONDITION_COLORS`).
@@ -53,11 +54,45 @@ def layer_sort_key(name: str) -> tuple:
     return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name))
 
 
+# The columns of line_panels' frame: what every curve needs, and what it may carry.
+CURVE_COLUMNS = ("panel", "line", "epoch", "mean")
+BAND_COLUMNS = ("sem", "low", "high", "n")
+
+
+def curve_frame(table: pd.DataFrame, *, panel: str, line: str = "line", mean: str = "mean") -> pd.DataFrame:
+    """The frame :func:`line_panels` draws, from ``table``: one row per (panel, line, epoch).
+
+    Args:
+        table: has columns ``panel``, ``line``, ``epoch`` and ``mean`` (named by the arguments),
+            and may have the band: ``sem`` (mean +- SEM where it is a number), or ``low`` and
+            ``high`` (a band between them, e.g. quartiles; a curve whose are NaN gets its SEM
+            band), and ``n`` (runs averaged, shown in the legend). Other columns are left out.
+        panel: the column with one panel per value (a layer, say).
+        line: the column with one curve per value (a condition); a label ending in
+            :data:`FLOOR_LABEL` or :data:`CHANCE_LABEL` is drawn dashed, in its condition's colour.
+        mean: the column of the curve's values.
+
+    Returns:
+        columns :data:`CURVE_COLUMNS` and those of :data:`BAND_COLUMNS` that ``table`` has.
+
+    Raises:
+        ValueError: a named column is missing.
+    """
+    missing = [name for name in (panel, line, "epoch", mean) if name not in table]
+    if missing:
+        raise ValueError(f"curve_frame: the table has no column {', '.join(missing)}")
+    frame = pd.DataFrame(
+        {"panel": table[panel], "line": table[line], "epoch": table["epoch"], "mean": table[mean]}
+    )
+    for name in BAND_COLUMNS:
+        if name in table:
+            frame[name] = table[name]
+    return frame
+
+
 def line_panels(
     frame: pd.DataFrame,
     *,
-    panel: str,
-    line: str,
     y_label: str,
     title: str,
     colors: dict[str, str] | None = None,
@@ -65,22 +100,22 @@ def line_panels(
     reference: tuple[float, str] | None = None,
     log_y: bool = False,
 ) -> Figure:
-    """Curves vs epoch, one panel per value of ``panel``, one line per value of ``line``.
+    """Curves vs epoch: one panel per ``panel`` value of ``frame``, one line per ``line`` value.
 
     Args:
-        frame: columns ``epoch``, ``mean``, ``panel``, ``line`` (a label ending in
-            :data:`FLOOR_LABEL` or :data:`CHANCE_LABEL` is drawn dashed, in its condition's
-            colour) and optionally
-            ``sem`` (drawn as a mean +- SEM band where it is a number), or ``low`` and
-            ``high`` (a band between them, e.g. quartiles; a curve whose are NaN gets its SEM
-            band), and ``n`` (runs averaged, shown in the legend).
+        frame: made by :func:`curve_frame`.
         panel_order: panel values in drawing order; default: network order of the names.
         reference: (y, label) of a dashed horizontal line in every panel.
         log_y: a logarithmic y axis (for ratios).
+
+    Raises:
+        ValueError: an empty frame (names ``title``), or one not made by :func:`curve_frame`.
     """
+    if not set(CURVE_COLUMNS) <= set(frame):
+        raise ValueError(f"{title}: line_panels draws a curve_frame (columns {', '.join(CURVE_COLUMNS)})")
     if frame.empty:
         raise ValueError(f"{title}: nothing to draw")
-    panels = panel_order or sorted(frame[panel].unique(), key=layer_sort_key)
+    panels = panel_order or sorted(frame["panel"].unique(), key=layer_sort_key)
     colors = colors or {}
     figure, axes = plt.subplots(
         1,
@@ -91,7 +126,7 @@ def line_panels(
         constrained_layout=True,
     )
     for ax, name in zip(axes[0], panels):
-        for label, curve in frame[frame[panel] == name].groupby(line, sort=True):
+        for label, curve in frame[frame["panel"] == name].groupby("line", sort=True):
             curve = curve.sort_values("epoch")
             runs = f" (n={int(curve['n'].max())})" if "n" in curve and curve["n"].max() > 1 else ""
             floor = str(label).endswith(_DASHED)  # dashed, in its condition's colour or grey

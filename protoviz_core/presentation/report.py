@@ -49,6 +49,7 @@ from protoviz_core.presentation.figures import (
     FLOOR_LABEL,
     QUANTITY_LABELS,
     READOUT_COLORS,
+    curve_frame,
     development_montage,
     dimmed_surround,
     exemplar_rows,
@@ -169,9 +170,7 @@ def quantity_figure(
     condition (``curves``: layer, line, epoch, mean[, sem]), saved as ``<quantity>.png``."""
     page.heading(QUANTITY_LABELS[quantity])
     figure = line_panels(
-        curves,
-        panel="layer",
-        line="line",
+        curve_frame(curves, panel="layer"),
         y_label=quantity.replace("_", " "),
         colors=CONDITION_COLORS,
         title=f"{QUANTITY_LABELS[quantity]}; {view_title}",
@@ -193,13 +192,11 @@ def _readability_section(
     control), then specificity in the observer's space and in the distance view."""
     page.heading("Readability: what an observer learns from the prototypes")
     scores = table[table.explanation.isin(EXPLANATIONS)]
-    curves = scores[["layer", "explanation", "epoch", "median"]].rename(
-        columns={"median": "mean", "explanation": "line"}
+    curves = curve_frame(
+        scores[["layer", "explanation", "epoch", "median"]], panel="layer", line="explanation", mean="median"
     )
     figure = line_panels(
         curves,
-        panel="layer",
-        line="line",
         y_label="2-AFC correct (median over units)",
         colors=EXPLANATION_COLORS,
         reference=(0.5, "chance"),
@@ -235,9 +232,7 @@ def _readability_section(
         page.text("No specificity: one repeat per unit has nothing to compare.", note=True)
         return
     figure = line_panels(
-        lines,
-        panel="layer",
-        line="line",
+        curve_frame(lines, panel="layer"),
         y_label="re-evolution / between-unit distance",
         reference=(1.0, "no more alike than two units"),
         title=f"{title}: specificity (lower: a unit's searches agree)",
@@ -267,9 +262,7 @@ def _similarity_section(
         ignore_index=True,
     )
     figure = line_panels(
-        lines[lines.layer.isin(set(table.layer))],
-        panel="layer",
-        line="line",
+        curve_frame(lines[lines.layer.isin(set(table.layer))], panel="layer"),
         y_label="CKA; rate of change / largest",
         reference=(SETTLED_CKA, f"settled ({SETTLED_CKA})"),
         title=f"{title}: how far each layer is from its final form",
@@ -462,9 +455,7 @@ def _probe_section(page: HtmlPage, run: _RunInReport, probe: pd.DataFrame) -> No
         ]
     )
     figure = line_panels(
-        readouts,
-        panel="panel",
-        line="line",
+        curve_frame(readouts, panel="panel"),
         y_label="test accuracy",
         colors=READOUT_COLORS,
         title=f"{run.title}: linear probe",
@@ -545,9 +536,7 @@ def _superstimulus_section(
         panel=stats.layer, line="median, quartile band", mean=stats["median"], low=stats.q25, high=stats.q75
     )
     figure = line_panels(
-        frame,
-        panel="panel",
-        line="line",
+        curve_frame(frame, panel="panel"),
         y_label="prototype / best natural image",
         reference=(1.0, "best natural image"),
         log_y=True,

@@ -8,7 +8,7 @@ import torch
 from protoviz_core.measures.similarity import gram
 from protoviz_core.presentation.atlas import write_viewer
 from protoviz_core.presentation.atlas_links import unit_links, write_links
-from tests.test_atlas import CHANNELS, EPOCHS, _open, _two_condition_atlas, _wait_loaded
+from tests.presentation.test_atlas import CHANNELS, EPOCHS, _open, _two_condition_atlas, _wait_loaded
 
 UNITS = 12  # channels per layer; CHANNELS of them are extracted
 # keepclr's channel PARTNER[c] is clrjit's channel c; it maps extracted channels to extracted ones.

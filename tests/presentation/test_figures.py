@@ -8,6 +8,7 @@ from PIL import Image
 
 from protoviz_core.presentation.figures import (
     CONDITION_COLORS,
+    curve_frame,
     development_montage,
     dimmed_surround,
     layer_sort_key,
@@ -35,9 +36,9 @@ def _curves():
 
 
 def test_line_panels_one_panel_per_layer_in_network_order_with_labelled_axes():
-    figure = line_panels(
-        _curves(), panel="layer", line="line", y_label="diversity", title="t", colors=CONDITION_COLORS
-    )
+    curves = curve_frame(_curves(), panel="layer")
+    assert list(curves.columns) == ["panel", "line", "epoch", "mean", "sem", "n"]
+    figure = line_panels(curves, y_label="diversity", title="t", colors=CONDITION_COLORS)
     axes = figure.axes
     assert [ax.get_title() for ax in axes] == ["layer1", "layer2", "layer10"]
     assert all(ax.get_xlabel() == "epoch" for ax in axes) and axes[0].get_ylabel() == "diversity"
@@ -52,12 +53,21 @@ def test_line_panels_one_panel_per_layer_in_network_order_with_labelled_axes():
 
 def test_line_panels_without_sem_draws_no_band_and_refuses_empty():
     figure = line_panels(
-        _curves().drop(columns=["sem", "n"]), panel="layer", line="line", y_label="y", title="t"
+        curve_frame(_curves().drop(columns=["sem", "n"]), panel="layer"), y_label="y", title="t"
     )
     assert all(len(ax.collections) == 0 for ax in figure.axes)
     plt.close(figure)
     with pytest.raises(ValueError, match="nothing to draw"):
-        line_panels(_curves().iloc[:0], panel="layer", line="line", y_label="y", title="empty")
+        line_panels(curve_frame(_curves().iloc[:0], panel="layer"), y_label="y", title="empty")
+
+
+def test_line_panels_draws_only_a_curve_frame_and_curve_frame_names_a_missing_column():
+    with pytest.raises(ValueError, match="curve_frame"):
+        line_panels(_curves(), y_label="y", title="raw")  # a "layer" column, no "panel"
+    with pytest.raises(ValueError, match="no column seed"):
+        curve_frame(_curves(), panel="seed")
+    chosen = curve_frame(_curves().rename(columns={"mean": "median"}), panel="layer", mean="median")
+    assert chosen["mean"].tolist() == _curves()["mean"].tolist()
 
 
 def test_layer_sort_key_orders_numbers_numerically():

@@ -121,8 +121,8 @@ def test_the_readability_section_draws_one_curve_per_explanation_and_both_specif
     page = HtmlPage("t")
     report._readability_section(page, tmp_path, pd.DataFrame(rows), distances, DistanceParams(), "run")
     scores, specificity = drawn
-    assert list(scores.columns) == ["layer", "line", "epoch", "mean"]
+    assert list(scores.columns) == ["panel", "line", "epoch", "mean"]
     assert sorted(scores.line.unique()) == ["control", "exemplars", "prototypes"]
-    assert not scores.duplicated(["layer", "line", "epoch"]).any() and scores["mean"].tolist()[0] == 0.5
+    assert not scores.duplicated(["panel", "line", "epoch"]).any() and scores["mean"].tolist()[0] == 0.5
     assert sorted(specificity.line.unique()) == ["observer's features", "pixel, mse, RF-masked"]
     assert len(specificity) == 2 * 2 * 2
