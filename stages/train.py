@@ -12,11 +12,12 @@ from protoviz_core.data.stl10 import read_split
 from protoviz_core.infra.devices import resolve_device
 from protoviz_core.infra.dvc_files import write_csv, write_json
 from protoviz_core.models.features import extract_features
-from protoviz_core.models.learners import collapsed, learned_nothing, learner_class, training_split
+from protoviz_core.models.learners import learner_class, training_split
 from protoviz_core.pipeline.config import load_params
 from protoviz_core.pipeline.metric_keys import TRAIN_IMAGES_PER_S, TRAIN_LOSS
 from protoviz_core.pipeline.tracking import pipeline_run
 from protoviz_core.training.checkpoints import load_backbone
+from protoviz_core.training.diagnosis import collapsed, learned_nothing
 from protoviz_core.training.loop import train_learner
 from stages import _cli
 

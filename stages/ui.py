@@ -17,8 +17,7 @@ import sys
 from mlflow.tracking import MlflowClient
 
 from protoviz_core.infra.errors import MissingInputError
-from protoviz_core.pipeline.mlflow_store import runs_url, tracking_uri
-from protoviz_core.pipeline.run_identity import EXPERIMENT_NAME
+from protoviz_core.pipeline.mlflow_store import EXPERIMENT_NAME, runs_url, tracking_uri
 from stages import _cli
 
 

@@ -243,7 +243,7 @@ def run_pipeline(cwd, *stages: str) -> None:
 def newest_run(client):
     """The MLflow run the stages of a test used: the newest of the protoviz experiment (a copied
     project's database also holds the train stage's run of the session's trained project)."""
-    from protoviz_core.pipeline.run_identity import EXPERIMENT_NAME
+    from protoviz_core.pipeline.mlflow_store import EXPERIMENT_NAME
 
     experiment = client.get_experiment_by_name(EXPERIMENT_NAME)
     return client.search_runs(

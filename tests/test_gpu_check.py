@@ -44,7 +44,9 @@ def test_gpu_check_runs_its_gpu_branches_on_a_fake_gpu_and_reports_the_peak_of_e
 
     monkeypatch.setattr(gpu_check, "make_shard", measured_shard)
     monkeypatch.setattr(sys, "argv", ["gpu_check.py", "--tiny"])
-    with fake_cuda(free_bytes=2**30, reduced_precision=False) as gpu:  # (precision: tests/test_synthesis.py)
+    with fake_cuda(
+        free_bytes=2**30, reduced_precision=False
+    ) as gpu:  # (precision: tests/engine/test_synthesis.py)
         gpu_check.main()
     output = capsys.readouterr().out
     assert "fake CUDA (CPU)" in output

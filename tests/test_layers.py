@@ -29,14 +29,31 @@ LAYERS = (
 )
 
 
+def _public_homes() -> dict[str, str]:
+    """protoviz_core's lazily exported names (``from protoviz_core import load_params``) and the
+    subpackage each comes from."""
+    import protoviz_core
+
+    return {name: module.split(".")[0] for name, module in protoviz_core._PUBLIC.items()}
+
+
 def upward_imports(package: str, source: str) -> list[str]:
-    """The protoviz_core subpackages above ``package`` that ``source`` (a module of it) imports."""
-    allowed = set(LAYERS[: LAYERS.index(package) + 1])
+    """The protoviz_core subpackages above ``package`` that ``source`` (a module of it) imports,
+    directly or through a lazily exported name; a relative import counts as one (every import
+    here is absolute, so that this check sees it)."""
+    allowed, homes = set(LAYERS[: LAYERS.index(package) + 1]), _public_homes()
     found = []
     for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and node.level > 0:
+            found.append("." * node.level + (node.module or ""))
+            continue
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+        elif isinstance(node, ast.ImportFrom) and node.module == "protoviz_core":
+            names = [
+                f"protoviz_core.{homes.get(alias.name, alias.name)}.{alias.name}" for alias in node.names
+            ]
+        elif isinstance(node, ast.ImportFrom) and node.module:
             names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
         else:
             continue
@@ -65,7 +82,7 @@ def test_a_phase_says_what_it_holds_and_what_it_may_import(package):
 def test_imports_run_down_the_layers(package):
     upward = {
         path.relative_to(LIBRARY).as_posix(): upward_imports(package, path.read_text())
-        for path in sorted((LIBRARY / package).glob("*.py"))
+        for path in sorted((LIBRARY / package).rglob("*.py"))
     }
     assert {module: names for module, names in upward.items() if names} == {}
 
@@ -78,3 +95,27 @@ def test_the_check_sees_an_import_up_the_layers_even_inside_a_function():
     )
     assert upward_imports("measures", source) == ["protoviz_core.presentation.report"]
     assert upward_imports("presentation", source) == []
+
+
+def test_the_check_sees_a_lazily_exported_name_and_a_relative_import():
+    assert upward_imports("data", "from protoviz_core import load_params, synthesize\n") == []
+    assert upward_imports("models", "from protoviz_core import load_params\n") == [
+        "protoviz_core.pipeline.load_params"
+    ]
+    assert upward_imports("measures", "from . import masks\n") == ["."]
+
+
+FUNCTION_LINES, CLASS_LINES = 80, 150  # a function or class longer than this is two concepts
+
+
+def test_no_function_or_class_in_the_library_is_longer_than_a_reader_can_hold():
+    too_long = []
+    modules = sorted(LIBRARY.rglob("*.py"))
+    for path in modules:
+        for node in ast.walk(ast.parse(path.read_text())):
+            limit = {ast.FunctionDef: FUNCTION_LINES, ast.ClassDef: CLASS_LINES}.get(type(node))
+            if limit and node.end_lineno - node.lineno + 1 > limit:
+                too_long.append(
+                    f"{path.relative_to(LIBRARY)}:{node.name} ({node.end_lineno - node.lineno + 1})"
+                )
+    assert len(modules) > 40 and too_long == []

@@ -26,7 +26,8 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from protoviz_core.data.stl10 import read_split
-from protoviz_core.pipeline.run_identity import EMBED_WEIGHTS_TAG, EXPERIMENT_NAME
+from protoviz_core.pipeline.mlflow_store import EXPERIMENT_NAME
+from protoviz_core.pipeline.run_identity import EMBED_WEIGHTS_TAG
 from stages import _cli
 from stages import data as data_stage
 from tests.helpers import STAGE_ARGS, run_pipeline, stages_from

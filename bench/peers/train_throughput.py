@@ -27,9 +27,10 @@ from lightly.loss import NTXentLoss
 from protoviz_core.data.synthetic import generate_images
 from protoviz_core.infra.devices import resolve_device
 from protoviz_core.models.backbones import build_backbone
-from protoviz_core.models.learners import SimCLRLearner, Views, view_transform
+from protoviz_core.models.learners import SimCLRLearner, view_transform
 from protoviz_core.pipeline.config import TrainParams
 from protoviz_core.training.loop import train_learner
+from protoviz_core.training.views import Views
 
 
 def bare_loop(images: np.ndarray, config: TrainParams, image_size: int) -> float:

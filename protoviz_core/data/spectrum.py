@@ -2,8 +2,9 @@
 
 MACO (Fel et al. 2023) searches only the Fourier phase of an image; its magnitude is
 that of natural images. Here "natural" is the run's own training data: the spectrum is
-measured from the split the learner trains on (:func:`protoviz_core.models.learners.training_split`), a pure function
-of the data set, computed once by the spectrum stage and read by every extract shard.
+measured from the split the learner trains on
+(:func:`protoviz_core.models.learners.training_split`), a pure function of the data set,
+computed once by the spectrum stage and read by every extract shard.
 """
 
 from __future__ import annotations

@@ -9,7 +9,9 @@ so it can synthesise prototypes for any ``nn.Module``:
 - ``units``          a channel of a layer, read at the centre; run only up to the layer
 - ``normalization``  the ImageNet mean and standard deviation, and normalising with them
 - ``precision``      where work runs under bfloat16 autocast
-- ``synthesis``      CMA-ES then Adam for every channel at once: :func:`synthesize`
+- ``robustness``     a random shift, zoom, turn and noise per gradient step
+- ``synthesis``      CMA-ES then Adam for every channel at once: :func:`synthesize`, and
+                     :class:`Procedure`, how it searches
 
 May import: infra's errors only (tests/engine/test_independence.py).
 """

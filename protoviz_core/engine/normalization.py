@@ -1,7 +1,7 @@
 """Input normalisation: the ImageNet statistics every network here was trained with.
 
 Defined once: the SimCLR backbones (lightly normalises with the same values), the
-ImageNet networks prototypes are embedded in, and the default of :func:`synthesize`.
+ImageNet networks prototypes are embedded in, and the default of ``Procedure.normalize``.
 """
 
 from __future__ import annotations

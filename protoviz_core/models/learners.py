@@ -7,8 +7,10 @@ lightly's examples (scaled to ResNet18's 512-d features where the example uses R
 every method: ``keepclr`` turns the method's own colour jitter and random grayscale off.
 
 Learners live in a registry, :data:`LEARNERS`: a new learner is one class decorated with
-:func:`register_learner`. The params schema (``train.method``), the training split, the run's
-name and the stages read from it; nothing else names a method.
+:func:`register_learner` in this file. The params schema (``train.method``, fixed when it is
+imported, so a learner registered elsewhere is not offered), the training split, the run's
+name, the figures' colours and the stages read from it; nothing else names a method. Since the
+schema reads it, this file is in every stage's dvc.yaml deps.
 
 A learner is one ``nn.Module`` holding everything a method trains and everything it carries
 from step to step (momentum encoders, DINO's teacher and its loss centre, MoCo's memory
@@ -52,7 +54,6 @@ from lightly.transforms import (
 )
 from lightly.transforms.simclr_transform import SimCLRViewTransform
 from lightly.utils.scheduler import cosine_schedule
-from PIL import Image
 from torch import nn
 
 from protoviz_core.engine.normalization import IMAGENET_NORMALIZE
@@ -470,59 +471,6 @@ class SupervisedLearner(Learner):
         return self.loss(outputs[0], labels)
 
 
-CHANCE_MARGIN = 0.1  # nats: a final loss closer than this to chance's is a network that learned nothing
-
-
-def learned_nothing(method: str, final_loss: float | None, batch_size: int) -> str | None:
-    """A one-line warning when a run's final loss ends within :data:`CHANCE_MARGIN` nats of its
-    learner's chance level (:meth:`Learner.chance_loss`), else None.
-
-    Such a network tells its inputs apart no better than constant outputs do, yet every later
-    stage would measure it as if it had learned. Causes: too high a learning rate (SGD diverges
-    in the first epoch and settles at uniform outputs), or, for SimCLR, too soft a temperature
-    for views that colour jitter makes hard to match (the offline demo at temperature 0.5:
-    ``bench/choices/demo_training.py``). The warning names the learner's params to look at.
-
-    Raises:
-        ValueError: an unknown method; names ``train.method``.
-    """
-    learner = learner_class(method)
-    chance = learner.chance_loss(batch_size)
-    if chance is None or final_loss is None or final_loss < chance - CHANCE_MARGIN:
-        return None
-    return (
-        f"train: warning: the {method} loss ends at {final_loss:.3f}, chance's is {chance:.3f} "
-        f"(within {CHANCE_MARGIN} nats): the network learned nothing; look at "
-        f"{', '.join(learner.tuning_params)}"
-    )
-
-
-# The spread (mean over dimensions of the standard deviation across images) of unit-length
-# backbone features below which a network maps every image to one direction. Measured on the
-# tiny training of tests/stages/test_train.py's scale, 3 epochs: every learner at train.lr 1000
-# gave 1e-13 .. 2e-9 (float rounding), every learner at 0.06 gave 5e-6 .. 1e-2.
-COLLAPSE_SPREAD = 1e-7
-
-
-def collapsed(method: str, features: torch.Tensor, lr: float) -> str | None:
-    """A one-line warning when ``features`` (N, D) of N >= 2 different training images all point
-    one way (:data:`COLLAPSE_SPREAD`), else None.
-
-    Collapse is the failure that a loss at chance's level does not show: BYOL's and SimSiam's
-    losses fall to -1 when both branches give one constant vector, DINO's towards 0 when one
-    output dimension dominates. All-zero features (every unit dead) count as collapsed.
-    """
-    unit = torch.nn.functional.normalize(features.double(), dim=1)
-    spread = float(unit.std(dim=0).mean())
-    if spread >= COLLAPSE_SPREAD:
-        return None
-    return (
-        f"train: warning: the {method} network gives all {len(features)} training images checked the "
-        f"same features (spread {spread:.1e} < {COLLAPSE_SPREAD:g}): it collapsed and learned nothing; "
-        f"lower train.lr (now {lr:g})"
-    )
-
-
 def build_learner(
     method: str, backbone: nn.Module, *, features: int = FEATURE_DIM, temperature: float, epochs: int
 ) -> Learner:
@@ -534,39 +482,24 @@ def build_learner(
     return learner_class(method).build(backbone, features, temperature=temperature, epochs=epochs)
 
 
-def view_transform(method: str, aug: str, image_size: int, **simclr_settings: float) -> Callable:
+def view_transform(
+    method: str,
+    aug: str,
+    image_size: int,
+    *,
+    min_scale: float = 0.08,
+    cj_strength: float = 1.0,
+    gaussian_blur: float = 0.5,
+) -> Callable:
     """The augmentation ``method`` trains with under ``aug`` (:meth:`Learner.view_transform`):
-    a PIL image -> a list of normalised views.
+    a PIL image -> a list of normalised views. ``min_scale``, ``cj_strength`` and
+    ``gaussian_blur`` are the paper's SimCLR settings (train's); the other learners use their
+    transforms' defaults.
 
     Raises:
         ValueError: an unknown ``aug`` or ``method``, named.
     """
     if aug not in AUGMENTATIONS:
         raise ValueError(f"aug must be 'clrjit' or 'keepclr', got {aug!r}")
-    return learner_class(method).view_transform(aug, image_size, **simclr_settings)
-
-
-class Views(torch.utils.data.Dataset):
-    """The augmented views of each image of a uint8 (N, 3, S, S) array (e.g. a memmap), with its label.
-
-    Items are ``([view, ...], label)``: float (3, S', S') normalised views (two for most methods,
-    2 global + 6 local for DINO, one for supervision) and the image's class (-1 without labels).
-    """
-
-    def __init__(self, images: np.ndarray, transform: Callable, labels: np.ndarray | None = None):
-        self.images, self.transform, self.labels = images, transform, labels
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, index: int) -> tuple[list[torch.Tensor], int]:
-        pixels = np.ascontiguousarray(self.images[index].transpose(1, 2, 0))  # (S, S, 3)
-        label = int(self.labels[index]) if self.labels is not None else -1
-        return list(self.transform(Image.fromarray(pixels))), label
-
-
-def stack_views(items: list[tuple[list[torch.Tensor], int]]) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """A DataLoader's ``collate_fn`` for :class:`Views`: B items -> ([(B, 3, S', S') per view],
-    (B,) labels)."""
-    views = [torch.stack([item[0][v] for item in items]) for v in range(len(items[0][0]))]
-    return views, torch.tensor([label for _, label in items], dtype=torch.int64)
+    settings = {"min_scale": min_scale, "cj_strength": cj_strength, "gaussian_blur": gaussian_blur}
+    return learner_class(method).view_transform(aug, image_size, **settings)

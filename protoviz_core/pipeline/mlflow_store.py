@@ -2,8 +2,9 @@
 processes, retries while another writer holds SQLite's lock, moving a copied repository's
 artifact paths (raw SQL on MLflow's own tables), and one line for a database that fails.
 
-A stage opens its run with :func:`protoviz_core.pipeline.tracking.pipeline_run`; only the UI and the
-comparison of runs read the database's address from here.
+A stage opens its run with :func:`protoviz_core.pipeline.tracking.pipeline_run`; the UI and the
+comparison of runs read the database's address and the experiment's name from here. Nothing
+here reads params, so neither needs the params schema.
 """
 
 from __future__ import annotations
@@ -23,7 +24,14 @@ import mlflow
 from mlflow.entities import Experiment, Run
 from mlflow.tracking import MlflowClient
 
-from protoviz_core.pipeline.run_identity import EXPERIMENT_NAME, repository_root
+EXPERIMENT_NAME = "protoviz"
+TAG_PREFIX = "protoviz."  # of every tag this project sets on a run
+
+
+def repository_root() -> Path:
+    """The main repository: DVC_ROOT inside DVC experiments, else the working directory."""
+    return Path(os.environ.get("DVC_ROOT") or os.getcwd()).resolve()
+
 
 # MLflow 3 opens an experiment on its GenAI overview unless told otherwise; these open it on
 # its runs, as charts grouped by metric prefix (train/, probe/, diversity/, ...).

@@ -15,21 +15,11 @@ from typing import Any
 from protoviz_core.models.backbones import BACKBONE_ARCH
 from protoviz_core.models.learners import PAPER_METHOD
 from protoviz_core.pipeline.config import Params
-
-EXPERIMENT_NAME = "protoviz"
-
-
-TAG_PREFIX = "protoviz."
-
+from protoviz_core.pipeline.mlflow_store import TAG_PREFIX, repository_root
 
 EMBED_WEIGHTS_TAG = (
     f"{TAG_PREFIX}embed_weights"  # the embed stage's weights: random ones must not pass as real
 )
-
-
-def repository_root() -> Path:
-    """The main repository: DVC_ROOT inside DVC experiments, else the working directory."""
-    return Path(os.environ.get("DVC_ROOT") or os.getcwd()).resolve()
 
 
 def _git_commit(root: Path) -> str:

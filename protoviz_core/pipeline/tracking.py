@@ -49,6 +49,7 @@ from protoviz_core.infra.errors import ProtovizError
 from protoviz_core.infra.interrupts import interrupted, no_signal_raises, sigterm_raises
 from protoviz_core.pipeline.config import Params
 from protoviz_core.pipeline.mlflow_store import (
+    TAG_PREFIX,
     creation_lock,
     database_failure,
     ensure_experiment,
@@ -56,7 +57,7 @@ from protoviz_core.pipeline.mlflow_store import (
     retry_locked,
     tracking_uri,
 )
-from protoviz_core.pipeline.run_identity import TAG_PREFIX, flatten, run_name, run_tags
+from protoviz_core.pipeline.run_identity import flatten, run_name, run_tags
 
 PROCESS_TAG = f"{TAG_PREFIX}process"  # "host:pid" of the stage that last opened the run
 

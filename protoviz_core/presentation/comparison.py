@@ -28,7 +28,7 @@ from protoviz_core.infra.work import Contents
 from protoviz_core.measures.similarity import SIMILARITY_ARTIFACTS, between_runs, read_similarity_files
 from protoviz_core.models.backbones import BACKBONE_ARCH
 from protoviz_core.models.learners import PAPER_METHOD
-from protoviz_core.pipeline.run_identity import EXPERIMENT_NAME, TAG_PREFIX
+from protoviz_core.pipeline.mlflow_store import EXPERIMENT_NAME, TAG_PREFIX
 
 # Params that are allowed to differ between compared runs; any other difference is reported.
 VARYING_PARAMS = {"aug", "seed", "train.method", "train.backbone"}

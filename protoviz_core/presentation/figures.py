@@ -24,16 +24,16 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from protoviz_core.infra.atomic import atomic_write  # noqa: E402
-from protoviz_core.pipeline.config import METHODS  # noqa: E402
+from protoviz_core.models.learners import LEARNERS, PAPER_METHOD  # noqa: E402
 from protoviz_core.presentation.montage import surround_gain  # noqa: E402
 
 PANEL_WIDTH = 3.4  # inches per panel of a curve figure
 DPI = 110  # saved PNGs: a curve figure is PANEL_WIDTH * DPI pixels wide per panel
 # SimCLR's two conditions as the paper's figures draw them; every other learner a pair of tab20's
-# shades (darker: clrjit, lighter: keepclr), in the order of config.METHODS.
+# shades (darker: clrjit, lighter: keepclr), in the registry's order, cycling after eight.
 CONDITION_COLORS = {"clrjit": "tab:blue", "keepclr": "tab:orange"} | {
-    f"{method} {aug}": matplotlib.colors.to_hex(matplotlib.colormaps["tab20"](2 * index + 4 + shade))
-    for index, method in enumerate(METHODS[1:])
+    f"{method} {aug}": matplotlib.colors.to_hex(matplotlib.colormaps["tab20"]((2 * index + 4 + shade) % 20))
+    for index, method in enumerate(name for name in LEARNERS if name != PAPER_METHOD)
     for shade, aug in enumerate(("clrjit", "keepclr"))
 }
 READOUT_COLORS = {"logreg": "tab:green", "linearsvc": "tab:purple", "adam": "tab:brown"}

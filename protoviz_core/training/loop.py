@@ -39,10 +39,8 @@ from protoviz_core.infra.errors import ProtovizError
 from protoviz_core.models.backbones import FEATURE_DIMS, NORMALIZE, build_backbone
 from protoviz_core.models.learners import (
     Learner,
-    Views,
     build_learner,
     learner_class,
-    stack_views,
     view_transform,
 )
 from protoviz_core.pipeline.config import ParamsError, TrainParams
@@ -61,6 +59,7 @@ from protoviz_core.training.plan import (
     snapshot_path,
 )
 from protoviz_core.training.replay import flat_tensors, refill_holes
+from protoviz_core.training.views import Views, stack_views
 
 Optimizer = torch.optim.Optimizer
 Scheduler = torch.optim.lr_scheduler.LRScheduler

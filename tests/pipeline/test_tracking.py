@@ -11,8 +11,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from protoviz_core.pipeline.config import parse_params
-from protoviz_core.pipeline.mlflow_store import tracking_uri
-from protoviz_core.pipeline.run_identity import EXPERIMENT_NAME
+from protoviz_core.pipeline.mlflow_store import EXPERIMENT_NAME, tracking_uri
 from protoviz_core.pipeline.tracking import _process_gone, _this_process, pipeline_run
 from tests.helpers import tiny_params
 

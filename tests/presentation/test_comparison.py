@@ -9,7 +9,7 @@ from mlflow.tracking import MlflowClient
 from protoviz_core.infra.atomic import save_atomic
 from protoviz_core.measures.similarity import SIMILARITY_ARTIFACTS, gram
 from protoviz_core.pipeline.config import DistanceParams
-from protoviz_core.pipeline.run_identity import EXPERIMENT_NAME
+from protoviz_core.pipeline.mlflow_store import EXPERIMENT_NAME
 from protoviz_core.presentation.aggregate import final_values, mean_sem
 from protoviz_core.presentation.comparison import (
     ComparisonError,

@@ -15,10 +15,10 @@ from mlflow.tracking import MlflowClient
 
 import protoviz_core.data.stl10 as stl10
 from protoviz_core.data.synthetic import write_synthetic_stl10
-from protoviz_core.models.learners import learned_nothing
 from protoviz_core.pipeline.config import TRAINING_VERSION
-from protoviz_core.pipeline.run_identity import EXPERIMENT_NAME
+from protoviz_core.pipeline.mlflow_store import EXPERIMENT_NAME
 from protoviz_core.training.checkpoints import list_checkpoints
+from protoviz_core.training.diagnosis import learned_nothing
 from tests.helpers import STAGE_ARGS, call_stage, run_stage, start_stage, tiny_params, write_params
 
 TRAIN_ARGS = STAGE_ARGS["train"]
